@@ -1,0 +1,260 @@
+"""The spatially variant convolution emulator (SVCE): a conditional U-Net (paper Sect. 2.2).
+
+``f(o, alpha)`` convolves an object ``o [B, 1, Y, X]`` with the PSF given at every pixel by the KL
+coefficients ``alpha [B, M, Y, X]`` (radians), for the instrument selected by a one-hot vector.
+
+Architecture (one description shared by trainer, export and runtime):
+
+- Encoder of 5 levels with C, 2C, 4C, 8C, 8C channels (3x3 conv + BN + ReLU twice per level,
+  2x2 max-pooling between). The decoder upsamples bilinearly, concatenates the skip of the same
+  level (so the deepest decoder input has 16C channels) and applies two conv + BN + ReLU; a final
+  1x1 conv gives the image. This bilinear U-Net is the variant whose size at C = 64 and M = 44 is
+  the paper's 17.3 M parameters (a literal 16C-channel bottleneck would have ~31 M).
+- FiLM: a fully connected net (one-hot -> 64 -> 64 -> 2, ReLU) gives two scalars gamma, beta shared
+  by all encoder levels below the first, applied as ``gamma * p_hat + beta`` between the two convs.
+- Beyond the paper (both switchable in :class:`EmulatorConfig`, both free of parameters):
+  ``normalize``: the object is divided by its mean absolute value and the output multiplied back,
+  so ``f(c o) = c f(o)`` for c > 0 exactly, as for any convolution, and photometry cannot drift;
+  ``residual``: the network predicts the difference between the blurred and the sharp image.
+
+The core module needs Y and X to be multiples of 16; :func:`emulate` pads other sizes
+(reflection, split evenly between the two sides) and crops the result back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from svrt.errors import SvrtError
+
+MULTIPLE = 16  # four 2x2 poolings
+DEFAULT_MODEL = "svce-c16"
+
+
+@dataclass
+class EmulatorConfig:
+    """Everything needed to rebuild the network; stored in the weights' JSON metadata."""
+
+    width: int = 64                    # C
+    n_modes: int = 44                  # M
+    instruments: list = field(default_factory=lambda: ["crisp6302", "crisp8542", "chromis3934", "hifi6563"])
+    film_hidden: int = 64
+    normalize: bool = True
+    residual: bool = True
+
+    @property
+    def n_conditions(self) -> int:
+        return len(self.instruments)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "EmulatorConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+class ConvBNReLU(nn.Sequential):
+    def __init__(self, cin: int, cout: int):
+        super().__init__(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class EncoderLevel(nn.Module):
+    """Two conv+BN+ReLU; FiLM (``gamma * p_hat + beta``) between them when conditioned."""
+
+    def __init__(self, cin: int, cout: int, conditioned: bool):
+        super().__init__()
+        self.first = ConvBNReLU(cin, cout)
+        self.second = ConvBNReLU(cout, cout)
+        self.conditioned = conditioned
+
+    def forward(self, x, gamma, beta):
+        x = self.first(x)
+        if self.conditioned:
+            x = gamma * x + beta
+        return self.second(x)
+
+
+class DecoderLevel(nn.Module):
+    """Bilinear x2 upsampling, concatenation with the skip, two conv+BN+ReLU."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.first = ConvBNReLU(cin, cin // 2)
+        self.second = ConvBNReLU(cin // 2, cout)
+
+    def forward(self, x, skip):
+        x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+        return self.second(self.first(torch.cat([skip, x], dim=1)))
+
+
+class SVCE(nn.Module):
+    """Conditional U-Net: ``forward(obj [B,1,Y,X], modes [B,M,Y,X], condition [B,I]) -> [B,1,Y,X]``.
+
+    ``condition`` is the one-hot instrument vector (:meth:`one_hot`); Y, X multiples of 16.
+    """
+
+    def __init__(self, config: EmulatorConfig):
+        super().__init__()
+        self.config = config
+        c = config.width
+        self.film = nn.Sequential(nn.Linear(config.n_conditions, config.film_hidden), nn.ReLU(),
+                                  nn.Linear(config.film_hidden, config.film_hidden), nn.ReLU(),
+                                  nn.Linear(config.film_hidden, 2))
+        widths = [c, 2 * c, 4 * c, 8 * c, 8 * c]
+        cin = [config.n_modes + 1] + widths[:-1]
+        self.encoder = nn.ModuleList(EncoderLevel(a, b, conditioned=i > 0) for i, (a, b) in enumerate(zip(cin, widths)))
+        # decoder: in = 2 * (channels of the level below), out = channels of the next level up
+        self.decoder = nn.ModuleList([DecoderLevel(16 * c, 4 * c), DecoderLevel(8 * c, 2 * c),
+                                      DecoderLevel(4 * c, c), DecoderLevel(2 * c, c)])
+        self.head = nn.Conv2d(c, 1, 1)
+
+    def film_parameters(self, condition: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """gamma, beta ``[B, 1, 1, 1]`` for a one-hot ``condition [B, I]``.
+
+        The FiLM net is trained to output (gamma - 1, beta) so that an untrained net starts as identity.
+        """
+        gb = self.film(condition)
+        return (1.0 + gb[:, 0]).view(-1, 1, 1, 1), gb[:, 1].view(-1, 1, 1, 1)
+
+    def forward_with_film(self, obj, modes, gamma, beta):
+        if self.config.normalize:
+            scale = obj.abs().mean(dim=(-2, -1), keepdim=True) + 1e-6
+            x = obj / scale
+        else:
+            x = obj
+        h = torch.cat([x, modes], dim=1)
+        skips = []
+        for i, level in enumerate(self.encoder):
+            if i > 0:
+                h = F.max_pool2d(h, 2)
+            h = level(h, gamma, beta)
+            skips.append(h)
+        for level, skip in zip(self.decoder, reversed(skips[:-1])):
+            h = level(h, skip)
+        y = self.head(h)
+        if self.config.residual:
+            y = y + x
+        if self.config.normalize:
+            y = y * scale
+        return y
+
+    def forward(self, obj, modes, condition):
+        gamma, beta = self.film_parameters(condition)
+        return self.forward_with_film(obj, modes, gamma, beta)
+
+    def one_hot(self, instrument: str, batch: int = 1, device=None, dtype=torch.float32) -> torch.Tensor:
+        """The conditioning vector ``[batch, I]`` of an instrument this model was trained for."""
+        labels = [s.lower() for s in self.config.instruments]
+        if instrument.lower() not in labels:
+            raise SvrtError(f"the model was trained for instruments {', '.join(self.config.instruments)}, "
+                            f"not '{instrument}'.")
+        v = torch.zeros(batch, len(labels), device=device, dtype=dtype)
+        v[:, labels.index(instrument.lower())] = 1
+        return v
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def padding_for(y: int, x: int, multiple: int = MULTIPLE) -> tuple[int, int, int, int]:
+    """(left, right, top, bottom) padding that brings (y, x) to multiples of ``multiple``."""
+    py, px = (-y) % multiple, (-x) % multiple
+    return px // 2, px - px // 2, py // 2, py - py // 2
+
+
+def emulate(model: SVCE, obj: torch.Tensor, modes: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+    """Run ``model`` on any size: reflect-pad to a multiple of 16, run, crop. Shapes as :class:`SVCE`."""
+    pad = padding_for(*obj.shape[-2:])
+    if not any(pad):
+        return model(obj, modes, condition)
+    mode = "reflect" if min(obj.shape[-2:]) > max(pad) else "replicate"
+    out = model(F.pad(obj, pad, mode=mode), F.pad(modes, pad, mode=mode), condition)
+    return out[..., pad[2]:pad[2] + obj.shape[-2], pad[0]:pad[0] + obj.shape[-1]]
+
+
+# --------------------------------------------------------------------------- weights on disk
+
+def bundled_models_dir() -> Path:
+    return Path(str(resources.files("svrt").joinpath("data/models")))
+
+
+def resolve_model_path(name_or_path: str | Path | None) -> Path:
+    """A path to a ``.safetensors`` file, or the name of a bundled model (default :data:`DEFAULT_MODEL`)."""
+    if name_or_path is None:
+        name_or_path = DEFAULT_MODEL
+    p = Path(name_or_path)
+    if p.suffix == ".safetensors" or p.exists():
+        if not p.exists():
+            raise SvrtError(f"{p}: model file not found.")
+        return p
+    candidate = bundled_models_dir() / f"{name_or_path}.safetensors"
+    if candidate.exists():
+        return candidate
+    names = sorted(q.stem for q in bundled_models_dir().glob("*.safetensors"))
+    raise SvrtError(f"unknown model '{name_or_path}'; bundled models are {', '.join(names) or 'none'}, "
+                    "or give a path to a .safetensors file.")
+
+
+def save_model(path: str | Path, model: SVCE, metadata: dict | None = None) -> dict:
+    """Write weights (safetensors) with JSON metadata inside the file and beside it (``.json``).
+
+    Returns the metadata written (config, parameter count, content hash, plus ``metadata``).
+    """
+    from safetensors.torch import save_file
+
+    from svrt.fileio import atomic_write
+
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    meta = dict(metadata or {})
+    meta["config"] = model.config.to_dict()
+    meta["parameters"] = count_parameters(model)
+    meta["sha256"] = state_hash(tensors)
+    path = Path(path)
+    with atomic_write(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"svrt": json.dumps(meta)})
+    with atomic_write(path.with_suffix(".json")) as tmp:
+        Path(tmp).write_text(json.dumps(meta, indent=2) + "\n")
+    return meta
+
+
+def state_hash(tensors: dict) -> str:
+    h = hashlib.sha256()
+    for k in sorted(tensors):
+        h.update(k.encode())
+        h.update(tensors[k].numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def load_model(name_or_path: str | Path | None = None, device="cpu") -> tuple[SVCE, dict]:
+    """Load a model (eval mode) and its metadata; never unpickles (safetensors only)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file, safe_open
+
+    path = resolve_model_path(name_or_path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = (f.metadata() or {}).get("svrt")
+        tensors = load_file(str(path), device=str(device))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise SvrtError(f"{path}: not a readable safetensors file ({exc}); the file may be truncated.") from None
+    if raw is None:
+        raise SvrtError(f"{path}: safetensors metadata key 'svrt' missing; expected an svrt emulator file.")
+    meta = json.loads(raw)
+    model = SVCE(EmulatorConfig.from_dict(meta["config"]))
+    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    if missing or unexpected:
+        raise SvrtError(f"{path}: weights do not match the architecture in its metadata "
+                        f"(missing {len(missing)}, unexpected {len(unexpected)} tensors).")
+    return model.to(device).eval(), meta

@@ -1,0 +1,88 @@
+"""Convolutions with PSFs: spatially invariant (FFT) and the exact spatially variant one of Eq. 1.
+
+Convention (Eq. 1): the PSF belongs to the *output* pixel and is centred on it,
+``I[y, x] = sum_{dy, dx} O[y - dy, x - dx] * S_{y,x}[c + dy, c + dx]`` with ``c = S // 2``.
+With the same PSF everywhere this is the ordinary convolution ``O * S``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from svrt.errors import SvrtError
+
+
+def fft_convolve(image: torch.Tensor, psf: torch.Tensor, boundary: str = "zero") -> torch.Tensor:
+    """Spatially invariant convolution, output the size of the input.
+
+    image ``[..., Y, X]``, psf ``[..., S, S]`` (broadcast over leading dimensions), centre at ``S // 2``.
+    ``boundary="zero"``: linear convolution of the zero-extended image; ``"periodic"``: circular.
+    """
+    y, x = image.shape[-2:]
+    s = psf.shape[-1]
+    c = s // 2
+    if boundary == "periodic":
+        if s > min(y, x):
+            raise SvrtError(f"a periodic convolution needs the PSF ({s} px) no larger than the image ({y}x{x}).")
+        kernel = torch.zeros(*psf.shape[:-2], y, x, dtype=psf.dtype, device=psf.device)
+        kernel[..., :s, :s] = psf
+        kernel = torch.roll(kernel, shifts=(-c, -c), dims=(-2, -1))
+        return torch.fft.irfft2(torch.fft.rfft2(image) * torch.fft.rfft2(kernel), s=(y, x))
+    if boundary != "zero":
+        raise SvrtError(f"unknown boundary '{boundary}'; expected 'zero' or 'periodic'.")
+    ny, nx = y + s, x + s
+    spec = torch.fft.rfft2(image, s=(ny, nx)) * torch.fft.rfft2(psf, s=(ny, nx))
+    full = torch.fft.irfft2(spec, s=(ny, nx))
+    return full[..., c:c + y, c:c + x]
+
+
+def spatially_variant_convolve(obj: torch.Tensor, coefficients: torch.Tensor, psf_model, *,
+                               boundary: str = "zero", rows_per_chunk: int | None = None,
+                               progress=None) -> torch.Tensor:
+    """Exact per-pixel convolution (Eq. 1): a PSF for every output pixel from its own coefficients.
+
+    obj ``[K, Y, X]`` (or ``[Y, X]``): objects that share the wavefront (one instrument);
+    coefficients ``[M, Y, X]``: the wavefront of every output pixel (radians);
+    psf_model: a :class:`svrt.optics.psf.PSFModel` (PSF size S).
+    boundary: "zero" extends the object with zeros, "reflect" mirrors it, "valid" means ``obj`` already
+    carries a margin: ``obj`` is ``[K, Y + S - 1, X + S - 1]`` with the object at offset
+    ``S - 1 - S // 2`` before and ``S // 2`` after, and the output is ``[K, Y, X]`` (no boundary effect).
+    Returns ``[K, Y, X]`` (or ``[Y, X]``). Cost: one PSF (an N x N FFT) per pixel; PSFs are computed
+    row block by row block so memory stays bounded. ``progress(n_rows_done)`` is called per block.
+    """
+    squeeze = obj.dim() == 2
+    if squeeze:
+        obj = obj[None]
+    m, y, x = coefficients.shape
+    if m != psf_model.n_modes:
+        raise SvrtError(f"coefficients have {m} modes; the PSF model expects {psf_model.n_modes}.")
+    s = psf_model.psf_size
+    c = s // 2
+    before, after = s - 1 - c, c
+    if boundary == "valid":
+        if obj.shape[-2:] != (y + s - 1, x + s - 1):
+            raise SvrtError(f"boundary='valid' needs an object of {y + s - 1}x{x + s - 1} for {y}x{x} coefficients "
+                            f"and a PSF of {s}; got {tuple(obj.shape[-2:])}.")
+        padded = obj
+    else:
+        if obj.shape[-2:] != (y, x):
+            raise SvrtError(f"object is {tuple(obj.shape[-2:])} but coefficients are {y}x{x}.")
+        mode = {"zero": "constant", "reflect": "reflect"}.get(boundary)
+        if mode is None:
+            raise SvrtError(f"unknown boundary '{boundary}'; expected 'zero', 'reflect' or 'valid'.")
+        padded = F.pad(obj[None], (before, after, before, after), mode=mode)[0]
+    padded = padded.to(psf_model.dtype)
+    k = padded.shape[0]
+    rows = rows_per_chunk or max(1, 4096 // x)
+    out = torch.empty(k, y, x, dtype=psf_model.dtype)
+    coef = coefficients.permute(1, 2, 0)  # [Y, X, M]
+    for r0 in range(0, y, rows):
+        r1 = min(y, r0 + rows)
+        psf = psf_model(coef[r0:r1].reshape(-1, m)).flip(-2, -1)           # [n, S, S], flipped for correlation
+        strip = padded[:, r0:r1 + s - 1, :]                                # [K, rows + S - 1, X + S - 1]
+        patches = F.unfold(strip[:, None], kernel_size=s)                  # [K, S*S, rows*X]
+        out[:, r0:r1] = torch.einsum("kpn,np->kn", patches, psf.reshape(-1, s * s)).reshape(k, r1 - r0, x)
+        if progress is not None:
+            progress(r1 - r0)
+    return out[0] if squeeze else out

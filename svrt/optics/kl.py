@@ -1,0 +1,71 @@
+"""Karhunen-Loeve modes of Kolmogorov turbulence as rotations of Zernike polynomials (Roddier 1990).
+
+The KL modes diagonalise the Kolmogorov covariance of the Zernike coefficients
+(:func:`svrt.optics.zernike.noll_covariance`). The covariance only couples Zernikes of equal |m| and
+equal parity (cos with cos, sin with sin), so it is diagonalised block by block: each KL mode is a pure
+cos or sin mode of one azimuthal order, and degenerate cos/sin pairs are not mixed.
+Modes are sorted by decreasing variance; KL 1 and 2 are tip and tilt (with a little coma).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from svrt.optics.zernike import noll_covariance, noll_to_nm, zernike
+
+DEFAULT_ZERNIKE_ORDER = 16  # KL built from Zernikes 2..153 (radial orders 1..16)
+
+
+@dataclass(frozen=True)
+class KLBasis:
+    """``coefficients [n_modes, J]`` express KL_l = sum_j coefficients[l, j] Z_{j+2};
+    ``variances [n_modes]`` are the KL variances in (D/r0)^(5/3) rad^2."""
+
+    coefficients: np.ndarray
+    variances: np.ndarray
+
+    @property
+    def n_modes(self) -> int:
+        return len(self.variances)
+
+    def evaluate(self, rho: np.ndarray, theta: np.ndarray) -> np.ndarray:
+        """KL modes on points of the unit disk: returns ``[n_modes, *rho.shape]``."""
+        used = np.flatnonzero(np.any(np.abs(self.coefficients) > 1e-12, axis=0))
+        z = np.stack([zernike(int(j) + 2, rho, theta) for j in used])
+        return np.tensordot(self.coefficients[:, used], z, axes=1)
+
+
+@lru_cache(maxsize=8)
+def kl_basis(n_modes: int = 44, zernike_order: int = DEFAULT_ZERNIKE_ORDER) -> KLBasis:
+    """The first ``n_modes`` KL modes built from the Zernikes of radial order 1..``zernike_order``."""
+    j_max = (zernike_order + 1) * (zernike_order + 2) // 2
+    if n_modes > j_max - 1:
+        raise ValueError(f"{n_modes} KL modes need more Zernikes than order {zernike_order} gives")
+    cov = noll_covariance(j_max)
+    classes: dict[tuple[int, int], list[int]] = {}
+    for idx, j in enumerate(range(2, j_max + 1)):
+        n, m = noll_to_nm(j)
+        classes.setdefault((abs(m), int(np.sign(m))), []).append(idx)
+    modes = []  # (variance, first Noll index of the class, rank in class, coefficient vector)
+    for members in classes.values():
+        block = cov[np.ix_(members, members)]
+        w, v = np.linalg.eigh(block)
+        for rank, k in enumerate(np.argsort(w)[::-1]):
+            vec = np.zeros(j_max - 1)
+            vec[members] = v[:, k] * np.sign(v[np.argmax(np.abs(v[:, k])), k])  # dominant Zernike positive
+            modes.append((w[k], members[0], rank, vec))
+    # sort by variance; exact ties (cos/sin pairs) keep Noll order; round so float noise cannot reorder pairs
+    modes.sort(key=lambda t: (-round(t[0], 12), t[1]))
+    chosen = modes[:n_modes]
+    return KLBasis(coefficients=np.stack([c[3] for c in chosen]), variances=np.array([c[0] for c in chosen]))
+
+
+def kl_residual_variances(n_modes: int = 44) -> np.ndarray:
+    """Residual phase variance after correcting piston and the first J KL modes, J = 0..n_modes,
+    in (D/r0)^(5/3) rad^2 (compare Noll's Delta_{J+1} for Zernikes)."""
+    from svrt.optics.zernike import PISTON_REMOVED_VARIANCE
+
+    return PISTON_REMOVED_VARIANCE - np.concatenate([[0.0], np.cumsum(kl_basis(n_modes).variances)])

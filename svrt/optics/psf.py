@@ -1,0 +1,121 @@
+"""PSFs from wavefront coefficients (Eqs. 3-5) at the camera's pixel scale.
+
+``S = |F(P)|^2 / sum``, ``P = A exp(i phi)``, ``phi = sum_l alpha_l KL_l``. We use the forward FFT F
+where the paper writes F^-1: the two differ by a point reflection of the PSF, and with F a positive
+tip (KL 1) coefficient moves the PSF towards +x and a positive tilt (KL 2) towards +y.
+
+Sampling. A PSF pixel is a camera pixel: with a pupil of d grid pixels in an FFT grid of N, the
+image-plane sample is lambda / (D) * d / N, so N / d = q * lambda / (D pix) where q is the integer
+oversampling factor. Instruments sampled at or above Nyquist (lambda/(D pix) >= 2) use q = 1. Below
+Nyquist (HiFI: 1.88) the PSF is computed on a grid q times finer (q * lambda/(D pix) >= 2) and binned
+q x q, which integrates it over the camera pixel instead of aliasing it; a half-fine-pixel tilt keeps
+its centre on the centre of a camera pixel.
+
+The PSF of size ``psf_size`` is cut from a computed field of ``field`` pixels (the FFT's period) and
+normalised to unit sum, so a convolution with it conserves flux. The zero field angle is at ``psf_size // 2``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from svrt.errors import SvrtError
+from svrt.instruments import Instrument, get_instrument
+from svrt.optics.kl import kl_basis
+from svrt.optics.pupil import make_pupil, pupil_coordinates
+from svrt.optics.zernike import zernike
+
+
+def oversampling_for(sampling: float) -> int:
+    """Integer factor q such that q * lambda/(D pix) >= 2 (Nyquist)."""
+    return max(1, math.ceil(2.0 / sampling - 1e-9))
+
+
+class PSFModel:
+    """Wavefront coefficients -> PSF for one instrument.
+
+    Parameters
+    ----------
+    instrument : label or :class:`Instrument`
+    n_modes : number of basis modes M (KL 1..M, i.e. Noll 2..M+1 rotated)
+    psf_size : side S of the returned PSF in camera pixels (default: the whole computed field)
+    field : side of the computed field in camera pixels (default: enough for a pupil of
+        ``min_pupil_px`` grid pixels, at least ``psf_size``)
+    basis : "kl" (default) or "zernike" (Noll 2..M+1)
+    """
+
+    def __init__(self, instrument: str | Instrument, n_modes: int = 44, psf_size: int | None = None,
+                 field: int | None = None, min_pupil_px: int = 32, basis: str = "kl",
+                 oversample: int | None = None, device=None, dtype=torch.float32):
+        self.instrument = inst = get_instrument(instrument)
+        self.n_modes = n_modes
+        s = inst.sampling
+        self.q = q = oversample or oversampling_for(s)
+        need = math.ceil(min_pupil_px * s)
+        field = field or max(psf_size or 0, need + need % 2)
+        if psf_size is not None and psf_size > field:
+            raise SvrtError(f"psf_size {psf_size} is larger than the computed field {field}.")
+        self.field = field
+        self.psf_size = psf_size or field
+        self.n_fft = q * field
+        self.pupil_diameter_px = self.n_fft / (q * s)      # grid pixels across D
+        nb = int(math.ceil(self.pupil_diameter_px)) + 2    # the box that holds the pupil
+        self.box = nb
+        eps = inst.obscuration_cm / inst.diameter_cm
+        amp = make_pupil(nb, self.pupil_diameter_px, eps, inst.spider_count, inst.spider_width_cm / inst.diameter_cm)
+        x, y = pupil_coordinates(nb, self.pupil_diameter_px)
+        rho, theta = np.hypot(x, y), np.arctan2(y, x)
+        if basis == "kl":
+            modes = kl_basis(n_modes).evaluate(rho, theta)
+        elif basis == "zernike":
+            modes = np.stack([zernike(j, rho, theta) for j in range(2, n_modes + 2)])
+        else:
+            raise SvrtError(f"unknown wavefront basis '{basis}'; expected 'kl' or 'zernike'.")
+        modes = modes * (amp > 0)
+        # binning shift, as a phase ramp (pupil-grid pixel index / N): fftshift puts the zero angle on
+        # fine pixel N // 2, and camera pixel f // 2 gathers fine pixels q (f // 2) .. q (f // 2) + q - 1,
+        # whose centre is q (f // 2) + (q - 1) / 2. The shift is (q - 1) / 2 fine pixels for an even
+        # field, but -1/2 (q even) or 0 (q odd) for an odd one.
+        shift = q * (field // 2) + (q - 1) / 2 - (q * field) // 2
+        idx = np.arange(nb)
+        ramp = 2 * np.pi * shift * (idx[None, :] + idx[:, None]) / self.n_fft
+        self.device, self.dtype = device, dtype
+        self.amplitude = torch.as_tensor(amp, dtype=dtype, device=device)
+        self.modes = torch.as_tensor(modes, dtype=dtype, device=device)          # [M, nb, nb]
+        self.ramp = torch.as_tensor(ramp, dtype=dtype, device=device)
+        self.basis = basis
+
+    def phase(self, coefficients: torch.Tensor) -> torch.Tensor:
+        """Phase on the pupil grid: ``[..., M] -> [..., nb, nb]`` (radians)."""
+        m = self.modes
+        return torch.tensordot(coefficients.to(m.dtype), m, dims=([-1], [0]))
+
+    def __call__(self, coefficients, chunk: int = 2048) -> torch.Tensor:
+        """PSFs ``[..., S, S]`` (unit sum) for coefficients ``[..., M]`` in radians."""
+        a = torch.as_tensor(coefficients, dtype=self.dtype, device=self.device)
+        if a.shape[-1] != self.n_modes:
+            raise SvrtError(f"wavefront coefficients have {a.shape[-1]} modes; this PSF model expects {self.n_modes}.")
+        lead = a.shape[:-1]
+        flat = a.reshape(-1, self.n_modes)
+        out = [self._psf(flat[i:i + chunk]) for i in range(0, flat.shape[0], chunk)] if flat.shape[0] else \
+            [torch.zeros(0, self.psf_size, self.psf_size, dtype=self.dtype, device=self.device)]
+        return torch.cat(out).reshape(*lead, self.psf_size, self.psf_size)
+
+    def _psf(self, a: torch.Tensor) -> torch.Tensor:
+        n, q, f = self.n_fft, self.q, self.field
+        pupil = torch.polar(self.amplitude.expand(a.shape[0], -1, -1), self.phase(a) + self.ramp)
+        # pruned 2-D FFT: the pupil occupies only nb x nb of the N x N grid
+        e = torch.fft.fft(torch.fft.fft(pupil, n=n, dim=-1), n=n, dim=-2)
+        psf = torch.fft.fftshift(e.real ** 2 + e.imag ** 2, dim=(-2, -1))
+        if q > 1:
+            psf = psf.reshape(-1, f, q, f, q).sum(dim=(2, 4))
+        lo = f // 2 - self.psf_size // 2
+        psf = psf[:, lo:lo + self.psf_size, lo:lo + self.psf_size]
+        return psf / psf.sum(dim=(-2, -1), keepdim=True)
+
+    def diffraction_limited(self) -> torch.Tensor:
+        """The aberration-free PSF ``[S, S]``."""
+        return self(torch.zeros(self.n_modes))

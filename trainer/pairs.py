@@ -1,0 +1,92 @@
+"""Training pairs as in the paper's Sect. 2.3: a sharp image, a random Kolmogorov wavefront, its PSF,
+FFT convolution of the apodised image, crop.
+
+One pair: ``obj [1, 128, 128]``, ``target [1, 128, 128]``, ``coefficients [M]`` (radians, constant over
+the image: spatially invariant PSF), ``instrument`` index, ``r0`` (cm at 5000 A). The network receives
+the coefficients broadcast to every pixel ``[M, 128, 128]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from svrt.atmosphere import kolmogorov_coefficients
+from svrt.optics.convolution import fft_convolve
+from svrt.optics.psf import PSFModel
+from svrt.trainer.images import random_image
+
+CROP = 128        # the network's training size
+APODIZATION = 12  # Hanning transition in pixels at each border
+R0_RANGE = (3.0, 15.0)  # cm at 5000 A
+
+
+def hanning_border(size: int, transition: int) -> np.ndarray:
+    """``[size, size]`` window: 1 inside, a half Hanning taper over ``transition`` pixels at each edge."""
+    w = np.ones(size, np.float32)
+    ramp = 0.5 * (1 - np.cos(np.pi * (np.arange(transition) + 0.5) / transition))
+    w[:transition] = ramp
+    w[-transition:] = ramp[::-1]
+    return np.outer(w, w)
+
+
+@dataclass
+class PairGenerator:
+    """Makes training pairs for a list of instruments (the model's conditioning order)."""
+
+    instruments: list
+    n_modes: int = 44
+    crop: int = CROP
+    apodization: int = APODIZATION
+    r0_range: tuple = R0_RANGE
+    psf_field: int = 128
+
+    def __post_init__(self):
+        self.size = self.crop + 2 * self.apodization
+        self.window = torch.from_numpy(hanning_border(self.size, self.apodization))
+        self._psf = {}
+
+    def psf_model(self, label: str) -> PSFModel:
+        if label not in self._psf:
+            self._psf[label] = PSFModel(label, self.n_modes, field=self.psf_field)
+        return self._psf[label]
+
+    def sample(self, rng: np.random.Generator) -> dict:
+        index = int(rng.integers(len(self.instruments)))
+        label = self.instruments[index]
+        r0 = float(rng.uniform(*self.r0_range))
+        coef = kolmogorov_coefficients(label, r0, self.n_modes, rng=rng)
+        img, source = random_image(rng, self.size)
+        obj = torch.from_numpy(img) * self.window
+        psf = self.psf_model(label)(torch.from_numpy(coef))
+        target = fft_convolve(obj, psf, boundary="zero")
+        a, c = self.apodization, self.crop
+        return {"obj": obj[None, a:a + c, a:a + c].contiguous(), "target": target[None, a:a + c, a:a + c].contiguous(),
+                "coefficients": torch.from_numpy(coef), "instrument": index, "r0": r0, "source": source}
+
+
+class PairStream(torch.utils.data.IterableDataset):
+    """An endless stream of pairs; each worker has its own seed, so the stream is reproducible."""
+
+    def __init__(self, generator: PairGenerator, seed: int):
+        self.generator, self.seed = generator, seed
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        torch.set_num_threads(1)
+        rng = np.random.default_rng([self.seed, info.id if info else 0])
+        while True:
+            yield self.generator.sample(rng)
+
+
+def fixed_set(generator: PairGenerator, n: int, seed: int) -> dict:
+    """A held-out set of ``n`` pairs, stacked: obj/target ``[n, 1, C, C]``, coefficients ``[n, M]``, ..."""
+    rng = np.random.default_rng(seed)
+    items = [generator.sample(rng) for _ in range(n)]
+    out = {k: torch.stack([it[k] for it in items]) for k in ("obj", "target", "coefficients")}
+    out["instrument"] = torch.tensor([it["instrument"] for it in items])
+    out["r0"] = torch.tensor([it["r0"] for it in items])
+    out["source"] = [it["source"] for it in items]
+    return out
