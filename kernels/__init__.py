@@ -35,8 +35,11 @@ import torch
 from svrt.errors import SvrtError
 from svrt.kernels import reference
 
+# UpsampleModes, UpsampleModesAdjoint and FourierFilter (the autograd Functions) are importable from
+# here too, lazily (see __getattr__); they are left out of __all__ so that ``import *`` does not
+# import triton.
 __all__ = ["upsample_modes", "upsample_modes_adjoint", "fourier_filter", "available_impls",
-           "resolve_impl", "IMPLS", "ENV_VAR", "UpsampleModes", "UpsampleModesAdjoint", "FourierFilter"]
+           "resolve_impl", "IMPLS", "ENV_VAR"]
 
 IMPLS = ("auto", "torch", "triton")
 ENV_VAR = "SVRT_KERNELS"
@@ -100,7 +103,7 @@ def upsample_modes(coarse: torch.Tensor, size, impl: str = "auto") -> torch.Tens
     if resolve_impl(impl, coarse) == "torch":
         return reference.upsample_modes(coarse, size)
     from svrt.kernels.triton_upsample import UpsampleModes as _U
-    return _U.apply(coarse, tuple(int(s) for s in size))
+    return _U.apply(coarse, size)
 
 
 def upsample_modes_adjoint(grad_fine: torch.Tensor, coarse_size, impl: str = "auto") -> torch.Tensor:
@@ -108,7 +111,7 @@ def upsample_modes_adjoint(grad_fine: torch.Tensor, coarse_size, impl: str = "au
     if resolve_impl(impl, grad_fine) == "torch":
         return reference.upsample_modes_adjoint(grad_fine, coarse_size)
     from svrt.kernels.triton_upsample import UpsampleModesAdjoint as _UA
-    return _UA.apply(grad_fine, tuple(int(s) for s in coarse_size))
+    return _UA.apply(grad_fine, coarse_size)
 
 
 def fourier_filter(obj: torch.Tensor, cutoff: float, width: float = 1.8, sharpness: float = 20.0,

@@ -1,0 +1,263 @@
+"""Triton vs PyTorch timings of the custom kernels, with bytes moved and achieved bandwidth.
+
+``run_kernel_benchmark(device="cuda")`` times, with CUDA events after a warm-up (medians):
+
+* mode upsampling ``[B, M, Yg, Xg] -> [B, M, Y, X]``: forward, adjoint (what the backward runs) and
+  forward + backward through autograd (default B=12 frames, M=44 modes, 64x64 -> 512x512, plus an
+  8x8 and a per-pixel grid);
+* the erf Fourier filter (default K=2 objects of 512x512): the fused spectrum multiply alone
+  (Triton computing H on the fly vs PyTorch building H with ``erf_filter`` and multiplying, and
+  vs PyTorch with H cached) and the whole ``fourier_filter`` with apodisation, forward + backward.
+
+Bytes are the compulsory traffic of each operation (every input read once, every output written
+once), so ``GBps = bytes / time`` is an effective bandwidth and ``peak_share`` compares it with the
+device's copy bandwidth measured in the same run (a large device-to-device ``copy_``, read + write).
+Inputs that fit in L2 (``fits_in_l2``) can exceed that peak. For ``fourier_filter`` the FFTs make
+several passes; its GB/s shows how far the whole operation is from one pass over memory.
+
+``impl="auto"`` in :mod:`svrt.kernels` prefers Triton on CUDA without timing anything; the
+``speedup`` entries here (torch time / triton time) say where that holds. Needs CUDA: elsewhere the
+function returns ``{"status": "skipped", "reason": ...}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+import tempfile
+
+import torch
+
+__all__ = ["run_kernel_benchmark", "DEFAULT_SIZES"]
+
+DEFAULT_SIZES = {
+    "upsample": [
+        {"B": 12, "M": 44, "grid": (64, 64), "size": (512, 512)},
+        {"B": 12, "M": 44, "grid": (8, 8), "size": (512, 512)},
+        {"B": 2, "M": 44, "grid": (512, 512), "size": (512, 512)},
+    ],
+    "filter": [
+        {"K": 2, "size": (512, 512)},
+        {"K": 12, "size": (1024, 1024)},
+    ],
+}
+
+
+def _skipped(reason: str, device) -> dict:
+    return {"status": "skipped", "reason": reason, "device": str(device), "results": [], "speedups": {}}
+
+
+def _time_ms(fn, repeats: int, warmup: int, inner: int = 1) -> float:
+    """Median over ``repeats`` of the per-call time of ``inner`` back-to-back calls (CUDA events)."""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        start = torch.cuda.Event(enable_timing=True)
+        end = torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(inner):
+            fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / inner)
+    return float(statistics.median(times))
+
+
+def _inner_for(fn, target_ms: float = 2.0) -> int:
+    """Calls per timed sample so that a sample lasts ~``target_ms`` (amortises event overhead)."""
+    torch.cuda.synchronize()
+    start = torch.cuda.Event(enable_timing=True)
+    end = torch.cuda.Event(enable_timing=True)
+    start.record()
+    fn()
+    end.record()
+    end.synchronize()
+    ms = max(start.elapsed_time(end), 1e-3)
+    return int(min(100, max(1, math.ceil(target_ms / ms))))
+
+
+def measure_copy_bandwidth(device, nbytes: int = 1 << 30, repeats: int = 10) -> float:
+    """Device-to-device copy bandwidth in GB/s (read + write counted) with a ``nbytes`` buffer."""
+    free = torch.cuda.mem_get_info(device)[0]
+    nbytes = int(min(nbytes, free // 4))
+    n = nbytes // 4
+    src = torch.empty(n, dtype=torch.float32, device=device).fill_(1.0)
+    dst = torch.empty_like(src)
+    ms = _time_ms(lambda: dst.copy_(src), repeats, warmup=3)
+    del src, dst
+    return 2.0 * n * 4 / (ms * 1e-3) / 1e9
+
+
+def _entry(op, case, dtype, impl, ms, nbytes, peak, l2) -> dict:
+    gbps = nbytes / (ms * 1e-3) / 1e9 if ms > 0 else float("nan")
+    return {"op": op, "case": case, "dtype": str(dtype).replace("torch.", ""), "impl": impl,
+            "ms": round(ms, 5), "bytes": int(nbytes), "GBps": round(gbps, 2),
+            "peak_share": round(gbps / peak, 4) if peak else None, "fits_in_l2": bool(l2 and nbytes < l2)}
+
+
+def run_kernel_benchmark(device="cuda", sizes: dict | None = None, repeats: int = 20, warmup: int = 5,
+                         dtypes=(torch.float32, torch.float16)) -> dict:
+    """Time Triton against PyTorch for the kernels of :mod:`svrt.kernels` on ``device``.
+
+    ``sizes`` as :data:`DEFAULT_SIZES` (either key may be omitted to skip that operator). Returns
+    ``{"status": "ok", "device", "peak_copy_GBps", "results": [...], "speedups": {...}}`` with one
+    result per (op, case, dtype, impl) -- ``ms`` (median), ``bytes``, ``GBps``, ``peak_share`` -- and
+    ``speedups[f"{op}|{case}|{dtype}"] = torch ms / triton ms``. Without CUDA (or Triton) returns
+    ``{"status": "skipped", "reason": ..., "results": []}``.
+    """
+    dev = torch.device(device)
+    if dev.type != "cuda" or not torch.cuda.is_available():
+        return _skipped("the kernel benchmark needs a CUDA device (torch.cuda.is_available() is "
+                        f"{torch.cuda.is_available()}, device={device!r}).", device)
+    try:
+        import triton
+    except Exception as exc:  # noqa: BLE001
+        return _skipped(f"triton does not import ({type(exc).__name__}: {exc}).", device)
+    if triton.knobs.runtime.interpret:
+        return _skipped("TRITON_INTERPRET is set: unset it to time the compiled kernels.", device)
+
+    import svrt.kernels as K
+    from svrt.kernels import triton_filter
+    from svrt.optics.filters import erf_filter
+
+    sizes = DEFAULT_SIZES if sizes is None else sizes
+    props = torch.cuda.get_device_properties(dev)
+    l2 = int(getattr(props, "L2_cache_size", 0) or 0)
+    peak = measure_copy_bandwidth(dev)
+    results: list[dict] = []
+
+    def bench(op, case, dtype, impl, fn, nbytes):
+        ms = _time_ms(fn, repeats, warmup, _inner_for(fn))
+        results.append(_entry(op, case, dtype, impl, ms, nbytes, peak, l2))
+
+    gen = torch.Generator(device=dev).manual_seed(0)
+    for cfg in sizes.get("upsample", []):
+        b, m = int(cfg["B"]), int(cfg["M"])
+        (yg, xg), (y, x) = cfg["grid"], cfg["size"]
+        case = f"B{b} M{m} {yg}x{xg}->{y}x{x}"
+        for dtype in dtypes:
+            es = torch.tensor([], dtype=dtype).element_size()
+            coarse = torch.randn(b, m, yg, xg, device=dev, generator=gen).to(dtype)
+            grad = torch.randn(b, m, y, x, device=dev, generator=gen).to(dtype)
+            nc, nf = coarse.numel() * es, grad.numel() * es
+            for impl in ("torch", "triton"):
+                with torch.no_grad():
+                    bench("upsample_forward", case, dtype, impl,
+                          lambda: K.upsample_modes(coarse, (y, x), impl=impl), nc + nf)
+                    bench("upsample_adjoint", case, dtype, impl,
+                          lambda: K.upsample_modes_adjoint(grad, (yg, xg), impl=impl), nf + nc)
+                leaf = coarse.clone().requires_grad_(True)
+
+                def fwd_bwd(leaf=leaf, impl=impl):
+                    leaf.grad = None
+                    K.upsample_modes(leaf, (y, x), impl=impl).backward(grad)
+
+                bench("upsample_forward_backward", case, dtype, impl, fwd_bwd, 2 * (nc + nf))
+            del coarse, grad
+            torch.cuda.empty_cache()
+
+    for cfg in sizes.get("filter", []):
+        k = int(cfg["K"])
+        y, x = cfg["size"]
+        case = f"K{k} {y}x{x}"
+        cutoff = 0.21
+        obj = torch.randn(k, y, x, device=dev, generator=gen)
+        win = torch.rand(y, x, device=dev, generator=gen) + 0.5
+        spec = torch.fft.rfft2(obj)
+        out = torch.empty_like(spec)
+        h_cached = erf_filter((y, x), cutoff, real=True, device=dev)
+        n_spec = spec.numel() * 8
+        with torch.no_grad():
+            bench("spectrum_multiply", case, torch.float32, "triton",
+                  lambda: triton_filter.erf_filter_spectrum(spec, (y, x), cutoff, out=out), 2 * n_spec)
+            bench("spectrum_multiply", case, torch.float32, "torch",
+                  lambda: torch.mul(spec, erf_filter((y, x), cutoff, real=True, device=dev), out=out),
+                  2 * n_spec)
+            bench("spectrum_multiply", case, torch.float32, "torch_cached_H",
+                  lambda: torch.mul(spec, h_cached, out=out), 2 * n_spec)
+        n_img = obj.numel() * 4
+        for impl in ("torch", "triton"):
+            with torch.no_grad():
+                bench("fourier_filter_forward", case, torch.float32, impl,
+                      lambda: K.fourier_filter(obj, cutoff, 1.8, 20.0, win, impl=impl), 2 * n_img + win.numel() * 4)
+            leaf = obj.clone().requires_grad_(True)
+
+            def filt_fwd_bwd(leaf=leaf, impl=impl):
+                leaf.grad = None
+                K.fourier_filter(leaf, cutoff, 1.8, 20.0, win, impl=impl).backward(obj)
+
+            bench("fourier_filter_forward_backward", case, torch.float32, impl, filt_fwd_bwd,
+                  4 * n_img + 2 * win.numel() * 4)
+        del obj, spec, out
+        torch.cuda.empty_cache()
+
+    speedups = {}
+    by_key = {}
+    for r in results:
+        by_key.setdefault((r["op"], r["case"], r["dtype"]), {})[r["impl"]] = r["ms"]
+    for (op, case, dt), d in by_key.items():
+        if "torch" in d and "triton" in d and d["triton"] > 0:
+            speedups[f"{op}|{case}|{dt}"] = round(d["torch"] / d["triton"], 3)
+    return {
+        "status": "ok",
+        "device": torch.cuda.get_device_name(dev),
+        "torch": torch.__version__,
+        "triton": getattr(triton, "__version__", "?"),
+        "peak_copy_GBps": round(peak, 1),
+        "l2_bytes": l2,
+        "repeats": repeats,
+        "results": results,
+        "speedups": speedups,
+    }
+
+
+def _format(res: dict) -> str:
+    if res.get("status") != "ok":
+        return f"kernel benchmark skipped: {res.get('reason')}"
+    lines = [f"{res['device']}  (copy peak {res['peak_copy_GBps']} GB/s, torch {res['torch']}, "
+             f"triton {res['triton']})",
+             f"{'op':34s} {'case':26s} {'dtype':8s} {'impl':15s} {'ms':>10s} {'GB/s':>9s} {'peak':>6s}"]
+    for r in res["results"]:
+        share = f"{100 * r['peak_share']:.0f}%" if r["peak_share"] is not None else "-"
+        lines.append(f"{r['op']:34s} {r['case']:26s} {r['dtype']:8s} {r['impl']:15s} "
+                     f"{r['ms']:10.4f} {r['GBps']:9.1f} {share:>6s}" + ("  (L2)" if r["fits_in_l2"] else ""))
+    lines.append("speedup (torch ms / triton ms):")
+    lines += [f"  {k}: {v}" for k, v in res["speedups"].items()]
+    return "\n".join(lines)
+
+
+def _write_json_atomic(path: str, obj) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".kernels_bench.", suffix=".json", dir=folder)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(obj, fh, indent=2)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="Time the svrt Triton kernels against PyTorch (needs CUDA).")
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--json", default=None, help="also write the results to this JSON file")
+    args = ap.parse_args(argv)
+    res = run_kernel_benchmark(args.device, repeats=args.repeats, warmup=args.warmup)
+    print(_format(res))
+    if args.json:
+        _write_json_atomic(args.json, res)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
