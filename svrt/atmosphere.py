@@ -69,7 +69,9 @@ DEFAULT_HIGH_RELATIVE_HEIGHTS = (1.0, 3.0)
 DEFAULT_THETA0_ARCSEC = 2.0  # at 5000 A; a typical daytime value at a good site
 
 
-KOLMOGOROV_PSD = 0.023  # Phi(f) = 0.023 r0^(-5/3) f^(-11/3), f in cycles per metre
+# Phi(f) = C r0^(-5/3) f^(-11/3), f in cycles per metre, with the exact C = 0.0228956 (not the rounded
+# 0.023) so that screens and the KL variances of svrt.optics.zernike agree.
+from svrt.optics.zernike import KOLMOGOROV_C as KOLMOGOROV_PSD  # noqa: E402
 _NEAR_CELLS = 3          # main-grid cells with |kx|, |ky| <= this get cell-integrated power
 
 
@@ -184,7 +186,7 @@ class Atmosphere:
     -------
     >>> atm = Atmosphere.from_theta0(r0_cm=10.0, theta0_arcsec=2.0)
     >>> [round(h) for h in atm.heights_m]       # ground layer, then h and 3 h
-    [0, 2922, 8767]
+    [0, 2923, 8770]
     >>> round(atm.theta0_arcsec(), 3)          # at 5000 A
     2.0
     """
@@ -265,6 +267,7 @@ def node_field_angles(grid_shape, image_shape, pixel_arcsec: float) -> tuple[np.
     return ay, ax
 
 
+@lru_cache(maxsize=8)
 def _pupil_projector(inst: Instrument, n_modes: int, pupil_px: int):
     """Pupil sample points and the least-squares projector onto piston + KL 1..M.
 
@@ -281,16 +284,30 @@ def _pupil_projector(inst: Instrument, n_modes: int, pupil_px: int):
     x, y, w = x[keep], y[keep], amp[keep]
     modes = kl_basis(n_modes).evaluate(np.hypot(x, y), np.arctan2(y, x))       # [M, N]
     design = np.concatenate([np.ones((1, x.size)), modes]).T                    # [N, M + 1]
-    sw = np.sqrt(w)
-    projector = np.linalg.pinv(design * sw[:, None]) * sw[None, :]              # [M + 1, N]
+    # weighted least squares by the normal equations: the (M + 1) x (M + 1) Gram matrix of nearly
+    # orthogonal modes is well conditioned, and this avoids an SVD of the [N, M + 1] matrix
+    gram = (design * w[:, None]).T @ design
+    projector = np.linalg.solve(gram, design.T * w[None, :])                    # [M + 1, N]
     radius = inst.diameter_m / 2
-    return x * radius, y * radius, projector[1:]
+    out = (x * radius, y * radius, np.ascontiguousarray(projector[1:]))
+    for a in out:
+        a.setflags(write=False)
+    return out
+
+
+def _screen_size(reach_m: float, diameter_m: float, pupil_px: int) -> int:
+    """Side (a power of 2) of the layer screens, whose pixel is ``diameter_m / pupil_px``: the pupil
+    plus twice the largest footprint shift ``reach_m``, 4 pixels of margin, and at least 4 pupil
+    diameters (the lowest FFT frequencies and the subharmonics then give the tip/tilt of a screen
+    4 x 3^subharmonics pupils wide)."""
+    need = 2 * (reach_m + diameter_m / 2) / (diameter_m / pupil_px) + 4
+    return int(2 ** np.ceil(np.log2(max(need, 4 * pupil_px))))
 
 
 def anisoplanatic_modes(instrument: str | Instrument, r0_cm: float, theta0_arcsec: float | None,
                         n_frames: int, grid_shape, image_shape, n_modes: int = 44,
                         rng: np.random.Generator | None = None, atmosphere: Atmosphere | None = None,
-                        pupil_px: int = 64, subharmonics: int = 3) -> np.ndarray:
+                        pupil_px: int = 64, subharmonics: int = 6) -> np.ndarray:
     """KL coefficients of anisoplanatic wavefronts on a coarse grid: ``[L, M, Yg, Xg]`` float32,
     radians of phase at the instrument's wavelength.
 
@@ -308,17 +325,25 @@ def anisoplanatic_modes(instrument: str | Instrument, r0_cm: float, theta0_arcse
     rng : :class:`numpy.random.Generator` (default: fresh, unseeded).
     atmosphere : an :class:`Atmosphere` to use instead of ``from_theta0(r0_cm, theta0_arcsec)``.
     pupil_px : pupil sampling: points across D, and the screen pixel is D / pupil_px.
-    subharmonics : passed to :func:`phase_screen`.
+    subharmonics : passed to :func:`phase_screen`. Kolmogorov's tip/tilt (infinite outer scale)
+        takes a part ~ (D / L)^(1/3) of its variance from scales beyond L, so a finite screen always
+        falls short: with screens of >= 4 D, 3 levels (L ~ 100 D) give tip/tilt ~20 % low, the
+        default 6 levels (L ~ 3000 D) ~7 % low, at a negligible cost. Modes 3..M are within a few %.
 
     For each frame and layer a :func:`phase_screen` (at 5000 A with the layer's r0) is drawn. For
     each node the pupil footprint in layer i is shifted by h_i x (field angle) and the screen is
     sampled there by bilinear interpolation; the layers' phases are summed, scaled to the instrument
     wavelength (phase ~ 1/lambda, equivalent to r0 ~ lambda^(6/5)) and projected onto the KL modes by
-    weighted least squares over the pupil (a precomputed pseudo-inverse; piston is fitted and
-    dropped). In the ground layer all footprints coincide, in high layers they move apart, so the
-    coefficients vary smoothly across the field and decorrelate over a few theta0.
+    weighted least squares over the pupil (a precomputed projector; piston is fitted and dropped).
+    In the ground layer all footprints coincide, in high layers they move apart, so the coefficients
+    vary smoothly across the field: two field points an angle a apart differ by a phase of variance
+    (a / theta0)^(5/3) rad^2 at 5000 A; a mode of radial order n decorrelates once the footprints
+    in the high layers are shifted by ~D / n (0.314 r0 a / theta0 for a single layer), tip/tilt
+    only over much larger angles, and the ground layer's share (60 % by default) stays common.
     Their ensemble variance is ``kl_basis(M).variances * (D / r0(lambda))^(5/3)`` (the projection
-    also picks up a little aliased power from modes beyond M).
+    also picks up a little aliased power from modes beyond M; tip/tilt see ``subharmonics``).
+    Cost: L x layers FFT screens plus L x Yg Xg x (pupil points) bilinear samples (~3 s for
+    12 frames of a 16 x 16 grid).
     """
     from scipy.ndimage import map_coordinates
 
@@ -333,21 +358,23 @@ def anisoplanatic_modes(instrument: str | Instrument, r0_cm: float, theta0_arcse
     ay, ax = node_field_angles((yg, xg), image_shape, inst.pixel_arcsec)
     ayy, axx = np.meshgrid(ay / ARCSEC_PER_RADIAN, ax / ARCSEC_PER_RADIAN, indexing="ij")   # [Yg, Xg] rad
     dx = inst.diameter_m / pupil_px
-    # screen side: the pupil plus the largest footprint shift, with a margin, and at least 4 D
     reach = max(h for h in atm.heights_m) * float(np.max(np.hypot(ayy, axx)))
-    need = 2 * (reach + inst.diameter_m / 2) / dx + 4
-    n = int(2 ** np.ceil(np.log2(max(need, 4 * pupil_px))))
+    n = _screen_size(reach, inst.diameter_m, pupil_px)
     c = (n - 1) / 2
     scale = R0_REFERENCE_WAVELENGTH / inst.wavelength_angstrom
     out = np.empty((n_frames, n_modes, yg * xg), dtype=np.float32)
     layer_r0_m = [r / 100.0 for r in atm.layer_r0_cm()]
-    # sample positions (screen pixels) of every (node, pupil point), per layer: [Yg*Xg, N]
-    rows = [(py_m[None, :] + h * ayy.reshape(-1, 1)) / dx + c for h in atm.heights_m]
-    cols = [(px_m[None, :] + h * axx.reshape(-1, 1)) / dx + c for h in atm.heights_m]
+    node_y, node_x = ayy.reshape(-1), axx.reshape(-1)
+    chunk = max(1, 2 ** 20 // px_m.size)          # nodes per block: ~1 M samples, bounded memory
     for frame in range(n_frames):
-        phase = np.zeros((yg * xg, px_m.size))
-        for r0_m, rr, cc in zip(layer_r0_m, rows, cols):
-            screen = phase_screen(n, dx, r0_m, rng, subharmonics)
-            phase += map_coordinates(screen, [rr.ravel(), cc.ravel()], order=1, mode="nearest").reshape(rr.shape)
-        out[frame] = (projector @ (phase * scale).T).astype(np.float32)
+        screens = [phase_screen(n, dx, r0_m, rng, subharmonics) for r0_m in layer_r0_m]
+        for lo in range(0, node_y.size, chunk):
+            sl = slice(lo, lo + chunk)
+            phase = np.zeros((node_y[sl].size, px_m.size))
+            for h, screen in zip(atm.heights_m, screens):
+                # sample positions (screen pixels) of every (node, pupil point): [nodes, N]
+                rr = (py_m[None, :] + h * node_y[sl, None]) / dx + c
+                cc = (px_m[None, :] + h * node_x[sl, None]) / dx + c
+                phase += map_coordinates(screen, [rr.ravel(), cc.ravel()], order=1, mode="nearest").reshape(rr.shape)
+            out[frame, :, sl] = (projector @ (phase * scale).T).astype(np.float32)
     return out.reshape(n_frames, n_modes, yg, xg)

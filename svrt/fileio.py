@@ -116,6 +116,12 @@ _COMMENTS = {
 }
 
 
+def register_header_comments(comments: dict) -> None:
+    """Add FITS comments (units, meaning) for header keys that other modules write; existing ones win."""
+    for key, comment in comments.items():
+        _COMMENTS.setdefault(str(key).upper(), comment)
+
+
 def _name(path: Any) -> str:
     return os.fspath(path)
 
