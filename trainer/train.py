@@ -107,12 +107,9 @@ def train(cfg: TrainConfig, out: str | Path, run_dir: str | Path, command: str =
     generator = PairGenerator(list(cfg.instruments), cfg.n_modes)
     val = fixed_set(generator, cfg.val_size, seed=10_000 + cfg.seed)   # held out: its own seed stream
     state = {"step": 0, "best": float("inf"), "history": [], "seconds": 0.0}
-    ckpt = run_dir / "checkpoint.pt"
+    ckpt = run_dir / "checkpoint.safetensors"
     if ckpt.exists():
-        saved = torch.load(ckpt, map_location=device, weights_only=True)
-        model.load_state_dict(saved["model"])
-        opt.load_state_dict(saved["optimizer"])
-        state = json.loads(saved["state"])
+        state = load_checkpoint(ckpt, model, opt, device)
         log(f"resuming from {ckpt} at step {state['step']}")
     stream = PairStream(generator, seed=cfg.seed * 1000 + state["step"])  # new samples after a resume
     loader = torch.utils.data.DataLoader(stream, batch_size=cfg.batch, num_workers=cfg.workers,
@@ -123,8 +120,7 @@ def train(cfg: TrainConfig, out: str | Path, run_dir: str | Path, command: str =
 
     def save_checkpoint():
         state["seconds"] = seconds0 + time.time() - started
-        with atomic_write(ckpt) as tmp:
-            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "state": json.dumps(state)}, tmp)
+        write_checkpoint(ckpt, model, opt, state)
 
     meta_base = {
         "svrt_version": __import__("svrt").__version__, "command": command, "recipe": asdict(cfg),
@@ -178,6 +174,40 @@ def train(cfg: TrainConfig, out: str | Path, run_dir: str | Path, command: str =
     save_checkpoint()
     bar.close()
     return state
+
+
+def write_checkpoint(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, state: dict) -> None:
+    """The resumable training state as safetensors (model, Adam moments) + JSON (step, history,
+    optimiser hyper-parameters): nothing is pickled, so a checkpoint can be shared and committed."""
+    from safetensors.torch import save_file
+
+    from svrt.fileio import atomic_write
+
+    sd = opt.state_dict()
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    for i, st in sd["state"].items():
+        for k, v in st.items():
+            tensors[f"optim.{i}.{k}"] = torch.as_tensor(v).detach().cpu().contiguous().reshape(torch.as_tensor(v).shape)
+    meta = {"state": json.dumps(state), "param_groups": json.dumps(sd["param_groups"])}
+    with atomic_write(path) as tmp:
+        save_file(tensors, tmp, metadata=meta)
+
+
+def load_checkpoint(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, device) -> dict:
+    """Restore what :func:`write_checkpoint` wrote; returns the JSON state."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt", device=str(device)) as f:
+        meta = f.metadata()
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    optim_state: dict = {}
+    for k, v in tensors.items():
+        if k.startswith("optim."):
+            _, i, name = k.split(".", 2)
+            optim_state.setdefault(int(i), {})[name] = v.cpu() if name == "step" else v
+    opt.load_state_dict({"state": optim_state, "param_groups": json.loads(meta["param_groups"])})
+    return json.loads(meta["state"])
 
 
 def _collate(items: list) -> dict:

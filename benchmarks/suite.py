@@ -1,0 +1,356 @@
+"""``svrt bench``: the whole benchmark, as one function.
+
+:func:`run_benchmark` measures the machine's ceilings (matrix-product FLOP/s, copy bandwidth), runs
+the Fig. 6 convolution timings (:mod:`svrt.benchmarks.convolution`) and the SV-MOMFBD iteration
+timings (:mod:`svrt.benchmarks.restoration`) for every back end present, and writes
+``bench.json`` and ``bench.png`` into ``out_dir``; optionally it updates the machine's section of a
+results page (``benchmarks/RESULTS.md``).
+
+The quick default finishes in a few minutes on two CPU cores; ``full=True`` goes to 1024^2 images,
+batches up to 16 and the paper's restoration case (512^2, 12 frames, 2 objects, 64x64 modes).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from svrt.benchmarks import convolution as conv
+from svrt.benchmarks import restoration as rest
+from svrt.benchmarks.engines import _cpu_copy, benchmark_model, build_engines, cuda_available
+from svrt.benchmarks.machine import git_info, machine_info, machine_label, versions
+from svrt.benchmarks.roofline import EmulatorCostModel, measure_bandwidth, measure_peak_flops
+from svrt.errors import SvrtError
+
+SCHEMA = "svrt-bench/1"
+
+
+@dataclass
+class BenchSettings:
+    """Everything that selects what is run; the presets are :meth:`quick` and :meth:`full`."""
+
+    sizes: tuple = (64, 128, 256)
+    batches: tuple = (1, 4)
+    exact_sizes: tuple = (64, 128)
+    backends: tuple = ("torch", "onnxruntime")
+    precisions: tuple = ("fp32",)
+    repeats: int = 5
+    warmup: int = 1
+    exact_repeats: int = 1
+    restoration: tuple = rest.QUICK_CASES          # (size, frames, objects, grid nodes per side)
+    iterations: int = 3
+    patch: int = 64
+    overlap: int = 32
+    instrument: str = "crisp8542"
+    peak_n: int | None = None                      # matrix side for the peak FLOP/s (default per device)
+    bandwidth_mb: int | None = None                # buffer for the bandwidth (default per device)
+    time_budget_s: float = 20.0                    # per emulator case: fewer repeats (>= 3) past this
+    threads: int | None = None                     # CPU threads for torch and ONNX Runtime (None: their defaults)
+
+    @classmethod
+    def quick(cls, device="cpu") -> "BenchSettings":
+        if torch.device(device).type == "cuda":
+            return cls(sizes=(64, 128, 256, 512), backends=("torch", "onnxruntime", "tensorrt"),
+                       precisions=("fp32", "fp16"), repeats=10, warmup=3)
+        return cls()
+
+    @classmethod
+    def full(cls, device="cpu") -> "BenchSettings":
+        gpu = torch.device(device).type == "cuda"
+        return cls(sizes=(64, 128, 256, 512, 1024), batches=(1, 2, 4, 8, 16),
+                   exact_sizes=(64, 128, 256, 512) if gpu else (64, 128, 256),
+                   backends=("torch", "torch-compiled", "onnxruntime", "tensorrt"),
+                   precisions=("fp32", "fp16") if gpu else ("fp32",), repeats=10 if gpu else 5,
+                   warmup=3 if gpu else 1, restoration=rest.FULL_CASES, iterations=4 if gpu else 3)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _adaptive(settings: BenchSettings, seconds: float) -> int:
+    """Repeats for a case whose warm-up call took ``seconds``: at most ``repeats``, at least 3."""
+    if seconds <= 0:
+        return settings.repeats
+    return int(max(min(settings.repeats, 3), min(settings.repeats, settings.time_budget_s // seconds)))
+
+
+def run_benchmark(out_dir, *, model=None, device: str = "cpu", full: bool = False, settings: BenchSettings | None = None,
+                  command: str | None = None, progress: bool = True, results_page=None, label: str | None = None,
+                  echo=print) -> dict:
+    """Run the benchmark and write ``out_dir/bench.json`` and ``out_dir/bench.png``; returns the JSON dict.
+
+    model: a bundled model name or a .safetensors path (default the bundled ``svce-c16``, or a random
+    width-16 network when it is not installed); device: "cpu" or "cuda[:i]"; settings: overrides the
+    quick / full preset; results_page: a Markdown file whose section for this machine is replaced by
+    this run's tables; label: the machine's name in that page (default from the hardware).
+    ``settings.threads`` changes torch's thread count for the run; it is restored afterwards.
+    """
+    threads_before = torch.get_num_threads()
+    try:
+        return _run(out_dir, model=model, device=device, full=full, settings=settings, command=command,
+                    progress=progress, results_page=results_page, label=label, echo=echo)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _run(out_dir, *, model, device, full, settings, command, progress, results_page, label, echo) -> dict:
+    from svrt.benchmarks.report import format_restoration_table, format_summary, format_table, plot, update_results_page
+
+    t_start = time.perf_counter()
+    device = str(device)
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise SvrtError(f"--device {device} was asked for but torch sees no CUDA GPU on this machine; use --device cpu.")
+    settings = settings or (BenchSettings.full(device) if full else BenchSettings.quick(device))
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    notes, skipped = [], []
+
+    def say(line: str):
+        echo(line)
+
+    if settings.threads:
+        torch.set_num_threads(int(settings.threads))
+    machine = machine_info(device)
+    result = {"schema": SCHEMA, "created": _now(), "command": command or "python: svrt.benchmarks.suite.run_benchmark",
+              "preset": "full" if full else "quick", "machine": machine, "versions": versions(), "git": git_info(),
+              "settings": settings.to_dict()}
+    if not torch.cuda.is_available():
+        notes.append("no CUDA GPU on this machine: GPU columns (torch CUDA, ONNX Runtime CUDA, TensorRT) not measured.")
+
+    # ---- model and engines
+    bm = benchmark_model(model)
+    result["model"] = bm.info
+    if bm.info["random_init"]:
+        say(f"note: {bm.info['note']}")
+        notes.append(bm.info["note"])
+    say(f"machine: {machine['cpu']} ({machine['cpus_usable']} usable cores, torch {torch.get_num_threads()} threads)"
+        + (f", GPU {machine['gpu']}" if machine.get("gpu") else "") + f"; model {bm.info['name']} "
+        f"(width {bm.info['width']}, {bm.info['parameters'] / 1e6:.2f} M parameters)")
+
+    with tempfile.TemporaryDirectory(prefix="svrt-bench-") as work:
+        live_restoration = bool(settings.restoration)
+        max_batch = max(list(settings.batches) + [c[1] * c[2] for c in settings.restoration] or [1])
+        engines = build_engines(bm, settings.backends, settings.precisions, device, settings.instrument, Path(work),
+                                max_batch=max_batch, min_size=min(list(settings.sizes) + [c[0] for c in settings.restoration]),
+                                max_size=max(list(settings.sizes) + [c[0] for c in settings.restoration]),
+                                vjp=live_restoration, threads=settings.threads, echo=say)
+        for e in engines:
+            if e.skip:
+                skipped.append({"what": f"emulator back end {e.label} on {device}", "reason": e.skip})
+        result["engines"] = [{"backend": e.backend, "precision": e.precision, "setup_s": e.setup_s,
+                              "identity": e.engine.identity.to_dict() if e.engine is not None else None,
+                              "skip": e.skip} for e in engines]
+
+        # ---- ceilings (measured again at the end; the better of the two is kept)
+        say("measuring the machine's peaks (matrix product, copy bandwidth)...")
+        peak_precisions = settings.precisions if cuda_available(device) else ("fp32",)
+        peak_info = _measure_peaks(device, settings, peak_precisions)
+
+        # ---- work counts
+        cost_model = EmulatorCostModel(_cpu_copy(bm.model), settings.instrument)
+        result["model"]["flops_per_pixel"] = cost_model.conv_macs_per_pixel * 2
+        result["model"]["linear_macs_per_image"] = cost_model.linear_macs_per_image
+        result["model"]["bytes_per_pixel"] = {"compute": cost_model.bytes_compute_per_pixel,
+                                              "memory": cost_model.bytes_memory_per_pixel}
+        from svrt.optics.psf import PSFModel
+
+        psf_model = PSFModel(settings.instrument, bm.model.config.n_modes, device=torch.device(device))
+        exact_bpp = conv.exact_bytes_per_pixel(psf_model) if settings.exact_sizes else 0.0
+        result["psf"] = {"instrument": settings.instrument, "psf_size": psf_model.psf_size, "fft": psf_model.n_fft,
+                         "pupil_box": psf_model.box, "note": conv.PSF_NOTE}
+
+        # ---- convolution timings (Fig. 6)
+        cs = conv.ConvolutionSettings(sizes=tuple(settings.sizes), batches=tuple(settings.batches),
+                                      exact_sizes=tuple(s for s in settings.exact_sizes if s in settings.sizes),
+                                      warmup=settings.warmup, repeats=settings.repeats,
+                                      exact_repeats=settings.exact_repeats, patch=settings.patch,
+                                      overlap=settings.overlap, instrument=settings.instrument)
+        ctx = {"device": device, "peaks": None, "cost_model": cost_model, "psf_model": psf_model,
+               "n_modes": bm.model.config.n_modes, "exact_bytes_per_pixel": exact_bpp}
+        cases = conv.convolution_cases(cs, engines)
+        rcases = [rest.RestorationCase(*c) for c in settings.restoration]
+        ok, why = rest.solver_available()
+        if rcases and not ok:
+            skipped.append({"what": "restoration benchmark", "reason": why})
+            say(f"skipped the restoration benchmark: {why}")
+            rcases = []
+        grad_engines = [e for e in engines if e.engine is not None and _has_gradient(e.engine)]
+        for e in engines:
+            if e.engine is not None and e not in grad_engines and rcases:
+                skipped.append({"what": f"restoration with {e.label}", "reason": "the engine has no gradient graph"})
+        if rcases and any(e.backend == "torch-compiled" for e in grad_engines) and not torch.cuda.is_available():
+            grad_engines = [e for e in grad_engines if e.backend != "torch-compiled"]
+            skipped.append({"what": "restoration with torch-compiled on CPU",
+                            "reason": "compiling the backward pass for every shape takes minutes on a CPU"})
+        records = []
+        total = len(cases) + len(rcases) * len(grad_engines)
+        bar = _progress(total, progress, echo)
+        try:
+            for case in cases:
+                method, entry, size, batch = case
+                bar.set_description(f"{method} {entry.label if entry else ''} {size}^2 B={batch}".replace("  ", " "))
+                try:
+                    if method == "emulator":
+                        records.append(_timed_emulator(case, cs, ctx, settings))
+                    else:
+                        records.append(conv.run_case(case, cs, ctx))
+                except (RuntimeError, MemoryError, SvrtError) as exc:
+                    msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                    skipped.append({"what": f"{method} {entry.label if entry else ''} {size}^2 batch {batch}",
+                                    "reason": msg})
+                    bar.write(f"skipped {method} {size}^2 batch {batch}: {msg}")
+                bar.update(1)
+            records += conv.extrapolate_exact(records, cs, None, psf_model, device, exact_bpp)
+            for rc in rcases:
+                for e in grad_engines:
+                    bar.set_description(f"SV-MOMFBD {e.label} {rc.size}^2 x{rc.frames}x{rc.objects}")
+                    try:
+                        rec = rest.run_restoration_case(e, rc, settings.iterations, device, settings.instrument)
+                        rec["emulator_flops_per_iteration"] = 2 * rc.objects * rc.frames * cost_model.cost(rc.size).flops
+                        records.append(rec)
+                    except (RuntimeError, MemoryError, SvrtError) as exc:
+                        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                        skipped.append({"what": f"restoration {rc.label} with {e.label}", "reason": msg})
+                        bar.write(f"skipped restoration {rc.label} with {e.label}: {msg}")
+                    bar.update(1)
+        finally:
+            bar.close()
+        for e in engines:
+            if e.engine is not None:
+                e.engine.close()
+        again = _measure_peaks(device, settings, peak_precisions)
+        for key, info in again.items():
+            first = peak_info[key]
+            value = "flops_per_s" if "flops_per_s" in info else "bytes_per_s"
+            best = info if info[value] > first[value] else first
+            peak_info[key] = dict(best, start=first[value], end=info[value])
+        result["peaks"] = peak_info
+        peaks = conv.Peaks({p: peak_info[f"matmul_{p}"]["flops_per_s"] for p in peak_precisions},
+                           peak_info["bandwidth"]["bytes_per_s"])
+        conv.apply_ceilings(records, peaks)
+        for r in records:
+            if r.get("kind") == "restoration" and r.get("per_iteration_s"):
+                r["flops_per_s"] = r["emulator_flops_per_iteration"] / r["per_iteration_s"]
+                r["peak_fraction"] = r["flops_per_s"] / peaks.peak(r["precision"])
+
+    if "torch-compiled" not in settings.backends and not full:
+        notes.append("torch-compiled is left out of the quick run (compiling takes about a minute per shape on a "
+                     "2-core CPU); add it with --backends torch,torch-compiled,... or run --full.")
+    result["records"] = records
+    result["speedups"] = conv.speedups(records)
+    result["skipped"] = skipped
+    result["notes"] = notes
+    result["elapsed_s"] = time.perf_counter() - t_start
+    result["label"] = label or machine_label(machine)
+
+    json_path = out_dir / "bench.json"
+    png_path = out_dir / "bench.png"
+    from svrt.fileio import atomic_write
+
+    with atomic_write(json_path) as tmp:
+        Path(tmp).write_text(json.dumps(_clean(result), indent=1) + "\n")
+    plot(result, png_path)
+    result["files"] = [str(json_path), str(png_path)]
+
+    say("")
+    say(format_table(records))
+    rt = format_restoration_table(records)
+    if rt:
+        say("")
+        say(rt)
+    say("")
+    for line in format_summary(result):
+        say(line)
+    for s in skipped:
+        say(f"skipped: {s['what']}: {s['reason']}")
+    for n in notes:
+        say(f"note: {n}")
+    if results_page:
+        update_results_page(results_page, result, png_path)
+        say(f"updated {results_page} (section {result['label']})")
+    say(f"wrote {json_path} and {png_path} in {result['elapsed_s']:.0f} s")
+    return result
+
+
+def _measure_peaks(device, settings: BenchSettings, precisions) -> dict:
+    out = {}
+    for p in precisions:
+        out[f"matmul_{p}"] = measure_peak_flops(device, n=settings.peak_n, precision=p)
+    out["bandwidth"] = measure_bandwidth(device, mbytes=settings.bandwidth_mb)
+    return out
+
+
+def _has_gradient(engine) -> bool:
+    return bool(getattr(engine, "has_gradient", True))
+
+
+def _timed_emulator(case, cs, ctx, settings: BenchSettings) -> dict:
+    """Emulator case with repeats adapted to the cost of one call (long calls get fewer, at least 3)."""
+    method, entry, size, batch = case
+    obj, modes = conv.make_inputs(size, batch, ctx["n_modes"], ctx["device"])
+    from svrt.benchmarks.timing import synchronize
+
+    t0 = time.perf_counter()
+    entry.engine.forward(obj, modes, cs.instrument)
+    synchronize(ctx["device"])
+    first = time.perf_counter() - t0
+    del obj, modes
+    reps = _adaptive(settings, first)
+    local = conv.ConvolutionSettings(**{**asdict(cs), "repeats": reps, "warmup": max(0, cs.warmup - 1)})
+    rec = conv.run_case(case, local, ctx)
+    rec["first_call_s"] = first
+    return rec
+
+
+class _NoBar:
+    def __init__(self, echo=print):
+        self.echo = echo
+
+    def set_description(self, *_):
+        pass
+
+    def update(self, *_):
+        pass
+
+    def write(self, line):
+        self.echo(line)
+
+    def close(self):
+        pass
+
+
+def _progress(total: int, enabled: bool, echo=print):
+    if not enabled:
+        return _NoBar(echo)
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="case", dynamic_ncols=True, leave=False)
+
+
+def _clean(obj):
+    """JSON-safe: NaN/inf -> None, tuples -> lists, tensors -> lists."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, torch.Tensor):
+        return _clean(obj.tolist())
+    if hasattr(obj, "item") and callable(obj.item):
+        try:
+            return _clean(obj.item())
+        except Exception:
+            return str(obj)
+    return obj
