@@ -24,7 +24,7 @@ Both start from the trained :class:`svrt.emulator.SVCE` with BatchNorm folded in
   concatenation          split
   FiLM ``g*p + b``       multiply by g
   residual ``y + x``     add the gradient to x's
-  normalisation          ``x = obj/s``, ``out = y*s``, ``s = mean|obj| + 1e-6``: product and
+  normalisation          ``x = obj/s``, ``out = y*s``, ``s = <|obj|^8>^(1/8) + 1e-6``: product and
                          quotient rules, ``ds/dobj = sign(obj)/(Y X)``
   =====================  ====================================================================
 
@@ -45,7 +45,7 @@ import torch.nn.functional as F
 
 from svrt.emulator import SVCE, ConvBNReLU
 
-EPS = 1e-6  # the emulator's normalisation: s = mean|obj| + EPS (svrt.emulator.SVCE.forward_with_film)
+from svrt.emulator import NORM_EPS, NORM_P, normalization_scale  # noqa: E402,F401  (shared with the model)
 
 
 # --------------------------------------------------------------------------- BatchNorm folding
@@ -258,7 +258,7 @@ class _Graph(nn.Module):
 
     def _inputs(self, obj: torch.Tensor):
         if self.normalize:
-            scale = obj.abs().mean(dim=(-2, -1), keepdim=True) + EPS
+            scale = normalization_scale(obj)
             return obj / scale, scale
         return obj, None
 
@@ -302,8 +302,12 @@ class VJPGraph(_Graph):
             dx = dx + g
         if not self.normalize:
             return dx, dmodes
-        # x = obj / s: dx/ds = -x/s; s = mean|obj| + eps: ds/dobj = sign(obj) / (Y X)
+        # x = obj / s: dx/ds = -x/s; s = <|obj|^p>^(1/p) + eps: ds/dobj = sign(obj) (|obj|/s')^(p-1) / N
+        # with s' = s - eps, written with m = max|obj| so that nothing overflows
         dscale = dscale - (dx * x).sum(dim=(-2, -1), keepdim=True) / scale
+        a = obj.abs()
+        m = a.amax(dim=(-2, -1), keepdim=True).clamp_min(NORM_EPS)
         n_pixels = torch.ones_like(obj).sum(dim=(-2, -1), keepdim=True)
-        grad_obj = dx / scale + torch.sign(obj) * (dscale / n_pixels)
+        ratio = (a / m) / ((scale - NORM_EPS) / m)
+        grad_obj = dx / scale + torch.sign(obj) * ratio.pow(NORM_P - 1) / n_pixels * dscale
         return grad_obj, dmodes

@@ -10,7 +10,7 @@ Precision:
 
 - ``fp16`` (default): the plan is built from the FP16 ONNX graph as a *strongly typed* network
   (``NetworkDefinitionCreationFlag.STRONGLY_TYPED``): the U-Net's convolutions run in FP16, and what
-  FP16 would hurt stays in FP32 exactly as the graph says: the normalisation by mean|obj|, the
+  FP16 would hurt stays in FP32 exactly as the graph says: the normalisation by the 8-norm of obj, the
   residual, the output scaling and the gradient rescaling of the VJP (see
   :mod:`svrt.export.graphs`). This is TensorRT's way of pinning per-layer precisions (the older
   ``BuilderFlag.FP16`` plus per-layer ``precision`` constraints lets the builder pick types itself);
