@@ -168,6 +168,7 @@ BACKENDS = {
     "torch": "svrt.runtime.backends.torch_backend:TorchEngine",
     "onnxruntime": "svrt.runtime.backends.onnxruntime_backend:OnnxRuntimeEngine",
     "tensorrt": "svrt.runtime.backends.tensorrt_backend:TensorRTEngine",
+    "psf-interpolation": "svrt.runtime.backends.psf_interpolation_backend:PSFInterpolationEngine",
 }
 
 SUFFIX_BACKEND = {".safetensors": "torch", ".onnx": "onnxruntime", ".plan": "tensorrt", ".engine": "tensorrt"}

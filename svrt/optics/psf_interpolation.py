@@ -40,25 +40,30 @@ def _supports(w: torch.Tensor) -> tuple[torch.Tensor, int]:
     return first, int((last - first + 1).max())
 
 
-def interpolated_psf_convolve(obj: torch.Tensor, coarse_modes: torch.Tensor, psf_model) -> torch.Tensor:
+def interpolated_psf_convolve(obj: torch.Tensor, coarse_modes: torch.Tensor, psf_model,
+                              margin: int = 0) -> torch.Tensor:
     """Spatially variant convolution with PSFs interpolated between grid nodes.
 
     obj ``[N, Y, X]``; coarse_modes ``[N, M, Yg, Xg]`` (radians; the wavefront of each object's frame);
     psf_model a :class:`svrt.optics.psf.PSFModel` (PSF side S). Returns ``[N, Y, X]``; the object is
     extended with zeros beyond its borders (as ``fft_convolve(boundary="zero")``). Differentiable in
-    both arguments.
+    both arguments. With ``margin`` m > 0 the grid covers only the inner ``[Y - 2m, X - 2m]`` of the
+    object and the margin pixels take the weights of the nearest inner pixel (clamped edges).
     """
     n, y, x = obj.shape
     _, m, yg, xg = coarse_modes.shape
     if m != psf_model.n_modes:
         raise SvrtError(f"modes have {m} coefficients; the PSF model expects {psf_model.n_modes}.")
-    if yg > y or xg > x:
-        raise SvrtError(f"a {yg}x{xg} mode grid is finer than the {y}x{x} image.")
+    if yg > y - 2 * margin or xg > x - 2 * margin:
+        raise SvrtError(f"a {yg}x{xg} mode grid is finer than the {y - 2 * margin}x{x - 2 * margin} image.")
     s = psf_model.psf_size
     c = s // 2
     before = s - 1 - c
     dtype, dev = obj.dtype, obj.device
-    wy, wx = bilinear_weights(y, yg, dtype, dev), bilinear_weights(x, xg, dtype, dev)
+    wy, wx = bilinear_weights(y - 2 * margin, yg, dtype, dev), bilinear_weights(x - 2 * margin, xg, dtype, dev)
+    if margin:
+        wy = torch.cat([wy[:1].expand(margin, -1), wy, wy[-1:].expand(margin, -1)])
+        wx = torch.cat([wx[:1].expand(margin, -1), wx, wx[-1:].expand(margin, -1)])
     fy, ly = _supports(wy)
     fx, lx = _supports(wx)
     # patch of the zero-extended object that each node needs: support + PSF margins
