@@ -65,6 +65,12 @@ class EmulatorConfig:
     film_hidden: int = 64
     normalize: bool = True
     residual: bool = True
+    normalization: str = "p8"          # the input normalisation the weights were trained with (8-norm)
+
+    def __post_init__(self):
+        if self.normalization != "p8":
+            raise SvrtError(f"model trained with input normalisation '{self.normalization}'; this svrt implements "
+                            "only 'p8' (the 8-norm of the object): retrain it with this version.")
 
     @property
     def n_conditions(self) -> int:

@@ -98,22 +98,23 @@ def points(rng: np.random.Generator, size: int) -> np.ndarray:
     return img / img.max()
 
 
-_SOLAR_POOL: list = []
-_SOLAR_POOL_SIZE = 48
+N_SOLAR_SCENES = 256   # distinct solar scenes; a scene is a pure function of its id
+
+
+@lru_cache(maxsize=64)
+def solar_scene(scene_id: int, size: int) -> np.ndarray:
+    """Solar scene number ``scene_id`` (kind, pixel scale and seed derived from the id); cached because
+    a scene costs ~0.2 s while a crop of it costs nothing."""
+    from svrt.scenes import make_scene
+
+    r = np.random.default_rng([scene_id, 7])
+    kind = "granulation" if r.random() < 0.7 else "sunspot"
+    return make_scene(kind, max(size, 256), float(r.uniform(0.03, 0.07)), int(r.integers(2**31)))
 
 
 def solar(rng: np.random.Generator, size: int) -> np.ndarray:
-    """A crop of a solar scene; scenes cost ~0.2 s each, so a pool of them is built up and renewed slowly."""
-    from svrt.scenes import make_scene
-
-    if len(_SOLAR_POOL) < _SOLAR_POOL_SIZE or rng.random() < 0.05:
-        kind = "granulation" if rng.random() < 0.7 else "sunspot"
-        scene = make_scene(kind, max(size, 256), float(rng.uniform(0.03, 0.07)), int(rng.integers(2**31)))
-        if len(_SOLAR_POOL) < _SOLAR_POOL_SIZE:
-            _SOLAR_POOL.append(scene)
-        else:
-            _SOLAR_POOL[rng.integers(_SOLAR_POOL_SIZE)] = scene
-    scene = _SOLAR_POOL[rng.integers(len(_SOLAR_POOL))]
+    """A random crop of one of :data:`N_SOLAR_SCENES` solar scenes; depends only on ``rng``."""
+    scene = solar_scene(int(rng.integers(N_SOLAR_SCENES)), size)
     y0, x0 = rng.integers(0, scene.shape[0] - size + 1), rng.integers(0, scene.shape[1] - size + 1)
     return _normalise(scene[y0:y0 + size, x0:x0 + size])
 

@@ -1,5 +1,5 @@
 """The training loop: Adam with cosine decay (3e-4 -> 6e-5), loss of Eq. 11, best-validation weights,
-resumable checkpoints, mixed precision on CUDA, a progress bar with the losses."""
+resumable checkpoints (``run_dir/checkpoint.safetensors``), mixed precision on CUDA, a progress bar with the losses."""
 
 from __future__ import annotations
 
@@ -90,7 +90,7 @@ def evaluate(model: SVCE, val: dict, device, batch: int = 32) -> dict:
 
 def train(cfg: TrainConfig, out: str | Path, run_dir: str | Path, command: str = "", log=print) -> dict:
     """Train and write the best-validation weights to ``out`` (safetensors + JSON). Resumes from
-    ``run_dir/checkpoint.pt`` when it exists (our own file, loaded with ``weights_only=True``)."""
+    ``run_dir/checkpoint.safetensors`` when it exists (safetensors + JSON: nothing is unpickled)."""
     from tqdm import tqdm
 
     from svrt.fileio import atomic_write
@@ -153,13 +153,14 @@ def train(cfg: TrainConfig, out: str | Path, run_dir: str | Path, command: str =
         scaler.update()
         state["step"] += 1
         bar.update(1)
-        bar.set_postfix(loss=f"{float(terms['total']):.2e}", mse=f"{float(terms['mse']):.2e}",
-                        grad=f"{float(terms['grad']):.2e}", best=f"{state['best']:.2e}")
+        shown = {k: terms[k].detach().item() for k in ("total", "mse", "grad")}
+        bar.set_postfix(loss=f"{shown['total']:.2e}", mse=f"{shown['mse']:.2e}", grad=f"{shown['grad']:.2e}",
+                        best=f"{state['best']:.2e}")
         last = state["step"] >= cfg.steps
         if state["step"] % cfg.val_every == 0 or last:
             v = evaluate(model, val, device)
             model.train()
-            state["history"].append({"step": state["step"], "train_loss": float(terms["total"]), **{
+            state["history"].append({"step": state["step"], "train_loss": terms["total"].detach().item(), **{
                 k: v[k] for k in ("loss", "nmse_mean", "nmse_median")}})
             if v["loss"] < state["best"]:
                 state["best"] = v["loss"]
