@@ -181,7 +181,7 @@ _solver_options = [
     click.option("--iterations", default=30, show_default=True, type=int, help="AdamW iterations."),
     click.option("--grid", default=8, show_default=True, type=int,
                  help="P, pixels per node of the coarse mode grid (Yg = ceil(Y/P)); 0: one wavefront per frame."),
-    click.option("--lambda-obj", default=0.1, show_default=True, type=float, help="lambda_o, Tikhonov weight on grad o*."),
+    click.option("--lambda-obj", default=1.0, show_default=True, type=float, help="lambda_o, Tikhonov weight on grad o*."),
     click.option("--lambda-modes", default=0.01, show_default=True, type=float, help="lambda_alpha, Tikhonov weight on grad alpha."),
     click.option("--lr-obj", default=10 ** -1.7, show_default="10^-1.7", type=float, help="Learning rate of the objects."),
     click.option("--lr-modes", default=10 ** -0.5, show_default="10^-0.5", type=float, help="Learning rate of the modes."),

@@ -70,7 +70,7 @@ def test_deconvolve_writes_fits_and_png(tiny, burst_file, tmp_path):
     assert rest.n_iterations == 2
     h = rest.header
     assert h["INPUT"] == "burst.fits" and h["TELESCOP"] == "SST" and h["ENGINE_MODEL"] == "tiny"
-    assert h["ITERATIONS"] == 2 and h["GRID"] == 16 and h["LAMBDA_OBJ"] == 0.1
+    assert h["ITERATIONS"] == 2 and h["GRID"] == 16 and h["LAMBDA_OBJ"] == 1.0
     assert "wrote" in r.output and "against the truth" in r.output
     # HDF5 output, custom PNG name, options
     out2 = tmp_path / "r.h5"
