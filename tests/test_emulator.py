@@ -26,12 +26,6 @@ PAPER_PARAMETERS = 17.3e6
 INSTRUMENTS = ["crisp6302", "crisp8542", "chromis3934", "hifi6563"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def tiny(width=4, n_modes=6, seed=0, **kw) -> SVCE:

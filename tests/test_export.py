@@ -42,13 +42,6 @@ INSTRUMENT = "crisp8542"
 M = 6
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """2 shared cores: one torch thread avoids oversubscription stalls and is faster for tiny models."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="module")

@@ -14,13 +14,6 @@ from svrt.errors import SvrtError
 from svrt.fileio import Burst, read_array, read_restoration, write_array, write_burst
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine two threads wait on each other (10x slower)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

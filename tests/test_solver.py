@@ -22,13 +22,6 @@ from svrt.runtime.solver import SolverConfig, SVMOMFBD, grid_shape
 FAST = dict(iterations=3, grid=16, progress=False)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine two threads wait on each other (10x slower)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _save(path, **cfg):

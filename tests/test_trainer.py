@@ -26,12 +26,6 @@ from svrt.trainer.train import TrainConfig, learning_rate, train
 INSTRUMENTS = ["crisp8542", "hifi6563"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def constant_image(rng, size):
