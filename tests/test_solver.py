@@ -170,9 +170,10 @@ def test_photometry_scale_equivariant(engine):
 
 def test_frame_batches_give_the_same_gradient(engine):
     frames, _, _, insts = synthetic(engine, n_frames=3)
-    ra = SVMOMFBD(engine, SolverConfig(iterations=2, grid=16, progress=False)).solve(frames, insts)
+    ra = SVMOMFBD(engine, SolverConfig(iterations=2, grid=16, progress=False, max_batch=6)).solve(frames, insts)
     rb = SVMOMFBD(engine, SolverConfig(iterations=2, grid=16, progress=False, max_batch=1)).solve(frames, insts)
-    assert ra.plan.batch == 6 and rb.plan.batch == 1
+    rc = SVMOMFBD(engine, SolverConfig(iterations=2, grid=16, progress=False)).solve(frames, insts)
+    assert ra.plan.batch == 6 and rb.plan.batch == 1 and rc.plan.batch == 2     # CPU default: at most 2
     np.testing.assert_allclose(rb.objects, ra.objects, rtol=1e-4, atol=1e-3)
     np.testing.assert_allclose(rb.loss["total"], ra.loss["total"], rtol=1e-4)
 
@@ -210,7 +211,7 @@ def test_memory_bound_forces_tiles(engine):
     plan = solver.plan(2, 12, (256, 256))
     assert plan.tiled and plan.batch >= 1
     assert plan.bytes_per_sample * plan.batch <= plan.bound_bytes
-    mid = SVMOMFBD(engine, SolverConfig(progress=False, memory_mb=400.0)).plan(2, 12, (256, 256))
+    mid = SVMOMFBD(engine, SolverConfig(progress=False, memory_mb=400.0, max_batch=24)).plan(2, 12, (256, 256))
     assert not mid.tiled and 1 <= mid.batch < 24 and mid.bytes_per_sample * mid.batch <= mid.bound_bytes
     big = SVMOMFBD(engine, SolverConfig(progress=False, memory_mb=4096))
     assert not big.plan(2, 12, (256, 256)).tiled
@@ -392,7 +393,7 @@ def test_memory_bound_is_respected_on_cpu(models, tmp_path):
         frames = (1 + 0.1 * rng.standard_normal((1, 6, 160, 160))).astype(np.float32)
         SVMOMFBD(eng, SolverConfig(iterations=1, progress=False)).solve(frames[:, :1, :32, :32], "crisp8542")
         base = _peak_rss_mb()
-        r = SVMOMFBD(eng, SolverConfig(iterations=1, progress=False, memory_mb=110.0)).solve(frames, "crisp8542")
+        r = SVMOMFBD(eng, SolverConfig(iterations=1, progress=False, memory_mb=110.0, max_batch=6)).solve(frames, "crisp8542")
         print(r.plan.batch, len(r.plan.tiles), _peak_rss_mb() - base)
     """)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
