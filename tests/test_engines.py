@@ -73,13 +73,9 @@ def _ort_cuda() -> str:
 
 
 def _tensorrt() -> str:
-    if not torch.cuda.is_available():
-        return "no CUDA GPU visible to torch"
-    try:
-        import tensorrt  # noqa: F401
-    except ImportError:
-        return "tensorrt is not installed"
-    return ""
+    from svrt.runtime.backends.tensorrt_backend import unavailable_reason
+
+    return unavailable_reason()
 
 
 NO_CUDA = "" if torch.cuda.is_available() else "no CUDA GPU visible to torch"

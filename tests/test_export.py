@@ -290,14 +290,10 @@ def test_plan_metadata_roundtrips_through_the_runtime_checks(exported):
     assert meta["precision"] == "fp16" and meta["profile"]["max"] == [4, 512, 512]
 
 
-def _tensorrt_and_cuda():
-    if not torch.cuda.is_available():
-        return "no CUDA GPU visible to torch"
-    try:
-        import tensorrt  # noqa: F401
-    except ImportError:
-        return "tensorrt is not installed"
-    return ""
+def _tensorrt_and_cuda() -> str:
+    from svrt.runtime.backends.tensorrt_backend import unavailable_reason
+
+    return unavailable_reason()
 
 
 @pytest.mark.tensorrt

@@ -43,6 +43,19 @@ def import_tensorrt():
     return tensorrt
 
 
+def unavailable_reason() -> str:
+    """Why the TensorRT back end cannot run on this machine, or "" when it can."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return "no CUDA GPU visible to torch"
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        return "tensorrt is not installed"
+    return ""
+
+
 def plan_metadata_path(plan: str | Path) -> Path:
     """``name.plan -> name.plan.json``."""
     p = Path(plan)
