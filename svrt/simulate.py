@@ -308,6 +308,27 @@ def simulate_burst(instrument="crisp8542", size: int = 256, n_frames: int = 12, 
     return Burst(frames=frames, instruments=[inst.label] * n_objects, truth=truth, modes=coarse, header=header)
 
 
+def truth_with_margin(burst) -> np.ndarray:
+    """The objects the frames were made of: TRUTH plus the margin of the PSF size, ``[K, Y + S - 1, X + S - 1]``
+    with TRUTH at offset ``S - 1 - S // 2``. Rebuilt from the header (SCENE, SEED, PSFSIZE, CDELT1) and
+    checked against TRUTH, so that a burst that was not made by :func:`simulate_burst` is refused."""
+    from svrt.errors import SvrtError
+    from svrt.scenes import make_objects
+
+    h = burst.header
+    missing = [k for k in ("SCENE", "SEED", "PSFSIZE", "CDELT1") if k not in h]
+    if missing or burst.truth is None:
+        raise SvrtError(f"burst header lacks {', '.join(missing) or 'TRUTH'}; expected a burst written by svrt simulate.")
+    k, y, x = np.shape(burst.truth)
+    s = int(h["PSFSIZE"])
+    big = make_objects(str(h["SCENE"]), k, (y + s - 1, x + s - 1), float(h["CDELT1"]), int(h["SEED"]))
+    b = s - 1 - s // 2
+    if not np.allclose(big[:, b:b + y, b:b + x], burst.truth, rtol=1e-6, atol=1e-6 * float(np.abs(big).max())):
+        raise SvrtError("TRUTH differs from the scene its header describes (SCENE, SEED, PSFSIZE, CDELT1); "
+                        "expected an unmodified burst of svrt simulate.")
+    return big
+
+
 # ----------------------------------------------------------------------------------------------
 # quick look
 # ----------------------------------------------------------------------------------------------

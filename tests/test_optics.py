@@ -681,6 +681,9 @@ def test_exact_convolution_with_one_psf_equals_fft(kl_model):
     psf = kl_model(a)
     exact = spatially_variant_convolve(obj, coef, kl_model, rows_per_chunk=4)
     torch.testing.assert_close(exact, fft_convolve(obj, psf), atol=2e-5, rtol=0)
+    # 'reflect': the same as the exact method's mirrored boundary
+    torch.testing.assert_close(spatially_variant_convolve(obj, coef, kl_model, boundary="reflect"),
+                               fft_convolve(obj, psf, boundary="reflect"), atol=2e-5, rtol=0)
     # 'valid': the object carries the margins (S - 1 - S//2 before, S//2 after); no boundary effect
     s, c = 15, 7
     big = torch.as_tensor(rng.random((1, y + s - 1, x + s - 1)), dtype=torch.float32)
@@ -719,6 +722,30 @@ def test_exact_convolution_uses_each_pixels_own_psf():
         assert out[py, px] == pytest.approx(own, abs=2e-5)
 
 
+def test_fft_convolve_reflect_is_the_mirrored_brute_force_sum():
+    """``boundary="reflect"``: the image mirrored across its edges (numpy's 'reflect': the edge pixel is
+    not repeated), then the sum of Eq. 1 written out as loops; odd and even PSFs, leading dimensions.
+    float64: agreement to FFT rounding (1e-12)."""
+    rng = np.random.default_rng(4)
+    img = rng.random((2, 11, 13))
+    for s in (5, 6):
+        c = s // 2
+        psf = rng.random((s, s))
+        big = np.pad(img, ((0, 0), (s - 1 - c, c), (s - 1 - c, c)), mode="reflect")
+        ref = np.zeros_like(img)
+        for yy in range(11):
+            for xx in range(13):
+                # I[y, x] = sum O[y - dy, x - dx] S[c + dy, c + dx]; O[y - dy] sits at big[y - dy + s - 1 - c]
+                for dy in range(-c, s - c):
+                    for dx in range(-c, s - c):
+                        ref[:, yy, xx] += big[:, yy - dy + s - 1 - c, xx - dx + s - 1 - c] * psf[c + dy, c + dx]
+        out = fft_convolve(torch.as_tensor(img), torch.as_tensor(psf), boundary="reflect")
+        np.testing.assert_allclose(out.numpy(), ref, atol=1e-12, rtol=0)
+    # a uniform image stays uniform (no dark borders), for a PSF of unit sum
+    flat = fft_convolve(torch.ones(9, 10, dtype=F64), torch.full((7, 7), 1 / 49, dtype=F64), boundary="reflect")
+    np.testing.assert_allclose(flat.numpy(), 1.0, atol=1e-12)
+
+
 def test_convolution_errors(kl_model):
     coef = torch.zeros(44, 8, 9)
     with pytest.raises(SvrtError):
@@ -733,6 +760,8 @@ def test_convolution_errors(kl_model):
         fft_convolve(torch.zeros(8, 9), torch.zeros(5, 5), boundary="wrap")
     with pytest.raises(SvrtError):
         fft_convolve(torch.zeros(8, 9), torch.zeros(11, 11), boundary="periodic")
+    with pytest.raises(SvrtError, match="reflect"):
+        fft_convolve(torch.zeros(8, 9), torch.zeros(17, 17), boundary="reflect")   # reach 8 >= 8 rows
 
 
 # ------------------------------------------------------------------------------------------------

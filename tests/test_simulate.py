@@ -12,7 +12,7 @@ from svrt.errors import SvrtError
 from svrt.fileio import read_burst
 from svrt.optics.convolution import fft_convolve, spatially_variant_convolve
 from svrt.scenes import make_objects
-from svrt.simulate import burst_psf_model, choose_psf_size, per_pixel_modes, simulate_burst
+from svrt.simulate import burst_psf_model, choose_psf_size, per_pixel_modes, simulate_burst, truth_with_margin
 
 TINY = dict(instrument="crisp8542", size=32, n_frames=2, n_objects=2, seed=3, psf_size=24, progress=False)
 
@@ -25,12 +25,6 @@ def noiseless():
 @pytest.fixture(scope="module")
 def noisy():
     return simulate_burst(**TINY)                                   # noise = 0.01 (the default)
-
-
-def _scene_with_margin(burst, seed=3, kind="granulation"):
-    k, _, y, x = burst.frames.shape
-    s = burst.header["PSFSIZE"]
-    return make_objects(kind, k, (y + s - 1, x + s - 1), burst.header["CDELT1"], seed), s
 
 
 def test_shapes_and_header(noiseless):
@@ -63,7 +57,9 @@ def test_noiseless_frames_are_the_exact_convolution_of_the_truth(noiseless):
     """Frame l of object k = spatially_variant_convolve of the scene with its margin (TRUTH is its
     centre) with the bilinearly upsampled modes of frame l (the solver's contract)."""
     b = noiseless
-    scene, s = _scene_with_margin(b)
+    scene, s = truth_with_margin(b), b.header["PSFSIZE"]
+    assert scene.shape == (2, 32 + s - 1, 32 + s - 1)
+    np.testing.assert_array_equal(scene, make_objects("granulation", 2, (32 + s - 1,) * 2, b.header["CDELT1"], 3))
     off = s - 1 - s // 2
     np.testing.assert_array_equal(scene[:, off:off + 32, off:off + 32], b.truth)
     model = burst_psf_model("crisp8542", s)
@@ -75,12 +71,22 @@ def test_noiseless_frames_are_the_exact_convolution_of_the_truth(noiseless):
         np.testing.assert_allclose(b.frames[:, frame], exact.numpy(), rtol=1e-5, atol=1e-6)
 
 
+def test_truth_with_margin_refuses_a_burst_it_did_not_make(noiseless):
+    import dataclasses
+
+    changed = dataclasses.replace(noiseless, truth=noiseless.truth * 1.01)
+    with pytest.raises(SvrtError, match="TRUTH differs"):
+        truth_with_margin(changed)
+    with pytest.raises(SvrtError, match="SEED"):
+        truth_with_margin(dataclasses.replace(noiseless, header={k: v for k, v in noiseless.header.items() if k != "SEED"}))
+
+
 def test_isoplanatic_burst_equals_fft_convolution():
     """Independent path: with a ground layer only (theta0 None) every pixel has the same PSF, so each
     frame is the ordinary (FFT) convolution of the scene with it, cropped to the field."""
     b = simulate_burst(**{**TINY, "noise": 0.0, "theta0_arcsec": None})
     assert np.ptp(b.modes, axis=(2, 3)).max() == 0
-    scene, s = _scene_with_margin(b)
+    scene, s = truth_with_margin(b), b.header["PSFSIZE"]
     off = s - 1 - s // 2
     model = burst_psf_model("crisp8542", s)
     for frame in range(2):

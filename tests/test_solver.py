@@ -339,17 +339,11 @@ def _shipped_model():
 
 
 def _evidence(engine, grids=(8, 0)):
-    """Filtered NMSE to the truth of the frame average and of the restorations at each grid P."""
-    from svrt.instruments import get_instrument
-    from svrt.runtime.metrics import compare
-    from svrt.simulate import simulate_burst
+    """Filtered NMSE to the truth of the frame average and of the restorations at each grid P (seed 3)."""
+    from svrt.benchmarks.evidence import evidence_case
 
-    burst = simulate_burst("crisp8542", size=96, n_frames=6, n_objects=1, seed=3, progress=False)
-    cut = get_instrument("crisp8542").cutoff_cycles_per_pixel
-    results = {g: SVMOMFBD(engine, SolverConfig(grid=g, progress=False)).solve(burst) for g in grids}
-    figs = compare(burst.truth, {"average": results[grids[0]].frame_average,
-                                 **{f"P={g}": r.objects for g, r in results.items()}}, cut)
-    return {k: v["nmse"][0] for k, v in figs.items() if "nmse" in v}
+    case = evidence_case(engine, seed=3, size=96, frames=6, objects=1, grids=grids)
+    return {k: v["nmse"][0] for k, v in case["figures"].items() if "nmse" in v}
 
 
 @pytest.mark.slow

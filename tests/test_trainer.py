@@ -20,7 +20,8 @@ from svrt.errors import SvrtError
 from svrt.trainer import pairs as pairs_module
 from svrt.trainer.images import SOURCES
 from svrt.trainer.loss import LAMBDA_FLUX, LAMBDA_GRAD, emulator_loss, nmse
-from svrt.trainer.pairs import APODIZATION, CROP, R0_RANGE, PairGenerator, fixed_set
+from svrt.optics.convolution import fft_convolve
+from svrt.trainer.pairs import APODIZATION, CROP, R0_RANGE, WEAK_FRACTION, PairGenerator, fixed_set
 from svrt.trainer.train import TrainConfig, learning_rate, train
 
 INSTRUMENTS = ["crisp8542", "hifi6563"]
@@ -53,11 +54,14 @@ def test_pair_shapes_and_fields():
         assert p["obj"].dtype == p["target"].dtype == torch.float32
         assert p["coefficients"].shape == (44,)
         assert p["instrument"] in range(len(INSTRUMENTS))
-        assert R0_RANGE[0] <= p["r0"] <= R0_RANGE[1]
+        assert R0_RANGE[0] <= p["r0"]                       # weak wavefronts: r0 beyond the range
         assert p["source"] in SOURCES
         assert 0.0 <= float(p["obj"].min()) and float(p["obj"].max()) <= 1.0
         assert torch.isfinite(p["target"]).all() and float(p["target"].min()) > -1e-4
-    assert gen.size == CROP + 2 * APODIZATION
+    assert gen.size == CROP and gen.boundary == "reflect" and gen.weak_fraction == WEAK_FRACTION
+    assert PairGenerator(INSTRUMENTS, boundary="apodize").size == CROP + 2 * APODIZATION
+    with pytest.raises(ValueError, match="boundary"):
+        PairGenerator(INSTRUMENTS, boundary="zero")
     s = fixed_set(gen, 3, seed=5)
     assert s["obj"].shape == (3, 1, CROP, CROP) and s["coefficients"].shape == (3, 44)
     assert s["instrument"].shape == s["r0"].shape == (3,) and len(s["source"]) == 3
@@ -81,10 +85,13 @@ def test_fixed_set_is_a_function_of_its_seed(monkeypatch):
     assert torch.equal(first["obj"], again["obj"])
 
 
-def test_pair_coefficients_are_kolmogorov_draws(monkeypatch):
-    """The coefficients are exactly kolmogorov_coefficients(instrument, r0) drawn from the pair's stream."""
+@pytest.mark.parametrize("weak", [0.0, 1.0])
+def test_pair_coefficients_are_kolmogorov_draws(monkeypatch, weak):
+    """The coefficients are exactly kolmogorov_coefficients(instrument, r0) drawn from the pair's stream.
+    weak_fraction = 1: every one of them is then scaled by u ~ U(0, 1), reported as the equivalent r0
+    u^(-6/5) (variance ~ r0^(-5/3))."""
     monkeypatch.setattr(pairs_module, "random_image", constant_image)
-    gen = PairGenerator(INSTRUMENTS)
+    gen = PairGenerator(INSTRUMENTS, weak_fraction=weak)
     rng = np.random.default_rng(11)
     for _ in range(3):
         shadow = copy.deepcopy(rng)
@@ -92,15 +99,16 @@ def test_pair_coefficients_are_kolmogorov_draws(monkeypatch):
         index = int(shadow.integers(len(INSTRUMENTS)))
         r0 = float(shadow.uniform(*R0_RANGE))
         coef = kolmogorov_coefficients(INSTRUMENTS[index], r0, 44, rng=shadow)
-        assert p["instrument"] == index and p["r0"] == r0
-        assert np.array_equal(p["coefficients"].numpy(), coef)
+        u = float(shadow.uniform()) if shadow.random() < weak else 1.0
+        assert p["instrument"] == index and p["r0"] == pytest.approx(r0 * u ** -1.2, rel=1e-12)
+        np.testing.assert_allclose(p["coefficients"].numpy(), coef * u, rtol=1e-6)
 
 
 def test_pair_coefficient_statistics(monkeypatch):
     """Whitened by the KL standard deviations of their (instrument, r0), the coefficients of 150 pairs are
     standard normal: 6600 values, so mean within 0.06 (5 sigma) and std within 0.05 (5.7 sigma)."""
     monkeypatch.setattr(pairs_module, "random_image", constant_image)
-    gen = PairGenerator(INSTRUMENTS)
+    gen = PairGenerator(INSTRUMENTS, weak_fraction=0.0)
     rng = np.random.default_rng(12)
     z, r0s, idx = [], [], []
     for _ in range(150):
@@ -115,12 +123,36 @@ def test_pair_coefficient_statistics(monkeypatch):
     assert set(idx) == {0, 1}
 
 
+def test_weak_wavefronts_share(monkeypatch):
+    """About 30 % of the wavefronts are weak by default."""
+    monkeypatch.setattr(pairs_module, "random_image", constant_image)
+    gen = PairGenerator(INSTRUMENTS)
+    rng = np.random.default_rng(22)
+    weak = sum(gen.sample(rng)["r0"] > R0_RANGE[1] for _ in range(200))
+    # binomial(200, 0.3 x P(u^-1.2 r0 > 15)); P > 0.6 at worst: expect >= 36, sd ~ 6; no weak ones if broken
+    assert 20 <= weak <= 80
+
+
+def test_reflect_targets_are_a_function_of_the_object(monkeypatch):
+    """The default targets: the crop itself convolved with a mirrored boundary, nothing from outside it;
+    a uniform object stays exactly uniform (no dark borders), whatever the PSF's size."""
+    gen = PairGenerator(INSTRUMENTS)
+    rng = np.random.default_rng(23)
+    p = gen.sample(rng)
+    psf = gen.psf_model(INSTRUMENTS[p["instrument"]])(p["coefficients"])
+    torch.testing.assert_close(p["target"], fft_convolve(p["obj"], psf, boundary="reflect"), rtol=0, atol=1e-6)
+    monkeypatch.setattr(pairs_module, "random_image", constant_image)
+    for _ in range(3):
+        # float32 FFT of 255^2 points: rounding ~1e-7 x log N of values ~1, tolerance 1e-5
+        np.testing.assert_allclose(gen.sample(rng)["target"].numpy(), 1.0, atol=1e-5)
+
+
 def test_pair_point_source_flux_and_centre(monkeypatch):
-    """A point at the centre of the apodised field: the target is the PSF itself (128 px, centred at 64
+    """The paper's recipe (boundary="apodize"). A point at the centre of the apodised field: the target is the PSF itself (128 px, centred at 64
     = the crop's 64), so all its flux lands inside the crop: sum(target) = 1 to float precision. Tests the
     unit sum of the PSF, flux conservation of the convolution and the centring of the crop."""
     monkeypatch.setattr(pairs_module, "random_image", centred_point)
-    gen = PairGenerator(INSTRUMENTS)
+    gen = PairGenerator(INSTRUMENTS, boundary="apodize")
     rng = np.random.default_rng(13)
     for _ in range(3):
         p = gen.sample(rng)
@@ -131,7 +163,8 @@ def test_pair_point_source_flux_and_centre(monkeypatch):
 
 
 def test_pair_flux_within_crop_tolerance(monkeypatch):
-    """Target flux against object flux for a uniform object (1 in the crop, the Hanning taper outside).
+    """The paper's recipe (boundary="apodize"): target flux against object flux for a uniform object (1 in
+    the crop, the Hanning taper outside).
 
     The crop exchanges flux with what lies outside it: for a PSF shift k, the crop's sum changes by at most
     max(O) C (|kx| + |ky|) (the pixels that enter minus those that leave), so
@@ -140,7 +173,7 @@ def test_pair_flux_within_crop_tolerance(monkeypatch):
     (This loss is real and large at small r0: the PSF, tip/tilt included, reaches past the 12-px taper into
     the zeros: 5-40 % for r0 = 3-15 cm.)"""
     monkeypatch.setattr(pairs_module, "random_image", constant_image)
-    gen = PairGenerator(INSTRUMENTS)
+    gen = PairGenerator(INSTRUMENTS, boundary="apodize")
     rng = np.random.default_rng(14)
     k = torch.arange(gen.psf_field, dtype=torch.float64) - gen.psf_field // 2
     for _ in range(6):
@@ -212,6 +245,28 @@ def test_learning_rate_cosine():
     assert learning_rate(250, cfg) == pytest.approx(6e-5 + 0.5 * 2.4e-4 * (1 + math.cos(math.pi / 4)))
     lrs = [learning_rate(s, cfg) for s in range(0, 1001, 50)]
     assert all(a > b for a, b in zip(lrs, lrs[1:]))
+    # a wall-clock budget: the schedule follows whichever of steps and minutes is further along
+    timed = TrainConfig(steps=1000, lr_start=3e-4, lr_end=6e-5, minutes=10)
+    assert learning_rate(0, timed, seconds=300) == pytest.approx((3e-4 + 6e-5) / 2)
+    assert learning_rate(500, timed, seconds=60) == pytest.approx((3e-4 + 6e-5) / 2)
+    assert learning_rate(10, timed, seconds=600) == pytest.approx(6e-5)
+
+
+def test_init_from_copies_weights_and_refuses_another_architecture(tmp_path):
+    from svrt.trainer.train import _initialise
+
+    torch.manual_seed(1)
+    source = SVCE(EmulatorConfig(width=4, instruments=INSTRUMENTS))
+    save_model(tmp_path / "a.safetensors", source, {"step": 7, "command": "made here"})
+    torch.manual_seed(2)
+    fresh = SVCE(EmulatorConfig(width=4, instruments=INSTRUMENTS))
+    info = _initialise(fresh, TrainConfig(width=4, instruments=INSTRUMENTS, init_from=str(tmp_path / "a.safetensors")))
+    for (k, a), b in zip(source.state_dict().items(), fresh.state_dict().values()):
+        assert torch.equal(a, b), k
+    assert info["step"] == 7 and info["command"] == "made here" and len(info["file_sha256"]) == 64
+    other = SVCE(EmulatorConfig(width=8, instruments=INSTRUMENTS))
+    with pytest.raises(SvrtError, match="architecture"):
+        _initialise(other, TrainConfig(width=8, instruments=INSTRUMENTS, init_from=str(tmp_path / "a.safetensors")))
 
 
 # ------------------------------------------------------------------------------------ training
@@ -407,3 +462,41 @@ def test_defocus_test_geometry():
     assert 1e-5 < row["defocus_effect_nmse"] < 1e-2           # the bump changes the image, not by much
     assert summary["defocus_kl_mode"] == 3 and summary["psf_truncation_nmse"] < 1e-5
     assert float(images["rows"][0]["exact"].max()) == pytest.approx(1.0)
+
+
+# ------------------------------------------------------------------------------------ pair cache
+
+def test_pair_cache_round_trip_and_refusals(monkeypatch, tmp_path):
+    """The cache holds exactly the pairs the generator makes from its seed stream; a cache made with
+    other settings, or a file that is not one, is refused with the file's name."""
+    from svrt.trainer.pair_cache import CachedPairs, write_pair_cache
+
+    monkeypatch.setattr(pairs_module, "random_image", white_noise)
+    gen = PairGenerator(INSTRUMENTS)
+    path = write_pair_cache(tmp_path / "pairs.h5", gen, 5, seed=4, progress=False)
+    cached = CachedPairs(path, gen)
+    assert len(cached) == 5
+    rng = np.random.default_rng([4, 7])
+    for i in range(5):
+        p, q = gen.sample(rng), cached[i]
+        for k in ("obj", "target", "coefficients"):
+            assert p[k].dtype == q[k].dtype and torch.equal(p[k], q[k]), k
+        assert (p["instrument"], p["r0"], p["source"]) == (q["instrument"], q["r0"], q["source"])
+    with pytest.raises(SvrtError, match="weak_fraction"):
+        CachedPairs(path, PairGenerator(INSTRUMENTS, weak_fraction=0.5))
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes(path.read_bytes()[:2000])
+    with pytest.raises(SvrtError, match="bad.h5"):
+        CachedPairs(bad, gen)
+
+
+def test_training_from_a_pair_cache(monkeypatch, tmp_path):
+    """--pair-cache: the cache is made on first use, then training cycles through it (8 pairs, batch 4,
+    6 steps: three epochs) and records it in the metadata."""
+    monkeypatch.setattr(pairs_module, "random_image", white_noise)
+    cfg = TrainConfig(width=4, steps=6, batch=4, val_size=4, val_every=6, workers=0, seed=1, instruments=INSTRUMENTS,
+                      pair_cache=str(tmp_path / "pairs.h5"), cache_pairs=8)
+    state = train(cfg, tmp_path / "m.safetensors", tmp_path / "run", log=lambda s: None)
+    assert state["step"] == 6 and (tmp_path / "pairs.h5").exists()
+    meta = json.loads((tmp_path / "m.json").read_text())
+    assert meta["pair_cache"] == {"path": "pairs.h5", "pairs": 8}

@@ -20,7 +20,7 @@ from svrt.trainer.images import DEFAULT_MIX
 from svrt.trainer.loss import emulator_loss, nmse
 from svrt.trainer.pairs import PairGenerator, PairStream, fixed_set
 
-R0_BINS = (3.0, 5.0, 8.0, 11.0, 15.0)
+R0_BINS = (3.0, 5.0, 8.0, 11.0, 15.0, float("inf"))   # the last bin: the weak wavefronts (r0 > 15 cm)
 
 
 @dataclass
@@ -41,11 +41,25 @@ class TrainConfig:
     device: str = "cpu"
     normalize: bool = True
     residual: bool = True
+    boundary: str = "reflect"        # pair targets: "reflect" or the paper's "apodize" (trainer/pairs.py)
+    weak_fraction: float = 0.3       # wavefronts scaled towards the diffraction limit
+    init_from: str | None = None     # start from these weights (a model name or file) instead of random ones
+    pair_cache: str | None = None    # HDF5 file of pairs (trainer/pair_cache.py), made first if missing
+    cache_pairs: int = 100_000       # pairs to put in a new cache
 
 
-def learning_rate(step: int, cfg: TrainConfig) -> float:
-    """Cosine decay from lr_start to lr_end over cfg.steps."""
-    t = min(step / max(cfg.steps, 1), 1.0)
+def progress(step: int, seconds: float, cfg: TrainConfig) -> float:
+    """How far training is, 0..1: steps done over cfg.steps, or time spent over cfg.minutes if that is
+    further, so that a wall-clock budget still ends with the learning rate decayed."""
+    t = step / max(cfg.steps, 1)
+    if cfg.minutes:
+        t = max(t, seconds / (60.0 * cfg.minutes))
+    return min(t, 1.0)
+
+
+def learning_rate(step: int, cfg: TrainConfig, seconds: float = 0.0) -> float:
+    """Cosine decay from lr_start to lr_end over the run (:func:`progress`)."""
+    t = progress(step, seconds, cfg)
     return cfg.lr_end + 0.5 * (cfg.lr_start - cfg.lr_end) * (1 + math.cos(math.pi * t))
 
 
@@ -101,19 +115,19 @@ def train(cfg: TrainConfig, out: str | Path, run_dir: str | Path, command: str =
     torch.manual_seed(cfg.seed)
     model = SVCE(EmulatorConfig(width=cfg.width, n_modes=cfg.n_modes, instruments=list(cfg.instruments),
                                 normalize=cfg.normalize, residual=cfg.residual)).to(device)
+    initialised_from = _initialise(model, cfg) if cfg.init_from else None
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr_start)
     use_amp = device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    generator = PairGenerator(list(cfg.instruments), cfg.n_modes)
+    generator = PairGenerator(list(cfg.instruments), cfg.n_modes, boundary=cfg.boundary,
+                              weak_fraction=cfg.weak_fraction)
     val = fixed_set(generator, cfg.val_size, seed=10_000 + cfg.seed)   # held out: its own seed stream
     state = {"step": 0, "best": float("inf"), "history": [], "seconds": 0.0}
     ckpt = run_dir / "checkpoint.safetensors"
     if ckpt.exists():
         state = load_checkpoint(ckpt, model, opt, device)
         log(f"resuming from {ckpt} at step {state['step']}")
-    stream = PairStream(generator, seed=cfg.seed * 1000 + state["step"])  # new samples after a resume
-    loader = torch.utils.data.DataLoader(stream, batch_size=cfg.batch, num_workers=cfg.workers,
-                                         collate_fn=_collate, persistent_workers=cfg.workers > 0)
+    loader = _pair_loader(generator, cfg, state["step"], log)
     started = time.time()
     seconds0 = state["seconds"]
     bar = tqdm(total=cfg.steps, initial=state["step"], desc="train", dynamic_ncols=True, mininterval=2)
@@ -128,22 +142,28 @@ def train(cfg: TrainConfig, out: str | Path, run_dir: str | Path, command: str =
             "mix": DEFAULT_MIX, "description": "solar scenes of svrt.scenes (granulation, sunspot) at 0.03-0.07 arcsec/px; "
             "procedural textures (f^-beta random fields, 1 <= beta <= 4, thresholded, with discs/bars/lines); crops of "
             "matplotlib's sample images; point-source fields (20 %); random 90-degree rotations and flips"},
-        "pairs": {"size": generator.size, "apodization_px": generator.apodization, "crop": generator.crop,
+        "pairs": {"size": generator.size, "crop": generator.crop, "boundary": generator.boundary,
+                  "apodization_px": generator.apodization if generator.boundary == "apodize" else None,
                   "r0_cm_at_5000A": list(generator.r0_range), "psf_field_px": generator.psf_field,
+                  "weak_fraction": generator.weak_fraction,
+                  "weak": "that fraction of wavefronts scaled by u ~ U(0, 1): r0 -> r0 u^(-6/5), down to the diffraction limit",
                   "psf": "spatially invariant, Kolmogorov KL coefficients (Roddier 1990), FFT convolution"},
+        "initialised_from": initialised_from,
+        "pair_cache": cfg.pair_cache and {"path": Path(cfg.pair_cache).name, "pairs": cfg.cache_pairs},
         "validation_set": f"{cfg.val_size} held-out pairs from an independent seed ({10_000 + cfg.seed})",
         "torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
     }
-    it = iter(loader)
+    it = _endless(loader)
     model.train()
     while state["step"] < cfg.steps:
-        if cfg.minutes is not None and (time.time() - started) / 60 > cfg.minutes:
+        elapsed = seconds0 + time.time() - started
+        if cfg.minutes is not None and elapsed / 60 > cfg.minutes:
             log(f"time budget of {cfg.minutes} min reached at step {state['step']}")
             break
         obj, modes, idx, target = _batch_to(next(it), device)
         cond = torch.nn.functional.one_hot(idx, model.config.n_conditions).float()
         for g in opt.param_groups:
-            g["lr"] = learning_rate(state["step"], cfg)
+            g["lr"] = learning_rate(state["step"], cfg, elapsed)
         with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
             y = model(obj, modes, cond)
         terms = emulator_loss(y.float(), target)
@@ -156,7 +176,8 @@ def train(cfg: TrainConfig, out: str | Path, run_dir: str | Path, command: str =
         shown = {k: terms[k].detach().item() for k in ("total", "mse", "grad")}
         bar.set_postfix(loss=f"{shown['total']:.2e}", mse=f"{shown['mse']:.2e}", grad=f"{shown['grad']:.2e}",
                         best=f"{state['best']:.2e}")
-        last = state["step"] >= cfg.steps
+        last = state["step"] >= cfg.steps or (cfg.minutes is not None
+                                               and seconds0 + time.time() - started > 60 * cfg.minutes)
         if state["step"] % cfg.val_every == 0 or last:
             v = evaluate(model, val, device)
             model.train()
@@ -175,6 +196,47 @@ def train(cfg: TrainConfig, out: str | Path, run_dir: str | Path, command: str =
     save_checkpoint()
     bar.close()
     return state
+
+
+def _pair_loader(generator: PairGenerator, cfg: TrainConfig, step: int, log):
+    """Batches of fresh pairs (an endless stream seeded by the step, so a resumed run sees new pairs) or,
+    with ``cfg.pair_cache``, of cached pairs in a shuffled order (the cache is made first if missing)."""
+    common = dict(batch_size=cfg.batch, num_workers=cfg.workers, collate_fn=_collate,
+                  persistent_workers=cfg.workers > 0)
+    if not cfg.pair_cache:
+        return torch.utils.data.DataLoader(PairStream(generator, seed=cfg.seed * 1000 + step), **common)
+    from svrt.trainer.pair_cache import CachedPairs, write_pair_cache
+
+    if not Path(cfg.pair_cache).exists():
+        log(f"making the pair cache {cfg.pair_cache} ({cfg.cache_pairs} pairs)")
+        write_pair_cache(cfg.pair_cache, generator, cfg.cache_pairs, seed=cfg.seed)
+    order = torch.Generator().manual_seed(cfg.seed * 1000 + step)
+    return torch.utils.data.DataLoader(CachedPairs(cfg.pair_cache, generator), shuffle=True, drop_last=True,
+                                       generator=order, **common)
+
+
+def _endless(loader):
+    """Batches forever: a stream goes on by itself, a cache starts a new shuffled epoch."""
+    while True:
+        yield from loader
+
+
+def _initialise(model: SVCE, cfg: TrainConfig) -> dict:
+    """Copy the weights of ``cfg.init_from`` into ``model`` (same architecture); returns its provenance."""
+    from svrt.emulator import load_model, resolve_model_path
+    from svrt.errors import SvrtError
+
+    source, meta = load_model(cfg.init_from)
+    if source.config.to_dict() != model.config.to_dict():
+        raise SvrtError(f"{cfg.init_from}: architecture {source.config.to_dict()} differs from the one to train "
+                        f"{model.config.to_dict()}; --init-from needs the same width, modes and instruments.")
+    model.load_state_dict(source.state_dict())
+    from svrt.trainer.validate import file_sha256
+
+    path = resolve_model_path(cfg.init_from)
+    return {"model": path.name, "file_sha256": file_sha256(path), "step": meta.get("step"),
+            "command": meta.get("command"), "pairs": meta.get("pairs"), "train_seconds": meta.get("train_seconds"),
+            "initialised_from": meta.get("initialised_from")}
 
 
 def write_checkpoint(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, state: dict) -> None:

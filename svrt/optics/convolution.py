@@ -17,7 +17,9 @@ def fft_convolve(image: torch.Tensor, psf: torch.Tensor, boundary: str = "zero")
     """Spatially invariant convolution, output the size of the input.
 
     image ``[..., Y, X]``, psf ``[..., S, S]`` (broadcast over leading dimensions), centre at ``S // 2``.
-    ``boundary="zero"``: linear convolution of the zero-extended image; ``"periodic"``: circular.
+    ``boundary="zero"``: linear convolution of the zero-extended image; ``"periodic"``: circular;
+    ``"reflect"``: of the image mirrored across its edges (no edge repeated), so every output pixel is a
+    function of the image alone (the emulator's training targets; see :mod:`svrt.trainer.pairs`).
     """
     y, x = image.shape[-2:]
     s = psf.shape[-1]
@@ -29,8 +31,16 @@ def fft_convolve(image: torch.Tensor, psf: torch.Tensor, boundary: str = "zero")
         kernel[..., :s, :s] = psf
         kernel = torch.roll(kernel, shifts=(-c, -c), dims=(-2, -1))
         return torch.fft.irfft2(torch.fft.rfft2(image) * torch.fft.rfft2(kernel), s=(y, x))
+    if boundary == "reflect":
+        before, after = s - 1 - c, c
+        if max(before, after) >= min(y, x):
+            raise SvrtError(f"a reflect boundary needs the PSF ({s} px) under twice the image size ({y}x{x}).")
+        lead = image.shape[:-2]
+        padded = F.pad(image.reshape(1, -1, y, x), (before, after, before, after), mode="reflect")
+        padded = padded.reshape(*lead, y + s - 1, x + s - 1)
+        return fft_convolve(padded, psf, boundary="zero")[..., before:before + y, before:before + x]
     if boundary != "zero":
-        raise SvrtError(f"unknown boundary '{boundary}'; expected 'zero' or 'periodic'.")
+        raise SvrtError(f"unknown boundary '{boundary}'; expected 'zero', 'periodic' or 'reflect'.")
     ny, nx = y + s, x + s
     spec = torch.fft.rfft2(image, s=(ny, nx)) * torch.fft.rfft2(psf, s=(ny, nx))
     full = torch.fft.irfft2(spec, s=(ny, nx))
