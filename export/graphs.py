@@ -24,8 +24,11 @@ Both start from the trained :class:`svrt.emulator.SVCE` with BatchNorm folded in
   concatenation          split
   FiLM ``g*p + b``       multiply by g
   residual ``y + x``     add the gradient to x's
-  normalisation          ``x = obj/s``, ``out = y*s``, ``s = <|obj|^8>^(1/8) + 1e-6``: product and
-                         quotient rules, ``ds/dobj = sign(obj)/(Y X)``
+  normalisation          ``c = obj - <obj>``, ``x = c/s``, ``out = y*s + <obj>``,
+                         ``s = <|c|^8>^(1/8) + 1e-6``: product and quotient rules,
+                         ``ds/dc = sign(c) (|c|/s)^7/(Y X)``, and the centring projection
+                         ``d/dobj = d/dc - <d/dc>`` plus ``sum(grad_out)/(Y X)`` from the mean
+                         (the older "p8" models: no centring, c = obj)
   =====================  ====================================================================
 
 FP16 (``precision="fp16"``): the U-Net core (all convolutions) runs in half precision, the
@@ -45,7 +48,7 @@ import torch.nn.functional as F
 
 from svrt.emulator import SVCE, ConvBNReLU
 
-from svrt.emulator import NORM_EPS, NORM_P, normalization_scale  # noqa: E402,F401  (shared with the model)
+from svrt.emulator import NORM_EPS, NORM_P, NORM_TINY, normalize_input  # noqa: E402  (shared with the model)
 
 
 # --------------------------------------------------------------------------- BatchNorm folding
@@ -251,28 +254,29 @@ class _Graph(nn.Module):
         gamma, beta = film_constants(folded, instrument)
         self.precision = precision
         self.normalize = bool(model.config.normalize)
+        self.config = model.config
         self.residual = bool(model.config.residual)
         self.core = _Core(folded, gamma, beta)
         self.core_dtype = torch.float16 if precision == "fp16" else (dtype or next(model.parameters()).dtype)
         self.core.to(self.core_dtype)
 
     def _inputs(self, obj: torch.Tensor):
-        if self.normalize:
-            scale = normalization_scale(obj)
-            return obj / scale, scale
-        return obj, None
+        """``(x, scale, mean)`` as :func:`svrt.emulator.normalize_input`."""
+        return normalize_input(obj, self.config)
 
 
 class ForwardGraph(_Graph):
     """``forward(obj [B,1,Y,X], modes [B,M,Y,X]) -> out [B,1,Y,X]`` for one instrument (see module doc)."""
 
     def forward(self, obj: torch.Tensor, modes: torch.Tensor) -> torch.Tensor:
-        x, scale = self._inputs(obj)
+        x, scale, mean = self._inputs(obj)
         y = self.core(x.to(self.core_dtype), modes.to(self.core_dtype)).to(obj.dtype)
         if self.residual:
             y = y + x
         if self.normalize:
             y = y * scale
+        if mean is not None:
+            y = y + mean
         return y
 
 
@@ -281,7 +285,7 @@ class VJPGraph(_Graph):
     :class:`ForwardGraph` (see module doc)."""
 
     def forward(self, obj: torch.Tensor, modes: torch.Tensor, grad_out: torch.Tensor):
-        x, scale = self._inputs(obj)
+        x, scale, mean = self._inputs(obj)
         y, cache = self.core(x.to(self.core_dtype), modes.to(self.core_dtype), keep=True)
         y = y.to(obj.dtype)
         g = grad_out
@@ -302,12 +306,17 @@ class VJPGraph(_Graph):
             dx = dx + g
         if not self.normalize:
             return dx, dmodes
-        # x = obj / s: dx/ds = -x/s; s = <|obj|^p>^(1/p) + eps: ds/dobj = sign(obj) (|obj|/s')^(p-1) / N
-        # with s' = s - eps, written with m = max|obj| so that nothing overflows
+        # x = c / s: dx/ds = -x/s; s = m (<(|c|/m)^p> + tiny)^(1/p) + eps, m = max|c| held constant:
+        # ds/dc = sign(c) (|c|/m)^(p-1) (<(|c|/m)^p> + tiny)^(1/p - 1) / N (finite for c = 0)
         dscale = dscale - (dx * x).sum(dim=(-2, -1), keepdim=True) / scale
-        a = obj.abs()
+        centred = obj - mean if mean is not None else obj    # c (the "p8" models: obj itself)
+        a = centred.abs()
         m = a.amax(dim=(-2, -1), keepdim=True).clamp_min(NORM_EPS)
         n_pixels = torch.ones_like(obj).sum(dim=(-2, -1), keepdim=True)
-        ratio = (a / m) / ((scale - NORM_EPS) / m)
-        grad_obj = dx / scale + torch.sign(obj) * ratio.pow(NORM_P - 1) / n_pixels * dscale
+        q = (a / m).pow(NORM_P).mean(dim=(-2, -1), keepdim=True) + NORM_TINY
+        grad_c = dx / scale + torch.sign(centred) * (a / m).pow(NORM_P - 1) * q.pow(1.0 / NORM_P - 1) / n_pixels * dscale
+        if mean is None:
+            return grad_c, dmodes
+        # c = obj - <obj>: remove the mean of grad_c; out = ... + <obj>: every pixel gets sum(grad_out) / N
+        grad_obj = grad_c - grad_c.mean(dim=(-2, -1), keepdim=True) + grad_out.sum(dim=(-2, -1), keepdim=True) / n_pixels
         return grad_obj, dmodes

@@ -9,13 +9,14 @@ from svrt.emulator import SVCE, EmulatorConfig
 
 
 def tiny_model(width: int = 4, n_modes: int = 6, seed: int = 0, normalize: bool = True, residual: bool = True,
-               head_gain: float = 4.0) -> SVCE:
+               head_gain: float = 4.0, normalization: str = "centred-p8") -> SVCE:
     """An eval-mode :class:`SVCE` with random BatchNorm statistics and affine terms, a random FiLM net
     (gamma, beta differ per instrument) and a head scaled by ``head_gain`` (so that the U-Net, not
     only the residual, shapes the output and its gradient)."""
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    model = SVCE(EmulatorConfig(width=width, n_modes=n_modes, normalize=normalize, residual=residual))
+    model = SVCE(EmulatorConfig(width=width, n_modes=n_modes, normalize=normalize, residual=residual,
+                                normalization=normalization))
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, torch.nn.BatchNorm2d):

@@ -13,11 +13,16 @@ Architecture (one description shared by trainer, export and runtime):
 - FiLM: a fully connected net (one-hot -> 64 -> 64 -> 2, ReLU) gives two scalars gamma, beta shared
   by all encoder levels below the first, applied as ``gamma * p_hat + beta`` between the two convs.
 - Beyond the paper (both switchable in :class:`EmulatorConfig`, both free of parameters):
-  ``normalize``: the object is divided by its 8-norm ``<|o|^8>^(1/8)`` and the output multiplied
-  back, so ``f(c o) = c f(o)`` for c > 0 exactly, as for any convolution, and photometry cannot drift.
-  A high-order norm (close to the maximum but smooth, so gradients have no kinks) keeps the input
-  of order 1 for every scene: a field of a few point sources divided by its *mean* reaches ~10^3
-  and wrecks the batch statistics; divided by its 8-norm, a single point in 128^2 reaches 3.4;
+  ``normalize``: the network sees the object with its mean removed and divided by the 8-norm of
+  what is left, ``x = (o - <o>) / s``, ``s = <|o - <o>|^8>^(1/8)``, and the output is mapped back,
+  ``f = <o> + s g(x)``. A convolution with a unit-sum PSF (mirrored borders) obeys
+  ``f(a o + b) = a f(o) + b`` exactly; so does the emulator, by construction: a solar image with a
+  pedestal and 10 % contrast and a [0, 1] photograph are the same input to the network, the mean
+  passes through untouched (photometry cannot drift) and the network spends nothing on learning the
+  pedestal. (Models before svrt 0.2 divided by the 8-norm of o itself, ``normalization="p8"``, which
+  is still read: trained on [0, 1] images, such a model was worse than the identity on a granulation
+  scene at the diffraction limit.) A high-order norm (close to the maximum but smooth, so gradients
+  have no kinks) keeps x of order 1 for every scene, point-source fields included;
   ``residual``: the network predicts the difference between the blurred and the sharp image.
 
 The core module needs Y and X to be multiples of 16; :func:`emulate` pads other sizes
@@ -42,16 +47,36 @@ from svrt.errors import SvrtError
 MULTIPLE = 16  # four 2x2 poolings
 NORM_EPS = 1e-6
 NORM_P = 8
+NORM_TINY = 1e-30
+#: "centred-p8": x = (o - <o>) / 8-norm(o - <o>); "p8": x = o / 8-norm(o) (models before svrt 0.2)
+NORMALIZATIONS = ("centred-p8", "p8")
 
 
 def normalization_scale(obj: torch.Tensor) -> torch.Tensor:
     """The emulator's input normalisation ``s = <|obj|^p>^(1/p) + eps`` per sample, ``[B, 1, 1, 1]``, p = 8.
 
-    Computed as ``m <(|obj|/m)^p>^(1/p)`` with m = max|obj| (the value does not depend on m; it only
-    keeps ``|obj|^8`` from overflowing float32 for objects in raw counts)."""
+    Computed as ``m (<(|obj|/m)^p> + tiny)^(1/p)`` with m = max|obj|: m keeps ``|obj|^8`` from
+    overflowing float32 for objects in raw counts, and ``tiny`` (1e-30; the mean is >= 1/(Y X) otherwise)
+    keeps the gradient finite for an all-zero input, such as a flat object once centred."""
     a = obj.abs()
     m = a.amax(dim=(-2, -1), keepdim=True).detach().clamp_min(NORM_EPS)
-    return m * (a / m).pow(NORM_P).mean(dim=(-2, -1), keepdim=True).pow(1.0 / NORM_P) + NORM_EPS
+    return m * ((a / m).pow(NORM_P).mean(dim=(-2, -1), keepdim=True) + NORM_TINY).pow(1.0 / NORM_P) + NORM_EPS
+
+
+def normalize_input(obj: torch.Tensor, config: "EmulatorConfig") -> tuple:
+    """``(x, scale, mean)`` for an object ``[B, 1, Y, X]``: the network's input ``x`` and what maps its
+    output back (``out = y * scale + mean``); ``scale``/``mean`` are None where not used."""
+    if not config.normalize:
+        return obj, None, None
+    if config.normalization == "centred-p8":
+        mean = obj.mean(dim=(-2, -1), keepdim=True)
+        centred = obj - mean
+        scale = normalization_scale(centred)
+        return centred / scale, scale, mean
+    scale = normalization_scale(obj)
+    return obj / scale, scale, None
+
+
 DEFAULT_MODEL = "svce-c16"
 
 
@@ -65,12 +90,16 @@ class EmulatorConfig:
     film_hidden: int = 64
     normalize: bool = True
     residual: bool = True
-    normalization: str = "p8"          # the input normalisation the weights were trained with (8-norm)
+    normalization: str = "centred-p8"  # the input normalisation the weights were trained with (NORMALIZATIONS)
 
     def __post_init__(self):
-        if self.normalization != "p8":
+        if self.normalization not in NORMALIZATIONS:
             raise SvrtError(f"model trained with input normalisation '{self.normalization}'; this svrt implements "
-                            "only 'p8' (the 8-norm of the object): retrain it with this version.")
+                            f"{', '.join(NORMALIZATIONS)}: retrain it with this version.")
+
+    @property
+    def centred(self) -> bool:
+        return self.normalize and self.normalization == "centred-p8"
 
     @property
     def n_conditions(self) -> int:
@@ -82,6 +111,7 @@ class EmulatorConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "EmulatorConfig":
         known = {f.name for f in dataclasses.fields(cls)}
+        d = {"normalization": "p8", **d}      # files written before the field existed used the 8-norm of o
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
@@ -149,11 +179,7 @@ class SVCE(nn.Module):
         return (1.0 + gb[:, 0]).view(-1, 1, 1, 1), gb[:, 1].view(-1, 1, 1, 1)
 
     def forward_with_film(self, obj, modes, gamma, beta):
-        if self.config.normalize:
-            scale = normalization_scale(obj)
-            x = obj / scale
-        else:
-            x = obj
+        x, scale, mean = normalize_input(obj, self.config)
         h = torch.cat([x, modes], dim=1)
         skips = []
         for i, level in enumerate(self.encoder):
@@ -168,6 +194,8 @@ class SVCE(nn.Module):
             y = y + x
         if self.config.normalize:
             y = y * scale
+        if mean is not None:
+            y = y + mean
         return y
 
     def forward(self, obj, modes, condition):

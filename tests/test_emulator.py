@@ -180,6 +180,38 @@ def test_scale_equivariance(c):
     torch.testing.assert_close(y, ref * c, rtol=2e-5, atol=2e-6 * c * float(ref.abs().max()))
 
 
+def test_pedestal_and_contrast_equivariance():
+    """The centred normalisation: f(a o + b) = a f(o) + b for a > 0 and any b, as for a convolution with a
+    unit-sum PSF. float64: a pedestal alone (a = 1) passes to rounding (1e-10). With a != 1 the scale's
+    additive epsilon (1e-6 on an 8-norm of ~0.3 here) shifts the structure term by up to ~3e-6 of itself,
+    so that case gets atol 1e-5 x its amplitude."""
+    model = non_trivial(tiny()).double()
+    assert model.config.normalization == "centred-p8"
+    obj, modes, cond = inputs(model, 48, 32, batch=2)
+    obj, modes, cond = obj.double(), modes.double(), cond.double()
+    with torch.no_grad():
+        ref = model(obj, modes, cond)
+        for b in (5.0, -2.0):
+            torch.testing.assert_close(model(obj + b, modes, cond), ref + b, rtol=1e-10, atol=1e-10)
+        structure = float((ref - ref.mean()).abs().max())
+        for a, b in ((0.1, 1.0), (3.0, -2.0)):
+            torch.testing.assert_close(model(a * obj + b, modes, cond), a * ref + b, rtol=0, atol=1e-5 * a * structure)
+    # a flat image stays flat at its level, and its gradient is finite (the centred object is all zero)
+    flat = torch.full_like(obj, 0.7).requires_grad_(True)
+    out = model(flat, modes, cond)
+    torch.testing.assert_close(out.detach(), flat.detach(), rtol=0, atol=1e-6)
+    (grad,) = torch.autograd.grad(out.sum(), flat)
+    assert torch.isfinite(grad).all()
+
+
+def test_models_without_the_normalization_field_are_p8():
+    """Weights written before the field existed were trained with the 8-norm of o itself."""
+    assert EmulatorConfig.from_dict({"width": 4}).normalization == "p8"
+    assert EmulatorConfig.from_dict({"width": 4, "normalization": "centred-p8"}).normalization == "centred-p8"
+    with pytest.raises(SvrtError, match="normalisation"):
+        EmulatorConfig(normalization="mean")
+
+
 # ------------------------------------------------------------------------------------ files
 
 def test_save_load_round_trip(tmp_path):

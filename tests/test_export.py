@@ -116,9 +116,12 @@ def test_maxpool_adjoint_routes_like_torch_with_ties():
     assert torch.equal(maxpool2x_adjoint(x.detach(), w), expected)
 
 
-@pytest.mark.parametrize("normalize,residual", [(True, True), (False, True), (True, False), (False, False)])
-def test_graphs_match_autograd_in_float64(normalize, residual):
-    model = tiny_model(width=4, n_modes=M, seed=2, normalize=normalize, residual=residual).double()
+@pytest.mark.parametrize("normalize,residual,normalization", [
+    (True, True, "centred-p8"), (False, True, "centred-p8"), (True, False, "centred-p8"), (False, False, "centred-p8"),
+    (True, True, "p8"), (True, False, "p8")])
+def test_graphs_match_autograd_in_float64(normalize, residual, normalization):
+    model = tiny_model(width=4, n_modes=M, seed=2, normalize=normalize, residual=residual,
+                       normalization=normalization).double()
     obj, modes = random_inputs(2, M, (32, 48), seed=3)
     obj, modes = obj.double(), modes.double()
     g = torch.randn(obj.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
@@ -129,6 +132,19 @@ def test_graphs_match_autograd_in_float64(normalize, residual):
         vo, vm = vjp(obj, modes, g)
     assert rel(vo, go) < 1e-10
     assert rel(vm, gm) < 1e-10
+
+
+def test_vjp_of_a_flat_object_is_finite_and_matches_autograd():
+    """A flat object is all zero once centred: the 8-norm's gradient must stay finite (and exact)."""
+    model = tiny_model(width=4, n_modes=M, seed=2).double()
+    _, modes = random_inputs(1, M, 32, seed=3)
+    obj = torch.full((1, 1, 32, 32), 0.7, dtype=torch.float64)
+    g = torch.randn(obj.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    out, go, gm = autograd(model, obj, modes.double(), g)
+    with torch.no_grad():
+        vo, vm = VJPGraph(model, INSTRUMENT)(obj, modes.double(), g)
+    assert torch.isfinite(vo).all() and torch.isfinite(vm).all()
+    assert rel(vo, go) < 1e-10 and rel(vm, gm) < 1e-10
 
 
 def test_graph_folds_the_instrument(model):

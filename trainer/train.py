@@ -40,6 +40,7 @@ class TrainConfig:
     minutes: float | None = None     # wall-clock budget; stops early and keeps the best weights
     device: str = "cpu"
     normalize: bool = True
+    normalization: str = "centred-p8"  # svrt.emulator.NORMALIZATIONS
     residual: bool = True
     boundary: str = "reflect"        # pair targets: "reflect" or the paper's "apodize" (trainer/pairs.py)
     weak_fraction: float = 0.3       # wavefronts scaled towards the diffraction limit
@@ -114,7 +115,8 @@ def train(cfg: TrainConfig, out: str | Path, run_dir: str | Path, command: str =
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     model = SVCE(EmulatorConfig(width=cfg.width, n_modes=cfg.n_modes, instruments=list(cfg.instruments),
-                                normalize=cfg.normalize, residual=cfg.residual)).to(device)
+                                normalize=cfg.normalize, normalization=cfg.normalization,
+                                residual=cfg.residual)).to(device)
     initialised_from = _initialise(model, cfg) if cfg.init_from else None
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr_start)
     use_amp = device.type == "cuda"
@@ -169,7 +171,13 @@ def train(cfg: TrainConfig, out: str | Path, run_dir: str | Path, command: str =
         terms = emulator_loss(y.float(), target)
         opt.zero_grad(set_to_none=True)
         scaler.scale(terms["total"]).backward()
-        scaler.step(opt)
+        if use_amp:
+            scaler.step(opt)          # skips steps whose gradients overflowed
+        elif _finite_gradients(model):
+            opt.step()
+        else:                         # one bad batch must not turn every weight into NaN
+            state["skipped_steps"] = state.get("skipped_steps", 0) + 1
+            log(f"step {state['step']}: non-finite loss or gradient, step skipped")
         scaler.update()
         state["step"] += 1
         bar.update(1)
@@ -196,6 +204,10 @@ def train(cfg: TrainConfig, out: str | Path, run_dir: str | Path, command: str =
     save_checkpoint()
     bar.close()
     return state
+
+
+def _finite_gradients(model: torch.nn.Module) -> bool:
+    return all(bool(torch.isfinite(p.grad).all()) for p in model.parameters() if p.grad is not None)
 
 
 def _pair_loader(generator: PairGenerator, cfg: TrainConfig, step: int, log):
@@ -227,7 +239,9 @@ def _initialise(model: SVCE, cfg: TrainConfig) -> dict:
     from svrt.errors import SvrtError
 
     source, meta = load_model(cfg.init_from)
-    if source.config.to_dict() != model.config.to_dict():
+    # the input normalisation has no parameters: weights trained with another one are a valid start
+    shape = {k: v for k, v in source.config.to_dict().items() if k != "normalization"}
+    if shape != {k: v for k, v in model.config.to_dict().items() if k != "normalization"}:
         raise SvrtError(f"{cfg.init_from}: architecture {source.config.to_dict()} differs from the one to train "
                         f"{model.config.to_dict()}; --init-from needs the same width, modes and instruments.")
     model.load_state_dict(source.state_dict())
@@ -235,6 +249,7 @@ def _initialise(model: SVCE, cfg: TrainConfig) -> dict:
 
     path = resolve_model_path(cfg.init_from)
     return {"model": path.name, "file_sha256": file_sha256(path), "step": meta.get("step"),
+            "normalization": source.config.normalization,
             "command": meta.get("command"), "pairs": meta.get("pairs"), "train_seconds": meta.get("train_seconds"),
             "initialised_from": meta.get("initialised_from")}
 
