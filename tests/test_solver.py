@@ -58,7 +58,7 @@ def synthetic(engine, k=2, n_frames=2, y=32, x=32, grid=(2, 2), seed=0, level=10
     """Frames made by ``engine`` from a smooth random truth and random coarse modes."""
     g = torch.Generator().manual_seed(seed)
     truth = F.avg_pool2d(torch.randn(k, 1, y + 2, x + 2, generator=g), 3, 1)[:, :, :y, :x]
-    truth = level * (1 + 0.1 * truth)
+    truth = level * (1 + 0.3 * truth)          # ~10 % RMS contrast, like granulation
     modes = 0.2 * torch.randn(n_frames, engine.n_modes, *grid, generator=g)
     fine = F.interpolate(modes, size=(y, x), mode="bilinear", align_corners=False)
     insts = [instrument] * k if isinstance(instrument, str) else list(instrument)
