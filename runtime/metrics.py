@@ -120,13 +120,16 @@ def spectral_distance(estimate, reference, cutoff_cycles_per_pixel: float, margi
     return np.sqrt(np.mean(ratio ** 2, axis=-1))
 
 
-def compare(truth, estimates: Mapping[str, object], cutoff_cycles_per_pixel, margin: int = 8) -> dict:
+def compare(truth, estimates: Mapping[str, object], cutoff_cycles_per_pixel, margin: int = 8,
+            register: bool = False) -> dict:
     """Figures of each estimate ``[K, Y, X]`` against the truth ``[K, Y, X]``.
 
     ``cutoff_cycles_per_pixel``: one value, or one per object. Returns ``{name: {"nmse": [K],
     "spectral_distance": [K], "contrast": [K]}}`` plus ``"truth": {"contrast": [K]}``; NMSE after both
     went through :func:`diffraction_limited`, ``margin`` pixels cut at each border (the emulator's and
-    the filter's boundary zone)."""
+    the filter's boundary zone). ``register=True`` adds ``"nmse_registered"`` (the NMSE after the
+    filtered estimate is destretched onto the filtered truth, :func:`svrt.runtime.registration.destretch`:
+    the object's position is not determined by the data) and ``"shift_rms"`` (pixels)."""
     t = np.asarray(truth, dtype=np.float64)
     if t.ndim == 2:
         t = t[None]
@@ -144,6 +147,12 @@ def compare(truth, estimates: Mapping[str, object], cutoff_cycles_per_pixel, mar
             "spectral_distance": np.array([spectral_distance(e_dl[i], t_dl[i], float(cut[i]), margin) for i in range(k)]),
             "contrast": contrast(e_dl, margin),
         }
+        if register:
+            from svrt.runtime.registration import destretch
+
+            reg = [destretch(e_dl[i], t_dl[i]) for i in range(k)]
+            out[name]["nmse_registered"] = nmse(np.stack([r[0] for r in reg]), t_dl, margin=margin)
+            out[name]["shift_rms"] = np.array([float(np.sqrt(np.mean(r[1] ** 2 + r[2] ** 2))) for r in reg])
     return out
 
 
