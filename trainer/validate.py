@@ -142,8 +142,11 @@ def held_out_pairs(model, n: int, seed: int = 0, device="cpu") -> dict:
     val = fixed_set(generator, n, seed=HELD_OUT_SEED + seed)
     out = evaluate(model, val, torch.device(device))
     out.update(n_pairs=n, seed=HELD_OUT_SEED + seed, seconds=round(time.perf_counter() - t0, 2),
-               description="spatially invariant Kolmogorov pairs like training's (r0 3-15 cm at 5000 A), "
-                           "a seed disjoint from the training stream and the training validation set")
+               description="spatially invariant Kolmogorov pairs made as training's (trainer/pairs.py defaults: "
+                           "r0 3-15 cm at 5000 A, 30 % of the wavefronts scaled towards the diffraction limit "
+                           "(bin 15-inf), mirrored borders), a seed disjoint from the training stream and the "
+                           "training validation set; NMSE of Eq. 12 per pair, so [0, 1] images with high contrast "
+                           "score far higher than a granulation scene with 12 % contrast for the same absolute error")
     return out
 
 
