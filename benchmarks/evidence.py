@@ -141,7 +141,8 @@ def evidence_command(model, backend, seeds, size, frames, objects, grid, iterati
              for s in tqdm(seed_list, desc="bursts")]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    report = {"command": f"python -m svrt.benchmarks.evidence --model {model} --backend {backend} --seeds {seeds} "
+    engine_args = (f"--model {model} " if model else "") + (f"--backend {backend} " if backend else "")
+    report = {"command": f"python -m svrt.benchmarks.evidence {engine_args}--seeds {seeds} "
                          f"--size {size} --frames {frames} --objects {objects} --grid {grid} --iterations {iterations} --theta0 {theta0}",
               "engine": f"{engine.identity.model} ({engine.identity.backend})", "burst": {
                   "instrument": "crisp8542", "size": size, "frames": frames, "objects": objects,
