@@ -41,8 +41,10 @@ def train_command(out, run_dir, width, steps, batch, lr_start, lr_end, val_size,
 
     \b
     Examples:
-      svrt train -o svce-c16.safetensors --width 16 --steps 20000        # the shipped CPU model
-      svrt train -o svce-c64.safetensors --width 64 --steps 100000 --batch 32 --device cuda --workers 8
+      svrt train -o my-c16.safetensors --width 16 --steps 20000          # a CPU model from scratch
+      svrt train -o svce-c64.safetensors --width 64 --steps 100000 --batch 32 --device cuda --workers 8 \\
+          --pair-cache pairs.h5 --cache-pairs 200000                     # the paper-size model on a GPU
+      svrt train -o better.safetensors --init-from svce-c16 --minutes 120   # continue from the shipped weights
     """
     from svrt.trainer.train import TrainConfig, train
     from svrt.instruments import get_instrument
