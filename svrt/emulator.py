@@ -98,10 +98,6 @@ class EmulatorConfig:
                             f"{', '.join(NORMALIZATIONS)}: retrain it with this version.")
 
     @property
-    def centred(self) -> bool:
-        return self.normalize and self.normalization == "centred-p8"
-
-    @property
     def n_conditions(self) -> int:
         return len(self.instruments)
 

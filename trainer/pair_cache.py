@@ -7,7 +7,7 @@ made once (``svrt train --pair-cache pairs.h5 --cache-pairs 100000``; ~13 GB, ~3
 does not help: the network, not the pairs, is the cost there.
 
 Layout: ``obj``, ``target`` ``[N, 1, C, C]`` float32 (one chunk per pair), ``coefficients`` ``[N, M]``,
-``instrument`` ``[N]`` (index into the attribute ``instruments``), ``r0`` ``[N]`` (cm at 5000 A, inf for
+``instrument`` ``[N]`` (index into the recipe's ``instruments``), ``r0`` ``[N]`` (cm at 5000 A, inf for
 the diffraction limit), ``source`` ``[N]`` (strings); attribute ``recipe``: the generator's settings as
 JSON, checked against the trainer's before any pair is used. Cached pairs are not augmented again: a
 rotated target would need a rotated PSF, i.e. other coefficients.
@@ -15,6 +15,7 @@ rotated target would need a rotated PSF, i.e. other coefficients.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -26,11 +27,9 @@ from svrt.trainer.pairs import PairGenerator
 
 
 def recipe(generator: PairGenerator) -> dict:
-    """The settings that decide what a pair is (a cache made with other settings is refused)."""
-    return {"instruments": list(generator.instruments), "n_modes": generator.n_modes, "crop": generator.crop,
-            "boundary": generator.boundary, "apodization": generator.apodization,
-            "r0_range": list(generator.r0_range), "psf_field": generator.psf_field,
-            "weak_fraction": generator.weak_fraction}
+    """The settings that decide what a pair is: the generator's fields, in JSON form (a cache made with
+    other settings is refused)."""
+    return json.loads(json.dumps({f.name: getattr(generator, f.name) for f in dataclasses.fields(generator)}))
 
 
 def write_pair_cache(path: str | Path, generator: PairGenerator, n: int, seed: int, progress: bool = True) -> Path:

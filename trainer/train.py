@@ -18,7 +18,7 @@ import torch
 from svrt.emulator import SVCE, EmulatorConfig, save_model
 from svrt.trainer.images import DEFAULT_MIX
 from svrt.trainer.loss import emulator_loss, nmse
-from svrt.trainer.pairs import PairGenerator, PairStream, fixed_set
+from svrt.trainer.pairs import WEAK_FRACTION, PairGenerator, PairStream, fixed_set
 
 R0_BINS = (3.0, 5.0, 8.0, 11.0, 15.0, float("inf"))   # the last bin: the weak wavefronts (r0 > 15 cm)
 
@@ -43,7 +43,7 @@ class TrainConfig:
     normalization: str = "centred-p8"  # svrt.emulator.NORMALIZATIONS
     residual: bool = True
     boundary: str = "reflect"        # pair targets: "reflect" or the paper's "apodize" (trainer/pairs.py)
-    weak_fraction: float = 0.3       # wavefronts scaled towards the diffraction limit
+    weak_fraction: float = WEAK_FRACTION  # wavefronts scaled towards the diffraction limit
     init_from: str | None = None     # start from these weights (a model name or file) instead of random ones
     pair_cache: str | None = None    # HDF5 file of pairs (trainer/pair_cache.py), made first if missing
     cache_pairs: int = 100_000       # pairs to put in a new cache
@@ -134,8 +134,11 @@ def train(cfg: TrainConfig, out: str | Path, run_dir: str | Path, command: str =
     seconds0 = state["seconds"]
     bar = tqdm(total=cfg.steps, initial=state["step"], desc="train", dynamic_ncols=True, mininterval=2)
 
+    def elapsed() -> float:
+        return seconds0 + time.time() - started
+
     def save_checkpoint():
-        state["seconds"] = seconds0 + time.time() - started
+        state["seconds"] = elapsed()
         write_checkpoint(ckpt, model, opt, state)
 
     meta_base = {
@@ -157,15 +160,11 @@ def train(cfg: TrainConfig, out: str | Path, run_dir: str | Path, command: str =
     }
     it = _endless(loader)
     model.train()
-    while state["step"] < cfg.steps:
-        elapsed = seconds0 + time.time() - started
-        if cfg.minutes is not None and elapsed / 60 > cfg.minutes:
-            log(f"time budget of {cfg.minutes} min reached at step {state['step']}")
-            break
+    while progress(state["step"], elapsed(), cfg) < 1.0:
         obj, modes, idx, target = _batch_to(next(it), device)
         cond = torch.nn.functional.one_hot(idx, model.config.n_conditions).float()
         for g in opt.param_groups:
-            g["lr"] = learning_rate(state["step"], cfg, elapsed)
+            g["lr"] = learning_rate(state["step"], cfg, elapsed())
         with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
             y = model(obj, modes, cond)
         terms = emulator_loss(y.float(), target)
@@ -184,8 +183,7 @@ def train(cfg: TrainConfig, out: str | Path, run_dir: str | Path, command: str =
         shown = {k: terms[k].detach().item() for k in ("total", "mse", "grad")}
         bar.set_postfix(loss=f"{shown['total']:.2e}", mse=f"{shown['mse']:.2e}", grad=f"{shown['grad']:.2e}",
                         best=f"{state['best']:.2e}")
-        last = state["step"] >= cfg.steps or (cfg.minutes is not None
-                                               and seconds0 + time.time() - started > 60 * cfg.minutes)
+        last = progress(state["step"], elapsed(), cfg) >= 1.0
         if state["step"] % cfg.val_every == 0 or last:
             v = evaluate(model, val, device)
             model.train()
@@ -194,13 +192,15 @@ def train(cfg: TrainConfig, out: str | Path, run_dir: str | Path, command: str =
             if v["loss"] < state["best"]:
                 state["best"] = v["loss"]
                 save_model(out, model.eval(), {**meta_base, "step": state["step"], "validation": v,
-                                               "train_seconds": seconds0 + time.time() - started,
+                                               "train_seconds": elapsed(),
                                                "history": state["history"]})
                 model.train()
             log(f"step {state['step']}: val loss {v['loss']:.3e}, NMSE mean {v['nmse_mean']:.2e} "
                 f"median {v['nmse_median']:.2e} (best {state['best']:.3e})")
         if state["step"] % cfg.checkpoint_every == 0 or last:
             save_checkpoint()
+    if state["step"] < cfg.steps:
+        log(f"time budget of {cfg.minutes} min reached at step {state['step']}")
     save_checkpoint()
     bar.close()
     return state
