@@ -58,7 +58,10 @@ def _command_line(ctx: click.Context) -> str:
     return " ".join(shlex.quote(w) for w in words)
 
 
-@click.command("bench")
+@click.command("bench", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.option("--peers", is_flag=True,
+              help="Run the peer benchmark instead (svrt against torchmfbd and the frame average on the same "
+                   "simulated bursts; python -m svrt.benchmarks.peers --help lists its options, which are passed on).")
 @click.option("--model", "model", default=None, metavar="NAME|PATH",
               help="Bundled model name or .safetensors path (default svce-c16; a random width-16 network if absent).")
 @click.option("--full", is_flag=True, help="All sizes up to 1024^2, batches up to 16, every back end, the paper's restoration case.")
@@ -85,8 +88,8 @@ def _command_line(ctx: click.Context) -> str:
               help="CPU threads for torch and ONNX Runtime (default: their own defaults).")
 @click.option("--progress/--no-progress", default=True, help="Progress bar on stderr.")
 @click.pass_context
-def bench_command(ctx, model, full, out_dir, device, backends, precisions, sizes, batches, exact_sizes, repeats, warmup,
-                  restoration, iterations, results_page, label, threads, progress):
+def bench_command(ctx, peers, model, full, out_dir, device, backends, precisions, sizes, batches, exact_sizes, repeats,
+                  warmup, restoration, iterations, results_page, label, threads, progress):
     """Time the emulated spatially variant convolution (every back end present) against the exact
     per-pixel method and overlap-add of invariant patches (paper Fig. 6), time SV-MOMFBD iterations
     with their peak memory, and put each figure next to the machine's measured ceilings.
@@ -96,7 +99,12 @@ def bench_command(ctx, model, full, out_dir, device, backends, precisions, sizes
     The quick default takes a few minutes on a 2-core CPU:
       svrt bench --out-dir bench-results
       svrt bench --device cuda --full --out-dir bench-gpu --results-page benchmarks/RESULTS.md
+      svrt bench --peers --out-dir peers-results --sizes 128 --seeds 1
     """
+    if peers:
+        return _run_peers(ctx)
+    if ctx.args:
+        raise click.UsageError(f"No such option: {ctx.args[0]} (options of --peers only work with --peers).")
     from dataclasses import replace
 
     from svrt.benchmarks.engines import parse_backends
@@ -134,3 +142,24 @@ def bench_command(ctx, model, full, out_dir, device, backends, precisions, sizes
     settings = replace(settings, **changes)
     run_benchmark(Path(out_dir), model=model, device=device, full=full, settings=settings, command=_command_line(ctx),
                   progress=progress, results_page=results_page, label=label, echo=click.echo)
+
+
+def _run_peers(ctx: click.Context) -> None:
+    """``svrt bench --peers``: the options bench shares with the peer benchmark (--out-dir, --sizes, --device,
+    --threads, --results-page, --progress), as given on the command line, plus everything else unchanged."""
+    from click.core import ParameterSource
+
+    from svrt.benchmarks.peers import peers_command
+
+    args = []
+    for name in ("out_dir", "sizes", "device", "threads", "results_page"):
+        if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE:
+            args += ["--" + name.replace("_", "-"), str(ctx.params[name])]
+    if ctx.get_parameter_source("progress") == ParameterSource.COMMANDLINE and not ctx.params["progress"]:
+        args.append("--no-progress")
+    unused = [n for n in ("model", "full", "backends", "precisions", "batches", "exact_sizes", "repeats", "warmup",
+                          "restoration", "iterations", "label")
+              if ctx.get_parameter_source(n) == ParameterSource.COMMANDLINE]
+    if unused:
+        raise SvrtError(f"--{unused[0].replace('_', '-')} is an option of the convolution benchmark, not of --peers.")
+    peers_command.main(args=args + list(ctx.args), prog_name="svrt bench --peers", standalone_mode=False)

@@ -43,7 +43,7 @@ def evidence_case(engine, seed: int, size: int = 96, frames: int = 6, objects: i
     estimates, seconds = {}, {}
     for g in grids:
         t0 = time.perf_counter()
-        result = SVMOMFBD(engine, SolverConfig(grid=g, progress=False, **(config or {}))).solve(burst)
+        result = SVMOMFBD(engine, SolverConfig(**{"method": "adam", "grid": g, "progress": False, **(config or {})})).solve(burst)
         seconds[f"P={g}"] = round(time.perf_counter() - t0, 2)
         estimates.setdefault(AVERAGE, result.frame_average)
         estimates[f"P={g}"] = result.objects

@@ -11,8 +11,10 @@
 
 Bytes are the compulsory traffic of each operation (every input read once, every output written
 once), so ``GBps = bytes / time`` is an effective bandwidth and ``peak_share`` compares it with the
-device's copy bandwidth measured in the same run (a large device-to-device ``copy_``, read + write).
-Inputs that fit in L2 (``fits_in_l2``) can exceed that peak. For ``fourier_filter`` the FFTs make
+device's copy bandwidth measured in the same run (a large device-to-device ``copy_``, read + write);
+``nominal_share`` compares it with the datasheet bandwidth of the card (:func:`nominal_bandwidth_GBps`,
+from the device name; None for a card not in :data:`NOMINAL_GBPS`). Inputs that fit in L2
+(``fits_in_l2``) can exceed either. For ``fourier_filter`` the FFTs make
 several passes; its GB/s shows how far the whole operation is from one pass over memory.
 
 ``impl="auto"`` in :mod:`svrt.kernels` prefers Triton on CUDA without timing anything; the
@@ -32,7 +34,8 @@ import tempfile
 
 import torch
 
-__all__ = ["run_kernel_benchmark", "DEFAULT_SIZES"]
+__all__ = ["run_kernel_benchmark", "DEFAULT_SIZES", "NOMINAL_GBPS", "nominal_bandwidth_GBps",
+           "measure_copy_bandwidth"]
 
 DEFAULT_SIZES = {
     "upsample": [
@@ -45,6 +48,31 @@ DEFAULT_SIZES = {
         {"K": 12, "size": (1024, 1024)},
     ],
 }
+
+
+#: Datasheet memory bandwidth in GB/s by a piece of the name torch reports; the first match wins, so
+#: the more specific names come first ("GH200" before "H200", "H100 PCIe" before "H100").
+NOMINAL_GBPS = (
+    ("GH200", 4000.0),
+    ("H200", 4800.0),
+    ("H100 PCIe", 2000.0),
+    ("H100 NVL", 3900.0),
+    ("H100", 3350.0),
+    ("A100 80GB PCIe", 1935.0),
+    ("A100-SXM4-80GB", 2039.0),
+    ("A100", 1555.0),
+    ("L40S", 864.0),
+    ("RTX 4090", 1008.0),
+)
+
+
+def nominal_bandwidth_GBps(name: str | None) -> float | None:
+    """Datasheet bandwidth (GB/s) of the card called ``name`` (e.g. "NVIDIA H200": 4800), or None."""
+    low = (name or "").lower()
+    for piece, gbps in NOMINAL_GBPS:
+        if piece.lower() in low:
+            return gbps
+    return None
 
 
 def _skipped(reason: str, device) -> dict:
@@ -94,22 +122,25 @@ def measure_copy_bandwidth(device, nbytes: int = 1 << 30, repeats: int = 10) -> 
     return 2.0 * n * 4 / (ms * 1e-3) / 1e9
 
 
-def _entry(op, case, dtype, impl, ms, nbytes, peak, l2) -> dict:
+def _entry(op, case, dtype, impl, ms, nbytes, peak, l2, nominal=None) -> dict:
     gbps = nbytes / (ms * 1e-3) / 1e9 if ms > 0 else float("nan")
     return {"op": op, "case": case, "dtype": str(dtype).replace("torch.", ""), "impl": impl,
             "ms": round(ms, 5), "bytes": int(nbytes), "GBps": round(gbps, 2),
-            "peak_share": round(gbps / peak, 4) if peak else None, "fits_in_l2": bool(l2 and nbytes < l2)}
+            "peak_share": round(gbps / peak, 4) if peak else None,
+            "nominal_share": round(gbps / nominal, 4) if nominal else None,
+            "fits_in_l2": bool(l2 and nbytes < l2)}
 
 
 def run_kernel_benchmark(device="cuda", sizes: dict | None = None, repeats: int = 20, warmup: int = 5,
-                         dtypes=(torch.float32, torch.float16)) -> dict:
+                         dtypes=(torch.float32, torch.float16), peak_copy_GBps: float | None = None) -> dict:
     """Time Triton against PyTorch for the kernels of :mod:`svrt.kernels` on ``device``.
 
     ``sizes`` as :data:`DEFAULT_SIZES` (either key may be omitted to skip that operator). Returns
     ``{"status": "ok", "device", "peak_copy_GBps", "results": [...], "speedups": {...}}`` with one
     result per (op, case, dtype, impl) -- ``ms`` (median), ``bytes``, ``GBps``, ``peak_share`` -- and
-    ``speedups[f"{op}|{case}|{dtype}"] = torch ms / triton ms``. Without CUDA (or Triton) returns
-    ``{"status": "skipped", "reason": ..., "results": []}``.
+    ``speedups[f"{op}|{case}|{dtype}"] = torch ms / triton ms``. ``peak_copy_GBps``: a copy bandwidth
+    measured before (several calls then share one measurement); None measures it. Without CUDA (or
+    Triton) returns ``{"status": "skipped", "reason": ..., "results": []}``.
     """
     dev = torch.device(device)
     if dev.type != "cuda" or not torch.cuda.is_available():
@@ -129,12 +160,14 @@ def run_kernel_benchmark(device="cuda", sizes: dict | None = None, repeats: int 
     sizes = DEFAULT_SIZES if sizes is None else sizes
     props = torch.cuda.get_device_properties(dev)
     l2 = int(getattr(props, "L2_cache_size", 0) or 0)
-    peak = measure_copy_bandwidth(dev)
+    peak = float(peak_copy_GBps) if peak_copy_GBps else measure_copy_bandwidth(dev)
+    name = torch.cuda.get_device_name(dev)
+    nominal = nominal_bandwidth_GBps(name)
     results: list[dict] = []
 
     def bench(op, case, dtype, impl, fn, nbytes):
         ms = _time_ms(fn, repeats, warmup, _inner_for(fn))
-        results.append(_entry(op, case, dtype, impl, ms, nbytes, peak, l2))
+        results.append(_entry(op, case, dtype, impl, ms, nbytes, peak, l2, nominal))
 
     gen = torch.Generator(device=dev).manual_seed(0)
     for cfg in sizes.get("upsample", []):
@@ -206,10 +239,11 @@ def run_kernel_benchmark(device="cuda", sizes: dict | None = None, repeats: int 
             speedups[f"{op}|{case}|{dt}"] = round(d["torch"] / d["triton"], 3)
     return {
         "status": "ok",
-        "device": torch.cuda.get_device_name(dev),
+        "device": name,
         "torch": torch.__version__,
         "triton": getattr(triton, "__version__", "?"),
         "peak_copy_GBps": round(peak, 1),
+        "nominal_GBps": nominal,
         "l2_bytes": l2,
         "repeats": repeats,
         "results": results,
@@ -220,13 +254,18 @@ def run_kernel_benchmark(device="cuda", sizes: dict | None = None, repeats: int 
 def _format(res: dict) -> str:
     if res.get("status") != "ok":
         return f"kernel benchmark skipped: {res.get('reason')}"
-    lines = [f"{res['device']}  (copy peak {res['peak_copy_GBps']} GB/s, torch {res['torch']}, "
-             f"triton {res['triton']})",
-             f"{'op':34s} {'case':26s} {'dtype':8s} {'impl':15s} {'ms':>10s} {'GB/s':>9s} {'peak':>6s}"]
+    nominal = res.get("nominal_GBps")
+    lines = [f"{res['device']}  (copy peak {res['peak_copy_GBps']} GB/s, datasheet "
+             f"{f'{nominal:.0f} GB/s' if nominal else 'unknown'}, torch {res['torch']}, triton {res['triton']})",
+             f"{'op':34s} {'case':26s} {'dtype':8s} {'impl':15s} {'ms':>10s} {'GB/s':>9s} {'copy':>6s} {'sheet':>6s}"]
+
+    def pct(v):
+        return f"{100 * v:.0f}%" if v is not None else "-"
+
     for r in res["results"]:
-        share = f"{100 * r['peak_share']:.0f}%" if r["peak_share"] is not None else "-"
         lines.append(f"{r['op']:34s} {r['case']:26s} {r['dtype']:8s} {r['impl']:15s} "
-                     f"{r['ms']:10.4f} {r['GBps']:9.1f} {share:>6s}" + ("  (L2)" if r["fits_in_l2"] else ""))
+                     f"{r['ms']:10.4f} {r['GBps']:9.1f} {pct(r['peak_share']):>6s} {pct(r.get('nominal_share')):>6s}"
+                     + ("  (L2)" if r["fits_in_l2"] else ""))
     lines.append("speedup (torch ms / triton ms):")
     lines += [f"  {k}: {v}" for k, v in res["speedups"].items()]
     return "\n".join(lines)

@@ -112,7 +112,7 @@ def run_restoration_case(entry, case: RestorationCase, iterations: int, device, 
     kwargs = {}
     if getattr(entry.engine, "max_batch", None):
         kwargs["max_batch"] = int(entry.engine.max_batch)
-    config = SolverConfig(iterations=iterations, grid=case.grid, progress=False, **kwargs)
+    config = SolverConfig(method="adam", iterations=iterations, grid=case.grid, progress=False, **kwargs)
     solver = SVMOMFBD(entry.engine, config)
     stamps = []
 

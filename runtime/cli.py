@@ -16,6 +16,57 @@ import numpy as np
 from svrt.errors import SvrtError
 
 _CTX = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+#: upper bounds of the command-line options: beyond them a value is a typo, not a setting
+MAX_ITERATIONS = 100_000
+MAX_PIXELS = 65_536
+
+
+class _Finite(click.ParamType):
+    """A finite float in [lo, hi] (click's FloatRange lets NaN through); ``open_lo``: lo excluded."""
+
+    name = "float"
+
+    def __init__(self, lo: float, hi: float, open_lo: bool = False):
+        self.lo, self.hi, self.open_lo = lo, hi, open_lo
+
+    def convert(self, value, param, ctx):
+        import math
+
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number.", param, ctx)
+        bad_lo = v <= self.lo if self.open_lo else v < self.lo
+        if not math.isfinite(v) or bad_lo or v > self.hi:
+            self.fail(f"{value} is not in the range {self.lo:g} {'<' if self.open_lo else '<='} x <= {self.hi:g}.", param, ctx)
+        return v
+
+    def get_metavar(self, param, ctx=None):
+        return "FLOAT"
+
+
+def _check_device(device) -> None:
+    """One sentence about a bad --device, before any file is read (never blamed on the model)."""
+    from svrt.emulator import check_device
+
+    check_device(device, available=False)  # the back end checks that the device exists
+
+
+def _check_outputs(output, png_path, inputs, overwrite) -> None:
+    """Before any work: the output (and the PNG) names are new files (or --overwrite), not inputs, in
+    folders that accept a new file; stale temporary files of killed runs are removed."""
+    from svrt.fileio import check_not_input, check_writable, file_format
+
+    file_format(output)
+    check_not_input(output, *inputs)
+    check_writable(output, overwrite)
+    if png_path is not None:
+        _check_png(png_path, output, inputs, overwrite)
+        check_writable(png_path, overwrite)
+
+
+_PNG_BYTES = 2 << 20  # a quick look is well below 2 MiB
 _PNG_STRIP = (".fits.gz", ".fit.gz", ".fts.gz", ".fits", ".fit", ".fts", ".hdf5", ".h5", ".hdf", ".he5")
 
 
@@ -39,13 +90,17 @@ def _check_png(png, output, inputs, overwrite) -> None:
     check_output(png, overwrite)
 
 
-def _load_engines(engine_paths, model, backend, device, precision):
+def _load_engines(engine_paths, model, backend, device, precision, method: str | None = None):
     """One engine (or one per --engine) loaded with the solver's precision rule."""
     from svrt.runtime.solver import load_solver_engine
 
     if engine_paths and model:
         raise SvrtError("give either --engine PATH or --model NAME, not both.")
     if not engine_paths:
+        if model is None and backend is None and method is not None:
+            from svrt.runtime.solver import default_backend
+
+            backend = default_backend(method)
         return [load_solver_engine(model, backend=backend, device=device, precision=precision)]
     for p in engine_paths:
         if not Path(p).exists():
@@ -57,7 +112,8 @@ _engine_options = [
     click.option("--engine", "engine_paths", multiple=True, type=click.Path(dir_okay=False),
                  help="Emulator file: .safetensors (torch), .onnx (onnxruntime) or .plan (TensorRT); repeat for one "
                       "engine per instrument."),
-    click.option("--model", default=None, help="Name of a bundled model [default: svce-c16]."),
+    click.option("--model", default=None, help="Name of a bundled model [default: svce-c16; deconvolve and demo with --method momfbd use exact optics, "
+                      "the psf-interpolation back end, unless a model or engine is given]."),
     click.option("--backend", default=None,
                  type=click.Choice(["torch", "onnxruntime", "tensorrt", "psf-interpolation"]),
                  help="Back end [default: from the file suffix]. psf-interpolation uses the exact optics (PSFs "
@@ -100,18 +156,17 @@ def convolve_command(object_path, object_key, modes_path, modes_key, instrument,
     """
     import torch
 
-    from svrt.fileio import check_not_input, check_output, file_format, read_array, write_array
+    from svrt.checks import check_image, check_wavefront_units
+    from svrt.fileio import check_free_space, read_array, write_array
     from svrt.instruments import get_instrument
 
-    file_format(output)
-    check_not_input(output, object_path, modes_path)
-    check_output(output, overwrite)
+    _check_device(device)
     png_path = None if no_png else (png or str(_png_name(output)))
-    if png_path is not None:
-        _check_png(png_path, output, (object_path, modes_path), overwrite)
+    _check_outputs(output, png_path, (object_path, modes_path), overwrite)
     inst = get_instrument(str(instrument))
     obj, _ = read_array(object_path, object_key)
     modes, _ = read_array(modes_path, modes_key)
+    check_image(obj, object_path, "the object")
     if obj.ndim == 2:
         obj = obj[None]
     if obj.ndim != 3:
@@ -133,7 +188,11 @@ def convolve_command(object_path, object_key, modes_path, modes_key, instrument,
     if modes.shape[2] > y or modes.shape[3] > x:
         raise SvrtError(f"the modes grid {modes.shape[2]}x{modes.shape[3]} in {modes_path} is larger than the object "
                         f"({y}x{x}); expected per-pixel or coarser modes.")
+    engine.check(torch.zeros(1, 1, 16, 16), torch.zeros(1, m, 16, 16), inst.label)  # instrument and its physics
+    # bilinear upsampling never exceeds the nodes' values: checking the given grid bounds every pixel
+    check_wavefront_units(modes, inst, modes_path, (engine.identity.extra or {}).get("training_r0_cm"))
     n = max(b, modes.shape[0])
+    check_free_space(output, 4 * n * y * x + (64 << 10) + (0 if png_path is None else _PNG_BYTES))
     mt = torch.as_tensor(modes)
     if tuple(mt.shape[2:]) != (y, x):
         from svrt.kernels import upsample_modes
@@ -177,40 +236,81 @@ def _plot_convolve(path, obj, out, inst) -> None:
 
 # ------------------------------------------------------------------------------------------ deconvolve
 
+def _default(name: str):
+    """The SolverConfig default of a setting: the one place where it is written."""
+    from svrt.runtime.solver import SolverConfig
+
+    return SolverConfig.__dataclass_fields__[name].default
+
+
 _solver_options = [
-    click.option("--iterations", default=30, show_default=True, type=int, help="AdamW iterations."),
-    click.option("--grid", default=8, show_default=True, type=int,
+    click.option("--method", default=_default("method"), show_default=True, type=click.Choice(["momfbd", "adam"]),
+                 help="momfbd: wavefronts per patch with the object eliminated, Wiener objects with the SV forward "
+                      "model, SV refinement; adam: the paper's joint AdamW on objects and modes."),
+    click.option("--grid", default=_default("grid"), show_default=True, type=click.IntRange(0, MAX_PIXELS),
                  help="P, pixels per node of the coarse mode grid (Yg = ceil(Y/P)); 0: one wavefront per frame."),
-    click.option("--lambda-obj", default=1.0, show_default=True, type=float, help="lambda_o, Tikhonov weight on grad o*."),
-    click.option("--lambda-modes", default=0.01, show_default=True, type=float, help="lambda_alpha, Tikhonov weight on grad alpha."),
-    click.option("--lr-obj", default=10 ** -1.7, show_default="10^-1.7", type=float, help="Learning rate of the objects."),
-    click.option("--lr-modes", default=10 ** -0.5, show_default="10^-0.5", type=float, help="Learning rate of the modes."),
-    click.option("--filter-width", default=1.8, show_default=True, type=float, help="w of the erf filter (units of D/lambda)."),
-    click.option("--filter-sharpness", default=20.0, show_default=True, type=float, help="n of the erf filter."),
-    click.option("--apodization", default="mirror", show_default=True, type=click.Choice(["mirror", "hann", "none"]),
+    click.option("--fit-modes", default=_default("fit_modes"), show_default=True, type=click.IntRange(2, 1000),
+                 help="KL modes fitted per patch (momfbd; the rest stay 0)."),
+    click.option("--patch-size", default=_default("patch_size"), show_default=True, type=click.IntRange(16, MAX_PIXELS),
+                 help="Side of the patch around each node in the wavefront stage (momfbd)."),
+    click.option("--patch-iterations", default=_default("patch_iterations"), show_default=True,
+                 type=click.IntRange(0, MAX_ITERATIONS), help="L-BFGS iterations per mode step (momfbd)."),
+    click.option("--node-iterations", default=_default("node_iterations"), show_default=True,
+                 type=click.IntRange(0, MAX_ITERATIONS),
+                 help="L-BFGS iterations of each node's own patch after the whole field (momfbd; 0: the SV refinement moves the nodes)."),
+    click.option("--refine-iterations", default=_default("refine_iterations"), show_default=True,
+                 type=click.IntRange(0, MAX_ITERATIONS), help="L-BFGS iterations of each SV wavefront refinement (momfbd)."),
+    click.option("--high-order", default=_default("high_order"), show_default=True, type=click.Choice(["none", "kolmogorov"]),
+                 help="The wavefront beyond the fitted modes: none, or its mean Kolmogorov OTF from the fitted r0 (momfbd)."),
+    click.option("--object-iterations", default=_default("object_iterations"), show_default=True,
+                 type=click.IntRange(0, MAX_ITERATIONS), help="Most conjugate-gradient iterations per object solve (momfbd)."),
+    click.option("--refine-rounds", default=_default("refine_rounds"), show_default=True, type=click.IntRange(0, 100),
+                 help="Rounds of SV wavefront refinement + object solve (momfbd)."),
+    click.option("--prior-scale", default=_default("prior_scale"), show_default=True, type=_Finite(0, 1e6),
+                 help="Multiplies the Wiener prior 1/P_O (momfbd; 1 = least expected squared error)."),
+    click.option("--tolerance", default=_default("tolerance"), show_default=True, type=_Finite(0, 1),
+                 help="Stop an object solve when the loss falls by less than this (relative) in an iteration."),
+    click.option("--time-budget", default=None, type=_Finite(0, 1e7, open_lo=True),
+                 help="Seconds after which the restoration stops refining [default: no limit]."),
+    click.option("--iterations", default=_default("iterations"), show_default=True, type=click.IntRange(1, MAX_ITERATIONS),
+                 help="AdamW iterations (method adam)."),
+    click.option("--lambda-obj", default=_default("lambda_obj"), show_default=True, type=_Finite(0, 1e6),
+                 help="lambda_o, Tikhonov weight on grad o* (method adam)."),
+    click.option("--lambda-modes", default=_default("lambda_modes"), show_default=True, type=_Finite(0, 1e6),
+                 help="lambda_alpha, weight on grad alpha (smooth wavefronts across the field)."),
+    click.option("--lr-obj", default=_default("lr_objects"), show_default="10^-1.7", type=_Finite(0, 100, open_lo=True),
+                 help="Learning rate of the objects (method adam)."),
+    click.option("--lr-modes", default=_default("lr_modes"), show_default="10^-0.5", type=_Finite(0, 100, open_lo=True),
+                 help="Learning rate of the modes (method adam)."),
+    click.option("--filter-width", default=_default("filter_width"), show_default=True, type=_Finite(0, 100, open_lo=True),
+                 help="w of the erf filter (units of D/lambda)."),
+    click.option("--filter-sharpness", default=_default("filter_sharpness"), show_default=True,
+                 type=_Finite(0, 1e4, open_lo=True), help="n of the erf filter."),
+    click.option("--apodization", default=_default("apodization"), show_default=True, type=click.Choice(["mirror", "hann", "none"]),
                  help="Boundary treatment of the Fourier filter."),
-    click.option("--weights", default="uniform", show_default=True, type=click.Choice(["uniform", "noise"]),
+    click.option("--weights", default=_default("weights"), show_default=True, type=click.Choice(["uniform", "noise"]),
                  help="gamma_kl: 1, or inverse noise variance estimated beyond the cutoff."),
-    click.option("--max-batch", default=None, type=int, help="Most frames per emulator call [default: from the memory bound]."),
-    click.option("--memory-mb", default=None, type=float,
+    click.option("--max-batch", default=None, type=click.IntRange(1, 1 << 20),
+                 help="Most frames per emulator call [default: from the memory bound]."),
+    click.option("--memory-mb", default=None, type=_Finite(0, 1e9, open_lo=True),
                  help="Memory bound in MiB [default: 80 % of free GPU memory, 50 % of RAM on CPU]."),
-    click.option("--tile-size", default=None, type=int, help="Force overlapping tiles of this side [default: only if needed]."),
-    click.option("--checkpointing", default="auto", show_default=True, type=click.Choice(["auto", "on", "off"]),
+    click.option("--tile-size", default=None, type=click.IntRange(1, MAX_PIXELS),
+                 help="Force overlapping tiles of this side [default: only if needed]."),
+    click.option("--checkpointing", default=_default("checkpointing"), show_default=True, type=click.Choice(["auto", "on", "off"]),
                  help="Gradient checkpointing of the U-Net levels (auto: on CUDA)."),
-    click.option("--precision", default="auto", show_default=True, type=click.Choice(["auto", "fp32", "fp16"]),
+    click.option("--precision", default=_default("precision"), show_default=True, type=click.Choice(["auto", "fp32", "fp16"]),
                  help="Engine precision (auto: FP16 autocast on CUDA, FP32 on CPU; torch back end)."),
 ]
+
+#: click option name -> SolverConfig field, where they differ
+_OPTION_FIELDS = {"lr_obj": "lr_objects"}
 
 
 def _config(quiet, **kw):
     from svrt.runtime.solver import SolverConfig
 
-    return SolverConfig(iterations=kw["iterations"], grid=kw["grid"], lambda_obj=kw["lambda_obj"],
-                        lambda_modes=kw["lambda_modes"], lr_objects=kw["lr_obj"], lr_modes=kw["lr_modes"],
-                        filter_width=kw["filter_width"], filter_sharpness=kw["filter_sharpness"],
-                        apodization=kw["apodization"], weights=kw["weights"], max_batch=kw["max_batch"],
-                        memory_mb=kw["memory_mb"], tile_size=kw["tile_size"], checkpointing=kw["checkpointing"],
-                        precision=kw["precision"], progress=not quiet)
+    settings = {_OPTION_FIELDS.get(k, k): v for k, v in kw.items()}
+    return SolverConfig(progress=not quiet, **settings)
 
 
 def _comparison_text(burst, result) -> str | None:
@@ -232,12 +332,15 @@ def _comparison_text(burst, result) -> str | None:
 @click.option("--instrument", "instrument", multiple=True,
               help="Instrument of each object when the file does not name it (repeat for K objects).")
 @click.option("--allow-nonfinite", is_flag=True, help="Give NaN/Inf pixels zero weight instead of refusing the file.")
+@click.option("--drop-dead-frames", is_flag=True,
+              help="Leave out dead (constant, e.g. all-zero) frames instead of refusing the file: a frame dead in every "
+                   "object is dropped, one dead in some objects gets zero weight there.")
 @click.option("--overwrite", is_flag=True, help="Replace existing output files (never the input).")
 @click.option("--png", default=None, type=click.Path(dir_okay=False), help="Quick look [default: output name .png].")
 @click.option("--no-png", is_flag=True, help="Do not write the quick-look PNG.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def deconvolve_command(burst_path, output, engine_paths, model, backend, device, instrument, allow_nonfinite,
-                       overwrite, png, no_png, quiet, **solver_kw):
+                       drop_dead_frames, overwrite, png, no_png, quiet, **solver_kw):
     """Restore a burst with SV-MOMFBD: objects and per-pixel wavefronts over the whole field at once.
 
     Reads a burst (FRAMES [K, L, Y, X], FITS or HDF5) and writes the restoration file (OBJECT [K, Y, X],
@@ -250,24 +353,20 @@ def deconvolve_command(burst_path, output, engine_paths, model, backend, device,
       svrt deconvolve burst.fits -o restored.fits --grid 0            # spatially invariant MFBD
       svrt deconvolve burst.h5 -o restored.h5 --device cuda --iterations 50 --lambda-obj 0.05
     """
-    from svrt.fileio import check_not_input, check_output, file_format, read_burst, write_restoration
+    from svrt.fileio import read_burst
     from svrt.runtime.quicklook import plot_restoration
     from svrt.runtime.solver import SVMOMFBD
 
-    file_format(output)
-    check_not_input(output, burst_path)
-    check_output(output, overwrite)
+    _check_device(device)
     png_path = None if no_png else (png or str(_png_name(output)))
-    if png_path is not None:
-        _check_png(png_path, output, (burst_path,), overwrite)
+    _check_outputs(output, png_path, (burst_path,), overwrite)
     config = _config(quiet, **solver_kw)
-    burst = read_burst(burst_path, instrument=list(instrument) or None, allow_nonfinite=allow_nonfinite)
-    engines = _load_engines(engine_paths, model, backend, device, config.precision)
+    burst = _read_checked_burst(burst_path, list(instrument) or None, allow_nonfinite, drop_dead_frames, quiet)
+    _check_restoration_space(output, png_path, burst, config)
+    engines = _load_engines(engine_paths, model, backend, device, config.precision, config.method)
     solver = SVMOMFBD(engines if len(engines) > 1 else engines[0], config)
     result = solver.solve(burst)
-    rest = result.to_restoration(burst.header)
-    rest.header["INPUT"] = Path(burst_path).name
-    write_restoration(output, rest, overwrite=overwrite)
+    write_result(output, result, burst, Path(burst_path).name, overwrite=overwrite)
     loss = result.loss["total"]
     k, y, x = result.objects.shape
     msg = (f"wrote {output}: {k} object(s) of {y}x{x}, modes {tuple(result.modes.shape)}, {len(loss)} iterations "
@@ -283,23 +382,87 @@ def deconvolve_command(burst_path, output, engine_paths, model, backend, device,
         click.echo("against the truth (both filtered to the diffraction limit):\n" + table)
 
 
+def _read_checked_burst(path, instrument, allow_nonfinite, drop_dead, quiet):
+    """read_burst with the frame checks of :func:`svrt.checks.check_frames`; with ``drop_dead`` the
+    dead frames are left out (and said so) instead of refused."""
+    from svrt.checks import check_frames, drop_dead_frames
+    from svrt.fileio import read_burst
+
+    burst = read_burst(path, instrument=instrument, allow_nonfinite=allow_nonfinite, check=not drop_dead)
+    if drop_dead:
+        burst, dropped, masked = drop_dead_frames(burst, str(path))
+        if (dropped or masked) and not quiet:
+            parts = []
+            if dropped:
+                parts.append(f"dropped dead frame(s) {', '.join(map(str, dropped))}")
+            if masked:
+                parts.append(f"gave zero weight to dead frame(s) [k, l] = {', '.join(f'[{k}, {l}]' for k, l in masked)}")
+            click.echo(f"{path}: {'; '.join(parts)}.", err=True)
+        check_frames(burst.frames, str(path), mask=burst.mask)
+    return burst
+
+
+def _check_restoration_space(output, png_path, burst, config) -> None:
+    """Free space for the restoration (OBJECT, MODES at most per pixel, MODEL, LOSS) before solving."""
+    from svrt.fileio import check_free_space
+
+    k, n_frames = burst.n_objects, burst.n_frames
+    y, x = burst.shape
+    grid = getattr(config, "grid", 0) or max(y, x)
+    nodes = -(-y // grid) * -(-x // grid)
+    n_modes = 44 if burst.n_modes is None else burst.n_modes
+    nbytes = 4 * (k * y * x * (1 + n_frames) + n_frames * n_modes * nodes) + (1 << 20)
+    if str(output).lower().endswith((".gz", ".bz2", ".xz")):
+        nbytes //= 4
+    check_free_space(output, nbytes + (0 if png_path is None else _PNG_BYTES))
+
+
+def _restoration(result, burst, input_name: str):
+    """The Restoration of a solve: the input burst's header cards keep their names (SEED, GRID,
+    BUNIT, EXPTIME, WCS, ...) and are never overwritten; the solver's settings, the engine identity
+    and the run's figures go to ``config`` (the file's CONFIG extension, see
+    :func:`svrt.fileio.write_restoration`); read back, a setting whose name the input also uses is
+    given as SVRT_<KEY> (see :func:`svrt.fileio.merge_headers`)."""
+    from svrt.fileio import merge_headers
+
+    rest = result.to_restoration()
+    rest.config = dict(rest.header)
+    rest.header = merge_headers(burst.header, {"INPUT": input_name, "DATE": rest.config.get("DATE")})
+    return rest
+
+
+def write_result(output, result, burst, input_name: str, overwrite: bool = False):
+    """Write the restoration of ``burst`` (a :class:`~svrt.runtime.solver.SolveResult`) to ``output``
+    the way ``svrt deconvolve`` does (atomically; see :func:`_restoration`) and return it.
+    ``input_name`` is recorded as INPUT (the burst file's name)."""
+    from svrt.fileio import write_restoration
+
+    rest = _restoration(result, burst, input_name)
+    write_restoration(output, rest, overwrite=overwrite)
+    return rest
+
+
 # ------------------------------------------------------------------------------------------ demo
 
 @click.command("demo", context_settings=_CTX)
-@click.option("--size", default=128, show_default=True, type=int, help="Frame side in pixels.")
-@click.option("--frames", "n_frames", default=8, show_default=True, type=int, help="L, frames.")
-@click.option("--objects", "n_objects", default=2, show_default=True, type=int, help="K, objects.")
-@click.option("--iterations", default=30, show_default=True, type=int, help="SV-MOMFBD iterations.")
-@click.option("--grid", default=8, show_default=True, type=int, help="P, pixels per node of the mode grid.")
+@click.option("--size", default=128, show_default=True, type=click.IntRange(16, 4096), help="Frame side in pixels.")
+@click.option("--frames", "n_frames", default=8, show_default=True, type=click.IntRange(1, 1000), help="L, frames.")
+@click.option("--objects", "n_objects", default=2, show_default=True, type=click.IntRange(1, 16), help="K, objects.")
+@click.option("--iterations", default=_default("iterations"), show_default=True, type=click.IntRange(1, MAX_ITERATIONS),
+              help="AdamW iterations (method adam).")
+@click.option("--method", default=_default("method"), show_default=True, type=click.Choice(["momfbd", "adam"]),
+              help="Solver method (see svrt deconvolve --help).")
+@click.option("--grid", default=_default("grid"), show_default=True, type=click.IntRange(0, MAX_PIXELS),
+              help="P, pixels per node of the mode grid.")
 @click.option("--instrument", default="crisp8542", show_default=True, help="Instrument label.")
-@click.option("--seed", default=1, show_default=True, type=int, help="Random seed of the simulation.")
-@click.option("--r0", "r0_cm", default=10.0, show_default=True, type=float, help="Fried radius [cm at 5000 A].")
+@click.option("--seed", default=1, show_default=True, type=click.IntRange(0, 2 ** 32 - 1), help="Random seed of the simulation.")
+@click.option("--r0", "r0_cm", default=10.0, show_default=True, type=_Finite(0.5, 1000), help="Fried radius [cm at 5000 A].")
 @_with(_engine_options)
 @click.option("--out-dir", default="svrt-demo", show_default=True, type=click.Path(file_okay=False),
               help="Folder for burst.fits, restored.fits, restored.png.")
 @click.option("--overwrite", is_flag=True, help="Replace the files of an earlier demo in --out-dir.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
-def demo_command(size, n_frames, n_objects, iterations, grid, instrument, seed, r0_cm, engine_paths, model, backend,
+def demo_command(size, n_frames, n_objects, iterations, method, grid, instrument, seed, r0_cm, engine_paths, model, backend,
                  device, out_dir, overwrite, quiet):
     """Simulate a burst, restore it with the shipped model, write FITS and PNG, print where they are.
 
@@ -308,29 +471,32 @@ def demo_command(size, n_frames, n_objects, iterations, grid, instrument, seed, 
       svrt demo                       # 128x128, 8 frames, 2 objects: about a minute on 2 CPU cores
       svrt demo --size 256 --frames 12 --device cuda
     """
-    from svrt.fileio import check_output, write_burst, write_restoration
+    from svrt.fileio import check_writable, write_burst
     from svrt.instruments import get_instrument
     from svrt.runtime.quicklook import plot_restoration
     from svrt.runtime.solver import SolverConfig, SVMOMFBD
     from svrt.simulate import simulate_burst
 
+    _check_device(device)
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise SvrtError(f"--out-dir {out} is a file; expected a folder.")
     paths = {"burst": out / "burst.fits", "restored": out / "restored.fits", "png": out / "restored.png"}
     for p in paths.values():
-        check_output(p, overwrite)
+        check_writable(p, overwrite)
     inst = get_instrument(instrument)
-    engines = _load_engines(engine_paths, model, backend, device, "auto")
+    engines = _load_engines(engine_paths, model, backend, device, "auto", method)
     click.echo(f"svrt demo: simulating {n_objects} object(s) x {n_frames} frames of {size}x{size} ({inst.label}, "
                f"r0 = {r0_cm} cm, seed {seed}) ...")
-    burst = simulate_burst(inst.label, size, n_frames, n_objects, seed, r0_cm=r0_cm, progress=not quiet)
+    # full phase screens (not the 44-mode model the solver fits), von Karman L0 = 20 m, Poisson noise
+    burst = simulate_burst(inst.label, size, n_frames, n_objects, seed, r0_cm=r0_cm, wavefront="screen",
+                           outer_scale_m=20.0, photons=1e4, noise=0.0, progress=not quiet)
     write_burst(paths["burst"], burst, overwrite=overwrite)
     click.echo(f"restoring with {engines[0].identity.model} ({engines[0].identity.backend}, {engines[0].identity.device}), "
                f"{iterations} iterations, grid P = {grid} ...")
-    solver = SVMOMFBD(engines[0], SolverConfig(iterations=iterations, grid=grid, progress=not quiet))
+    solver = SVMOMFBD(engines[0], SolverConfig(method=method, iterations=iterations, grid=grid, progress=not quiet))
     result = solver.solve(burst)
-    rest = result.to_restoration(burst.header)
-    rest.header["INPUT"] = paths["burst"].name
-    write_restoration(paths["restored"], rest, overwrite=overwrite)
+    write_result(paths["restored"], result, burst, paths["burst"].name, overwrite=overwrite)
     plot_restoration(paths["png"], burst.frames, result.objects, result.model, burst.instruments, truth=burst.truth,
                      title=f"svrt demo: SV-MOMFBD of a simulated {inst.label} burst",
                      pixel_arcsec=burst.header.get("CDELT1"))

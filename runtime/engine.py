@@ -89,9 +89,29 @@ class Engine(ABC):
                             f"modes; got {modes.shape[1]}.")
         for label in self.instruments:
             if label.lower() == str(instrument).lower():
+                self.check_physics(label)
                 return label
         raise SvrtError(f"the engine {self.identity.model} ({self.identity.backend}) was built for "
                         f"{', '.join(self.instruments)}, not '{instrument}'.")
+
+    def check_physics(self, label: str) -> None:
+        """Refuse an instrument whose physics (the registry now, ``$SVRT_INSTRUMENTS`` included) differ
+        from those the model was trained on (``identity.extra['instrument_physics']`` when its metadata
+        records them, else the built-in table): an emulator is conditioned on the label only. Back ends
+        that compute the optics from the registry (psf-interpolation) have nothing to check. Cached
+        per label and ``$SVRT_INSTRUMENTS``."""
+        if self.identity.backend == "psf-interpolation":
+            return
+        import os
+
+        from svrt.instruments import check_emulated_physics
+
+        key = (label.lower(), os.environ.get("SVRT_INSTRUMENTS"))
+        checked = self.__dict__.setdefault("_physics_checked", set())
+        if key in checked:
+            return
+        check_emulated_physics(label, self.identity.model, (self.identity.extra or {}).get("instrument_physics"))
+        checked.add(key)
 
     def forward(self, obj: torch.Tensor, modes: torch.Tensor, instrument: str) -> torch.Tensor:
         """Emulated spatially variant convolution ``[B, 1, Y, X]`` (no autograd)."""
@@ -186,8 +206,11 @@ def load_engine(path: str | Path | None = None, backend: str | None = None, devi
     """Load an engine: weights (.safetensors or a bundled model name; default the shipped model),
     an ONNX graph (.onnx) or a TensorRT plan (.plan). ``backend`` overrides the choice by suffix
     (e.g. ``onnxruntime`` on a .onnx with ``device="cuda"`` uses its CUDA execution provider)."""
+    from svrt.emulator import check_device
+
     backend = backend or backend_for(path)
     if backend not in BACKENDS:
         raise SvrtError(f"unknown back end '{backend}'; expected one of {', '.join(BACKENDS)}.")
+    check_device(device, available=False)  # each back end checks that its device exists
     module, cls = BACKENDS[backend].split(":")
     return getattr(importlib.import_module(module), cls).load(path, device=device, **options)

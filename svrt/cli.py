@@ -1,17 +1,27 @@
 """The ``svrt`` command. Each sub-command lives in the module that owns its concept and is imported
 only when invoked, so ``svrt instruments`` never pays for torch or onnxruntime.
 
-Errors of type :class:`svrt.errors.SvrtError` are printed as one sentence, without a traceback.
+Errors of type :class:`svrt.errors.SvrtError` are printed as one sentence, without a traceback, and
+exit with status 2; warnings of type :class:`svrt.checks.SvrtWarning` as ``svrt: warning: ...``.
+Ctrl-C at any point after the interpreter has started (imports included) exits with status 130 and
+the word "aborted", without a traceback; a half-written output is removed (see
+:func:`svrt.fileio.atomic_write`).
 """
 
 from __future__ import annotations
 
-import importlib
 import sys
 
-import click
+try:  # Ctrl-C while the modules load (the first ~0.1 s): no traceback, exit status 130
+    import importlib
+    import warnings
 
-from svrt.errors import SvrtError
+    import click
+
+    from svrt.errors import SvrtError
+except KeyboardInterrupt:
+    sys.stderr.write("aborted\n")
+    sys.exit(130)
 
 # name -> ("module:attribute", one-line help). The attribute is a click.Command.
 COMMANDS = {
@@ -23,6 +33,7 @@ COMMANDS = {
     "engines": ("svrt.runtime.inventory:engines_command", "List the back ends and devices this machine can run."),
     "convolve": ("svrt.runtime.cli:convolve_command", "Emulated spatially variant convolution of an object."),
     "deconvolve": ("svrt.runtime.cli:deconvolve_command", "Restore a burst with SV-MOMFBD."),
+    "batch": ("svrt.runtime.batch_cli:batch_command", "Restore many bursts (glob or manifest), resumable, on Dask workers."),
     "demo": ("svrt.runtime.cli:demo_command", "Simulate a burst, restore it with the shipped model, write FITS and PNG."),
     "bench": ("svrt.benchmarks.cli:bench_command", "Benchmark convolution and restoration on this machine."),
 }
@@ -40,6 +51,8 @@ class LazyGroup(click.Group):
         try:
             return getattr(importlib.import_module(module), attr)
         except (ImportError, AttributeError) as exc:  # a part not built yet, or a broken install
+            if _interrupted(exc):  # Ctrl-C inside an extension module's import surfaces as ImportError
+                raise KeyboardInterrupt from None
             @click.command(name=name, help=COMMANDS[name][1])
             def _missing():
                 raise click.ClickException(f"'svrt {name}' is not available in this install ({exc}).")
@@ -65,20 +78,89 @@ def cli():
     """
 
 
-def main(argv=None):
+def _interrupted(exc: BaseException) -> bool:
+    """Whether ``exc`` was caused by a KeyboardInterrupt (anywhere in its cause/context chain)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """``svrt: warning: <sentence>`` for svrt's own warnings; Python's format for the others."""
+    from svrt.checks import SvrtWarning
+
+    if issubclass(category, SvrtWarning):
+        click.echo(f"svrt: warning: {message}", err=True)
+    else:
+        _default_showwarning(message, category, filename, lineno, file, line)
+
+
+_default_showwarning = warnings.showwarning
+_default_unraisablehook = sys.unraisablehook
+
+
+def _unraisable(info) -> None:
+    """A Ctrl-C that Python could not raise (it landed in a callback, e.g. an import lock's) would be
+    printed as 'Exception ignored ... KeyboardInterrupt' and then lost: deliver it again instead."""
+    if isinstance(info.exc_value, KeyboardInterrupt) or info.exc_type is KeyboardInterrupt:
+        import _thread
+
+        _thread.interrupt_main()
+        return
+    _default_unraisablehook(info)
+
+
+def _run(argv) -> int:
+    import signal
+
+    import svrt
+
+    guard = getattr(svrt, "_start_guard", None)
+    if guard is not None and signal.getsignal(signal.SIGINT) is guard:
+        # from here Ctrl-C is a KeyboardInterrupt again: half-written outputs are removed on the way out
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    warnings.showwarning = _show_warning
+    sys.unraisablehook = _unraisable
     try:
         cli.main(args=argv, standalone_mode=False)
     except SvrtError as exc:
         click.echo(f"svrt: error: {exc}", err=True)
-        sys.exit(2)
+        return 2
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
-        sys.exit(130)
+        return 130
     except click.ClickException as exc:
         exc.show()
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
+        return exc.exit_code
+    except Exception as exc:
+        if _interrupted(exc):  # Ctrl-C that a library turned into another exception
+            click.echo("aborted", err=True)
+            return 130
+        raise
+    finally:
+        warnings.showwarning = _default_showwarning
+        sys.unraisablehook = _default_unraisablehook
+    return 0
+
+
+def main(argv=None):
+    """The ``svrt`` console script: exit status 0 on success, 2 for a :class:`SvrtError` (one
+    sentence on stderr), click's status for usage errors, 130 after Ctrl-C (no traceback)."""
+    try:
+        code = _run(argv)
+    except KeyboardInterrupt:
+        try:
+            sys.stderr.write("aborted\n")
+        except BaseException:
+            pass
+        code = 130
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -282,22 +282,99 @@ def state_hash(tensors: dict) -> str:
     return h.hexdigest()[:16]
 
 
+def _config_from_metadata(meta: dict, path: Path) -> "EmulatorConfig":
+    """The :class:`EmulatorConfig` of a model file's metadata, or one :class:`SvrtError` sentence."""
+    if "config" not in meta:
+        raise SvrtError(f"{path}: the metadata (safetensors key 'svrt') has no 'config'; expected the emulator's "
+                        "architecture (width, n_modes, instruments, ...) as written by svrt train.")
+    cfg = meta["config"]
+    if not isinstance(cfg, dict):
+        raise SvrtError(f"{path}: metadata 'config' is a {type(cfg).__name__}; expected an object with width, n_modes, "
+                        "instruments, ...")
+    problems = []
+    for key in ("width", "n_modes", "film_hidden"):
+        if key in cfg and (not isinstance(cfg[key], int) or isinstance(cfg[key], bool) or not 1 <= cfg[key] <= 4096):
+            problems.append(f"{key} = {cfg[key]!r} (expected an integer from 1 to 4096)")
+    for key in ("width", "n_modes"):
+        if key not in cfg:
+            problems.append(f"{key} missing")
+    inst = cfg.get("instruments")
+    if not (isinstance(inst, list) and inst and all(isinstance(i, str) and i.strip() for i in inst)
+            and len({i.lower() for i in inst}) == len(inst)):
+        problems.append(f"instruments = {inst!r} (expected a list of distinct instrument labels)")
+    for key in ("normalize", "residual"):
+        if key in cfg and not isinstance(cfg[key], bool):
+            problems.append(f"{key} = {cfg[key]!r} (expected true or false)")
+    if "normalization" in cfg and cfg["normalization"] not in NORMALIZATIONS:
+        problems.append(f"normalization = {cfg['normalization']!r} (expected one of {', '.join(NORMALIZATIONS)})")
+    if problems:
+        raise SvrtError(f"{path}: metadata 'config' is malformed: {'; '.join(problems)}.")
+    try:
+        return EmulatorConfig.from_dict(cfg)
+    except SvrtError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise SvrtError(f"{path}: metadata 'config' is malformed ({exc}).") from None
+
+
+def check_device(device, available: bool = True) -> "torch.device":
+    """``torch.device`` of a device string (cpu, cuda, cuda:N, ...), or one :class:`SvrtError`
+    sentence about the device (never about the model file). With ``available`` the device must also
+    exist for torch here (back ends with their own CUDA runtime, onnxruntime-gpu and TensorRT, check
+    that themselves)."""
+    try:
+        dev = torch.device(str(device))
+    except (RuntimeError, TypeError, ValueError):
+        raise SvrtError(f"device '{device}' is not a device torch knows; expected cpu, cuda or cuda:N.") from None
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise SvrtError(f"device '{device}' is not supported; expected cpu, cuda or cuda:N.")
+    if not available:
+        return dev
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SvrtError(f"device '{device}' was asked for but no CUDA GPU is visible to torch here; use --device cpu.")
+        n = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= n:
+            raise SvrtError(f"device '{device}' does not exist: this machine has {n} CUDA GPU(s), cuda:0 to cuda:{n - 1}.")
+    elif dev.type == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise SvrtError(f"device '{device}' was asked for but Apple's MPS is not available here; use --device cpu.")
+    return dev
+
+
 def load_model(name_or_path: str | Path | None = None, device="cpu") -> tuple[SVCE, dict]:
-    """Load a model (eval mode) and its metadata; never unpickles (safetensors only)."""
+    """Load a model (eval mode) and its metadata; never unpickles (safetensors only).
+
+    Verified on loading, each failure one :class:`SvrtError` sentence naming the file: the metadata
+    is JSON with a well-formed ``config``; the tensors match that architecture; the weights' content
+    hash equals the ``sha256`` recorded in the metadata (a flipped bit or an edited tensor is caught);
+    every weight is finite (NaN or Inf weights give NaN images). ``device`` is checked first
+    (:func:`check_device`), so a bad device is never blamed on the file."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file, safe_open
 
+    dev = check_device(device)
     path = resolve_model_path(name_or_path)
     try:
         with safe_open(str(path), framework="pt") as f:
             raw = (f.metadata() or {}).get("svrt")
-        tensors = load_file(str(path), device=str(device))
+        tensors = load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
         raise SvrtError(f"{path}: not a readable safetensors file ({exc}); the file may be truncated.") from None
     if raw is None:
         raise SvrtError(f"{path}: safetensors metadata key 'svrt' missing; expected an svrt emulator file.")
-    meta = json.loads(raw)
-    model = SVCE(EmulatorConfig.from_dict(meta["config"]))
+    try:
+        meta = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise SvrtError(f"{path}: the metadata (safetensors key 'svrt') is not valid JSON ({exc.msg} at character "
+                        f"{exc.pos}); the file is corrupt or was not written by svrt.") from None
+    if not isinstance(meta, dict):
+        raise SvrtError(f"{path}: the metadata (safetensors key 'svrt') is a {type(meta).__name__}; expected a JSON object.")
+    config = _config_from_metadata(meta, path)
+    try:
+        model = SVCE(config)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise SvrtError(f"{path}: metadata 'config' does not describe a buildable emulator ({exc}).") from None
     try:
         missing, unexpected = model.load_state_dict(tensors, strict=False)
     except RuntimeError:  # tensors of the wrong shape
@@ -305,4 +382,16 @@ def load_model(name_or_path: str | Path | None = None, device="cpu") -> tuple[SV
     if missing or unexpected:
         raise SvrtError(f"{path}: weights do not match the architecture in its metadata "
                         f"(missing {len(missing)}, unexpected {len(unexpected)} tensors).")
-    return model.to(device).eval(), meta
+    recorded = meta.get("sha256")
+    if not isinstance(recorded, str) or not recorded:
+        raise SvrtError(f"{path}: the metadata records no 'sha256' of the weights, so they cannot be verified; "
+                        "save the model with svrt (save_model) to record it.")
+    actual = state_hash(tensors)
+    if actual != recorded[:len(actual)]:
+        raise SvrtError(f"{path}: the weights' hash {actual} differs from the {recorded} recorded in its metadata; the "
+                        "file is corrupt (a flipped bit, a partial copy) or its tensors were edited.")
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise SvrtError(f"{path}: {len(bad)} weight tensor(s) hold NaN or Inf values ({', '.join(sorted(bad)[:3])}); "
+                        "the model would give NaN images: retrain it or use another model.")
+    return model.to(dev).eval(), meta

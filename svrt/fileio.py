@@ -20,10 +20,32 @@ Burst file (see ``/work/shared/DESIGN.md``, "File contracts"), FITS layout::
 HDF5 layout: datasets ``frames``, ``truth``, ``modes`` (attributes ``units`` and ``axes``),
 root attributes ``svrt_file``, ``instruments`` (array of str) and one attribute per header key.
 
-Restoration file: PRIMARY as above with SVRTFILE = 'restoration', image extensions ``OBJECT``
-[K, Y, X], ``MODES`` [L, M, Yg, Xg], ``MODEL`` [K, L, Y, X] and the binary table ``LOSS``
-(columns iteration, total, data, reg_object, reg_modes, ...). HDF5: datasets ``object``,
-``modes``, ``model`` and a group ``loss`` holding one 1-D dataset per column.
+Restoration file (SOLARNET-style, partially compliant: ``SOLARNET = 0.5``), FITS layout::
+
+    PRIMARY  no data; EXTNAME = 'PRIMARY', SVRTFILE = 'restoration', NOBJ, NFRAMES, INSTRn and the
+             input's cards (DATE-OBS, TELESCOP, EXPTIME, BUNIT, WCS, ..., INPUT = the burst's name)
+    OBJECT0 .. OBJECT{K-1}
+             float32 [Y, X]   one image per object, each a complete observation HDU that
+             ``sunpy.map.Map(path, hdus=k + 1)`` opens: the input's cards and its WCS (axes 1-2),
+             SOLARNET, OBS_HDU = 1, DATE-BEG (the input's, else its DATE-OBS), WAVELNTH and
+             WAVEUNIT = -10 (Angstrom), BTYPE, BNAME, BUNIT (the input's, else '' = dimensionless,
+             the input's relative units), FILENAME, DATE, SVRTINST (instrument label of the object),
+             and the provenance PRSTEPn = 'MOMFBD', PRPROCn, PRPVERn, PRMODEn, PRPARAn, PRLIBnA,
+             PRVERnA (n follows the input's own PRSTEP cards)
+    OBJECT   float32 [K, Y, X]      the objects as one cube (same cards), read by read_restoration
+    MODES    float32 [L, M, Yg, Xg] inferred KL coefficients, BUNIT = 'rad'
+    MODEL    float32 [K, L, Y, X]   emulated frames of the objects and modes (same cards as OBJECT)
+    LOSS     binary table: iteration, total, data, reg_object, reg_modes, ... (one row per iteration)
+    CONFIG   binary table KEY, VALUE, COMMENT: every solver setting, the engine's identity and the run's
+             figures (:attr:`Restoration.config`), VALUE as JSON text (32, 0.0199, "momfbd", true, null)
+
+The input's cards are never overwritten by the solver's: those live in CONFIG under their own names
+(GRID there is the solver's P, pixels per node, whatever the burst's GRID means). Every HDU has an
+EXTNAME. HDF5: datasets ``object``, ``modes``, ``model``, a group ``loss`` holding one 1-D dataset per
+column and a group ``config`` with the string datasets ``key``, ``value`` (JSON), ``comment``.
+:func:`read_restoration` gives ``header`` = the primary cards plus the CONFIG entries (a CONFIG key
+that the primary also has is given as ``SVRT_<KEY>``, see :func:`merge_headers`) and ``config`` as
+stored.
 
 Header cards: keys are upper-cased (FITS keys are case-insensitive; HDF5 files get the same
 upper-case keys so both formats round-trip to the same dict). Keys longer than 8 characters, or
@@ -38,10 +60,15 @@ the header dict.
 from __future__ import annotations
 
 import contextlib
+import errno
+import io
 import math
 import os
 import re
 import secrets
+import shutil
+import socket
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,8 +88,12 @@ __all__ = [
     "Restoration",
     "atomic_write",
     "check_not_input",
+    "check_free_space",
     "check_output",
+    "check_writable",
+    "clean_stale_temps",
     "file_format",
+    "merge_headers",
     "read_array",
     "read_burst",
     "read_restoration",
@@ -90,7 +121,7 @@ _STRUCTURAL = {
 _STRUCTURAL_RE = re.compile(
     r"^(NAXIS\d+|T(TYPE|FORM|UNIT|DIM|NULL|SCAL|ZERO|DISP)\d+|Z(NAXIS|TILE|NAME|VAL)\d+)$"
 )
-_MANAGED = {"SVRTFILE", "NOBJ", "NFRAMES"}
+_MANAGED = {"SVRTFILE", "NOBJ", "NFRAMES", "NEXTEND"}
 _INSTR_RE = re.compile(r"^INSTR(\d+)$")
 _STANDARD_KEY_RE = re.compile(r"^[A-Z0-9_-]{1,8}$")
 # HDF5 root attributes this module manages (lower case, so they never meet an upper-case header key).
@@ -141,17 +172,117 @@ def _full_suffix(path: Path) -> str:
     return suffixes[-1]
 
 
+# Temporary files: ".<name>.tmp-<host>-<pid>-<8 hex><suffix>" next to the output. A write killed with
+# SIGKILL leaves one behind; the next write of the same output (or check_writable) removes those whose
+# process is gone (same host) or that are older than STALE_TEMP_SECONDS (any host).
+STALE_TEMP_SECONDS = 7 * 24 * 3600
+_HOST = re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:24] or "host"
+_TEMP_RE = re.compile(r"^\.(?P<name>.+)\.tmp-(?:(?P<host>[A-Za-z0-9]+)-)?(?P<pid>\d+)-(?P<token>[0-9a-f]{8})")
+_FREE_MARGIN = 1 << 20  # bytes kept free beyond the estimated size
+
+
+def _temp_path(target: Path, suffix: str) -> Path:
+    return target.parent / f".{target.name}.tmp-{_HOST}-{os.getpid()}-{secrets.token_hex(4)}{suffix}"
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def clean_stale_temps(path: str | os.PathLike) -> list[str]:
+    """Remove the temporary files that interrupted writes of ``path`` left (killed with SIGKILL, power
+    loss): those of processes of this host that no longer run, and any older than a week. Returns
+    the names removed; never raises."""
+    target = Path(path)
+    removed: list[str] = []
+    try:
+        entries = list(os.scandir(target.parent if str(target.parent) else "."))
+    except OSError:
+        return removed
+    now = time.time()
+    for entry in entries:
+        m = _TEMP_RE.match(entry.name)
+        if not m or m.group("name") != target.name:
+            continue
+        try:
+            age = now - entry.stat(follow_symlinks=False).st_mtime
+        except OSError:
+            continue
+        same_host = m.group("host") in (None, _HOST)
+        if (same_host and not _pid_alive(int(m.group("pid")))) or age > STALE_TEMP_SECONDS:
+            with contextlib.suppress(OSError):
+                os.unlink(entry.path)
+                removed.append(entry.name)
+    if removed:
+        from svrt.checks import warn
+
+        warn(f"removed {len(removed)} temporary file(s) left by an interrupted write of {_name(path)} "
+             f"({', '.join(removed[:3])}{', ...' if len(removed) > 3 else ''}).")
+    return removed
+
+
+def _write_error(path: Any, exc: OSError, folder: Any = None) -> str:
+    """One sentence for an OSError met while writing ``path``."""
+    folder = _name(folder if folder is not None else (Path(path).parent if str(Path(path).parent) else "."))
+    code = exc.errno
+    if code == errno.ENOSPC:
+        return f"Cannot write {_name(path)}: no space left on the device of {folder}; free some space or choose another folder."
+    if code == getattr(errno, "EDQUOT", -1):
+        return f"Cannot write {_name(path)}: the disk quota of {folder} is exhausted; free some space or choose another folder."
+    if code == errno.EFBIG:
+        return (f"Cannot write {_name(path)}: the file is larger than the file system of {folder} or this process's "
+                "file-size limit (ulimit -f) allows; choose another folder.")
+    if code == errno.EROFS:
+        return f"Cannot write {_name(path)}: {folder} is on a read-only file system; choose another folder."
+    if code in (errno.EACCES, errno.EPERM):
+        return f"Cannot write {_name(path)}: permission denied in the folder {folder}; choose a folder you can write to."
+    if code == errno.ENOTDIR:
+        return f"Cannot write {_name(path)}: a part of the folder {folder} is a file, not a folder."
+    if code == errno.ENOENT:
+        if os.path.isdir(folder):
+            return f"Cannot write {_name(path)}: the folder {folder} does not accept new files; choose another folder."
+        return f"Cannot write {_name(path)}: the folder {folder} does not exist and cannot be created there."
+    return f"Cannot write {_name(path)}: {_short(exc.strerror or exc)} (in the folder {folder})."
+
+
+def _check_free_space(path: Any, folder: Path, nbytes: int | None) -> None:
+    if not nbytes:
+        return
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return
+    need = int(nbytes) + _FREE_MARGIN
+    if free < need:
+        raise SvrtError(
+            f"Cannot write {_name(path)}: it needs about {need / 2**20:.1f} MiB but the device of {_name(folder)} has "
+            f"{free / 2**20:.1f} MiB free; free some space or choose another folder."
+        )
+
+
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, suffix: str | None = None) -> Iterator[str]:
+def atomic_write(path: str | os.PathLike, suffix: str | None = None, size_hint: int | None = None) -> Iterator[str]:
     """Write ``path`` atomically: yield a temporary path in the same folder, then move it in place.
 
-    The temporary name is ``.<name>.tmp-<pid>-<random><suffix>`` next to ``path``; ``suffix``
+    The temporary name is ``.<name>.tmp-<host>-<pid>-<random><suffix>`` next to ``path``; ``suffix``
     defaults to the extension of ``path`` (``.fits.gz`` counts as one), so that libraries that
     choose their format from the name (astropy, h5py, matplotlib, safetensors) do the right thing.
     When the body finishes, the temporary file is flushed to disk and ``os.replace``-d onto
     ``path``. When the body raises (KeyboardInterrupt included), the temporary file is removed,
-    nothing is created at ``path`` and a file already there is left untouched. Missing parent
-    folders are created. This does not check for an existing ``path``: see :func:`check_output`.
+    nothing is created at ``path`` and a file already there is left untouched. A process killed
+    with SIGKILL cannot remove its temporary file: the next write of the same ``path`` does
+    (:func:`clean_stale_temps`). Missing parent folders are created. ``size_hint`` (bytes), when
+    given, is checked against the free space first. Every OSError of the body (full disk, read-only
+    folder, permission denied) becomes one :class:`SvrtError` sentence. This does not check for an
+    existing ``path``: see :func:`check_output`.
 
     Example::
 
@@ -164,15 +295,20 @@ def atomic_write(path: str | os.PathLike, suffix: str | None = None) -> Iterator
     parent = target.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise SvrtError(f"Cannot write {_name(path)}: {_name(parent)} is a file, not a folder.") from None
     except OSError as exc:
-        raise SvrtError(
-            f"Cannot create the folder {_name(parent)} for output {_name(path)}: {exc.strerror or exc}."
-        ) from None
+        raise SvrtError(_write_error(path, exc, parent)) from None
     if suffix is None:
         suffix = _full_suffix(target)
-    tmp = parent / f".{target.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}{suffix}"
+    clean_stale_temps(target)
+    _check_free_space(path, parent, size_hint)
+    tmp = _temp_path(target, suffix)
     try:
-        yield str(tmp)
+        try:
+            yield str(tmp)
+        except OSError as exc:
+            raise SvrtError(_write_error(path, exc, parent)) from None
         if not tmp.exists():
             raise SvrtError(f"Nothing was written for output {_name(path)} (the temporary file {tmp.name} is missing).")
         with contextlib.suppress(OSError):
@@ -195,6 +331,53 @@ def atomic_write(path: str | os.PathLike, suffix: str | None = None) -> Iterator
             os.fsync(dfd)
         finally:
             os.close(dfd)
+
+
+def _write_bytes(tmp: str, data: bytes | memoryview) -> None:
+    """Write ``data`` with plain file I/O (errors are ordinary OSErrors, whatever the disk does)."""
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+
+
+def check_free_space(path: str | os.PathLike, nbytes: int | None) -> None:
+    """Raise :class:`SvrtError` unless about ``nbytes`` (plus 1 MiB) fit on the device that will hold
+    ``path`` (its folder, or the nearest existing folder above it)."""
+    folder = Path(os.path.abspath(os.fspath(path))).parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    _check_free_space(path, folder, nbytes)
+
+
+def check_writable(path: str | os.PathLike, overwrite: bool = False, size_hint: int | None = None) -> None:
+    """Check, before any work, that ``path`` can be written: :func:`check_output`, then the folder (or
+    the nearest existing one above it) exists, is a folder and accepts a new file (a probe file is
+    created and removed), then ``size_hint`` bytes fit on its device. Removes stale temporary files
+    of ``path`` (:func:`clean_stale_temps`). Raises :class:`SvrtError` with one sentence."""
+    check_output(path, overwrite)
+    target = Path(os.path.abspath(os.fspath(path)))
+    folder = target.parent
+    existing = folder
+    while not os.path.lexists(existing) and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise SvrtError(f"Cannot write {_name(path)}: {_name(existing)} is a file, not a folder.")
+    if existing != folder:
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise SvrtError(f"Cannot write {_name(path)}: the folder {_name(folder)} does not exist and {_name(existing)} "
+                            "is not writable, so it cannot be created.")
+    else:
+        probe = _temp_path(target, ".probe")
+        try:
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            os.close(fd)
+        except OSError as exc:
+            raise SvrtError(_write_error(path, exc, folder)) from None
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(probe)
+        clean_stale_temps(target)
+    _check_free_space(path, existing, size_hint)
 
 
 def check_output(path: str | os.PathLike, overwrite: bool = False) -> None:
@@ -420,18 +603,52 @@ class _Contents:
 _FITS_PROBLEM_WORDS = ("truncated", "error validating header", "checksum", "datasum", "corrupt")
 
 
+def _decompress(path: str) -> bytes | None:
+    """The whole decompressed stream of a gzip or bzip2 FITS file (None for a plain file). A stream
+    cut short or damaged raises :class:`SvrtError`: astropy would read the HDUs before the cut
+    silently, so a truncated .fits.gz looked like a file without its later extensions."""
+    import bz2
+    import gzip
+    import zlib
+
+    with open(path, "rb") as fh:
+        head = fh.read(3)
+        if head.startswith(b"\x1f\x8b"):
+            fh.seek(0)
+            try:
+                return gzip.decompress(fh.read())
+            except (EOFError, OSError, zlib.error) as exc:
+                raise SvrtError(f"Compressed FITS file {path} is truncated or corrupt: its gzip stream is incomplete or "
+                                f"damaged ({_short(exc)}).") from None
+        if head.startswith(b"BZh"):
+            fh.seek(0)
+            try:
+                return bz2.decompress(fh.read())
+            except (EOFError, OSError, ValueError) as exc:
+                raise SvrtError(f"Compressed FITS file {path} is truncated or corrupt: its bzip2 stream is incomplete or "
+                                f"damaged ({_short(exc)}).") from None
+    return None
+
+
 def _read_fits(path: str) -> _Contents:
-    size = os.path.getsize(path)
     arrays: dict[str, tuple[np.ndarray, dict[str, Any]]] = {}
     tables: dict[str, dict[str, np.ndarray]] = {}
     names: list[str] = []
     root: dict[str, Any] = {}
-    with open(path, "rb") as fh:
-        compressed = not fh.read(9).startswith(b"SIMPLE")
+    data_bytes = _decompress(path)
+    if data_bytes is not None:
+        if not data_bytes.startswith(b"SIMPLE"):
+            raise SvrtError(f"Compressed file {path} does not hold a FITS file (it does not start with SIMPLE once decompressed).")
+        size = len(data_bytes)
+        source: Any = io.BytesIO(data_bytes)
+    else:
+        size = os.path.getsize(path)
+        source = path
+    compressed = False
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            with fits.open(path, memmap=False, checksum=True, lazy_load_hdus=False) as hdul:
+            with fits.open(source, memmap=False, checksum=True, lazy_load_hdus=False) as hdul:
                 end = needed = 0
                 for index, hdu in enumerate(hdul):
                     info = hdul.fileinfo(index)
@@ -468,6 +685,12 @@ def _read_fits(path: str) -> _Contents:
         raise SvrtError(
             f"FITS file {path} is truncated or corrupt: {size - end} bytes after its last complete HDU "
             "do not form a FITS header."
+        )
+    announced = root.get("NEXTEND")
+    if isinstance(announced, int) and not isinstance(announced, bool) and len(names) - 1 < announced:
+        raise SvrtError(
+            f"FITS file {path} is truncated: its primary header announces NEXTEND = {announced} extensions but only "
+            f"{len(names) - 1} ({', '.join(names[1:]) or 'none'}) are there."
         )
     return _Contents(path, "fits", root, None, arrays, tables, names)
 
@@ -716,19 +939,50 @@ def _image_hdu(name: str, data: np.ndarray, bunit: str, axes: str, what: str, ex
     hdr = fits.Header()
     _set_card(hdr, "BUNIT", bunit, "unit of the data", where)
     if name in ("FRAMES", "TRUTH", "OBJECT", "MODEL"):
-        for axis, key in (("1", "CDELT1"), ("2", "CDELT2")):
-            if key in extras and isinstance(extras[key], (int, float)) and not isinstance(extras[key], bool):
-                _set_card(hdr, key, extras[key], None, where)
+        # the celestial WCS of the image axes (FITS axes 1 = X and 2 = Y) travels with every image
+        for key, value in extras.items():
+            if _WCS_IMAGE_RE.match(key) and not (key.startswith("CUNIT") and f"CDELT{key[-1]}" not in extras):
+                _set_card(hdr, key, value, None, where)
+        for axis in ("1", "2"):
+            cdelt = extras.get("CDELT" + axis)
+            if isinstance(cdelt, (int, float)) and not isinstance(cdelt, bool) and "CUNIT" + axis not in extras:
                 _set_card(hdr, "CUNIT" + axis, "arcsec", None, where)
     hdr.add_comment(f"{name}: {what}")
     hdr.add_comment(f"array axes {axes} (FITS NAXIS1 is the last, X)")
     return fits.ImageHDU(data=np.ascontiguousarray(data, dtype=np.float32), header=hdr, name=name)
 
 
+# WCS cards of the two image axes (and the observer's position), copied onto every image extension
+_WCS_IMAGE_RE = re.compile(
+    r"^((CTYPE|CRPIX|CRVAL|CDELT|CUNIT|CROTA|CRDER|CSYER|CNAME)[12]|(PC|CD)[12]_[12]|WCSNAME|LONPOLE|LATPOLE|"
+    r"RADESYS|EQUINOX|DSUN_OBS|HGLN_OBS|HGLT_OBS|CRLN_OBS|CRLT_OBS|RSUN_REF|RSUN_ARC|RSUN_OBS)$"
+)
+
+
 def _write_fits(tmp: str, hdus: list[Any]) -> None:
+    """Write the HDUs to ``tmp``; an OSError (full disk, ...) propagates to :func:`atomic_write`."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fits.HDUList(hdus).writeto(tmp, checksum=True)
+
+
+def _nbytes(*arrays: Any) -> int:
+    return int(sum(np.asarray(a).nbytes for a in arrays if a is not None)) + 64 * 1024
+
+
+def _size_hint(path: Any, nbytes: int) -> int | None:
+    """Bytes to check free space for: none for compressed outputs (their size is not known)."""
+    return None if os.fspath(path).lower().endswith(_COMPRESSED_SUFFIXES) else nbytes
+
+
+def _h5_image(build) -> bytes:
+    """An HDF5 file built in memory by ``build(h5py.File)``, as bytes. The bytes are then written with
+    plain file I/O: HDF5 itself never meets a full disk (an HDF5 write that fails on a full disk can
+    crash the process with a segmentation fault, without a Python exception)."""
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as f:
+        build(f)
+    return buffer.getbuffer()
 
 
 def _h5_write_header(f: h5py.File, kind: str | None, instruments: Sequence[str] | None, extras: dict[str, Any]) -> None:
@@ -765,6 +1019,7 @@ def write_burst(path: str | os.PathLike, burst: Burst, overwrite: bool = False) 
     extras = _clean_header(burst.header, where)
     k, n_frames = burst.n_objects, burst.n_frames
     bunit = str(extras.get("BUNIT", "arbitrary"))
+    hint = _size_hint(path, _nbytes(burst.frames, burst.truth, burst.modes))
     if fmt == "fits":
         hdus: list[Any] = [fits.PrimaryHDU(header=_primary_header("burst", k, n_frames, burst.instruments, extras, where))]
         hdus.append(_image_hdu("FRAMES", burst.frames, bunit, "[K, L, Y, X]", "observed frames, object k, frame l", extras, where))
@@ -772,17 +1027,20 @@ def write_burst(path: str | os.PathLike, burst: Burst, overwrite: bool = False) 
             hdus.append(_image_hdu("TRUTH", burst.truth, bunit, "[K, Y, X]", "objects before the atmosphere", extras, where))
         if burst.modes is not None:
             hdus.append(_image_hdu("MODES", burst.modes, "rad", "[L, M, Yg, Xg]", "KL wavefront coefficients (radians of phase) on the coarse grid", extras, where))
-        with atomic_write(path) as tmp:
+        hdus[0].header["NEXTEND"] = (len(hdus) - 1, "number of extensions (a shorter file is truncated)")
+        with atomic_write(path, size_hint=hint) as tmp:
             _write_fits(tmp, hdus)
     else:
-        with atomic_write(path) as tmp:
-            with h5py.File(tmp, "w") as f:
-                _h5_write_header(f, "burst", burst.instruments, extras)
-                _h5_dataset(f, "frames", burst.frames, bunit, "K, L, Y, X")
-                if burst.truth is not None:
-                    _h5_dataset(f, "truth", burst.truth, bunit, "K, Y, X")
-                if burst.modes is not None:
-                    _h5_dataset(f, "modes", burst.modes, "rad", "L, M, Yg, Xg")
+        def build(f):
+            _h5_write_header(f, "burst", burst.instruments, extras)
+            _h5_dataset(f, "frames", burst.frames, bunit, "K, L, Y, X")
+            if burst.truth is not None:
+                _h5_dataset(f, "truth", burst.truth, bunit, "K, Y, X")
+            if burst.modes is not None:
+                _h5_dataset(f, "modes", burst.modes, "rad", "L, M, Yg, Xg")
+
+        with atomic_write(path, size_hint=hint) as tmp:
+            _write_bytes(tmp, _h5_image(build))
 
 
 def _instruments_from(contents: _Contents, k: int, instrument: str | Sequence[str] | None) -> list[str]:
@@ -823,6 +1081,7 @@ def read_burst(
     path: str | os.PathLike,
     instrument: str | Sequence[str] | None = None,
     allow_nonfinite: bool = False,
+    check: bool = True,
 ) -> Burst:
     """Read a burst file (FITS or HDF5, recognised by its first bytes) into a :class:`Burst`.
 
@@ -837,7 +1096,15 @@ def read_burst(
       ``INSTRk``); a missing one is taken from ``instrument`` (one label for every object, or a
       list of K labels), else :class:`SvrtError`. A label in the file that disagrees with
       ``instrument`` is an error, not silently overridden.
-    - ``TRUTH`` must be [K, Y, X] (or [Y, X] when K = 1) and ``MODES`` [L, M, Yg, Xg].
+    - ``TRUTH`` must be [K, Y, X] (or [Y, X] when K = 1) and ``MODES`` [L, M, Yg, Xg]; present but
+      without data, or not an image, is an error (never silently left out).
+    - Boolean FRAMES are refused. With ``check`` (the default) the frames go through
+      :func:`svrt.checks.check_frames`: dead (constant, all-zero) frames, 0/1 masks, magnitudes near
+      the float32 limit are refused, odd frames warned about. ``check=False`` reads them as they are
+      (then :func:`svrt.checks.drop_dead_frames` can leave dead frames out).
+    - The header is the primary header's cards plus those of the FRAMES extension (dataset) that the
+      primary lacks (BUNIT, EXPTIME, WCS cards such as CTYPE1, CRPIX1, CRVAL1, PC1_1, ...), so that a
+      restoration keeps them.
 
     Every problem (missing file, truncated or corrupt file, missing key, wrong shapes) raises
     :class:`SvrtError` with one sentence naming the file and the key.
@@ -849,8 +1116,16 @@ def read_burst(
             f"{where} has no FRAMES {'extension' if contents.fmt == 'fits' else 'dataset'} "
             f"(found: {contents.found()}); expected the observed frames [K, L, Y, X] under that name."
         )
-    frames = _frames_4d(_as_float32(contents.arrays["FRAMES"][0], "FRAMES", where), "FRAMES", where)
+    raw_frames, frames_cards = contents.arrays["FRAMES"]
+    if np.asarray(raw_frames).dtype == bool:
+        raise SvrtError(f"FRAMES in {where} holds boolean data (a mask?); expected intensities as float or integer numbers.")
+    frames = _frames_4d(_as_float32(raw_frames, "FRAMES", where), "FRAMES", where)
     k, n_frames, y, x = frames.shape
+    present = {n.strip("/").upper() for n in contents.names}
+    for key in ("TRUTH", "MODES"):
+        if key in present and key not in contents.arrays:
+            kind = "a table" if key in contents.tables else "no data"
+            raise SvrtError(f"{key} in {where} is present but holds {kind}; expected an image array (or no {key} at all).")
     nobj = contents.root.get("NOBJ")
     if isinstance(nobj, int) and not isinstance(nobj, bool) and nobj != k:
         raise SvrtError(f"{where} says NOBJ = {nobj} but FRAMES has shape {tuple(frames.shape)} with K = {k}; expected them to agree.")
@@ -867,8 +1142,34 @@ def read_burst(
         modes = _check_modes(_as_float32(contents.arrays["MODES"][0], "MODES", where), n_frames, "MODES", where, "the L of FRAMES")
         _check_finite(modes, "MODES", where)
     instruments = _instruments_from(contents, k, instrument)
-    return Burst(frames=frames, instruments=instruments, truth=truth, modes=modes,
-                 header=_extras(contents.root), mask=mask)
+    if check:
+        from svrt.checks import check_frames
+
+        check_frames(frames, where, mask=mask)
+    header = _extras(contents.root)
+    header.update(_image_cards(frames_cards, header, contents.fmt))
+    return Burst(frames=frames, instruments=instruments, truth=truth, modes=modes, header=header, mask=mask)
+
+
+def _image_cards(own: Mapping[str, Any], root: Mapping[str, Any], fmt: str) -> dict[str, Any]:
+    """Cards of an image extension (FRAMES, OBJECT) that the primary header lacks, less the defaults
+    svrt itself writes there (BUNIT 'arbitrary', CUNITn 'arcsec' beside a primary CDELTn; HDF5 units/axes)."""
+    out: dict[str, Any] = {}
+    for key, value in _extras(own).items():
+        if key in root or value is None:
+            continue
+        if key == "BUNIT" and value == "arbitrary":
+            continue
+        if re.match(r"^CUNIT[12]$", key) and value == "arcsec" and f"CDELT{key[-1]}" in root:
+            continue
+        if fmt == "hdf5" and key in ("UNITS", "AXES"):
+            if key == "UNITS" and value != "arbitrary" and "BUNIT" not in root and "BUNIT" not in own:
+                out["BUNIT"] = value
+            continue
+        if isinstance(value, float) and not math.isfinite(value):
+            continue
+        out[key] = value
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -917,8 +1218,11 @@ class Restoration:
     model: float32 [K, L, Y, X] emulated frames of the inferred objects and modes.
     loss: dict of equal-length 1-D arrays with at least 'iteration', 'total', 'data',
         'reg_object', 'reg_modes' (more columns allowed), one value per iteration.
-    header: hyper-parameters, engine identity, ... (str -> scalar, see the module doc).
+    header: the observation's cards (the input burst's DATE-OBS, TELESCOP, BUNIT, WCS, ...), str ->
+        scalar (see the module doc); written as FITS cards on the primary and every observation HDU.
     instruments: the instrument label of each object (K labels, or empty when unknown).
+    config: the solver's settings, engine identity and run figures (str -> str, int, float, bool or
+        None), written to the CONFIG extension; empty: everything is in ``header`` (older files).
     """
 
     objects: np.ndarray
@@ -927,6 +1231,7 @@ class Restoration:
     loss: dict[str, np.ndarray]
     header: dict[str, Any] = field(default_factory=dict)
     instruments: list[str] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         where = "the Restoration"
@@ -944,6 +1249,7 @@ class Restoration:
         self.loss = _check_loss(self.loss, where)
         self.header = dict(self.header or {})
         self.instruments = [] if not self.instruments else _check_instruments(self.instruments, k, where)
+        self.config = _check_config(self.config, where)
 
     @property
     def n_objects(self) -> int:
@@ -963,56 +1269,352 @@ class Restoration:
         return int(self.loss["iteration"].shape[0])
 
 
+#: keys that describe the file itself, not the observation: the new file's value wins.
+FILE_KEYS = ("DATE", "ORIGIN", "FILENAME", "CREATOR", "SVRT_VERSION")
+
+
+def merge_headers(kept: Mapping[str, Any] | None, added: Mapping[str, Any] | None, prefix: str = "SVRT_") -> dict[str, Any]:
+    """The header of a file derived from another: ``kept`` (the input's cards: DATE-OBS, TELESCOP,
+    SEED, GRID, BUNIT, EXPTIME, WCS, ...) keeps every card under its own name; ``added`` (svrt's:
+    solver settings, engine identity) keeps its names too, except where ``kept`` already uses one:
+    that card is written as ``prefix + key`` (a restoration of a simulated burst has the burst's SEED
+    and GRID, and the solver's as SVRT_SEED and SVRT_GRID). Keys describing the file itself
+    (:data:`FILE_KEYS`, e.g. DATE) take ``added``'s value. Keys are compared upper-cased; the
+    managed keys (SVRTFILE, NOBJ, NFRAMES, INSTRn, ...) of ``kept`` are dropped."""
+    out: dict[str, Any] = {}
+    for key, value in dict(kept or {}).items():
+        up = str(key).strip().upper()
+        if value is None or _is_hidden_key(up):
+            continue
+        out[up] = value
+    for key, value in dict(added or {}).items():
+        up = str(key).strip().upper()
+        if value is None:
+            continue
+        if up in out and up not in FILE_KEYS:
+            renamed, n = f"{prefix}{up}", 2
+            while renamed in out:
+                renamed, n = f"{prefix}{up}_{n}", n + 1
+            up = renamed
+        out[up] = value
+    return out
+
+
 def _loss_format(arr: np.ndarray) -> str:
     return {"i": "K", "u": "K", "b": "L"}.get(arr.dtype.kind, "D")
 
 
-def write_restoration(path: str | os.PathLike, rest: Restoration, overwrite: bool = False) -> None:
-    """Write ``rest`` to ``path`` (FITS or HDF5 by extension), atomically.
+# ---------------------------------------------------------------- restoration: SOLARNET cards, CONFIG
 
-    FITS: OBJECT, MODES, MODEL image extensions and the LOSS binary table; header cards and
-    INSTRk in the primary HDU. HDF5: datasets object, modes, model and the group loss.
+#: SOLARNET compliance of a restoration: partial (the mandatory keys are there; the conditionally
+#: mandatory ones, e.g. OBSGEO-X/Y/Z or WAVEMIN/WAVEMAX, only when the input has them)
+SOLARNET_LEVEL = 0.5
+#: config entries summarised in PRPARAn (the full list is the CONFIG extension)
+_PRPARA_KEYS = ("METHOD_USED", "GRID", "ITERATIONS", "PATCH_SIZE", "REFINE_ROUNDS", "LAMBDA_OBJ", "LAMBDA_MODES",
+                "WEIGHTS", "ENGINE_MODEL", "ENGINE_BACKEND")
+# WCS cards with an axis number (or WCSAXES): those of axes other than 1 and 2 are left off the images
+_WCS_AXIS_RE = re.compile(r"^(?:(?:CTYPE|CRPIX|CRVAL|CDELT|CUNIT|CROTA|CRDER|CSYER|CNAME)(\d+)|(?:PC|CD|PV|PS)(\d+)_(\d+)|WCSAXES)[A-Z]?$")
+_PRSTEP_RE = re.compile(r"^PRSTEP(\d+)$")
+
+
+def _check_config(config: Any, where: str) -> dict[str, Any]:
+    """Upper-case keys -> JSON scalars (str, int, finite or not float, bool, None)."""
+    if config is None:
+        return {}
+    if not isinstance(config, Mapping):
+        raise SvrtError(f"The config of {where} is a {type(config).__name__}; expected a dict of key -> value.")
+    out: dict[str, Any] = {}
+    for raw, value in config.items():
+        key = str(raw).strip().upper()
+        if not key or not all(32 < ord(c) < 127 for c in key):
+            raise SvrtError(f"Config key {raw!r} of {where} is not a valid name; expected printable ASCII without spaces.")
+        if isinstance(value, np.generic):
+            value = value.item()
+        if isinstance(value, os.PathLike):
+            value = os.fspath(value)
+        if value is not None and not isinstance(value, (str, bool, int, float)):
+            raise SvrtError(f"Config key {key} of {where} holds a {type(value).__name__}; expected str, int, float, bool or None.")
+        out[key] = value
+    return out
+
+
+def _wcs_axes(key: str) -> set[int]:
+    m = _WCS_AXIS_RE.match(key)
+    if not m:
+        return set()
+    if key.startswith("WCSAXES"):
+        return {0}
+    return {int(g) for g in m.groups() if g is not None}
+
+
+def _version_of(module: str) -> str | None:
+    """Version of an already imported module (never imports one)."""
+    import sys
+
+    mod = sys.modules.get(module)
+    return None if mod is None else str(getattr(mod, "__version__", "")) or None
+
+
+def _provenance(extras: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, Any]:
+    """PRSTEPn = 'MOMFBD' and its procedure, version, mode, parameters and libraries; n follows the
+    input's own processing steps (PRSTEP1 = 'CALIBRATION' in the input: the restoration is step 2)."""
+    steps = [int(m.group(1)) for m in map(_PRSTEP_RE.match, extras) if m]
+    n = max(steps, default=0) + 1
+    version = config.get("SVRT_VERSION") or extras.get("SVRT_VERSION") or _version_of("svrt") or "unknown"
+    summary = ", ".join(f"{key}={config[key]}" for key in _PRPARA_KEYS if config.get(key) is not None)
+    where = "all settings in the CONFIG extension" if config else "settings in the primary header"
+    out = {f"PRSTEP{n}": "MOMFBD", f"PRPROC{n}": "svrt.runtime.solver.SVMOMFBD", f"PRPVER{n}": str(version)}
+    if config.get("METHOD_USED") or config.get("METHOD"):
+        out[f"PRMODE{n}"] = str(config.get("METHOD_USED") or config.get("METHOD"))
+    out[f"PRPARA{n}"] = f"{summary}; {where}" if summary else where
+    out[f"PRLIB{n}A"] = "svrt"
+    out[f"PRVER{n}A"] = str(version)
+    torch_version = _version_of("torch")
+    if torch_version:
+        out[f"PRLIB{n}B"] = "torch"
+        out[f"PRVER{n}B"] = torch_version
+    return out
+
+
+_OBS_COMMENTS = {
+    "SOLARNET": "partially SOLARNET-compliant (1: fully)",
+    "OBS_HDU": "this HDU holds observational data",
+    "BTYPE": "type of data",
+    "BNAME": "what the data array holds",
+    "FILENAME": "name of this file",
+    "DATE": "file creation date (UTC)",
+    "SVRTINST": "svrt instrument label of this object",
+    "SVRTOBJ": "index k of this object in OBJECT [K, Y, X]",
+}
+
+
+def _obs_cards(extras: Mapping[str, Any], config: Mapping[str, Any], provenance: Mapping[str, Any], filename: str,
+               bname: str, instrument: str | None = None, wavelength: float | None = None,
+               index: int | None = None) -> dict[str, Any]:
+    """The cards of an observation HDU of a restoration: the input's (WCS of axes 1-2 only), the
+    SOLARNET ones the input lacks (DATE-BEG, WAVEUNIT, BTYPE, BUNIT) and svrt's own (SOLARNET,
+    OBS_HDU, FILENAME, DATE, provenance). The input's values are never replaced, except FILENAME and
+    DATE, which describe this file."""
+    cards: dict[str, Any] = {"SOLARNET": SOLARNET_LEVEL, "OBS_HDU": 1}
+    for key, value in extras.items():
+        axes = _wcs_axes(key)
+        if axes and not axes <= {1, 2}:
+            continue  # WCSAXES, or a WCS card of the frame/object axes of the input's cube
+        if key in cards:
+            continue
+        cards[key] = value
+    date_beg = extras.get("DATE-BEG", extras.get("DATE-OBS"))
+    if date_beg is not None:
+        cards.setdefault("DATE-BEG", date_beg)
+    if wavelength is not None:
+        cards["WAVELNTH"] = float(wavelength)
+    if "WAVELNTH" in cards:
+        cards.setdefault("WAVEUNIT", -10)
+    cards.setdefault("BTYPE", "Intensity")
+    cards.setdefault("BUNIT", "")
+    cards["BNAME"] = bname
+    for axis in ("1", "2"):
+        cdelt = cards.get("CDELT" + axis)
+        if isinstance(cdelt, (int, float)) and not isinstance(cdelt, bool):
+            cards.setdefault("CUNIT" + axis, "arcsec")
+    if instrument is not None:
+        cards["SVRTINST"] = instrument
+    if index is not None:
+        cards["SVRTOBJ"] = int(index)
+    cards["FILENAME"] = filename
+    cards["DATE"] = str(config.get("DATE") or time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()))
+    for key, value in provenance.items():
+        cards.setdefault(key, value)
+    return cards
+
+
+#: [Angstrom] an input WAVELNTH this close to an object's nominal instrument wavelength is that object's
+_SAME_LINE_ANGSTROM = 50.0
+
+
+def _object_wavelengths(extras: Mapping[str, Any], instruments: Sequence[str], k: int) -> list[float | None]:
+    """WAVELNTH [Angstrom] of each object; None keeps the input's. When the objects have different
+    instruments (e.g. crisp6302 and crisp8542), an object whose instrument's nominal wavelength is
+    more than 50 A from the input's WAVELNTH gets that nominal wavelength (svrt.instruments)."""
+    if len(set(instruments)) <= 1:
+        return [None] * k
+    from svrt.instruments import get_instrument
+
+    given = extras.get("WAVELNTH")
+    given = float(given) if isinstance(given, (int, float)) and not isinstance(given, bool) else None
+    out: list[float | None] = []
+    for label in instruments:
+        try:
+            nominal = float(get_instrument(label).wavelength_angstrom)
+        except SvrtError:
+            out.append(None)
+            continue
+        out.append(None if given is not None and abs(given - nominal) <= _SAME_LINE_ANGSTROM else nominal)
+    return out
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return type(a) is type(b) and a == b
+
+
+def _without_config(header: Mapping[str, Any] | None, config: Mapping[str, Any]) -> dict[str, Any]:
+    """``header`` less the entries that :func:`read_restoration` merged in from ``config`` (KEY or
+    SVRT_KEY with the CONFIG value), so that reading and writing a restoration again is stable."""
+    header = dict(header or {})
+    names = {str(key).strip().upper() for key in header}
+    out: dict[str, Any] = {}
+    for key, value in header.items():
+        up = str(key).strip().upper()
+        base = up[len("SVRT_"):]
+        if up.startswith("SVRT_") and base in config and base in names and _same_value(value, config[base]):
+            continue  # the config entry, renamed because the input has the key
+        if up in config and f"SVRT_{up}" not in names and up not in FILE_KEYS and _same_value(value, config[up]):
+            continue  # the config entry under its own name
+        out[key] = value
+    return out
+
+
+def _obs_hdu(name: str, data: np.ndarray, axes: str, what: str, cards: Mapping[str, Any], where: str) -> fits.ImageHDU:
+    hdr = fits.Header()
+    comments = {**_COMMENTS, **_OBS_COMMENTS, "BUNIT": "unit of the data ('': the input's relative units)"}
+    for key, value in cards.items():
+        _set_card(hdr, key, value, comments.get(key), where)
+    hdr.add_comment(f"{name}: {what}")
+    hdr.add_comment(f"array axes {axes} (FITS NAXIS1 is the last, X)")
+    return fits.ImageHDU(data=np.ascontiguousarray(data, dtype=np.float32), header=hdr, name=name)
+
+
+def _json_value(key: str, value: Any, where: str) -> str:
+    import json
+
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError):
+        raise SvrtError(f"Config key {key} of {where} cannot be written as JSON ({type(value).__name__}).") from None
+
+
+def _config_hdu(config: Mapping[str, Any], where: str) -> fits.BinTableHDU:
+    keys = list(config)
+    values = [_json_value(k, config[k], where) for k in keys]
+    comments = [_COMMENTS.get(k, "") for k in keys]
+
+    def col(name, items):
+        width = max([1] + [len(v) for v in items])
+        return fits.Column(name=name, format=f"{width}A", array=np.array(items or [""], dtype=f"U{width}")[: len(items)])
+
+    table = fits.BinTableHDU.from_columns([col("KEY", keys), col("VALUE", values), col("COMMENT", comments)], name="CONFIG")
+    table.header.add_comment("CONFIG: every solver setting, the engine identity and the run's figures; VALUE is JSON")
+    return table
+
+
+def _read_config(table: Mapping[str, np.ndarray] | None, where: str) -> dict[str, Any]:
+    """The CONFIG table (FITS KEY/VALUE, HDF5 key/value) as a dict with the JSON values decoded."""
+    import json
+
+    if table is None:
+        return {}
+    cols = {str(c).upper(): v for c, v in table.items()}
+    if "KEY" not in cols or "VALUE" not in cols:
+        raise SvrtError(f"The CONFIG table of {where} has columns {', '.join(map(str, table)) or 'none'}; expected KEY and VALUE.")
+
+    def text(v):
+        return v.decode("utf-8", errors="replace") if isinstance(v, bytes) else str(v)
+
+    out: dict[str, Any] = {}
+    for key, value in zip(cols["KEY"].tolist(), cols["VALUE"].tolist()):
+        try:
+            out[text(key).strip()] = json.loads(text(value))
+        except ValueError:
+            raise SvrtError(f"CONFIG entry {text(key).strip()} of {where} is not JSON ({text(value)[:40]!r}).") from None
+    return out
+
+
+def write_restoration(path: str | os.PathLike, rest: Restoration, overwrite: bool = False) -> None:
+    """Write ``rest`` to ``path`` (FITS or HDF5 by extension), atomically (layout: module doc).
+
+    FITS: the primary (the observation's cards, INSTRk), one 2-D observation HDU per object
+    (OBJECT0 ..., SOLARNET keywords, the input's WCS, provenance), the OBJECT cube, MODES, MODEL, the
+    LOSS table and the CONFIG table (``rest.config``). HDF5: datasets object, modes, model and the
+    groups loss and config; the header as root attributes.
     """
     if not isinstance(rest, Restoration):
         raise SvrtError(f"write_restoration({_name(path)}) needs a Restoration; got a {type(rest).__name__}.")
     fmt = _write_guard(path, overwrite)
     where = _name(path)
-    extras = _clean_header(rest.header, where)
+    config = _check_config(rest.config, where)
+    extras = _clean_header(_without_config(rest.header, config), where)
     bunit = str(extras.get("BUNIT", "arbitrary"))
     k, n_frames = rest.n_objects, rest.n_frames
+    hint = _size_hint(path, 2 * _nbytes(rest.objects) + _nbytes(rest.modes, rest.model, *rest.loss.values()))
     if fmt == "fits":
-        hdus: list[Any] = [fits.PrimaryHDU(header=_primary_header("restoration", k, n_frames, rest.instruments, extras, where))]
-        hdus.append(_image_hdu("OBJECT", rest.objects, bunit, "[K, Y, X]", "restored objects", extras, where))
-        hdus.append(_image_hdu("MODES", rest.modes, "rad", "[L, M, Yg, Xg]", "inferred KL wavefront coefficients (radians of phase) on the coarse grid", extras, where))
-        hdus.append(_image_hdu("MODEL", rest.model, bunit, "[K, L, Y, X]", "emulated frames of the restored objects and modes", extras, where))
+        primary = _primary_header("restoration", k, n_frames, rest.instruments, extras, where)
+        hdus: list[Any] = [fits.PrimaryHDU(header=primary)]
+        hdus[0].header["EXTNAME"] = ("PRIMARY", "name of this HDU")
+        prov = _provenance(extras, config)
+        name = Path(where).name
+        labels = list(rest.instruments) or [None] * k
+        waves = _object_wavelengths(extras, rest.instruments, k)
+        for i in range(k):
+            cards = _obs_cards(extras, config, prov, name, f"restored object {i}" + (f" ({labels[i]})" if labels[i] else ""),
+                               labels[i], waves[i], i)
+            hdus.append(_obs_hdu(f"OBJECT{i}", rest.objects[i], "[Y, X]", f"restored object {i} (SV-MOMFBD)", cards, where))
+        cube = _obs_cards(extras, config, prov, name, "restored objects")
+        hdus.append(_obs_hdu("OBJECT", rest.objects, "[K, Y, X]", "restored objects", cube, where))
+        hdus.append(_image_hdu("MODES", rest.modes, "rad", "[L, M, Yg, Xg]", "inferred KL wavefront coefficients (radians of phase) on the coarse grid", {}, where))
+        hdus[-1].header["BTYPE"] = ("Wavefront KL coefficients", "type of data")
+        model = _obs_cards(extras, config, prov, name, "emulated frames of the restored objects and modes")
+        hdus.append(_obs_hdu("MODEL", rest.model, "[K, L, Y, X]", "emulated frames of the restored objects and modes", model, where))
         cols = [fits.Column(name=key, format=_loss_format(arr), array=arr) for key, arr in rest.loss.items()]
         table = fits.BinTableHDU.from_columns(cols, name="LOSS")
         table.header.add_comment("LOSS: one row per solver iteration (data term and regularisation terms)")
         hdus.append(table)
-        with atomic_write(path) as tmp:
+        hdus.append(_config_hdu(config, where))
+        hdus[0].header["NEXTEND"] = (len(hdus) - 1, "number of extensions (a shorter file is truncated)")
+        with atomic_write(path, size_hint=hint) as tmp:
             _write_fits(tmp, hdus)
     else:
-        with atomic_write(path) as tmp:
-            with h5py.File(tmp, "w") as f:
-                _h5_write_header(f, "restoration", rest.instruments or None, extras)
-                _h5_dataset(f, "object", rest.objects, bunit, "K, Y, X")
-                _h5_dataset(f, "modes", rest.modes, "rad", "L, M, Yg, Xg")
-                _h5_dataset(f, "model", rest.model, bunit, "K, L, Y, X")
-                g = f.create_group("loss")
-                g.attrs["columns"] = np.array(list(rest.loss), dtype=h5py.string_dtype())
-                for key, arr in rest.loss.items():
-                    g.create_dataset(key, data=arr)
+        def build(f):
+            _h5_write_header(f, "restoration", rest.instruments or None, extras)
+            _h5_dataset(f, "object", rest.objects, bunit, "K, Y, X")
+            _h5_dataset(f, "modes", rest.modes, "rad", "L, M, Yg, Xg")
+            _h5_dataset(f, "model", rest.model, bunit, "K, L, Y, X")
+            g = f.create_group("loss")
+            g.attrs["columns"] = np.array(list(rest.loss), dtype=h5py.string_dtype())
+            for key, arr in rest.loss.items():
+                g.create_dataset(key, data=arr)
+            c = f.create_group("config")
+            c.attrs["columns"] = np.array(["key", "value", "comment"], dtype=h5py.string_dtype())
+            keys = list(config)
+            for col, items in (("key", keys), ("value", [_json_value(key, config[key], where) for key in keys]),
+                               ("comment", [_COMMENTS.get(key, "") for key in keys])):
+                c.create_dataset(col, data=np.array(items, dtype=object), dtype=h5py.string_dtype(), shape=(len(items),))
+
+        with atomic_write(path, size_hint=hint) as tmp:
+            _write_bytes(tmp, _h5_image(build))
 
 
 def read_restoration(path: str | os.PathLike, allow_nonfinite: bool = False) -> Restoration:
     """Read a restoration file written by :func:`write_restoration` (FITS or HDF5).
 
-    OBJECT, MODES, MODEL and LOSS are required and checked against one another; NaN or Inf in
-    OBJECT, MODES or MODEL raise :class:`SvrtError` unless ``allow_nonfinite`` is true.
+    OBJECT (or, without it, the per-object images OBJECT0 ...), MODES, MODEL and LOSS are required and
+    checked against one another; NaN or Inf in OBJECT, MODES or MODEL raise :class:`SvrtError` unless
+    ``allow_nonfinite`` is true. ``header`` is the primary's cards plus the CONFIG entries (a CONFIG
+    key the primary also has comes as ``SVRT_<KEY>``); ``config`` is the CONFIG table as stored
+    (empty for files without one: their settings are in ``header``).
     """
     contents = _read_contents(path)
     where = contents.path
     unit = "extension" if contents.fmt == "fits" else "dataset"
+    if "OBJECT" not in contents.arrays and "OBJECT0" in contents.arrays:
+        planes = []
+        while f"OBJECT{len(planes)}" in contents.arrays:
+            planes.append(_as_float32(contents.arrays[f"OBJECT{len(planes)}"][0], f"OBJECT{len(planes)}", where))
+        if len({p.shape for p in planes}) > 1 or planes[0].ndim != 2:
+            raise SvrtError(f"The per-object images OBJECT0..OBJECT{len(planes) - 1} of {where} have shapes "
+                            f"{', '.join(str(p.shape) for p in planes)}; expected one [Y, X] shape.")
+        contents.arrays["OBJECT"] = (np.stack(planes), {})
     arrays: dict[str, np.ndarray] = {}
     for key in ("OBJECT", "MODES", "MODEL"):
         if key not in contents.arrays:
@@ -1032,6 +1634,7 @@ def read_restoration(path: str | os.PathLike, allow_nonfinite: bool = False) -> 
         raise SvrtError(f"MODEL in {where} has shape {tuple(model.shape)}; expected [K, L, Y, X] with K, Y, X = {(k, y, x)} as OBJECT.")
     modes = _check_modes(arrays["MODES"], model.shape[1], "MODES", where, "the L of MODEL")
     loss = _check_loss(contents.tables["LOSS"], where)
+    config = _read_config(contents.tables.get("CONFIG"), where)
     labels: list[str] = []
     if contents.instruments_attr is not None:
         labels = list(contents.instruments_attr)
@@ -1040,7 +1643,7 @@ def read_restoration(path: str | os.PathLike, allow_nonfinite: bool = False) -> 
     if labels and len(labels) != k:
         raise SvrtError(f"{where} names {len(labels)} instruments for {k} objects; expected one per object.")
     return Restoration(objects=objects, modes=modes, model=model, loss=loss,
-                       header=_extras(contents.root), instruments=labels)
+                       header=merge_headers(_extras(contents.root), config), instruments=labels, config=config)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1119,10 +1722,12 @@ def write_array(
             hdus: list[Any] = [fits.PrimaryHDU(data=arr, header=hdr)]
         else:
             hdus = [fits.PrimaryHDU(header=hdr), fits.ImageHDU(data=arr, name=key.strip().upper())]
-        with atomic_write(path) as tmp:
+        with atomic_write(path, size_hint=_size_hint(path, _nbytes(arr))) as tmp:
             _write_fits(tmp, hdus)
     else:
-        with atomic_write(path) as tmp:
-            with h5py.File(tmp, "w") as f:
-                _h5_write_header(f, None, None, extras)
-                f.create_dataset((key or "data").strip(), data=arr)
+        def build(f):
+            _h5_write_header(f, None, None, extras)
+            f.create_dataset((key or "data").strip(), data=arr)
+
+        with atomic_write(path, size_hint=_size_hint(path, _nbytes(arr))) as tmp:
+            _write_bytes(tmp, _h5_image(build))

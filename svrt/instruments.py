@@ -139,3 +139,59 @@ def get_instrument(label: str | Instrument) -> Instrument:
 def conditioning_size() -> int:
     """Length of the one-hot conditioning vector: one more than the largest index."""
     return max(i.index for i in load_instruments().values()) + 1
+
+
+# --------------------------------------------------------------------------- physics an emulator knows
+
+#: the fields that make an instrument's PSFs: an emulator trained for a label learned these.
+PHYSICS_FIELDS = ("diameter_cm", "obscuration_cm", "pixel_arcsec", "wavelength_angstrom", "spider_count",
+                  "spider_width_cm")
+
+
+def builtin_instruments() -> dict[str, Instrument]:
+    """The bundled Table 1 only (``$SVRT_INSTRUMENTS`` ignored): what the shipped models were trained on."""
+    bundled = json.loads(resources.files("svrt").joinpath("data/instruments.json").read_text())
+    return _parse(bundled["instruments"], "svrt/data/instruments.json")
+
+
+def physics(inst: Instrument | dict) -> dict:
+    """The :data:`PHYSICS_FIELDS` of an instrument (or of a dict with those keys; missing spider = 0)."""
+    d = inst.to_dict() if isinstance(inst, Instrument) else dict(inst)
+    return {k: float(d.get(k, 0) or 0) for k in PHYSICS_FIELDS}
+
+
+def physics_differences(now: Instrument | dict, trained: Instrument | dict, rtol: float = 1e-6) -> list[str]:
+    """``['pixel_arcsec 0.02 (trained on 0.059)', ...]``: the fields in which ``now`` differs."""
+    a, b = physics(now), physics(trained)
+    return [f"{k} {a[k]:g} (trained on {b[k]:g})" for k in PHYSICS_FIELDS
+            if not math.isclose(a[k], b[k], rel_tol=rtol, abs_tol=1e-12)]
+
+
+def check_emulated_physics(label: str, model: str, trained_physics: dict | None = None) -> None:
+    """Refuse to emulate ``label`` when its physics now (the registry, ``$SVRT_INSTRUMENTS`` included)
+    differ from those the model was trained on: ``trained_physics`` (label -> fields, from the model's
+    metadata ``instrument_physics``) when recorded, else the bundled table. An emulator is conditioned
+    on the label only, so redefining e.g. crisp8542 with 0.02" pixels would change the header and not
+    one output pixel. Labels that the registry or both references do not know cannot be verified and pass."""
+    try:
+        inst = get_instrument(label)
+    except SvrtError:
+        return
+    reference, source = None, f"the built-in {inst.label}"
+    for name, fields_ in dict(trained_physics or {}).items():
+        if str(name).lower() == inst.label.lower() and isinstance(fields_, dict):
+            reference, source = fields_, f"the {inst.label} recorded in its metadata"
+    if reference is None:
+        builtin = {k.lower(): v for k, v in builtin_instruments().items()}
+        reference = builtin.get(inst.label.lower())
+    if reference is None:
+        return
+    diffs = physics_differences(inst, reference)
+    if diffs:
+        extra = os.environ.get("SVRT_INSTRUMENTS")
+        where = f" by $SVRT_INSTRUMENTS ({extra})" if extra else ""
+        raise SvrtError(
+            f"instrument '{inst.label}' is redefined{where} with {', '.join(diffs)}; model {model} was trained on "
+            f"{source} and knows an instrument only by its label, so it would ignore the new physics: give them a "
+            "new label and a model trained for it, or remove the redefinition."
+        )

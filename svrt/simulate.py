@@ -2,7 +2,22 @@
 
 A burst is K objects (e.g. wide band and narrow band, :func:`svrt.scenes.make_objects`) seen through
 L short exposures. In frame l every object sees the same wavefront; the wavefront differs across the
-field because of high turbulent layers (:func:`svrt.atmosphere.anisoplanatic_modes`). The recipe:
+field because of high turbulent layers (:func:`svrt.atmosphere.anisoplanatic_modes`).
+
+Two wavefront models (``wavefront=``):
+
+- ``"kl"`` (default): every pixel's wavefront is the bilinear upsampling of 44 KL coefficients at the
+  coarse-grid nodes, exactly the model the SV-MOMFBD solver fits. Good for testing the solver's
+  machinery; as evidence of its accuracy it is an *inverse crime* (data made with the model that
+  inverts them).
+- ``"screen"``: every pixel's PSF comes from the full phase of the layered screens over that pixel's
+  own footprints: all the spatial frequencies of the screens (the seeing halo of the high orders, which
+  44 modes lack), and the exact field dependence rather than a bilinear one. The solver's model
+  (44 modes on a coarse grid) is then an approximation, as it is for real data.
+
+Options common to both: a von Karman outer scale (``outer_scale_m``), a ground-conjugated adaptive
+optics locked on the field centre (``ao_modes``, :class:`svrt.adaptive_optics.AdaptiveOptics`),
+Gaussian noise (``noise``) and photon noise (``photons``). The recipe:
 
 1. PSF size S: chosen from the burst's own wavefronts (:func:`choose_psf_size`): the smallest multiple
    of 8 pixels whose box holds >= 98 % of the PSF's energy for 95 % of the coarse-grid nodes
@@ -12,13 +27,20 @@ field because of high turbulent layers (:func:`svrt.atmosphere.anisoplanatic_mod
    the PSF size, so that the exact convolution needs no boundary condition (``boundary="valid"``,
    no dark or mirrored borders). TRUTH is its central [K, Y, X] crop, starting at ``S - 1 - S // 2``.
 3. Modes: ``anisoplanatic_modes`` on the coarse grid [L, M, Yg, Xg] (radians at the instrument's
-   wavelength). The per-pixel coefficients are the bilinear upsampling
+   wavelength, after the AO correction if any): MODES of the burst, in both wavefront models the KL
+   projection of the true wavefront at the nodes. For ``"kl"`` the per-pixel coefficients are the
+   bilinear upsampling
    ``torch.nn.functional.interpolate(coarse, size=(Y, X), mode="bilinear", align_corners=False)``,
    the contract the SV-MOMFBD solver relies on (:func:`per_pixel_modes`).
 4. Frames: the exact per-pixel convolution (Eq. 1, :func:`svrt.optics.convolution.spatially_variant_convolve`),
    one call per frame for all K objects, with a :class:`~svrt.optics.psf.PSFModel` of S pixels
-   computed on a pupil of at least ``MIN_PUPIL_PX`` grid pixels (:func:`burst_psf_model`).
-5. Noise: Gaussian, standard deviation ``noise`` x the mean of each frame (object k, frame l).
+   computed on a pupil of at least ``MIN_PUPIL_PX`` grid pixels (:func:`burst_psf_model`). For
+   ``"screen"`` the PSF of each pixel is :meth:`~svrt.atmosphere.LayeredScreens.psfs` of its own field
+   angle (:func:`svrt.optics.convolution.spatially_variant_convolve_psfs`), on a pupil of at least
+   ``SAMPLES_PER_R0`` samples per r0 (at the instrument's wavelength).
+5. Noise: photon noise first if ``photons`` (Poisson, ``photons`` photo-electrons per pixel at the
+   frame's mean), then Gaussian, standard deviation ``noise`` x the mean of each noiseless frame
+   (object k, frame l).
 
 Random streams: the scene uses ``seed``; the atmosphere ``numpy.random.default_rng([seed, 1])``, the
 noise ``default_rng([seed, 2])``. The same arguments give the same burst.
@@ -50,6 +72,9 @@ PSF_ENERGY_FRACTION = 0.98  # the PSF box holds this fraction of the energy ...
 PSF_NODE_QUANTILE = 0.95    # ... for this fraction of the coarse-grid nodes
 R0_REFERENCE = 5000.0       # Angstrom
 MAX_MODES = 152             # KL modes from the Zernikes of radial orders 1..16 (svrt.optics.kl)
+WAVEFRONTS = ("kl", "screen")
+SAMPLES_PER_R0 = 3.0        # wavefront="screen": pupil samples per r0 (instrument wavelength) of the PSF model
+SCREEN_PUPIL_PX = 64        # wavefront="screen": screen pixel D / 64 (and >= 2 SAMPLES_PER_R0 per r0)
 
 # Comments (with units) of the header cards written by the simulation.
 HEADER_COMMENTS = {
@@ -66,6 +91,14 @@ HEADER_COMMENTS = {
     "NLAYERS": "number of turbulent layers",
     "SIMULATE": "svrt simulate: exact per-pixel convolution",
     "INSTRUME": "instrument",
+    "WAVEFRNT": "wavefront model: kl (44-mode grid) or screen (full)",
+    "L0": "[m] von Karman outer scale (0 = infinite, Kolmogorov)",
+    "AOMODES": "KL modes 1..N corrected by the AO (0 = no AO)",
+    "AOLOCKY": "[arcsec] AO lock point, y from the field centre",
+    "AOLOCKX": "[arcsec] AO lock point, x from the field centre",
+    "PHOTONS": "photo-electrons per pixel at frame mean (0 = none)",
+    "PUPILPX": "[pixel] pupil samples across D of the PSF model",
+    "SCREENPX": "[pixel] phase-screen samples across D",
 }
 for _i in range(8):
     HEADER_COMMENTS[f"LAYH{_i}"] = f"[m] height of turbulent layer {_i}"
@@ -100,22 +133,43 @@ def per_pixel_modes(coarse, shape):
     return out[0] if squeeze else out
 
 
-def burst_psf_model(instrument, psf_size: int, n_modes: int = 44):
+def burst_psf_model(instrument, psf_size: int, n_modes: int = 44, min_pupil_px: float = MIN_PUPIL_PX):
     """The :class:`~svrt.optics.psf.PSFModel` of a simulated burst: S = ``psf_size`` pixels cut from a
-    computed field of ``max(S + 8, ceil(MIN_PUPIL_PX * lambda/(D pix)))`` pixels (the FFT period; the
-    8 extra pixels keep the halo that wraps around the period out of the box)."""
+    computed field of ``max(S + 8, ceil(min_pupil_px * lambda/(D pix)))`` pixels (the FFT period; the
+    8 extra pixels keep the halo that wraps around the period out of the box). The pupil grid has
+    field / (lambda/(D pix)) >= ``min_pupil_px`` samples across D."""
     from svrt.instruments import get_instrument
     from svrt.optics.psf import PSFModel
 
     inst = get_instrument(instrument)
-    need = math.ceil(MIN_PUPIL_PX * inst.sampling)
+    need = math.ceil(min_pupil_px * inst.sampling)
     field = max(psf_size + 8, need + need % 2)
     return PSFModel(inst, n_modes=n_modes, psf_size=psf_size, field=field, min_pupil_px=MIN_PUPIL_PX)
 
 
+def screen_pupil_samples(instrument, r0_cm: float) -> tuple[int, float]:
+    """Pupil sampling for ``wavefront="screen"``: ``(screen_px, psf_pupil_px)``, samples across D of the
+    phase screens and (at least) of the PSF model's pupil grid.
+
+    The full phase has structure down to r0, so the PSF's pupil grid must resolve it:
+    ``SAMPLES_PER_R0`` (3) samples per r0 at the instrument's wavelength (a phase difference of
+    6.88 (1/3)^(5/3) = 1.1 rad^2 between neighbours), and never fewer than ``MIN_PUPIL_PX``. The
+    screens are at least twice finer (``SCREEN_PUPIL_PX`` = 64 across D, more for very small r0), so
+    that sampling them on the PSF's grid picks up the phase between grid points instead of
+    interpolating over it.
+    """
+    from svrt.atmosphere import r0_at_wavelength
+    from svrt.instruments import get_instrument
+
+    inst = get_instrument(instrument)
+    d_over_r0 = inst.diameter_cm / r0_at_wavelength(r0_cm, inst.wavelength_angstrom)
+    psf_px = max(float(MIN_PUPIL_PX), SAMPLES_PER_R0 * d_over_r0)
+    return max(SCREEN_PUPIL_PX, math.ceil(2 * psf_px)), psf_px
+
+
 def choose_psf_size(instrument, coarse_modes, max_size: int = MAX_PSF_SIZE,
                     energy: float = PSF_ENERGY_FRACTION, quantile: float = PSF_NODE_QUANTILE,
-                    max_nodes: int = 128, rng: np.random.Generator | None = None) -> int:
+                    max_nodes: int = 128, rng: np.random.Generator | None = None, node_psfs=None) -> int:
     """PSF box (pixels, a multiple of 8, >= 16) that holds the burst's PSFs.
 
     The PSFs of (up to ``max_nodes``, a random subset) coarse-grid nodes ``coarse_modes
@@ -125,7 +179,9 @@ def choose_psf_size(instrument, coarse_modes, max_size: int = MAX_PSF_SIZE,
     taken whose energy is >= ``energy`` for a fraction ``quantile`` of them. At CRISP 8542 A the
     diffraction halo alone loses 2.0 % outside 40 px and 1.3 % outside 56 px, so good seeing gives
     40 px; r0 = 10 cm at 5000 A (D/r0 = 5.3 at 8542 A) gives 56 px, r0 = 5 cm 88 px.
-    Capped at ``max_size``.
+    Capped at ``max_size``. ``node_psfs(model, index)``: the PSFs ``[n, big, big]`` of the nodes with flat
+    indices ``index [n]`` into [L, Yg, Xg] from the big-field ``model`` (a :class:`PSFModel`) when the
+    burst's PSFs do not come from the coefficients (``wavefront="screen"``: their halo is wider).
     """
     import torch
 
@@ -137,9 +193,11 @@ def choose_psf_size(instrument, coarse_modes, max_size: int = MAX_PSF_SIZE,
     a = np.asarray(coarse_modes, dtype=np.float64)
     m = a.shape[1]
     nodes = np.moveaxis(a, 1, -1).reshape(-1, m)
+    index = np.arange(nodes.shape[0])
     if nodes.shape[0] > max_nodes:
         rng = rng if rng is not None else np.random.default_rng(0)
-        nodes = nodes[np.sort(rng.choice(nodes.shape[0], max_nodes, replace=False))]
+        index = np.sort(rng.choice(nodes.shape[0], max_nodes, replace=False))
+        nodes = nodes[index]
     # D/r0 from the variance of the modes beyond tip/tilt: sum_l var_l = (D/r0)^(5/3) sum_l v_l
     v = kl_basis(m).variances
     ratio = float(np.mean(nodes[:, 2:] ** 2) / np.mean(v[2:])) if m > 2 else 1.0
@@ -155,7 +213,8 @@ def choose_psf_size(instrument, coarse_modes, max_size: int = MAX_PSF_SIZE,
     held = []                                                        # [n, len(sizes)] energy in each box
     coef = torch.as_tensor(nodes, dtype=torch.float32)
     for lo in range(0, coef.shape[0], chunk):
-        psf = model(coef[lo:lo + chunk], chunk=chunk).to(torch.float64)             # [c, big, big]
+        psf = model(coef[lo:lo + chunk], chunk=chunk) if node_psfs is None else node_psfs(model, index[lo:lo + chunk])
+        psf = psf.to(torch.float64)                                                  # [c, big, big]
         held.append(torch.stack([psf[:, c - s // 2:c - s // 2 + s, c - s // 2:c - s // 2 + s].sum(dim=(-2, -1))
                                  for s in sizes], dim=-1))
     q = torch.quantile(torch.cat(held), 1.0 - quantile, dim=0)
@@ -182,7 +241,7 @@ def _check_float(value, name: str, positive: bool, unit: str) -> float:
 
 
 def _validate(instrument, size, n_frames, n_objects, seed, r0_cm, theta0_arcsec, noise, scene, grid,
-              n_modes, psf_size):
+              n_modes, psf_size, wavefront, outer_scale_m, photons):
     from svrt.instruments import get_instrument
     from svrt.scenes import SCENE_KINDS
 
@@ -207,7 +266,18 @@ def _validate(instrument, size, n_frames, n_objects, seed, r0_cm, theta0_arcsec,
                         "(Zernike radial orders 1..16).")
     if psf_size is not None:
         psf_size = _check_int(psf_size, "psf_size", 1)
-    return inst, size, n_frames, n_objects, seed, r0_cm, theta0_arcsec, noise, grid, n_modes, psf_size
+    if wavefront not in WAVEFRONTS:
+        raise SvrtError(f"wavefront must be 'kl' (44 KL modes on the coarse grid) or 'screen' (the full phase "
+                        f"screens at every pixel); got {wavefront!r}.")
+    if outer_scale_m is not None and not (isinstance(outer_scale_m, numbers.Real) and outer_scale_m == math.inf):
+        outer_scale_m = _check_float(outer_scale_m, "the outer scale L0", True, "m, or None for Kolmogorov")
+    else:
+        outer_scale_m = None                                      # infinite: Kolmogorov
+    if photons is not None:
+        photons = _check_float(photons, "photons", False, "photo-electrons per pixel at the frame mean, 0 or None for none")
+        photons = photons or None
+    return (inst, size, n_frames, n_objects, seed, r0_cm, theta0_arcsec, noise, grid, n_modes, psf_size, outer_scale_m,
+            photons)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -217,7 +287,9 @@ def _validate(instrument, size, n_frames, n_objects, seed, r0_cm, theta0_arcsec,
 def simulate_burst(instrument="crisp8542", size: int = 256, n_frames: int = 12, n_objects: int = 2,
                    seed: int = 1, r0_cm: float = 10.0, theta0_arcsec: float | None = DEFAULT_THETA0_ARCSEC,
                    noise: float = 0.01, scene: str = "granulation", grid: int | None = None,
-                   n_modes: int = 44, progress: bool = True, psf_size: int | None = None):
+                   n_modes: int = 44, progress: bool = True, psf_size: int | None = None,
+                   wavefront: str = "kl", outer_scale_m: float | None = None, ao_modes: int = 0,
+                   ao_lock_arcsec=(0.0, 0.0), photons: float | None = None):
     """Simulate an anisoplanatic burst; returns a :class:`svrt.fileio.Burst`.
 
     Parameters
@@ -238,33 +310,81 @@ def simulate_burst(instrument="crisp8542", size: int = 256, n_frames: int = 12, 
     progress : show a tqdm progress bar (pixel rows of all frames) on stderr.
     psf_size : PSF box in pixels; default from :func:`choose_psf_size` (>= 98 % of the energy
         of 95 % of the PSFs, a multiple of 8, at most ``MAX_PSF_SIZE``).
+    wavefront : "kl" (default): each pixel's PSF from the bilinearly upsampled KL coefficients of the
+        coarse grid (the solver's own model). "screen": each pixel's PSF from the full phase of the
+        layered screens over its own footprints (see below); MODES stays the KL projection at the nodes.
+    outer_scale_m : von Karman outer scale L0 in metres of every layer (None: Kolmogorov, infinite).
+    ao_modes : N, KL modes 1..N (tip/tilt included) removed by a ground-conjugated adaptive optics
+        whose wavefront sensor locks on ``ao_lock_arcsec`` (:class:`svrt.adaptive_optics.AdaptiveOptics`):
+        small residuals there, growing anisoplanatism away from it. 0: no AO.
+    ao_lock_arcsec : (y, x) of the lock point, arcsec from the field centre (default: the centre).
+    photons : photo-electrons per pixel at each frame's mean: Poisson noise (variance = mean / photons
+        in units of the frame's mean), drawn before the Gaussian ``noise``. None or 0: none.
 
     Returns a Burst with ``frames [K, L, Y, X]``, ``truth [K, Y, X]``, ``modes [L, M, Yg, Xg]`` (radians
-    at the instrument's wavelength), the instrument label per object and a header with TELESCOP,
-    INSTRUME, WAVELNTH [A], CDELT1/2 [arcsec] and the settings (R0, R0WAVE, R0INST, THETA0, NOISE,
-    SEED, SCENE, GRID, NMODES, PSFSIZE, NLAYERS, LAYHi [m], LAYWi). No DATE-OBS: a simulation has none.
-    Cost: one PSF per pixel and frame, ~100 us of CPU each (S = 56, a 72 x 72 FFT): 256^2 x 12
-    frames take ~75 s of CPU time (measured on one thread; 1-1.5 min on two idle cores).
+    at the instrument's wavelength, after the AO), the instrument label per object and a header with
+    TELESCOP, INSTRUME, WAVELNTH [A], CDELT1/2 [arcsec] and the settings (R0, R0WAVE, R0INST, THETA0,
+    NOISE, SEED, SCENE, GRID, NMODES, PSFSIZE, NLAYERS, LAYHi [m], LAYWi, WAVEFRNT, L0 [m], AOMODES,
+    AOLOCKY/X [arcsec], PHOTONS, PUPILPX, SCREENPX). No DATE-OBS: a simulation has none.
+
+    ``wavefront="screen"``. The screens (pixel D / ``SCREEN_PUPIL_PX``, :func:`screen_pupil_samples`)
+    are sampled, for every pixel, at that pixel's own footprint in every layer, on the PSF model's
+    pupil grid (>= 3 samples per r0), and the PSF is ``|FFT(A exp(i phase))|^2`` with the conventions of
+    :class:`~svrt.optics.psf.PSFModel` (:meth:`~svrt.optics.psf.PSFModel.psf_from_phase`). This is
+    exact per pixel, not an interpolation of phase maps between coarser field points: the bilinear
+    screen samples (two high layers x ~1200 pupil points, torch ``grid_sample``: ~20 us of CPU per
+    pixel) cost a fifth of the PSF itself (~90 us at S = 96) and of the convolution (~26 us), so
+    evaluating the phase on a coarser grid of field points and interpolating the maps would save
+    < 15 % and add an interpolation error. The PSF box is chosen from the screens' own PSFs: their
+    seeing halo (the high orders) is wider than the 44 modes' (r0 = 7 cm: S = 96 against 72 px).
+
+    Cost, measured on this machine (2 cores shared with other jobs, load ~5; one torch thread, one
+    burst at a time), CRISP 8542, r0 = 7 cm at 5000 A, theta0 = 2", K = 2, wall (CPU):
+
+    ==============  =================  ===================
+    wavefront       128^2 x 8 frames   256^2 x 12 frames
+    ==============  =================  ===================
+    "kl" (S = 72)   12 s (9 s)         74 s (53 s)
+    "screen" (96)   23 s (22 s)        136 s (110 s)
+    ==============  =================  ===================
+
+    i.e. ~70 and ~140 us of CPU per pixel and frame. With torch's default two threads the same machine
+    under that load took 78 s for the 128^2 x 8 screen burst (thread contention): on a busy host use
+    ``torch.set_num_threads(1)``.
     """
     import torch
     from tqdm import tqdm
 
-    from svrt.atmosphere import Atmosphere, anisoplanatic_modes, r0_at_wavelength
+    from svrt.adaptive_optics import AdaptiveOptics
+    from svrt.atmosphere import Atmosphere, anisoplanatic_modes, node_field_angles, r0_at_wavelength, wavefront_modes
     from svrt.fileio import Burst
-    from svrt.optics.convolution import spatially_variant_convolve
+    from svrt.instruments import ARCSEC_PER_RADIAN
+    from svrt.optics.convolution import spatially_variant_convolve, spatially_variant_convolve_psfs
     from svrt.scenes import make_objects
 
-    (inst, size, n_frames, n_objects, seed, r0_cm, theta0_arcsec, noise, grid, n_modes,
-     psf_size) = _validate(instrument, size, n_frames, n_objects, seed, r0_cm, theta0_arcsec, noise,
-                           scene, grid, n_modes, psf_size)
+    (inst, size, n_frames, n_objects, seed, r0_cm, theta0_arcsec, noise, grid, n_modes, psf_size, outer_scale_m,
+     photons) = _validate(instrument, size, n_frames, n_objects, seed, r0_cm, theta0_arcsec, noise, scene, grid,
+                          n_modes, psf_size, wavefront, outer_scale_m, photons)
+    ao = AdaptiveOptics(inst, ao_modes, ao_lock_arcsec)
     y = x = size
-    atmosphere = Atmosphere.from_theta0(r0_cm, theta0_arcsec)
-    coarse = anisoplanatic_modes(inst, r0_cm, theta0_arcsec, n_frames, (grid, grid), (y, x), n_modes=n_modes,
-                                 rng=np.random.default_rng([seed, 1]), atmosphere=atmosphere)
+    atmosphere = Atmosphere.from_theta0(r0_cm, theta0_arcsec, outer_scale_m=outer_scale_m)
+    atmosphere_rng = np.random.default_rng([seed, 1])
+    screens, node_psfs, min_pupil_px, screen_px = None, None, MIN_PUPIL_PX, SCREEN_PUPIL_PX
+    if wavefront == "kl":
+        coarse = anisoplanatic_modes(inst, r0_cm, theta0_arcsec, n_frames, (grid, grid), (y, x), n_modes=n_modes,
+                                     rng=atmosphere_rng, atmosphere=atmosphere, pupil_px=screen_px,
+                                     ao_modes=ao.n_modes, ao_lock_arcsec=ao.lock_arcsec)
+    else:
+        screen_px, min_pupil_px = screen_pupil_samples(inst, r0_cm)
+        screens = burst_screens(inst, atmosphere, n_frames, (y, x), atmosphere_rng, ao, screen_px)
+        # pixel field angles (rad) from the image centre: the nodes of a grid of one node per pixel
+        pixel_y, pixel_x = (a / ARCSEC_PER_RADIAN for a in node_field_angles((y, x), (y, x), inst.pixel_arcsec))
+        coarse = wavefront_modes(screens, inst, (grid, grid), (y, x), n_modes, pupil_px=screen_px)
+        node_psfs = _screen_node_psfs(screens, inst, (grid, grid), (y, x))
     if psf_size is None:
-        psf_size = choose_psf_size(inst, coarse)
+        psf_size = choose_psf_size(inst, coarse, node_psfs=node_psfs)
     s = psf_size
-    model = burst_psf_model(inst, s, n_modes)
+    model = burst_psf_model(inst, s, n_modes, min_pupil_px)
     scene_big = make_objects(scene, n_objects, (y + s - 1, x + s - 1), inst.pixel_arcsec, seed)
     b = s - 1 - s // 2
     truth = scene_big[:, b:b + y, b:b + x].copy()
@@ -272,16 +392,21 @@ def simulate_burst(instrument="crisp8542", size: int = 256, n_frames: int = 12, 
     frames = np.empty((n_objects, n_frames, y, x), dtype=np.float32)
     rows = max(1, 256 // x)  # ~256 PSFs per block: fastest on a CPU (cache); memory ~ K S^2 256 floats
     noise_rng = np.random.default_rng([seed, 2])
-    with tqdm(total=n_frames * y, desc=f"simulate {inst.label} {y}x{x}x{n_frames}", unit="row",
+    with tqdm(total=n_frames * y, desc=f"simulate {inst.label} {y}x{x}x{n_frames} ({wavefront})", unit="row",
               disable=not progress, leave=False, dynamic_ncols=True) as bar:
         for frame in range(n_frames):
-            coef = per_pixel_modes(coarse[frame], (y, x))                           # [M, Y, X]
-            out = spatially_variant_convolve(obj, coef, model, boundary="valid", rows_per_chunk=rows,
-                                             progress=bar.update)
+            if screens is None:
+                coef = per_pixel_modes(coarse[frame], (y, x))                       # [M, Y, X]
+                out = spatially_variant_convolve(obj, coef, model, boundary="valid", rows_per_chunk=rows,
+                                                 progress=bar.update)
+            else:
+                def psf_rows(r0, r1, screen=screens[frame]):                      # PSFs of rows r0..r1-1
+                    return screen.psfs(model, np.repeat(pixel_y[r0:r1], x), np.tile(pixel_x, r1 - r0))
+
+                out = spatially_variant_convolve_psfs(obj, psf_rows, (y, x), s, boundary="valid",
+                                                      rows_per_chunk=rows, progress=bar.update, dtype=model.dtype)
             frames[:, frame] = out.numpy()
-    if noise > 0:
-        sigma = noise * frames.mean(axis=(2, 3), keepdims=True)
-        frames += (noise_rng.standard_normal(frames.shape) * sigma).astype(np.float32)
+    frames = add_noise(frames, noise, photons, noise_rng)
     header = {
         "TELESCOP": inst.telescope,
         "INSTRUME": inst.instrument,
@@ -300,12 +425,76 @@ def simulate_burst(instrument="crisp8542", size: int = 256, n_frames: int = 12, 
         "NMODES": int(n_modes),
         "PSFSIZE": int(s),
         "NLAYERS": len(atmosphere.heights_m),
+        "WAVEFRNT": wavefront,
+        "L0": float(outer_scale_m or 0.0),
+        "AOMODES": ao.n_modes,
+        "AOLOCKY": ao.lock_arcsec[0],
+        "AOLOCKX": ao.lock_arcsec[1],
+        "PHOTONS": float(photons or 0.0),
+        "PUPILPX": round(float(model.pupil_diameter_px), 3),
+        "SCREENPX": int(screen_px),
     }
     for i, (h, w) in enumerate(zip(atmosphere.heights_m, atmosphere.fractions)):
         header[f"LAYH{i}"] = round(h, 1)
         header[f"LAYW{i}"] = round(w, 4)
     _register_header_comments()
     return Burst(frames=frames, instruments=[inst.label] * n_objects, truth=truth, modes=coarse, header=header)
+
+
+def burst_screens(instrument, atmosphere, n_frames: int, image_shape, rng: np.random.Generator, ao=None,
+                  screen_px: int = SCREEN_PUPIL_PX) -> list:
+    """The turbulence of a ``wavefront="screen"`` burst: ``n_frames`` :class:`~svrt.atmosphere.LayeredScreens`
+    (pixel D / ``screen_px``) drawn from ``rng`` (the burst's ``default_rng([seed, 1])``), large enough for
+    every pixel of an ``image_shape`` field and the AO lock point, each seen through ``ao`` (an
+    :class:`~svrt.adaptive_optics.AdaptiveOptics`; None: none)."""
+    from svrt.atmosphere import layered_screens
+    from svrt.instruments import ARCSEC_PER_RADIAN, get_instrument
+
+    inst = get_instrument(instrument)
+    y, x = image_shape
+    corner = float(np.hypot((y - 1) / 2, (x - 1) / 2)) * inst.pixel_arcsec           # arcsec
+    radius = max(corner, ao.reach_arcsec if ao is not None else 0.0) / ARCSEC_PER_RADIAN
+    frames = layered_screens(inst, atmosphere, n_frames, radius, rng, pupil_px=screen_px)
+    return [ao.correct(f) if ao is not None else f for f in frames]
+
+
+def _screen_node_psfs(screens, inst, grid_shape, image_shape):
+    """``node_psfs`` for :func:`choose_psf_size`: the full-phase PSFs of coarse-grid nodes (flat indices
+    into [L, Yg, Xg], sorted) from a frame's :class:`~svrt.atmosphere.LayeredScreens`."""
+    import torch
+
+    from svrt.atmosphere import node_field_angles
+    from svrt.instruments import ARCSEC_PER_RADIAN
+
+    ay, ax = (a / ARCSEC_PER_RADIAN for a in node_field_angles(grid_shape, image_shape, inst.pixel_arcsec))
+
+    def node_psfs(model, index):
+        frame, iy, ix = np.unravel_index(np.asarray(index), (len(screens),) + tuple(grid_shape))
+        return torch.cat([screens[f].psfs(model, ay[iy[frame == f]], ax[ix[frame == f]])
+                          for f in np.unique(frame)])                     # sorted index: frames in order
+
+    return node_psfs
+
+
+def add_noise(frames: np.ndarray, noise: float, photons: float | None, rng: np.random.Generator) -> np.ndarray:
+    """Noisy copy of noiseless ``frames [K, L, Y, X]`` (float32).
+
+    Photon noise (``photons``, None or 0: none): each frame (k, l) is scaled to ``photons`` photo-electrons
+    per pixel at its mean, drawn from a Poisson distribution and scaled back, so a pixel of value v
+    gets variance ``v <frame> / photons`` (mean / photons at the frame's mean). Then Gaussian noise of
+    standard deviation ``noise`` x the noiseless frame's mean (read noise, or a stand-in for photon
+    noise at high counts). Both from ``rng`` (the burst's noise stream), Poisson first.
+    """
+    mean = frames.mean(axis=(2, 3), keepdims=True)
+    out = frames
+    if photons:
+        scale = np.where(mean > 0, mean, 1.0) / photons                  # units per photo-electron
+        counts = rng.poisson(np.clip(frames, 0.0, None) / scale)
+        out = (counts * scale).astype(np.float32)
+    if noise > 0:
+        sigma = noise * mean
+        out = out + (rng.standard_normal(frames.shape) * sigma).astype(np.float32)
+    return out
 
 
 def truth_with_margin(burst) -> np.ndarray:
@@ -413,7 +602,11 @@ def _title(burst) -> str:
     h = burst.header
     th = h.get("THETA0")
     th = f"{th:g}\"" if th else "none (isoplanatic)"
-    return (f"{burst.instruments[0]}: r0 = {h.get('R0', 0):g} cm at 5000 A, theta0 = {th}, "
+    extra = [f"L0 = {h['L0']:g} m" if h.get("L0") else "",
+             f"AO {h['AOMODES']} modes" if h.get("AOMODES") else "",
+             f"{h['PHOTONS']:g} e-/px" if h.get("PHOTONS") else ""]
+    extra = "".join(", " + e for e in extra if e)
+    return (f"{burst.instruments[0]} ({h.get('WAVEFRNT', 'kl')}): r0 = {h.get('R0', 0):g} cm at 5000 A, theta0 = {th}{extra}, "
             f"noise = {h.get('NOISE', 0):g}, grid {h.get('GRID')}x{h.get('GRID')}, PSF {h.get('PSFSIZE')} px, "
             f"seed {h.get('SEED')}")
 
@@ -439,6 +632,17 @@ def _title(burst) -> str:
 @click.option("--modes", "n_modes", default=44, show_default=True, type=int, help="M, number of KL modes.")
 @click.option("--psf-size", default=None, type=int,
               help="PSF box in pixels [default: holds >= 98 % of the energy of 95 % of the PSFs].")
+@click.option("--wavefront", default="kl", show_default=True, metavar="kl|screen",
+              help="Wavefront model: 'kl' (44 KL modes on the coarse grid, bilinear per pixel: the solver's own "
+                   "model, an inverse crime) or 'screen' (the full layered phase screens at every pixel).")
+@click.option("--outer-scale", "outer_scale", default="none", show_default=True, metavar="M",
+              help="Von Karman outer scale L0 [m]; 'none' for Kolmogorov (infinite).")
+@click.option("--ao-modes", "ao_modes", default="0", show_default=True, metavar="N",
+              help="Adaptive optics: KL modes 1..N (tip/tilt included) corrected, locked on the field centre; 0: no AO.")
+@click.option("--ao-lock", "ao_lock", default="0,0", show_default=True, metavar="Y,X",
+              help="AO lock point 'Y,X' [arcsec from the field centre].")
+@click.option("--photons", default="0", show_default=True, metavar="P",
+              help="Photon noise: photo-electrons per pixel at the frame mean (Poisson); 0: none.")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Output burst: .fits (default format of the solar community) or .h5.")
 @click.option("--overwrite", is_flag=True, help="Replace existing output files.")
@@ -447,29 +651,41 @@ def _title(burst) -> str:
 @click.option("--no-png", is_flag=True, help="Do not write the quick-look PNG.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def simulate_command(instrument, size, n_frames, n_objects, seed, r0_cm, theta0, noise, scene, grid, n_modes,
-                     psf_size, output, overwrite, png, no_png, quiet):
+                     psf_size, wavefront, outer_scale, ao_modes, ao_lock, photons, output, overwrite, png, no_png, quiet):
     """Simulate a burst of K objects x L frames blurred by an anisoplanatic atmosphere.
 
     Each frame is the exact per-pixel convolution (one PSF per pixel) of a solar scene with the
-    wavefront of a layered Kolmogorov atmosphere (a ground layer plus high layers set by THETA0),
-    plus Gaussian noise. The file holds FRAMES [K, L, Y, X], TRUTH [K, Y, X] and the true MODES
-    [L, M, Yg, Xg] (KL coefficients in radians); a PNG quick look is written next to it.
+    wavefront of a layered Kolmogorov (or von Karman) atmosphere (a ground layer plus high layers set
+    by THETA0), optionally corrected by adaptive optics, plus photon and Gaussian noise. With
+    --wavefront kl (default) each pixel's wavefront is 44 KL modes interpolated from a coarse grid, the
+    model svrt deconvolve fits; --wavefront screen uses the full phase screens at every pixel, data
+    that do not follow the solver's model. The file holds FRAMES [K, L, Y, X], TRUTH [K, Y, X] and the
+    true MODES [L, M, Yg, Xg] (KL coefficients in radians); a PNG quick look is written next to it.
 
     \b
     Example:
       svrt simulate --instrument crisp8542 --size 256 --frames 12 --objects 2 --seed 1 -o burst.fits
       svrt simulate --size 128 --frames 4 --r0 7 --theta0 1.5 --scene sunspot -o spot.h5
+      svrt simulate --size 128 --frames 8 --r0 7 --wavefront screen --outer-scale 20 \\
+          --ao-modes 36 --photons 2000 -o realistic.fits
     """
     from svrt.fileio import check_output, file_format, write_burst
 
-    th = str(theta0).strip().lower()
-    if th in ("none", "inf", "infinity"):
-        theta0_arcsec = None
-    else:
-        try:
-            theta0_arcsec = float(th)
-        except ValueError:
-            raise SvrtError(f"--theta0 must be a number of arcsec at 5000 A or 'none'; got '{theta0}'.") from None
+    theta0_arcsec = _parse_option(theta0, "--theta0", float, "a number of arcsec at 5000 A or 'none'", none_words=True)
+    if str(wavefront).strip().lower() not in WAVEFRONTS:
+        raise SvrtError(f"--wavefront must be 'kl' or 'screen'; got '{wavefront}'.")
+    wavefront = str(wavefront).strip().lower()
+    outer_scale_m = _parse_option(outer_scale, "--outer-scale", float, "a positive number of metres or 'none'",
+                                  none_words=True, minimum=0.0, strict=True)
+    ao_modes = _parse_option(ao_modes, "--ao-modes", int, "an integer number of KL modes from 0 (no AO) to 152",
+                             minimum=0, maximum=MAX_MODES)
+    parts = str(ao_lock).split(",")
+    if len(parts) != 2:
+        raise SvrtError(f"--ao-lock must be 'Y,X' in arcsec from the field centre; got '{ao_lock}'.")
+    ao_lock_arcsec = tuple(_parse_option(v, "--ao-lock", float, "'Y,X' in arcsec from the field centre")
+                           for v in parts)
+    photons = _parse_option(photons, "--photons", float, "photo-electrons per pixel at the frame mean, 0 for none",
+                            minimum=0.0)
     file_format(output)
     check_output(output, overwrite)
     png_path = None if no_png else (png or str(_png_name(output)))
@@ -481,7 +697,8 @@ def simulate_command(instrument, size, n_frames, n_objects, seed, r0_cm, theta0,
         check_output(png_path, overwrite)
     burst = simulate_burst(instrument, size, n_frames, n_objects, seed, r0_cm=r0_cm, theta0_arcsec=theta0_arcsec,
                            noise=noise, scene=scene, grid=grid, n_modes=n_modes, progress=not quiet,
-                           psf_size=psf_size)
+                           psf_size=psf_size, wavefront=wavefront, outer_scale_m=outer_scale_m, ao_modes=ao_modes,
+                           ao_lock_arcsec=ao_lock_arcsec, photons=photons or None)
     write_burst(output, burst, overwrite=overwrite)
     k, n, y, x = burst.frames.shape
     msg = f"wrote {output}: {k} objects x {n} frames of {y}x{x}, modes {tuple(burst.modes.shape)}, PSF {burst.header['PSFSIZE']} px"
@@ -489,6 +706,25 @@ def simulate_command(instrument, size, n_frames, n_objects, seed, r0_cm, theta0,
         plot_burst(burst, png_path, _title(burst))
         msg += f"; quick look {png_path}"
     click.echo(msg)
+
+
+def _parse_option(text, option: str, kind, expected: str, none_words: bool = False, minimum=None, maximum=None,
+                  strict: bool = False):
+    """Value of a command-line option given as text: ``kind(text)`` (int or float), None for 'none' / 'inf'
+    when ``none_words``, within [minimum, maximum] (``strict``: above minimum); else one SvrtError
+    sentence naming the option and what it expects."""
+    word = str(text).strip().lower()
+    if none_words and word in ("none", "inf", "infinity"):
+        return None
+    try:
+        value = kind(word)
+    except ValueError:
+        value = None
+    if value is None or (kind is float and not math.isfinite(value)) or \
+            (minimum is not None and (value < minimum or (strict and value == minimum))) or \
+            (maximum is not None and value > maximum):
+        raise SvrtError(f"{option} must be {expected}; got '{text}'.")
+    return value
 
 
 def _png_name(output) -> Path:

@@ -26,6 +26,11 @@ from svrt.fileio import (
 FORMATS = ["fits", "h5"]
 
 
+def ramp(shape, dtype=np.float32):
+    """Non-constant frames (constant ones are dead frames, refused by read_burst)."""
+    return (1 + np.arange(int(np.prod(shape))) % 7).reshape(shape).astype(dtype)
+
+
 def make_burst(k=2, n_frames=3, y=16, x=12, m=5, grid=4, seed=0):
     rng = np.random.default_rng(seed)
     return Burst(
@@ -114,7 +119,7 @@ def test_burst_fits_layout(tmp_path):
 
 
 def test_burst_without_truth_and_gz(tmp_path):
-    burst = Burst(frames=np.ones((1, 2, 8, 8), np.float32), instruments="hifi6563")
+    burst = Burst(frames=ramp((1, 2, 8, 8)), instruments="hifi6563")
     path = tmp_path / "obs.fits.gz"
     write_burst(path, burst)
     back = read_burst(path)
@@ -144,7 +149,7 @@ def test_restoration_fits_has_loss_table(tmp_path):
     path = tmp_path / "restored.fits"
     write_restoration(path, make_restoration())
     with fits.open(path) as hdul:
-        assert [h.name for h in hdul] == ["PRIMARY", "OBJECT", "MODES", "MODEL", "LOSS"]
+        assert [h.name for h in hdul] == ["PRIMARY", "OBJECT0", "OBJECT1", "OBJECT", "MODES", "MODEL", "LOSS", "CONFIG"]
         assert isinstance(hdul["LOSS"], fits.BinTableHDU)
 
 
@@ -276,7 +281,7 @@ def _fits_with_frames(path, data, **cards):
 
 def test_dimensions(tmp_path):
     three = tmp_path / "three.fits"
-    _fits_with_frames(three, np.ones((4, 8, 8), np.float64), INSTR0="crisp6302")
+    _fits_with_frames(three, ramp((4, 8, 8), np.float64), INSTR0="crisp6302")
     burst = read_burst(three)
     assert burst.frames.shape == (1, 4, 8, 8) and burst.frames.dtype == np.float32
     two = tmp_path / "two.fits"
@@ -306,7 +311,7 @@ def test_truth_and_modes_shapes(tmp_path):
 
 def test_missing_instrument_card(tmp_path):
     path = tmp_path / "noinstr.fits"
-    _fits_with_frames(path, np.ones((2, 3, 8, 8), np.float32), INSTR0="crisp8542")
+    _fits_with_frames(path, ramp((2, 3, 8, 8)), INSTR0="crisp8542")
     with pytest.raises(SvrtError, match="noinstr.fits has no INSTR1 card.*instrument="):
         read_burst(path)
     burst = read_burst(path, instrument=["crisp8542", "crisp6302"])
@@ -314,7 +319,7 @@ def test_missing_instrument_card(tmp_path):
     with pytest.raises(SvrtError, match="INSTR0 = 'crisp8542'"):
         read_burst(path, instrument="crisp6302")
     one = tmp_path / "one.fits"
-    _fits_with_frames(one, np.ones((3, 8, 8), np.float32))
+    _fits_with_frames(one, ramp((3, 8, 8)))
     assert read_burst(one, instrument="chromis3934").instruments == ["chromis3934"]
 
 

@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
 from astropy.io import fits
 
 from svrt.cli import main
+from svrt.atmosphere import r0_at_wavelength
 from svrt.errors import SvrtError
 from svrt.fileio import read_burst
 from svrt.optics.convolution import fft_convolve, spatially_variant_convolve
 from svrt.scenes import make_objects
-from svrt.simulate import burst_psf_model, choose_psf_size, per_pixel_modes, simulate_burst, truth_with_margin
+from svrt.simulate import (
+    HEADER_COMMENTS,
+    add_noise,
+    burst_psf_model,
+    burst_screens,
+    choose_psf_size,
+    per_pixel_modes,
+    screen_pupil_samples,
+    simulate_burst,
+    truth_with_margin,
+)
 
 TINY = dict(instrument="crisp8542", size=32, n_frames=2, n_objects=2, seed=3, psf_size=24, progress=False)
 
@@ -136,6 +149,13 @@ def test_psf_size_grows_with_turbulence():
     (dict(theta0_arcsec=0.0), "theta0 must be positive"),
     (dict(n_frames=0), "number of frames"),
     (dict(n_modes=200), "more than the 152"),
+    (dict(wavefront="fft"), "wavefront must be 'kl'"),
+    (dict(outer_scale_m=-5.0), "outer scale L0 must be positive"),
+    (dict(outer_scale_m="far"), "outer scale L0 must be a number"),
+    (dict(ao_modes=-1), "ao_modes must be an integer"),
+    (dict(ao_modes=153), "ao_modes must be an integer"),
+    (dict(ao_modes=4, ao_lock_arcsec=(1.0, 2.0, 3.0)), "ao_lock_arcsec must be"),
+    (dict(photons=-10.0), "photons must be zero or positive"),
 ])
 def test_bad_arguments(kwargs, words):
     with pytest.raises(SvrtError, match=words):
@@ -185,6 +205,8 @@ def test_cli_help_has_an_example(capsys):
     code, out, _ = _run(["simulate", "--help"], capsys)
     assert code == 0
     assert "svrt simulate --instrument crisp8542" in out and "--theta0" in out
+    for option in ("--wavefront", "--outer-scale", "--ao-modes", "--ao-lock", "--photons", "--wavefront screen"):
+        assert option in out, option
 
 
 @pytest.mark.parametrize("args, words", [
@@ -194,6 +216,16 @@ def test_cli_help_has_an_example(capsys):
     (["--instrument", "hubble"], "unknown instrument"),
     (["--scene", "galaxy"], "unknown scene"),
     (["--theta0", "wide"], "--theta0 must be"),
+    (["--wavefront", "fft"], "--wavefront must be 'kl' or 'screen'"),
+    (["--outer-scale", "0"], "--outer-scale must be a positive number of metres"),
+    (["--outer-scale", "big"], "--outer-scale must be"),
+    (["--ao-modes", "-3"], "--ao-modes must be an integer"),
+    (["--ao-modes", "200"], "--ao-modes must be an integer"),
+    (["--ao-modes", "many"], "--ao-modes must be an integer"),
+    (["--ao-lock", "3"], "--ao-lock must be 'Y,X'"),
+    (["--ao-lock", "a,b"], "--ao-lock must be"),
+    (["--photons", "-1"], "--photons must be"),
+    (["--photons", "lots"], "--photons must be"),
 ])
 def test_cli_errors_are_one_sentence(tmp_path, capsys, args, words):
     code, out, err = _run(CLI_TINY + args + ["-o", str(tmp_path / "b.fits")], capsys)
@@ -213,3 +245,140 @@ def test_cli_refuses_to_overwrite(tmp_path, capsys):
     assert path.read_bytes() == b"precious"
     code, _, err = _run(CLI_TINY + ["-o", str(tmp_path / "b.txt")], capsys)
     assert code == 2 and "extension" in err
+
+
+# ----------------------------------------------------------------------------------------------
+# wavefront="screen", outer scale, adaptive optics, photon noise
+# ----------------------------------------------------------------------------------------------
+
+SCREEN = {**TINY, "noise": 0.0, "wavefront": "screen"}
+
+
+@pytest.fixture(scope="module")
+def screen_burst():
+    return simulate_burst(**SCREEN)
+
+
+def _screens_of(burst, **kw):
+    """The layered screens a wavefront="screen" burst was made with, rebuilt from the documented recipe."""
+    from svrt.adaptive_optics import AdaptiveOptics
+    from svrt.atmosphere import Atmosphere
+
+    h = burst.header
+    atm = Atmosphere.from_theta0(h["R0"], h["THETA0"] or None, outer_scale_m=h["L0"] or None)
+    ao = AdaptiveOptics(burst.instruments[0], h["AOMODES"], (h["AOLOCKY"], h["AOLOCKX"]))
+    return burst_screens(burst.instruments[0], atm, burst.n_frames, burst.shape, np.random.default_rng([h["SEED"], 1]),
+                         ao, h["SCREENPX"])
+
+
+def test_screen_burst_header_and_modes(screen_burst, noiseless):
+    """Same seed, same atmosphere: MODES (the KL projection at the nodes) equal those of the "kl" burst,
+    the frames do not (the full phase has the high orders and the exact field dependence)."""
+    b = screen_burst
+    assert b.frames.shape == (2, 2, 32, 32) and b.modes.shape == (2, 44, 2, 2)
+    h = b.header
+    assert (h["WAVEFRNT"], h["L0"], h["AOMODES"], h["PHOTONS"], h["SCREENPX"]) == ("screen", 0.0, 0, 0.0, 64)
+    assert noiseless.header["WAVEFRNT"] == "kl"
+    for key in ("WAVEFRNT", "L0", "AOMODES", "AOLOCKY", "AOLOCKX", "PHOTONS", "PUPILPX", "SCREENPX"):
+        assert key in HEADER_COMMENTS
+    # the PSF's pupil grid resolves r0 (3 samples per r0 at 8542 A)
+    d_over_r0 = 100.0 / h["R0INST"]
+    assert h["PUPILPX"] >= 3 * d_over_r0 and screen_pupil_samples("crisp8542", 10.0)[1] >= 3 * d_over_r0
+    assert screen_pupil_samples("crisp8542", 2.0) == (math.ceil(6 * 100.0 / r0_at_wavelength(2.0, 8542.0)),
+                                                      3 * 100.0 / r0_at_wavelength(2.0, 8542.0))
+    np.testing.assert_array_equal(b.modes, noiseless.modes)
+    np.testing.assert_array_equal(b.truth, noiseless.truth)
+    assert not np.allclose(b.frames, noiseless.frames, rtol=1e-2)
+    again = simulate_burst(**SCREEN)
+    np.testing.assert_array_equal(again.frames, b.frames)
+
+
+def test_screen_frames_are_the_exact_convolution_with_full_phase_psfs(screen_burst):
+    """Independent bookkeeping check: pixel (i, j) of frame l is the scene patch around it times the PSF of
+    the full phase at that pixel's field angle ((i - (Y-1)/2, j - (X-1)/2) pixels), from the burst's
+    screens; for a few pixels, including corners (rows and columns not swapped)."""
+    b = screen_burst
+    screens, s = _screens_of(b), b.header["PSFSIZE"]
+    scene = torch.tensor(truth_with_margin(b), dtype=torch.float64)
+    model = burst_psf_model("crisp8542", s, 44, screen_pupil_samples("crisp8542", 10.0)[1])
+    pix = b.header["CDELT1"] / 206264.80624709636
+    for frame, i, j in ((0, 0, 31), (1, 31, 0), (0, 5, 20), (1, 16, 16)):
+        psf = screens[frame].psfs(model, [(i - 15.5) * pix], [(j - 15.5) * pix])[0].to(torch.float64)
+        patch = scene[:, i:i + s, j:j + s]                       # pixel (i, j) at offset S - 1 - S // 2 + (i, j)
+        value = (patch * psf.flip(-2, -1)).sum(dim=(-2, -1)).numpy()
+        np.testing.assert_allclose(b.frames[:, frame, i, j], value, rtol=2e-5)
+
+
+def test_isoplanatic_screen_burst_equals_fft_convolution():
+    """Ground layer only: every pixel has the same full-phase PSF, so each frame is the ordinary (FFT)
+    convolution of the scene with the PSF of the centre's phase."""
+    b = simulate_burst(**{**SCREEN, "theta0_arcsec": None})
+    screens, s = _screens_of(b), b.header["PSFSIZE"]
+    scene = torch.tensor(truth_with_margin(b), dtype=torch.float64)
+    off = s - 1 - s // 2
+    model = burst_psf_model("crisp8542", s, 44, screen_pupil_samples("crisp8542", 10.0)[1])
+    for frame in range(2):
+        psf = screens[frame].psfs(model, [0.0], [0.0])[0].to(torch.float64)
+        full = fft_convolve(scene, psf)
+        np.testing.assert_allclose(b.frames[:, frame], full[:, off:off + 32, off:off + 32].numpy(), atol=2e-5)
+
+
+@pytest.mark.parametrize("wavefront", ["kl", "screen"])
+def test_ao_burst_is_corrected_at_the_lock_point(wavefront):
+    """One node (grid 1), at the field centre, where the AO locks: MODES 1..N are ~0 (to the discrete-pupil
+    leak of the projection, see test_adaptive_optics), modes beyond N as without AO; the frames are
+    sharper (higher RMS contrast) than without AO."""
+    base = {**TINY, "noise": 0.0, "grid": 1, "wavefront": wavefront, "r0_cm": 7.0, "psf_size": 32}
+    free, ao = simulate_burst(**base), simulate_burst(**{**base, "ao_modes": 20})
+    assert ao.header["AOMODES"] == 20 and free.header["AOMODES"] == 0
+    assert np.sqrt(np.mean(ao.modes[:, :20] ** 2)) < 0.01 * np.sqrt(np.mean(free.modes[:, 20:] ** 2))
+    np.testing.assert_allclose(ao.modes[:, 20:], free.modes[:, 20:], atol=1e-4 * np.abs(free.modes).max())
+    contrast = [b.frames.std(axis=(2, 3)).mean() for b in (free, ao)]
+    assert contrast[1] > 1.5 * contrast[0], contrast
+
+
+def test_outer_scale_in_a_burst():
+    b = simulate_burst(**{**SCREEN, "outer_scale_m": 5.0})
+    assert b.header["L0"] == 5.0
+    kol = simulate_burst(**SCREEN)
+    # same random numbers, tip/tilt damped (L0 = 5 D: variance ~0.23 of Kolmogorov's, one realisation)
+    assert np.abs(b.modes[:, :2]).mean() < np.abs(kol.modes[:, :2]).mean()
+    np.testing.assert_array_equal(simulate_burst(**{**SCREEN, "outer_scale_m": float("inf")}).frames, kol.frames)
+
+
+def test_photon_noise_level(noiseless):
+    """Poisson noise of P photo-electrons per pixel at the frame mean: in units of the frame mean m the
+    variance of pixel v is (v / m) / P, on average over the frame 1 / P. 2 x 2 x 1024 pixels: the
+    variance is estimated to sqrt(2 / 4096) = 2.2 %; allow 3.5 se = 8 %. With Gaussian noise too, the
+    variances add. None and 0 mean no photon noise; the same seed gives the same noise."""
+    p = 500.0
+    noisy = simulate_burst(**{**TINY, "noise": 0.0, "photons": p})
+    assert noisy.header["PHOTONS"] == p
+    mean = noiseless.frames.mean(axis=(2, 3), keepdims=True)
+    d = (noisy.frames - noiseless.frames) / mean
+    assert np.mean(d ** 2) * p == pytest.approx(1.0, rel=0.08)
+    # variance proportional to the signal: the bright half of the pixels is noisier than the dark half
+    bright = noiseless.frames > np.median(noiseless.frames, axis=(2, 3), keepdims=True)
+    assert np.mean(d[bright] ** 2) > np.mean(d[~bright] ** 2)
+    both = simulate_burst(**{**TINY, "noise": 0.03, "photons": p})
+    d2 = (both.frames - noiseless.frames) / mean
+    assert np.mean(d2 ** 2) == pytest.approx(1 / p + 0.03 ** 2, rel=0.08)
+    np.testing.assert_array_equal(simulate_burst(**{**TINY, "noise": 0.0, "photons": 0}).frames, noiseless.frames)
+    np.testing.assert_array_equal(add_noise(noiseless.frames, 0.0, None, np.random.default_rng(0)), noiseless.frames)
+
+
+def test_cli_new_options(tmp_path, capsys):
+    path = tmp_path / "screen.fits"
+    code, out, err = _run(CLI_TINY + ["--wavefront", "screen", "--outer-scale", "20", "--ao-modes", "10",
+                                      "--ao-lock", "0.5,-0.5", "--photons", "1000", "--no-png", "-o", str(path)], capsys)
+    assert code == 0, err
+    burst = read_burst(path)
+    h = burst.header
+    assert (h["WAVEFRNT"], h["L0"], h["AOMODES"], h["AOLOCKY"], h["AOLOCKX"], h["PHOTONS"]) == \
+        ("screen", 20.0, 10, 0.5, -0.5, 1000.0)
+    ref = simulate_burst(**{**TINY, "wavefront": "screen", "outer_scale_m": 20.0, "ao_modes": 10,
+                            "ao_lock_arcsec": (0.5, -0.5), "photons": 1000.0})
+    np.testing.assert_array_equal(burst.frames, ref.frames)
+    with fits.open(path) as hdul:
+        for key, word in (("WAVEFRNT", "wavefront"), ("L0", "[m]"), ("AOMODES", "AO"), ("PHOTONS", "photo-electrons")):
+            assert word in hdul[0].header.comments[key], key

@@ -10,6 +10,18 @@ from svrt.emulator import load_model
 from svrt.runtime.engine import Engine, EngineIdentity
 
 
+def _training_extra(meta: dict) -> dict:
+    """What the metadata says about the training that the engine's checks use: the instruments'
+    physics (``instrument_physics``, label -> fields) and the smallest r0 of the training pairs."""
+    extra = {}
+    if isinstance(meta.get("instrument_physics"), dict):
+        extra["instrument_physics"] = meta["instrument_physics"]
+    r0 = (meta.get("pairs") or {}).get("r0_cm_at_5000A") if isinstance(meta.get("pairs"), dict) else None
+    if isinstance(r0, (list, tuple)) and r0 and isinstance(r0[0], (int, float)) and r0[0] > 0:
+        extra["training_r0_cm"] = float(r0[0])
+    return extra
+
+
 class TorchEngine(Engine):
     """Runs :class:`svrt.emulator.SVCE` in PyTorch. ``precision="fp16"`` uses autocast on CUDA."""
 
@@ -23,7 +35,8 @@ class TorchEngine(Engine):
         self.identity = EngineIdentity(
             backend="torch-compiled" if compiled else "torch", device=str(torch.device(device)), precision=precision,
             instruments=list(model.config.instruments), n_modes=model.config.n_modes,
-            model=meta.get("name", Path(path).stem if path else "model"), model_hash=meta.get("sha256", ""), path=str(path))
+            model=meta.get("name", Path(path).stem if path else "model"), model_hash=meta.get("sha256", ""), path=str(path),
+            extra=_training_extra(meta))
 
     @classmethod
     def load(cls, path=None, device: str = "cpu", precision: str = "fp32", compiled: bool = False, **_):

@@ -60,14 +60,35 @@ def spatially_variant_convolve(obj: torch.Tensor, coefficients: torch.Tensor, ps
     ``S - 1 - S // 2`` before and ``S // 2`` after, and the output is ``[K, Y, X]`` (no boundary effect).
     Returns ``[K, Y, X]`` (or ``[Y, X]``). Cost: one PSF (an N x N FFT) per pixel; PSFs are computed
     row block by row block so memory stays bounded. ``progress(n_rows_done)`` is called per block.
+    Any other per-pixel PSF (e.g. from a full pupil phase): :func:`spatially_variant_convolve_psfs`.
+    """
+    m, y, x = coefficients.shape
+    if m != psf_model.n_modes:
+        raise SvrtError(f"coefficients have {m} modes; the PSF model expects {psf_model.n_modes}.")
+    coef = coefficients.permute(1, 2, 0)  # [Y, X, M]
+
+    def psf_rows(r0: int, r1: int) -> torch.Tensor:
+        return psf_model(coef[r0:r1].reshape(-1, m))
+
+    return spatially_variant_convolve_psfs(obj, psf_rows, (y, x), psf_model.psf_size, boundary=boundary,
+                                           rows_per_chunk=rows_per_chunk, progress=progress, dtype=psf_model.dtype)
+
+
+def spatially_variant_convolve_psfs(obj: torch.Tensor, psf_rows, shape, psf_size: int, *, boundary: str = "zero",
+                                    rows_per_chunk: int | None = None, progress=None,
+                                    dtype=torch.float32) -> torch.Tensor:
+    """Exact per-pixel convolution (Eq. 1) with PSFs from any source, made row block by row block.
+
+    ``psf_rows(r0, r1)`` returns the PSFs ``[(r1 - r0) X, S, S]`` (centre ``S // 2``) of the output pixels of
+    rows r0..r1-1, row-major; ``shape`` = (Y, X) of the output; ``psf_size`` = S. ``obj``, ``boundary``,
+    ``rows_per_chunk``, ``progress`` and the result as in :func:`spatially_variant_convolve`; ``dtype``
+    of the computation. Memory: one block of PSFs and the K S^2 x (rows X) patches of the object.
     """
     squeeze = obj.dim() == 2
     if squeeze:
         obj = obj[None]
-    m, y, x = coefficients.shape
-    if m != psf_model.n_modes:
-        raise SvrtError(f"coefficients have {m} modes; the PSF model expects {psf_model.n_modes}.")
-    s = psf_model.psf_size
+    y, x = (int(v) for v in shape)
+    s = int(psf_size)
     c = s // 2
     before, after = s - 1 - c, c
     if boundary == "valid":
@@ -82,17 +103,21 @@ def spatially_variant_convolve(obj: torch.Tensor, coefficients: torch.Tensor, ps
         if mode is None:
             raise SvrtError(f"unknown boundary '{boundary}'; expected 'zero', 'reflect' or 'valid'.")
         padded = F.pad(obj[None], (before, after, before, after), mode=mode)[0]
-    padded = padded.to(psf_model.dtype)
+    padded = padded.to(dtype)
     k = padded.shape[0]
     rows = rows_per_chunk or max(1, 4096 // x)
-    out = torch.empty(k, y, x, dtype=psf_model.dtype)
-    coef = coefficients.permute(1, 2, 0)  # [Y, X, M]
+    out = torch.empty(k, y, x, dtype=dtype)
     for r0 in range(0, y, rows):
         r1 = min(y, r0 + rows)
-        psf = psf_model(coef[r0:r1].reshape(-1, m)).flip(-2, -1)           # [n, S, S], flipped for correlation
+        psf = psf_rows(r0, r1).to(dtype)
+        if tuple(psf.shape) != ((r1 - r0) * x, s, s):
+            raise SvrtError(f"psf_rows({r0}, {r1}) gave PSFs of shape {tuple(psf.shape)}; expected {((r1 - r0) * x, s, s)}.")
+        psf = psf.flip(-2, -1).reshape(1, r1 - r0, x, s, s)                # flipped for correlation
         strip = padded[:, r0:r1 + s - 1, :]                                # [K, rows + S - 1, X + S - 1]
-        patches = F.unfold(strip[:, None], kernel_size=s)                  # [K, S*S, rows*X]
-        out[:, r0:r1] = torch.einsum("kpn,np->kn", patches, psf.reshape(-1, s * s)).reshape(k, r1 - r0, x)
+        patches = strip.unfold(1, s, 1).unfold(2, s, 1)                   # [K, rows, X, S, S], a view
+        # one pass over the patches (a product and a contiguous sum): 5-10x less CPU than F.unfold +
+        # einsum, which copies the patches twice (S = 96: 18 against 180 us per pixel, 2 objects)
+        out[:, r0:r1] = (patches * psf).sum(dim=(-2, -1))
         if progress is not None:
             progress(r1 - r0)
     return out[0] if squeeze else out

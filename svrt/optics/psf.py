@@ -13,6 +13,13 @@ its centre on the centre of a camera pixel.
 
 The PSF of size ``psf_size`` is cut from a computed field of ``field`` pixels (the FFT's period) and
 normalised to unit sum, so a convolution with it conserves flux. The zero field angle is at ``psf_size // 2``.
+Only the box is computed: the zero-padded N x N FFT restricted to the q S x q S fine pixels of the box is
+two small matrix products with the rows of the DFT (a pruned DFT; the same numbers to rounding, ~2x less
+CPU than the FFT for S = 56..96, more when S << N).
+
+Two entry points share all of this: :meth:`PSFModel.__call__` takes KL (or Zernike) coefficients and
+:meth:`PSFModel.psf_from_phase` any phase sampled on the model's pupil grid (:attr:`PSFModel.pupil_points_m`),
+e.g. the full phase of turbulent layers (:meth:`svrt.atmosphere.LayeredScreens.psfs`).
 """
 
 from __future__ import annotations
@@ -67,6 +74,10 @@ class PSFModel:
         eps = inst.obscuration_cm / inst.diameter_cm
         amp = make_pupil(nb, self.pupil_diameter_px, eps, inst.spider_count, inst.spider_width_cm / inst.diameter_cm)
         x, y = pupil_coordinates(nb, self.pupil_diameter_px)
+        # pupil grid in metres, [nb * nb] each (row-major, x along columns): where a phase is sampled
+        self.pupil_points_m = tuple(np.ascontiguousarray((v * inst.diameter_m / 2).reshape(-1)) for v in (x, y))
+        for v in self.pupil_points_m:
+            v.setflags(write=False)
         rho, theta = np.hypot(x, y), np.arctan2(y, x)
         if basis == "kl":
             modes = kl_basis(n_modes).evaluate(rho, theta)
@@ -86,6 +97,14 @@ class PSFModel:
         self.amplitude = torch.as_tensor(amp, dtype=dtype, device=device)
         self.modes = torch.as_tensor(modes, dtype=dtype, device=device)          # [M, nb, nb]
         self.ramp = torch.as_tensor(ramp, dtype=dtype, device=device)
+        # the PSF box as a pruned DFT: of the zero-padded N-point transform only the q S fine pixels of the
+        # box are needed. fftshift puts frequency index (i - N // 2) mod N on fine pixel i, and camera
+        # pixels lo .. lo + S - 1 of the centred field are fine pixels q lo .. q (lo + S) - 1.
+        lo = field // 2 - self.psf_size // 2
+        freq = (np.arange(q * lo, q * (lo + self.psf_size)) - self.n_fft // 2) % self.n_fft
+        dft = np.exp(-2j * np.pi * (np.outer(np.arange(nb), freq) % self.n_fft) / self.n_fft)    # [nb, q S]
+        self._dft = torch.as_tensor(dft, dtype=torch.complex64 if dtype == torch.float32 else torch.complex128,
+                                    device=device)
         self.basis = basis
 
     def phase(self, coefficients: torch.Tensor) -> torch.Tensor:
@@ -98,22 +117,38 @@ class PSFModel:
         a = torch.as_tensor(coefficients, dtype=self.dtype, device=self.device)
         if a.shape[-1] != self.n_modes:
             raise SvrtError(f"wavefront coefficients have {a.shape[-1]} modes; this PSF model expects {self.n_modes}.")
-        lead = a.shape[:-1]
-        flat = a.reshape(-1, self.n_modes)
-        out = [self._psf(flat[i:i + chunk]) for i in range(0, flat.shape[0], chunk)] if flat.shape[0] else \
+        return self._in_chunks(self._psf, a.reshape(-1, self.n_modes), a.shape[:-1], chunk)
+
+    def psf_from_phase(self, phase, chunk: int = 2048) -> torch.Tensor:
+        """PSFs ``[..., S, S]`` (unit sum) for pupil phases ``[..., nb, nb]`` in radians sampled on the pupil
+        grid (``nb = self.box``; points :attr:`pupil_points_m`), with every convention of :meth:`__call__`
+        (camera-pixel sampling, sub-Nyquist binning, centring, normalisation). Values outside the pupil
+        are ignored (the amplitude is zero there)."""
+        p = torch.as_tensor(phase, dtype=self.dtype, device=self.device)
+        if p.dim() < 2 or tuple(p.shape[-2:]) != (self.box, self.box):
+            raise SvrtError(f"a pupil phase must be [..., {self.box}, {self.box}] on this PSF model's pupil grid; "
+                            f"got {tuple(p.shape)}.")
+        return self._in_chunks(self._psf_of_phase, p.reshape(-1, self.box, self.box), p.shape[:-2], chunk)
+
+    def _in_chunks(self, psf_of, flat: torch.Tensor, lead, chunk: int) -> torch.Tensor:
+        """``psf_of`` on blocks of ``chunk`` rows of ``flat`` (bounded memory), reshaped to ``[*lead, S, S]``."""
+        out = [psf_of(flat[i:i + chunk]) for i in range(0, flat.shape[0], chunk)] if flat.shape[0] else \
             [torch.zeros(0, self.psf_size, self.psf_size, dtype=self.dtype, device=self.device)]
         return torch.cat(out).reshape(*lead, self.psf_size, self.psf_size)
 
     def _psf(self, a: torch.Tensor) -> torch.Tensor:
-        n, q, f = self.n_fft, self.q, self.field
-        pupil = torch.polar(self.amplitude.expand(a.shape[0], -1, -1), self.phase(a) + self.ramp)
-        # pruned 2-D FFT: the pupil occupies only nb x nb of the N x N grid
-        e = torch.fft.fft(torch.fft.fft(pupil, n=n, dim=-1), n=n, dim=-2)
-        psf = torch.fft.fftshift(e.real ** 2 + e.imag ** 2, dim=(-2, -1))
+        return self._psf_of_phase(self.phase(a))
+
+    def _psf_of_phase(self, phase: torch.Tensor) -> torch.Tensor:
+        q, s = self.q, self.psf_size
+        pupil = torch.polar(self.amplitude.expand(phase.shape[0], -1, -1), phase + self.ramp)   # [P, nb, nb]
+        # the box's field by two matrix products with the pruned DFT (x, then y): the same numbers as the
+        # zero-padded N x N FFT, fftshift and crop, at half the CPU time (2x for S = 56 and 96, more when
+        # S << N), because the pupil fills only nb x nb of the N x N grid
+        e = (pupil @ self._dft).transpose(-2, -1) @ self._dft                                # [P, x, y]
+        psf = (e.real ** 2 + e.imag ** 2).transpose(-2, -1)                                 # [P, y, x]
         if q > 1:
-            psf = psf.reshape(-1, f, q, f, q).sum(dim=(2, 4))
-        lo = f // 2 - self.psf_size // 2
-        psf = psf[:, lo:lo + self.psf_size, lo:lo + self.psf_size]
+            psf = psf.reshape(-1, s, q, s, q).sum(dim=(2, 4))
         return psf / psf.sum(dim=(-2, -1), keepdim=True)
 
     def diffraction_limited(self) -> torch.Tensor:

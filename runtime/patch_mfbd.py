@@ -1,0 +1,255 @@
+"""Patch-wise MOMFBD with the object eliminated: the wavefronts at the nodes of the solver's grid.
+
+This is the classical multi-object multi-frame blind deconvolution (Löfdahl 2002, van Noort et al. 2005)
+applied to one square patch per grid node, every patch on its own (isoplanatic inside the patch). With
+the object eliminated by its least-squares (Wiener) estimate, the metric of one patch depends on the
+wavefronts alone (Paxman et al. 1992, Eq. 27)::
+
+    L(alpha) = sum_k sum_{nu < cutoff_k} [ sum_l |D_kl|^2 - |sum_l D_kl conj(S_kl)|^2 / (sum_l |S_kl|^2 + g_k) ]
+
+``D_kl`` the spectrum of frame l of object k in the apodised patch, ``S_kl`` the OTF of the wavefront
+``alpha_l`` (radians at object 0's wavelength, scaled by lambda_0 / lambda_k), ``g_k`` the ratio of the
+noise power to the object's power (the Wiener term that keeps the metric from fitting noise). Every
+patch and frame is computed in one batch, so all patches are solved together by L-BFGS; the modes are
+freed in steps of radial order (tip-tilt to defocus-astigmatism to coma ... to all M), the standard way
+to keep MOMFBD out of the local minima of the higher orders.
+
+Why it is here: the spatially variant solve (:mod:`svrt.runtime.solver`) is a large non-convex problem
+whose Adam iterations start from zero wavefronts; started from these wavefronts it only has to refine
+them and solve for the whole-field object (no mosaic). With ``grid = 0`` the one patch is the whole
+field: the spatially invariant MFBD.
+
+Shapes: frames ``[K, L, Y, X]`` (normalised to a mean of 1 per object), wavefronts ``[L, M, Yg, Xg]``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from svrt.errors import SvrtError
+
+__all__ = ["PatchLayout", "patch_layout", "patch_wavefronts", "modified_hann", "MODE_STEPS"]
+
+# modes freed in steps: tip-tilt, + defocus and astigmatism, + coma and trefoil, ..., all
+MODE_STEPS = (2, 5, 9, 14, 20, 27, 35, 44, 54, 65)
+START_RMS_RAD = 0.1   # [rad] the random start of newly freed modes (seeded)
+
+
+@dataclass(frozen=True)
+class PatchLayout:
+    """One square patch of side ``size`` per grid node: ``starts_y [Yg]`` and ``starts_x [Xg]`` are the
+    first pixels (the patch centred on the node, clamped to the field)."""
+
+    size: int
+    starts_y: tuple
+    starts_x: tuple
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return len(self.starts_y), len(self.starts_x)
+
+
+def patch_layout(image_shape: tuple[int, int], grid_shape: tuple[int, int], patch_size: int) -> PatchLayout:
+    """Patches centred on the grid nodes (node (i, j) at pixel ((i + 0.5) Y / Yg - 0.5, ...), the
+    bilinear-upsampling contract), of side ``min(patch_size, Y, X)``; a 1 x 1 grid takes the largest
+    centred square (the invariant MFBD)."""
+    y, x = image_shape
+    yg, xg = grid_shape
+    size = min(y, x) if (yg == 1 and xg == 1) else min(int(patch_size), y, x)
+    size -= size % 2
+    if size < 16:
+        raise SvrtError(f"patches of {size} pixels are too small for MOMFBD; use a larger image or patch_size.")
+
+    def starts(n: int, ng: int) -> tuple:
+        centres = (np.arange(ng) + 0.5) * n / ng - 0.5
+        return tuple(int(np.clip(round(c - (size - 1) / 2), 0, n - size)) for c in centres)
+
+    return PatchLayout(size=size, starts_y=starts(y, yg), starts_x=starts(x, xg))
+
+
+def modified_hann(n: int, ramp_fraction: float = 0.125, device=None) -> torch.Tensor:
+    """``[n, n]`` apodisation: flat, with raised-cosine ramps over ``ramp_fraction`` of the side at
+    each border (MOMFBD's modified Hann window: most of the patch keeps full weight)."""
+    r = max(1, int(round(ramp_fraction * n)))
+    w = torch.ones(n, dtype=torch.float32, device=device)
+    t = (torch.arange(r, dtype=torch.float32, device=device) + 0.5) / r
+    edge = torch.sin(0.5 * math.pi * t) ** 2
+    w[:r] = edge
+    w[n - r:] = edge.flip(0)
+    return w[:, None] * w[None, :]
+
+
+def _extract(frames: torch.Tensor, layout: PatchLayout) -> torch.Tensor:
+    """``[K, L, Y, X]`` -> ``[K, L, Yg, Xg, S, S]`` patches."""
+    s = layout.size
+    rows = torch.stack([torch.arange(a, a + s) for a in layout.starts_y])     # [Yg, S]
+    cols = torch.stack([torch.arange(b, b + s) for b in layout.starts_x])     # [Xg, S]
+    p = frames[:, :, rows][:, :, :, :, cols]                                   # [K, L, Yg, S, Xg, S]
+    return p.permute(0, 1, 2, 4, 3, 5)
+
+
+def otf(psf: torch.Tensor) -> torch.Tensor:
+    """OTF on the rfft2 grid of a PSF ``[..., S, S]`` centred on pixel S // 2: ``[..., S, S // 2 + 1]``."""
+    return torch.fft.rfft2(torch.fft.ifftshift(psf, dim=(-2, -1)))
+
+
+def _centred(alpha: torch.Tensor, tiptilt: bool) -> torch.Tensor:
+    """``[L, ..., M]`` with the mean over frames of tip and tilt (modes 0, 1) removed."""
+    if not tiptilt or alpha.shape[0] < 1:
+        return alpha
+    mean = alpha[..., :2].mean(dim=0, keepdim=True)
+    return torch.cat([alpha[..., :2] - mean, alpha[..., 2:]], dim=-1)
+
+
+class PatchProblem:
+    """The spectra of every patch and the PSF models; :meth:`metric` is L(alpha) summed over patches."""
+
+    def __init__(self, frames: torch.Tensor, insts, n_modes: int, layout: PatchLayout, noise_var: torch.Tensor,
+                 gamma_scale: float = 1.0, weights: torch.Tensor | None = None, attenuation=None):
+        from svrt.optics.filters import frequency_radius
+        from svrt.optics.psf import PSFModel
+
+        k = frames.shape[0]
+        s = layout.size
+        self.layout, self.n_modes, self.k = layout, n_modes, k
+        dev = frames.device
+        win = modified_hann(s, device=dev)
+        patches = _extract(frames, layout)                                      # [K, L, Yg, Xg, S, S]
+        mean = patches.mean(dim=(-2, -1), keepdim=True)
+        self.spectra = torch.fft.rfft2((patches - mean) * win)                  # [K, L, Yg, Xg, S, S/2+1]
+        if weights is not None:                                                 # gamma_kl as amplitude weights
+            self.spectra = self.spectra * weights.sqrt()[:, :, None, None, None, None]
+        nu = frequency_radius((s, s), real=True, device=dev)
+        self.models = [PSFModel(inst, n_modes, psf_size=s, device=dev) for inst in insts]
+        self.ratios = [insts[0].wavelength_angstrom / inst.wavelength_angstrom for inst in insts]
+        self.masks = [((nu <= inst.cutoff_cycles_per_pixel) & (nu > 0)).float() for inst in insts]
+        self.cutoffs = [inst.cutoff_cycles_per_pixel for inst in insts]
+        # OTF factor of what the M modes do not describe (svrt.optics.residual), [S, S/2+1] per object
+        self.attenuation = [None if attenuation is None else attenuation(i, nu) for i in range(k)]
+        # noise power per frequency: white noise of variance s^2 per pixel has E|FFT|^2 = s^2 sum(win^2)
+        self.window_power = float(win.pow(2).sum())
+        self.gamma_scale = float(gamma_scale)
+        self.noise_var = [float(v) for v in noise_var]
+        self.nu = nu
+        self.count = [float(mk.sum()) * layout.shape[0] * layout.shape[1] for mk in self.masks]
+        self.gamma = [None] * k
+        self.powers = [None] * k
+
+    def set_object_power(self, i: int, power) -> None:
+        """The object prior P_O of object ``i`` (a callable of nu in cycles per pixel, power per pixel):
+        gamma(nu) = s^2 / P_O(nu), the ratio of noise to object power at every frequency."""
+        self.powers[i] = power
+        self.gamma[i] = (self.gamma_scale * self.noise_var[i] / power(self.nu)).clamp_min(1e-12)
+
+    def otfs(self, alpha: torch.Tensor, i: int) -> torch.Tensor:
+        """OTFs of object ``i`` for wavefronts ``alpha [L, Yg, Xg, M]``: ``[L, Yg, Xg, S, S/2+1]``."""
+        t = otf(self.models[i](alpha * self.ratios[i]))
+        if self.attenuation[i] is not None:
+            t = t * self.attenuation[i]
+        return t
+
+    def metric(self, alpha: torch.Tensor) -> torch.Tensor:
+        """Minus the log marginal likelihood of the wavefronts (the objects integrated out under their
+        Gaussian prior), summed over objects and patches, per frequency::
+
+            [sum_l |D_l|^2 - |sum_l D_l conj(S_l)|^2 / (sum_l |S_l|^2 + g)] / n + log(1 + sum_l |S_l|^2 / g)
+
+        n = s^2 sum(w^2) the noise power, g = s^2 / P_O. The first term alone (the joint estimate of
+        objects and wavefronts) prefers sharp PSFs, since a sharper PSF lets the object explain more
+        of the noise; the log-determinant term is the price of that freedom and removes the bias."""
+        total = alpha.new_zeros(())
+        for i in range(self.k):
+            t = self.otfs(alpha, i)
+            d = self.spectra[i]
+            g = self.gamma[i]
+            n = self.noise_var[i] * self.window_power
+            num = (d * t.conj()).sum(dim=0).abs().pow(2)                        # [Yg, Xg, S, S/2+1]
+            s2 = t.abs().pow(2).sum(dim=0)
+            per = (d.abs().pow(2).sum(dim=0) - num / (s2 + g)) / n + torch.log1p(s2 / g)
+            total = total + (per * self.masks[i]).sum() / self.count[i]
+        return total
+
+    def refit_object_power(self, alpha: torch.Tensor) -> None:
+        """Fit every object's P_O to the patches given the wavefronts ``alpha [L, Yg, Xg, M]``."""
+        from svrt.runtime.object_prior import fit_object_power
+
+        with torch.no_grad():
+            for i in range(self.k):
+                t = self.otfs(alpha, i)
+                law = fit_object_power(self.spectra[i].abs().pow(2).mean(dim=0), t.abs().pow(2).mean(dim=0),
+                                       self.noise_var[i], self.window_power, self.cutoffs[i])
+                self.set_object_power(i, law)
+
+
+def patch_wavefronts(frames: torch.Tensor, insts, n_modes: int, grid_shape: tuple[int, int], noise_var,
+                     patch_size: int = 64, iterations: int = 40, gamma_scale: float = 1.0,
+                     tiptilt: bool = True, weights: torch.Tensor | None = None, attenuation=None,
+                     init: torch.Tensor | None = None, progress=None, fit_modes: int | None = None,
+                     seed: int = 0) -> tuple[torch.Tensor, dict]:
+    """Wavefronts ``[L, M, Yg, Xg]`` (radians at object 0's wavelength) at the grid nodes, from one
+    object-eliminated MOMFBD per node's patch.
+
+    frames ``[K, L, Y, X]`` normalised; ``insts`` one :class:`~svrt.instruments.Instrument` per object;
+    ``noise_var [K]`` the noise variance per pixel of each object's frames (same units);
+    ``iterations`` L-BFGS iterations per mode step (:data:`MODE_STEPS` up to ``n_modes``);
+    ``weights [K, L]`` gamma_kl; ``attenuation(i, nu)`` the OTF factor of the unmodelled high orders;
+    ``init [L, M, Yg, Xg]`` a starting point (e.g. the previous burst's). Returns the wavefronts and a
+    dict with the metric before and after and the number of function evaluations."""
+    k, n_frames, y, x = frames.shape
+    layout = patch_layout((y, x), grid_shape, patch_size)
+    noise = torch.as_tensor(noise_var, dtype=torch.float32).reshape(-1)
+    problem = PatchProblem(frames, insts, n_modes, layout, noise, gamma_scale, weights, attenuation)
+    problem.refit_object_power(torch.zeros(n_frames, *layout.shape, n_modes, device=frames.device) if init is None
+                               else init.permute(0, 2, 3, 1).to(frames.device, torch.float32))
+    yg, xg = layout.shape
+    alpha = torch.zeros(n_frames, yg, xg, n_modes, device=frames.device)
+    if init is not None:
+        alpha = init.permute(0, 2, 3, 1).to(frames.device, torch.float32).clone()
+    alpha = _centred(alpha, tiptilt)
+    info = {"evaluations": 0}
+    with torch.no_grad():
+        info["metric_start"] = float(problem.metric(alpha))
+    info["metric_start_prior"] = repr(problem.powers[0])
+    top = n_modes if fit_modes is None else max(2, min(int(fit_modes), n_modes))
+    steps = [m for m in MODE_STEPS if m < top] + [top]
+    if init is not None:
+        steps = [top]
+    gen = torch.Generator().manual_seed(seed)
+    n_before = 0 if init is None else top
+    for n_free in steps:
+        if n_free > n_before:
+            # a wavefront without even modes is a saddle point of the metric for them (an even aberration of
+            # either sign gives the same MTF): start the newly freed modes off zero
+            kick = START_RMS_RAD * torch.randn(alpha[..., n_before:n_free].shape, generator=gen)
+            alpha = torch.cat([alpha[..., :n_before], alpha[..., n_before:n_free] + kick.to(alpha), alpha[..., n_free:]], -1)
+            alpha = _centred(alpha, tiptilt)
+            n_before = n_free
+        free = alpha[..., :n_free].clone().requires_grad_(True)
+        fixed = alpha[..., n_free:].detach()
+        opt = torch.optim.LBFGS([free], lr=1.0, max_iter=iterations, history_size=20,
+                                line_search_fn="strong_wolfe", tolerance_grad=1e-9, tolerance_change=1e-12)
+
+        def closure():
+            opt.zero_grad()
+            a = _centred(torch.cat([free, fixed], dim=-1), tiptilt)
+            loss = problem.metric(a)
+            loss.backward()
+            info["evaluations"] += 1
+            return loss
+
+        opt.step(closure)
+        alpha = _centred(torch.cat([free.detach(), fixed], dim=-1), tiptilt)
+        problem.refit_object_power(alpha)
+        if progress is not None:
+            progress(n_free)
+    with torch.no_grad():
+        info["metric_end"] = float(problem.metric(alpha))
+    info["patch_size"] = layout.size
+    info["powers"] = list(problem.powers)
+    info["problem"] = problem
+    info["alpha_patch"] = alpha
+    return alpha.permute(0, 3, 1, 2).contiguous(), info
