@@ -51,6 +51,9 @@ class Engine(ABC):
     are multiples of 16; padding, checks and autograd live here."""
 
     identity: EngineIdentity
+    # declared capabilities, read by the solver's forward model (svrt.runtime.forward_model):
+    wants_coarse_modes: bool = False   # True: takes the coarse mode grid itself (apply_coarse), e.g. exact optics
+    linear_in_object: bool = False     # True: f(o1 + o2) = f(o1) + f(o2) (a convolution); an emulator is not
 
     @property
     def n_modes(self) -> int:

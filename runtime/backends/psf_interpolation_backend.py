@@ -24,7 +24,8 @@ from svrt.runtime.engine import Engine, EngineIdentity
 
 
 class PSFInterpolationEngine(Engine):
-    wants_coarse_modes = True
+    wants_coarse_modes = True      # apply_coarse: PSFs interpolated between the grid nodes
+    linear_in_object = True        # a (spatially variant) convolution
 
     def __init__(self, n_modes: int = 44, psf_size: int = 48, device: str = "cpu", instruments=None):
         self.psf_size = psf_size

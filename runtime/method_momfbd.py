@@ -1,0 +1,269 @@
+"""The default method (``method="momfbd"``), in three stages, each a well-posed problem:
+
+1. wavefronts at the nodes of the grid from an object-eliminated MOMFBD of the patch around each node
+   (:mod:`svrt.runtime.patch_mfbd`: the log marginal likelihood of the wavefronts, L-BFGS, modes freed by
+   radial order up to ``fit_modes``; fitting more modes than the noise supports over-restores);
+2. the whole-field objects given those wavefronts with the spatially variant forward model of the
+   engine (per-pixel wavefronts, no mosaic), by Wiener-preconditioned conjugate gradients
+   (:mod:`svrt.runtime.object_solve`) under the Wiener prior ``1 / P_O`` fitted to the burst
+   (:mod:`svrt.runtime.object_prior`): the regularisation follows the noise, no hand-tuned lambda_o;
+   it stops when the loss falls by less than ``tolerance`` per iteration or at ``time_budget``;
+3. optionally (``refine_rounds``) rounds of SV wavefront refinement with the objects fixed
+   (:func:`refine_modes`) and object solves.
+
+The data weights are ``gamma_kl / s_kl^2`` with ``s_kl^2`` the noise variance of frame (k, l) estimated
+beyond the diffraction cutoff (:func:`svrt.runtime.problem.noise_variances`), times the pixel mask.
+With ``high_order="kolmogorov"`` the wavefront beyond the fitted modes enters as its mean OTF, from the
+r0 of the fitted modes (:mod:`svrt.optics.residual`).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from svrt.runtime.loss import grad_sq_mean
+from svrt.runtime.plan import batches
+from svrt.runtime.problem import SolveContext, noise_variances
+from svrt.runtime.solver_config import grid_shape
+
+__all__ = ["solve_momfbd", "refine_modes"]
+
+
+class _Progress:
+    """A tqdm bar whose description names the stage (wavefronts, objects, refinement)."""
+
+    def __init__(self, enabled: bool, desc: str):
+        self.bar = None
+        self.desc = desc
+        if enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(desc=desc, unit="stage", leave=False, dynamic_ncols=True, file=sys.stderr)
+
+    def stage(self, name: str) -> None:
+        if self.bar is not None:
+            self.bar.set_description(f"{self.desc}: {name}")
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def solve_momfbd(ctx: SolveContext, data_n, pix_w, init_o, init_a, t_start: float):
+    """Patch wavefronts (object eliminated) -> Wiener objects with the SV forward model -> rounds of
+    SV wavefront refinement and object solves. Everything in normalised units on the device.
+    Returns (o, o*, alpha, model, history, header cards) cropped to the field."""
+    from svrt.optics.filters import frequency_radius
+    from svrt.optics.residual import estimate_d_over_r0, fitting_error_otf, fitting_error_variance
+    from svrt.runtime.object_solve import solve_objects
+    from svrt.runtime.patch_mfbd import patch_wavefronts
+
+    cfg = ctx.config
+    dev = ctx.device
+    k, n_frames, y, x = data_n.shape
+    insts = ctx.insts
+    ratios = ctx.ratios                      # lambda_0 / lambda_k of each object
+    m = cfg.margin
+    yg, xg = grid_shape((y, x), cfg.grid)
+    deadline = None if cfg.time_budget is None else t_start + float(cfg.time_budget)
+    history = {key: [] for key in ("iteration", "total", "data", "reg_object", "reg_modes", "time_s")}
+    info: dict = {}
+    t_stage = time.perf_counter()
+    bar = _Progress(cfg.progress, "SV-MOMFBD")
+
+    # noise of every frame, and the data weights 1 / s_kl^2 (times gamma_kl and the pixel mask)
+    nvar = noise_variances(data_n, insts, dev)                                       # [K, L]
+    w_kl = ctx.gamma.to(dev) / nvar
+    weights = w_kl[:, :, None, None] * (pix_w if pix_w is not None else 1.0)
+
+    # 1. wavefronts at the nodes: object-eliminated MOMFBD of each node's patch
+    bar.stage("wavefronts per patch")
+    if init_a is None and (yg, xg) != (1, 1) and cfg.coarse_to_fine:
+        # coarse to fine: one wavefront per frame from the whole field (the most data, no patch edges),
+        # then every node's patch starts from it
+        glob, _ = patch_wavefronts(data_n, insts, ctx.n_modes, (1, 1), nvar.mean(dim=1), cfg.patch_size,
+                                   cfg.patch_iterations, tiptilt=cfg.tiptilt, fit_modes=cfg.fit_modes)
+        init_a = glob.expand(-1, -1, yg, xg).contiguous()
+    node_iterations = cfg.patch_iterations if (cfg.node_iterations is None or init_a is None) else cfg.node_iterations
+    alpha, pinfo = patch_wavefronts(data_n, insts, ctx.n_modes, (yg, xg), nvar.mean(dim=1), cfg.patch_size,
+                                    max(1, node_iterations), tiptilt=cfg.tiptilt, init=init_a, fit_modes=cfg.fit_modes)
+    if init_a is not None and (yg, xg) != (1, 1) and node_iterations == 0:
+        alpha = init_a                     # the nodes keep the start; the SV refinement moves them
+    problem = pinfo["problem"]
+    info["PATCH_SIZE_USED"] = pinfo["patch_size"]
+    info["PATCH_METRIC0"] = round(pinfo["metric_start"], 6)
+    info["PATCH_METRIC"] = round(pinfo["metric_end"], 6)
+    info["PATCH_EVALS"] = pinfo["evaluations"]
+    info["T_PATCH"] = round(time.perf_counter() - t_stage, 3)
+
+    # the wavefront beyond the M modes: its mean OTF, from the r0 of the fitted modes
+    attenuation = [None] * k
+    if cfg.high_order == "kolmogorov":
+        n_fit = min(ctx.n_modes, cfg.fit_modes or ctx.n_modes)
+        d_r0 = estimate_d_over_r0(alpha[:, :n_fit])
+        info["D_OVER_R0"] = round(d_r0, 3)
+        info["FIT_ERR_RAD2"] = round(fitting_error_variance(d_r0, n_fit), 4)
+        for i, inst in enumerate(insts):
+            ratio = ratios[i]                      # D / r0 scales as lambda^(-6/5); phase as 1/lambda
+            nu = frequency_radius((y + 2 * m, x + 2 * m), real=False, device=dev) / inst.cutoff_cycles_per_pixel
+            attenuation[i] = fitting_error_otf(nu, d_r0 * ratio ** 1.2, n_fit)
+
+    # the Wiener prior 1 / P_O of every object, refitted on the patches with the high-order OTF
+    alpha_p = alpha.permute(0, 2, 3, 1)
+    shape_p = (y + 2 * m, x + 2 * m)
+    nu_p = frequency_radius(shape_p, real=False, device=dev)
+    if attenuation[0] is not None:
+        nu_s = frequency_radius((problem.layout.size,) * 2, real=True, device=dev)
+        problem.attenuation = [fitting_error_otf(nu_s / inst.cutoff_cycles_per_pixel,
+                                                 float(info["D_OVER_R0"]) * ratios[i] ** 1.2, n_fit)
+                               for i, inst in enumerate(insts)]
+        problem.refit_object_power(alpha_p)
+    prior = torch.empty(k, *shape_p, device=dev)
+    for i in range(k):
+        law = problem.powers[i]
+        info[f"POWER_SLOPE{i}"] = round(law.slope, 3)
+        r = cfg.prior_scale / law(nu_p)
+        r[0, 0] = 0.0
+        prior[i] = r
+
+    def attenuate(o_k, i):
+        if attenuation[i] is None:
+            return o_k
+        return torch.fft.ifft2(torch.fft.fft2(o_k) * attenuation[i]).real
+
+    field_batches = batches(k, n_frames, ctx.plan.batch)
+
+    def data_value_and_grad(o, a_eff):
+        grad = torch.zeros_like(o)
+        model = torch.empty(k, n_frames, y, x, device=dev)
+        total = 0.0
+        for kk, idx in field_batches:
+            ok = o[kk].detach().requires_grad_(True)
+            with torch.enable_grad():
+                pred = ctx.models[kk].predict(attenuate(ok, kk), a_eff, idx, (y, x))
+                term = (weights[kk, idx] * (pred - data_n[kk, idx]).pow(2)).sum()
+                (g,) = torch.autograd.grad(term, ok)
+            grad[kk] += g
+            model[kk, idx] = pred.detach()
+            total += float(term.detach())
+        return total, grad, model
+
+    def emulate(o, a_eff):
+        out = torch.empty(k, n_frames, y, x, device=dev)
+        with torch.no_grad():
+            for kk, idx in field_batches:
+                out[kk, idx] = ctx.models[kk].predict(attenuate(o[kk], kk), a_eff, idx, (y, x))
+        return out
+
+    def weighted_sq(r):
+        return float((weights * r.pow(2)).sum())
+
+    def denominator(a_eff):
+        """2 (sum_l w_kl |S_kl|^2 + R_k) with S_kl the OTF of frame l's field-mean wavefront."""
+        from svrt.optics.psf import PSFModel
+
+        s = min(64, *shape_p)
+        s -= s % 2
+        mean_a = a_eff.mean(dim=(-2, -1))                                                     # [L, M]
+        out = torch.empty(k, *shape_p, device=dev)
+        for i, inst in enumerate(insts):
+            psf = PSFModel(inst, ctx.n_modes, psf_size=s, device=dev)(mean_a * ratios[i])  # [L, s, s]
+            big = torch.zeros(n_frames, *shape_p, device=dev)
+            big[:, :s, :s] = psf
+            t = torch.fft.fft2(torch.roll(big, shifts=(-(s // 2), -(s // 2)), dims=(-2, -1)))
+            if attenuation[i] is not None:
+                t = t * attenuation[i]
+            mean_w = w_kl[i] * (float(pix_w[i].mean()) if pix_w is not None else 1.0)
+            out[i] = 2.0 * ((mean_w[:, None, None] * t.abs().pow(2)).sum(dim=0) + prior[i])
+        return out.clamp_min(1e-12 * float(out.max()))
+
+    def record(j_total, j_data, j_prior, j_modes, dt):
+        history["iteration"].append(len(history["iteration"]) + 1)
+        for key, v in (("total", j_total), ("data", j_data), ("reg_object", j_prior), ("reg_modes", j_modes),
+                       ("time_s", dt)):
+            history[key].append(float(v))
+
+    def object_stage(o, a_eff):
+        t0 = time.perf_counter()
+        res = solve_objects(lambda oo: data_value_and_grad(oo, a_eff), lambda oo: emulate(oo, a_eff), o, prior,
+                            denominator(a_eff), weighted_sq, cfg.object_iterations, cfg.tolerance, deadline)
+        dt = (time.perf_counter() - t0) / max(1, len(res.history))
+        for j, j_data, j_prior in res.history:
+            record(j, j_data, j_prior, 0.0, dt)
+        info["OBJ_STOP"] = res.stop_reason
+        info["OBJ_ITERS"] = info.get("OBJ_ITERS", 0) + res.iterations
+        return res.objects
+
+    # 2. the objects with the SV forward model, started from the frame average (field + mirrored margin)
+    bar.stage("objects")
+    o = init_o.detach().to(dev)
+    if m > 0:
+        o = F.pad(o[:, None], (m, m, m, m), mode="reflect" if m < min(y, x) else "replicate")[:, 0]
+    a = ctx.centred(alpha.to(dev))
+    o = object_stage(o, a)
+
+    # 3. rounds of SV wavefront refinement (objects fixed) and object solves
+    rounds_done = 0
+    # with one wavefront per frame the whole-field object-eliminated solve is the refined solution already;
+    # refining it against fixed objects only degraded it on every burst measured (benchmarks/PEERS.md)
+    n_rounds = cfg.refine_rounds if (cfg.refine_iterations > 0 and (yg, xg) != (1, 1)) else 0
+    for rnd in range(n_rounds):
+        if deadline is not None and time.perf_counter() > deadline:
+            info["STOP"] = "time budget"
+            break
+        bar.stage(f"refine {rnd + 1}/{cfg.refine_rounds}")
+        a = refine_modes(ctx, o, a, data_n, weights, attenuate, (y, x), record)
+        o = object_stage(o, a)
+        rounds_done += 1
+    info["ROUNDS"] = rounds_done
+    info.setdefault("STOP", info.get("OBJ_STOP", ""))
+    bar.close()
+
+    # the restoration: o through the erf filter of Eq. 16 (o is already band-limited by the prior)
+    o_star = ctx.filtered(o, insts)
+    with torch.no_grad():
+        model = emulate(o, a)
+    history["iteration"] = np.asarray(history["iteration"], dtype=np.int64)
+    for key in ("total", "data", "reg_object", "reg_modes", "time_s"):
+        history[key] = np.asarray(history[key], dtype=np.float64)
+    crop = (slice(None), slice(m, m + y), slice(m, m + x))
+    return o[crop], o_star[crop], a, model, history, info
+
+
+def refine_modes(ctx: SolveContext, o, a, data_n, weights, attenuate, size, record):
+    """L-BFGS on the node wavefronts with the objects fixed: the data term of the SV forward model plus
+    lambda_alpha <|grad alpha|^2> (the wavefront varies smoothly across the field)."""
+    cfg = ctx.config
+    k, n_frames = data_n.shape[:2]
+    field_batches = batches(k, n_frames, ctx.plan.batch)
+    o_in = [attenuate(o[kk], kk).detach() for kk in range(k)]
+    p = a.detach().clone().requires_grad_(True)
+    opt = torch.optim.LBFGS([p], lr=1.0, max_iter=cfg.refine_iterations, history_size=10,
+                            line_search_fn="strong_wolfe", tolerance_grad=1e-10, tolerance_change=1e-12)
+    scale = [None]
+
+    def closure():
+        opt.zero_grad()
+        t0 = time.perf_counter()
+        total = 0.0
+        for kk, idx in field_batches:
+            pred = ctx.models[kk].predict(o_in[kk], ctx.centred(p), idx, size)
+            term = (weights[kk, idx] * (pred - data_n[kk, idx]).pow(2)).sum()
+            term.backward()
+            total += float(term.detach())
+        if scale[0] is None:
+            scale[0] = total / max(1, n_frames)       # lambda_alpha relative to one frame's data term
+        reg = cfg.lambda_modes * scale[0] * grad_sq_mean(ctx.centred(p)).sum()
+        if reg.requires_grad:
+            reg.backward()
+        record(total + float(reg), total, float("nan"), float(reg), time.perf_counter() - t0)
+        return torch.as_tensor(total + float(reg))
+
+    opt.step(closure)
+    return ctx.centred(p.detach())

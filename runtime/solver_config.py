@@ -1,0 +1,161 @@
+"""The solver's settings (:class:`SolverConfig`), their validation, and the constants every part of the
+solver shares: the smallest image, the tip-tilt modes, the memory rule's overheads, the grid contract
+(:func:`grid_shape`).
+
+Every field of :class:`SolverConfig` is written into the restoration header under its upper-cased name,
+so the settings that made a restoration travel with it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+from svrt.errors import SvrtError
+
+__all__ = ["SolverConfig", "grid_shape", "MIN_SIZE", "TIPTILT_MODES", "MAX_ITERATIONS", "CPU_MAX_BATCH",
+           "RUNTIME_OVERHEAD_MB", "PRECISIONS"]
+
+MIN_SIZE = 16               # smallest image side the solver accepts (one emulator block)
+TIPTILT_MODES = (0, 1)      # KL modes 1 and 2 (0-based): tip and tilt
+_WEIGHTS = ("uniform", "noise")
+_SCALINGS = ("object", "global")
+_APODIZATIONS = ("mirror", "hann", "none")
+PRECISIONS = ("auto", "fp32", "fp16")  # engine precision when the solver loads it
+_METHODS = ("momfbd", "adam")
+_HIGH_ORDERS = ("kolmogorov", "none")
+MAX_ITERATIONS = 100_000    # beyond this a setting is a typo, not a restoration
+CPU_MAX_BATCH = 2           # on CPU small batches are fastest (256^2: 2.4 s/iteration at B = 1-2, 4.0 s at B = 24)
+RUNTIME_OVERHEAD_MB = 64.0  # kept out of the memory bound for the runtime's own workspaces (oneDNN/cuDNN, allocator)
+
+
+@dataclass
+class SolverConfig:
+    """Every hyper-parameter of SV-MOMFBD, with its default and unit. Written into the restoration
+    header under the upper-cased field name (``lr_objects`` -> ``LR_OBJECTS``)."""
+
+    method: str = "momfbd"               # momfbd: patch wavefronts, Wiener objects, SV refinement; adam: the paper's joint AdamW
+    iterations: int = 30                 # AdamW iterations (method adam; paper: 30)
+    grid: int = 32                       # P, pixels per coarse-grid node; 0: one wavefront per frame (invariant MFBD)
+    patch_size: int = 64                 # [pixel] side of the patch around each node in the wavefront stage (method momfbd)
+    patch_iterations: int = 30           # L-BFGS iterations per mode step of the patch wavefront stage
+    node_iterations: int | None = 0      # L-BFGS iterations of each node's own patch after the whole field (None: patch_iterations; 0: none, the SV refinement moves the nodes)
+    coarse_to_fine: bool = True          # start every patch from the whole field's wavefronts (method momfbd)
+    fit_modes: int | None = 20           # fit KL 1..fit_modes in the patch stage, the rest 0 (None: all M); more modes fit the noise
+    object_iterations: int = 40          # most conjugate-gradient iterations of each object solve
+    refine_rounds: int = 2               # rounds of (SV wavefront refinement, object solve) after the first object solve
+    refine_iterations: int = 10          # L-BFGS iterations of each SV wavefront refinement (0: none)
+    prior_scale: float = 1.0             # multiplies the Wiener prior 1/P_O (1: the minimum-mean-square-error estimate)
+    high_order: str = "none"             # wavefront beyond the fitted modes: none, or kolmogorov (its mean OTF from the fitted r0)
+    tolerance: float = 1e-4              # stop an object solve when J falls by less than this (relative) in an iteration
+    time_budget: float | None = None     # [s] stop refining once the restoration has taken this long (None: no limit)
+    lr_objects: float = 10 ** -1.7       # AdamW learning rate of the objects (normalised intensity units; Fig. 9)
+    lr_modes: float = 10 ** -0.5         # AdamW learning rate of the modes (radians; Fig. 9)
+    weight_decay_objects: float = 0.0    # AdamW decoupled weight decay of the objects (0 keeps the photometry)
+    weight_decay_modes: float = 0.01     # AdamW decoupled weight decay of the modes (torch default)
+    lambda_obj: float = 1.0              # lambda_o, Tikhonov weight of <|grad o*|^2> (dimensionless; tuned on simulations, see docs)
+    lambda_modes: float = 0.01           # lambda_alpha, Tikhonov weight of <|grad alpha|^2> (rad^-2 per node; paper 0.01)
+    filter_width: float = 1.8            # w of Eq. 16, in units of the diffraction cutoff D/lambda
+    filter_sharpness: float = 20.0       # n of Eq. 16
+    apodization: str = "mirror"          # boundary of the Fourier filter: mirror (reflect-pad), hann (window), none (periodic)
+    apodization_pixels: int = 16         # [pixel] mirror margin / width of the hann ramps
+    weights: str = "uniform"             # gamma_kl: uniform (1) or noise (inverse noise variance, mean 1)
+    scaling: str = "object"              # photometric normalisation constant: one per object or one global
+    tiptilt: bool = True                 # remove the mean tip-tilt over the frames (fixes the object's position)
+    margin: int = 16                     # [pixel] the object extends this far beyond the field (light from outside it)
+    global_modes: bool = True            # modes = per-frame global part + per-node part (faster convergence; same model)
+    lr_nodes: float | None = 0.1         # learning rate of the per-node part with global_modes (None: lr_modes)
+    init_modes_std: float = 0.0          # [rad] std of random initial modes (0: zero modes, the paper's start)
+    max_batch: int | None = None         # most (object, frame) pairs per emulator call; None: from memory_mb (CPU: at most 2)
+    memory_mb: float | None = None       # memory bound [MiB]; None: 80 % of free CUDA memory, or 50 % of RAM on CPU
+    tile_size: int | None = None         # [pixel] force overlapping tiles of this side; None: tiles only if a frame does not fit
+    tile_overlap: int = 32               # [pixel] overlap of neighbouring tiles (raised-cosine blend)
+    checkpointing: str = "auto"          # gradient checkpointing of the U-Net levels: auto (on CUDA), on, off
+    precision: str = "auto"              # engine precision when the solver loads it: auto (fp16 on CUDA), fp32, fp16
+    loss_scale: float | None = None      # FP16 loss scale; None: automatic (2^16, halved on overflow)
+    kernels: str = "auto"                # svrt.kernels implementation: auto, torch, triton
+    seed: int = 0                        # random seed (init_modes_std)
+    progress: bool = True                # tqdm progress bar on stderr
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> "SolverConfig":
+        def need(cond: bool, msg: str) -> None:
+            if not cond:
+                raise SvrtError(msg)
+
+        need(self.method in _METHODS, f"method must be one of {', '.join(_METHODS)}; got {self.method!r}.")
+        need(self.high_order in _HIGH_ORDERS, f"high_order must be one of {', '.join(_HIGH_ORDERS)}; got {self.high_order!r}.")
+        need(isinstance(self.iterations, int) and 1 <= self.iterations <= MAX_ITERATIONS,
+             f"iterations must be an integer in 1..{MAX_ITERATIONS}; got {self.iterations!r}.")
+        for name in ("patch_iterations", "object_iterations", "refine_iterations", "refine_rounds"):
+            v = getattr(self, name)
+            need(isinstance(v, int) and 0 <= v <= MAX_ITERATIONS, f"{name} must be an integer in 0..{MAX_ITERATIONS}; got {v!r}.")
+        need(self.node_iterations is None or (isinstance(self.node_iterations, int) and 0 <= self.node_iterations <= MAX_ITERATIONS),
+             f"node_iterations must be None or an integer in 0..{MAX_ITERATIONS}; got {self.node_iterations!r}.")
+        need(isinstance(self.coarse_to_fine, bool), f"coarse_to_fine must be True or False; got {self.coarse_to_fine!r}.")
+        need(self.fit_modes is None or (isinstance(self.fit_modes, int) and self.fit_modes >= 2),
+             f"fit_modes must be None or an integer >= 2; got {self.fit_modes!r}.")
+        need(isinstance(self.patch_size, int) and self.patch_size >= 16, f"patch_size must be an integer >= 16 pixels; got {self.patch_size!r}.")
+        for name in ("prior_scale", "tolerance"):
+            v = getattr(self, name)
+            need(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0, f"{name} must be a number >= 0; got {v!r}.")
+        need(self.time_budget is None or (isinstance(self.time_budget, (int, float)) and self.time_budget > 0),
+             f"time_budget must be None or a positive number of seconds; got {self.time_budget!r}.")
+        need(isinstance(self.grid, int) and self.grid >= 0, f"grid (P, pixels per node) must be an integer >= 0; got {self.grid!r}.")
+        for name in ("lr_objects", "lr_modes"):
+            v = getattr(self, name)
+            need(isinstance(v, (int, float)) and math.isfinite(v) and v > 0, f"{name} must be a positive number; got {v!r}.")
+        for name in ("weight_decay_objects", "weight_decay_modes", "lambda_obj", "lambda_modes", "init_modes_std"):
+            v = getattr(self, name)
+            need(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0, f"{name} must be a number >= 0; got {v!r}.")
+        need(self.lr_nodes is None or (isinstance(self.lr_nodes, (int, float)) and math.isfinite(self.lr_nodes) and self.lr_nodes > 0),
+             f"lr_nodes must be None or a positive number; got {self.lr_nodes!r}.")
+        need(self.filter_width > 0 and self.filter_sharpness > 0,
+             f"filter_width and filter_sharpness must be positive; got {self.filter_width!r} and {self.filter_sharpness!r}.")
+        need(self.apodization in _APODIZATIONS, f"apodization must be one of {', '.join(_APODIZATIONS)}; got {self.apodization!r}.")
+        need(isinstance(self.margin, int) and self.margin >= 0, f"margin must be an integer >= 0 pixels; got {self.margin!r}.")
+        need(isinstance(self.apodization_pixels, int) and self.apodization_pixels >= 0,
+             f"apodization_pixels must be an integer >= 0; got {self.apodization_pixels!r}.")
+        need(self.weights in _WEIGHTS, f"weights must be one of {', '.join(_WEIGHTS)}; got {self.weights!r}.")
+        need(self.scaling in _SCALINGS, f"scaling must be one of {', '.join(_SCALINGS)}; got {self.scaling!r}.")
+        need(self.max_batch is None or (isinstance(self.max_batch, int) and self.max_batch >= 1),
+             f"max_batch must be None or an integer >= 1; got {self.max_batch!r}.")
+        need(self.memory_mb is None or (isinstance(self.memory_mb, (int, float)) and self.memory_mb > 0),
+             f"memory_mb must be None or a positive number of MiB; got {self.memory_mb!r}.")
+        need(self.tile_size is None or (isinstance(self.tile_size, int) and self.tile_size >= 2 * MIN_SIZE),
+             f"tile_size must be None or an integer >= {2 * MIN_SIZE} pixels; got {self.tile_size!r}.")
+        need(isinstance(self.tile_overlap, int) and self.tile_overlap >= 0,
+             f"tile_overlap must be an integer >= 0 pixels; got {self.tile_overlap!r}.")
+        need(self.tile_size is None or self.tile_overlap < self.tile_size // 2,
+             f"tile_overlap ({self.tile_overlap}) must be less than half the tile size ({self.tile_size}).")
+        need(self.checkpointing in ("auto", "on", "off"), f"checkpointing must be auto, on or off; got {self.checkpointing!r}.")
+        need(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}.")
+        need(self.loss_scale is None or (isinstance(self.loss_scale, (int, float)) and self.loss_scale > 0),
+             f"loss_scale must be None or positive; got {self.loss_scale!r}.")
+        need(self.kernels in ("auto", "torch", "triton"), f"kernels must be auto, torch or triton; got {self.kernels!r}.")
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def header(self) -> dict:
+        """Header cards: every field, upper-cased; None is written as 'auto'."""
+        out = {}
+        for k, v in self.to_dict().items():
+            out[k.upper()] = "auto" if v is None else v
+        return out
+
+
+def grid_shape(shape: tuple[int, int], grid: int) -> tuple[int, int]:
+    """(Yg, Xg) = (ceil(Y / P), ceil(X / P)); P = 0 gives (1, 1). Raises for P larger than the image."""
+    y, x = (int(v) for v in shape)
+    if grid == 0:
+        return 1, 1
+    if grid > max(y, x):
+        raise SvrtError(f"the grid factor P = {grid} is larger than the image ({y}x{x} pixels); "
+                        f"use P <= {max(y, x)}, or grid 0 for one wavefront per frame.")
+    return math.ceil(y / grid), math.ceil(x / grid)
+
