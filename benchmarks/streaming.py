@@ -1,7 +1,7 @@
 """Latency per burst of the streaming restorer and what the warm start gains, on short time series of
 simulated bursts.
 
-    python -m svrt.benchmarks.streaming                        # ~5 min on 2 cores
+    python -m svrt.benchmarks.streaming                        # ~15 min on 2 cores
     python -m svrt.benchmarks.streaming --size 64 --frames 4 --bursts 5 --out benchmarks/results/streaming.json
 
 Two series of ``--bursts`` bursts (crisp8542, K objects x L frames of size^2, 1 % noise), because a
@@ -15,14 +15,16 @@ wavefronts afresh from its seed):
 - ``seeing``: one scene (the scene of seed 3) seen through a new atmosphere in each burst (seeds 10,
   11, ...): the realistic case, where only the objects carry over from burst to burst.
 
-Each series is restored twice through :class:`svrt.runtime.streaming.Restorer` (``stream``, one
-warm-up burst first so that first-call costs are out): ``warm_start=False`` (frame average, zero
-modes) and ``warm_start=True`` (``init=previous result``). Per burst: ``latency_s`` (submission to
+Each series is restored three times through :class:`svrt.runtime.streaming.Restorer` (``stream``,
+one warm-up burst first so that first-call costs are out): ``warm_start="off"`` (frame average, zero
+modes), ``"objects"`` (the previous objects, zero modes) and ``"all"`` (``init=previous result``:
+objects and each frame's modes). Per burst: ``latency_s`` (submission to
 result, queue wait included, bursts fed as fast as the queue takes them), ``solve_s``, the solver's
 work (``PATCH_EVALS``: loss evaluations of the patch wavefront stage; ``OBJ_ITERS``: conjugate-gradient
 iterations of the object solves; ``iterations``: rows of the loss table) and the restoration's score
-against the truth (:func:`svrt.runtime.metrics.score_restoration`, object 0). The summary compares
-bursts 2..N (burst 1 starts cold in both runs): mean solve time, mean work, mean NMSE, warm / cold.
+against the truth (:func:`svrt.runtime.metrics.score_restoration`, object 0; the frame average's too,
+for scale). The summary compares bursts 2..N (burst 1 starts cold in every run): mean solve time,
+mean work, mean NMSE, each warm start over "off".
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ def seeing_series(n: int, size: int, n_frames: int, n_objects: int, scene_seed: 
         scenes.make_objects = make_objects
 
 
-def run_series(bursts: list, engine, config, warm: bool) -> list[dict]:
+def run_series(bursts: list, engine, config, warm: str) -> list[dict]:
     from svrt.instruments import get_instrument
     from svrt.runtime.metrics import score_restoration
     from svrt.runtime.streaming import Restorer
@@ -80,23 +82,28 @@ def run_series(bursts: list, engine, config, warm: bool) -> list[dict]:
                 raise SystemExit(f"burst {item.name} failed: {item.error}")
             h = item.result.header
             score = score_restoration(item.result.objects[0], bursts[item.index].truth[0], cut)
+            average = score_restoration(item.result.frame_average[0], bursts[item.index].truth[0], cut)
             rows.append({"burst": item.index, "warm": item.warm, "latency_s": round(item.latency_s, 3),
                          "wait_s": round(item.wait_s, 3), "solve_s": round(item.solve_s, 3),
                          "patch_evals": h.get("PATCH_EVALS"), "obj_iters": h.get("OBJ_ITERS"),
                          "iterations": item.iterations, "t_patch_s": h.get("T_PATCH"),
-                         "nmse": round(float(score["nmse"]), 5)})
+                         "nmse": round(float(score["nmse"]), 5), "nmse_frame_average": round(float(average["nmse"]), 5)})
     return rows
 
 
-def summarize(cold: list[dict], warm: list[dict]) -> dict:
+def summarize(runs: dict[str, list[dict]]) -> dict:
+    """Mean of bursts 2..N of each run, and each run over the cold one."""
     def mean(rows, key):
         values = [r[key] for r in rows[1:] if r.get(key) is not None]
         return round(statistics.mean(values), 4) if values else None
 
     out = {}
-    for key in ("solve_s", "latency_s", "patch_evals", "obj_iters", "iterations", "nmse"):
-        c, w = mean(cold, key), mean(warm, key)
-        out[key] = {"cold": c, "warm": w, "warm_over_cold": round(w / c, 3) if c and w is not None else None}
+    for key in ("solve_s", "latency_s", "patch_evals", "obj_iters", "iterations", "nmse", "nmse_frame_average"):
+        cold = mean(runs["off"], key)
+        out[key] = {mode: mean(rows, key) for mode, rows in runs.items()}
+        for mode in runs:
+            if mode != "off" and cold and out[key][mode] is not None:
+                out[key][f"{mode}_over_off"] = round(out[key][mode] / cold, 3)
     return out
 
 
@@ -127,10 +134,9 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         bursts = make(args.bursts, args.size, args.frames, args.objects)
         print(f"{name}: {len(bursts)} bursts simulated in {time.perf_counter() - t0:.1f} s", flush=True)
-        cold = run_series(bursts, engine, config, warm=False)
-        warm = run_series(bursts, engine, config, warm=True)
-        summary = summarize(cold, warm)
-        record["series"][name] = {"cold": cold, "warm": warm, "summary": summary}
+        runs = {mode: run_series(bursts, engine, config, warm=mode) for mode in ("off", "objects", "all")}
+        summary = summarize(runs)
+        record["series"][name] = {**runs, "summary": summary}
         print(f"{name}: " + json.dumps(summary), flush=True)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

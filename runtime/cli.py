@@ -66,6 +66,21 @@ def _check_outputs(output, png_path, inputs, overwrite) -> None:
         check_writable(png_path, overwrite)
 
 
+def _check_checkpoint(checkpoint, resume, output, png_path, burst_path) -> None:
+    """Before any work: --resume needs --checkpoint, and the checkpoint is none of the other files."""
+    from svrt.fileio import check_not_input
+
+    if checkpoint is None:
+        if resume:
+            raise SvrtError("--resume needs --checkpoint FILE, the checkpoint of the run to continue.")
+        return
+    names = [("output", output), ("quick-look PNG", png_path)]
+    for what, other in names:
+        if other is not None and Path(checkpoint).resolve() == Path(other).resolve():
+            raise SvrtError(f"--checkpoint {checkpoint} is also the {what}; give the checkpoint its own file.")
+    check_not_input(checkpoint, burst_path)
+
+
 _PNG_BYTES = 2 << 20  # a quick look is well below 2 MiB
 _PNG_STRIP = (".fits.gz", ".fit.gz", ".fts.gz", ".fits", ".fit", ".fts", ".hdf5", ".h5", ".hdf", ".he5")
 
@@ -338,9 +353,16 @@ def _comparison_text(burst, result) -> str | None:
 @click.option("--overwrite", is_flag=True, help="Replace existing output files (never the input).")
 @click.option("--png", default=None, type=click.Path(dir_okay=False), help="Quick look [default: output name .png].")
 @click.option("--no-png", is_flag=True, help="Do not write the quick-look PNG.")
+@click.option("--checkpoint", "checkpoint", default=None, type=click.Path(dir_okay=False),
+              help="Checkpoint the restoration's state to this file (atomically; adam: every --checkpoint-every "
+                   "iterations, momfbd: after every stage).")
+@click.option("--checkpoint-every", default=_default("checkpoint_every"), show_default=True,
+              type=click.IntRange(1, MAX_ITERATIONS), help="Iterations between checkpoints (method adam).")
+@click.option("--resume", is_flag=True,
+              help="Continue a killed run from --checkpoint (same burst and settings) to the result of an uninterrupted one.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def deconvolve_command(burst_path, output, engine_paths, model, backend, device, instrument, allow_nonfinite,
-                       drop_dead_frames, overwrite, png, no_png, quiet, **solver_kw):
+                       drop_dead_frames, overwrite, png, no_png, quiet, checkpoint, checkpoint_every, resume, **solver_kw):
     """Restore a burst with SV-MOMFBD: objects and per-pixel wavefronts over the whole field at once.
 
     Reads a burst (FRAMES [K, L, Y, X], FITS or HDF5) and writes the restoration file (OBJECT [K, Y, X],
@@ -360,12 +382,13 @@ def deconvolve_command(burst_path, output, engine_paths, model, backend, device,
     _check_device(device)
     png_path = None if no_png else (png or str(_png_name(output)))
     _check_outputs(output, png_path, (burst_path,), overwrite)
-    config = _config(quiet, **solver_kw)
+    _check_checkpoint(checkpoint, resume, output, png_path, burst_path)
+    config = _config(quiet, checkpoint=checkpoint, checkpoint_every=checkpoint_every, **solver_kw)
     burst = _read_checked_burst(burst_path, list(instrument) or None, allow_nonfinite, drop_dead_frames, quiet)
     _check_restoration_space(output, png_path, burst, config)
     engines = _load_engines(engine_paths, model, backend, device, config.precision, config.method)
     solver = SVMOMFBD(engines if len(engines) > 1 else engines[0], config)
-    result = solver.solve(burst)
+    result = solver.solve(burst, resume=checkpoint if resume else None)
     write_result(output, result, burst, Path(burst_path).name, overwrite=overwrite)
     loss = result.loss["total"]
     k, y, x = result.objects.shape

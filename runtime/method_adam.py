@@ -21,6 +21,9 @@ rates (objects ``lr_objects``, the paper's 10^-1.7; modes ``lr_modes``, 10^-0.5)
   FP16 engines on CUDA use a dynamic loss scale (2^16, halved on overflow).
 * **Tiles** (:func:`solve_tiled`): when even one frame of the field does not fit the memory bound, the
   field is solved in overlapping tiles blended with raised-cosine weights.
+* **Checkpoints** (``config.checkpoint``, :mod:`svrt.runtime.checkpoint`): every ``checkpoint_every``
+  iterations the parameters, the AdamW state, the loss scale and the history are written; a resumed solve
+  continues with the next iteration, to the same result (not for tiles).
 """
 
 from __future__ import annotations
@@ -81,14 +84,21 @@ def solve_field(ctx: SolveContext, data_n, pix_w, init_o, init_a, tile_label: st
     field_batches = batches(k, n_frames, plan.batch)
     history: dict = {key: [] for key in ("iteration", "total", "data", "reg_object", "reg_modes", "time_s")}
     npix = float(y * x)
+    ck = ctx.checkpoint
+    params = [o] + ([g] if g is not None else []) + [a]          # the order of the optimiser's groups
+    start = 1
+    resumed = ck.take() if ck is not None else None
+    if resumed is not None:
+        start, loss_scale = _restore(resumed, opt, params, history, cfg.iterations, ck.path.name)
     bar = None
     if cfg.progress:
         from tqdm import tqdm
 
         desc = "SV-MOMFBD" + (f" {tile_label}" if tile_label else "")
-        bar = tqdm(total=cfg.iterations, desc=desc, unit="it", leave=False, dynamic_ncols=True, file=sys.stderr)
+        bar = tqdm(total=cfg.iterations, initial=start - 1, desc=desc, unit="it", leave=False, dynamic_ncols=True,
+                   file=sys.stderr)
     try:
-        for it in range(1, cfg.iterations + 1):
+        for it in range(start, cfg.iterations + 1):
             t0 = time.perf_counter()
             for _attempt in range(8):
                 opt.zero_grad(set_to_none=True)
@@ -142,6 +152,8 @@ def solve_field(ctx: SolveContext, data_n, pix_w, init_o, init_a, tile_label: st
                                 reg_o=f"{terms['reg_object']:.2e}", reg_m=f"{terms['reg_modes']:.2e}",
                                 refresh=False)
                 bar.update(1)
+            if ck is not None and it % cfg.checkpoint_every == 0 and it < cfg.iterations:
+                _save(ck, opt, params, history, it, loss_scale)
             if ctx.callback is not None:
                 ctx.callback(dict(terms, tile=tile_label))
     finally:
@@ -156,6 +168,49 @@ def solve_field(ctx: SolveContext, data_n, pix_w, init_o, init_a, tile_label: st
         model = emulate(ctx.models, o_star, ctx.centred(a), field_batches, (y, x))
     crop = (slice(None), slice(m, m + y), slice(m, m + x))
     return o.detach()[crop], o_star[crop], a, model, history
+
+
+def _save(ck, opt, params, history, it: int, loss_scale: float) -> None:
+    """Checkpoint after iteration ``it``: the parameters ``params`` (o [K, Y+2m, X+2m], g [L, M, 1, 1] when
+    two-scale, a [L, M, Yg, Xg]), the AdamW state of each, the loss scale and the history so far."""
+    tensors = {}
+    for i, (name, p) in enumerate(zip(_names(params), params)):
+        tensors[name] = p.detach()
+        for key, value in opt.state.get(p, {}).items():
+            tensors[f"opt/{i}/{key}"] = torch.as_tensor(value)
+    ck.save(tensors, {"iteration": it, "loss_scale": loss_scale}, history)
+
+
+def _names(params) -> list:
+    return ["o", "g", "a"] if len(params) == 3 else ["o", "a"]
+
+
+def _restore(resumed, opt, params, history, iterations: int, name: str):
+    """Load a checkpoint written by :func:`_save` into ``params``, ``opt`` and ``history``; returns (the
+    next iteration, the loss scale)."""
+    tensors, state, hist = resumed
+    it = state.get("iteration")
+    if not isinstance(it, int) or not 1 <= it < iterations:
+        raise SvrtError(f"Checkpoint {name} holds iteration {it!r}; expected 1..{iterations - 1} for this run.")
+    for i, (pname, p) in enumerate(zip(_names(params), params)):
+        t = tensors.get(pname)
+        if t is None or tuple(t.shape) != tuple(p.shape):
+            raise SvrtError(f"Checkpoint {name} lacks '{pname}' of shape {tuple(p.shape)} "
+                            f"(got {None if t is None else tuple(t.shape)}).")
+        with torch.no_grad():
+            p.copy_(t.to(p.device, p.dtype))
+        st = {}
+        for key in ("step", "exp_avg", "exp_avg_sq"):
+            v = tensors.get(f"opt/{i}/{key}")
+            if v is None:
+                raise SvrtError(f"Checkpoint {name} lacks the optimiser state 'opt/{i}/{key}'.")
+            st[key] = v if key == "step" else v.to(p.device, p.dtype)
+        opt.state[p] = st
+    for key in history:
+        history[key] = list(hist.get(key, []))
+        if len(history[key]) != it:
+            raise SvrtError(f"Checkpoint {name} holds {len(history[key])} values of history/{key}; expected {it}.")
+    return it + 1, float(state.get("loss_scale", 1.0))
 
 
 def solve_tiled(ctx: SolveContext, data_n, pix_w, init_o, init_a):

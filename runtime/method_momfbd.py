@@ -15,6 +15,10 @@ The data weights are ``gamma_kl / s_kl^2`` with ``s_kl^2`` the noise variance of
 beyond the diffraction cutoff (:func:`svrt.runtime.problem.noise_variances`), times the pixel mask.
 With ``high_order="kolmogorov"`` the wavefront beyond the fitted modes enters as its mean OTF, from the
 r0 of the fitted modes (:mod:`svrt.optics.residual`).
+
+With a checkpoint (``config.checkpoint``, :mod:`svrt.runtime.checkpoint`) the state is written after the
+first object solve and after every refinement round but the last; a resumed solve skips the patch stage
+and continues with the next round, to the same result.
 """
 
 from __future__ import annotations
@@ -82,55 +86,64 @@ def solve_momfbd(ctx: SolveContext, data_n, pix_w, init_o, init_a, t_start: floa
     w_kl = ctx.gamma.to(dev) / nvar
     weights = w_kl[:, :, None, None] * (pix_w if pix_w is not None else 1.0)
 
-    # 1. wavefronts at the nodes: object-eliminated MOMFBD of each node's patch
-    bar.stage("wavefronts per patch")
-    if init_a is None and (yg, xg) != (1, 1) and cfg.coarse_to_fine:
-        # coarse to fine: one wavefront per frame from the whole field (the most data, no patch edges),
-        # then every node's patch starts from it
-        glob, _ = patch_wavefronts(data_n, insts, ctx.n_modes, (1, 1), nvar.mean(dim=1), cfg.patch_size,
-                                   cfg.patch_iterations, tiptilt=cfg.tiptilt, fit_modes=cfg.fit_modes)
-        init_a = glob.expand(-1, -1, yg, xg).contiguous()
-    node_iterations = cfg.patch_iterations if (cfg.node_iterations is None or init_a is None) else cfg.node_iterations
-    alpha, pinfo = patch_wavefronts(data_n, insts, ctx.n_modes, (yg, xg), nvar.mean(dim=1), cfg.patch_size,
-                                    max(1, node_iterations), tiptilt=cfg.tiptilt, init=init_a, fit_modes=cfg.fit_modes)
-    if init_a is not None and (yg, xg) != (1, 1) and node_iterations == 0:
-        alpha = init_a                     # the nodes keep the start; the SV refinement moves them
-    problem = pinfo["problem"]
-    info["PATCH_SIZE_USED"] = pinfo["patch_size"]
-    info["PATCH_METRIC0"] = round(pinfo["metric_start"], 6)
-    info["PATCH_METRIC"] = round(pinfo["metric_end"], 6)
-    info["PATCH_EVALS"] = pinfo["evaluations"]
-    info["T_PATCH"] = round(time.perf_counter() - t_stage, 3)
-
-    # the wavefront beyond the M modes: its mean OTF, from the r0 of the fitted modes
+    shape_p = (y + 2 * m, x + 2 * m)                   # the object with its margin
+    ck = ctx.checkpoint
+    resumed = ck.take() if ck is not None else None
     attenuation = [None] * k
-    if cfg.high_order == "kolmogorov":
-        n_fit = min(ctx.n_modes, cfg.fit_modes or ctx.n_modes)
-        d_r0 = estimate_d_over_r0(alpha[:, :n_fit])
-        info["D_OVER_R0"] = round(d_r0, 3)
-        info["FIT_ERR_RAD2"] = round(fitting_error_variance(d_r0, n_fit), 4)
-        for i, inst in enumerate(insts):
-            ratio = ratios[i]                      # D / r0 scales as lambda^(-6/5); phase as 1/lambda
-            nu = frequency_radius((y + 2 * m, x + 2 * m), real=False, device=dev) / inst.cutoff_cycles_per_pixel
-            attenuation[i] = fitting_error_otf(nu, d_r0 * ratio ** 1.2, n_fit)
+    if resumed is not None:
+        # continue after the stage the checkpoint was written at: the patch stage is not repeated
+        tensors, state, saved = resumed
+        prior, attenuation, o_saved, a_saved, rounds_saved = _restore(tensors, state, k, shape_p, ck.path.name, dev)
+        info.update(state["info"])
+        history.update({key: list(saved.get(key, [])) for key in history})
+    else:
+        # 1. wavefronts at the nodes: object-eliminated MOMFBD of each node's patch
+        bar.stage("wavefronts per patch")
+        if init_a is None and (yg, xg) != (1, 1) and cfg.coarse_to_fine:
+            # coarse to fine: one wavefront per frame from the whole field (the most data, no patch edges),
+            # then every node's patch starts from it
+            glob, _ = patch_wavefronts(data_n, insts, ctx.n_modes, (1, 1), nvar.mean(dim=1), cfg.patch_size,
+                                       cfg.patch_iterations, tiptilt=cfg.tiptilt, fit_modes=cfg.fit_modes)
+            init_a = glob.expand(-1, -1, yg, xg).contiguous()
+        node_iterations = cfg.patch_iterations if (cfg.node_iterations is None or init_a is None) else cfg.node_iterations
+        alpha, pinfo = patch_wavefronts(data_n, insts, ctx.n_modes, (yg, xg), nvar.mean(dim=1), cfg.patch_size,
+                                        max(1, node_iterations), tiptilt=cfg.tiptilt, init=init_a, fit_modes=cfg.fit_modes)
+        if init_a is not None and (yg, xg) != (1, 1) and node_iterations == 0:
+            alpha = init_a                     # the nodes keep the start; the SV refinement moves them
+        problem = pinfo["problem"]
+        info["PATCH_SIZE_USED"] = pinfo["patch_size"]
+        info["PATCH_METRIC0"] = round(pinfo["metric_start"], 6)
+        info["PATCH_METRIC"] = round(pinfo["metric_end"], 6)
+        info["PATCH_EVALS"] = pinfo["evaluations"]
+        info["T_PATCH"] = round(time.perf_counter() - t_stage, 3)
 
-    # the Wiener prior 1 / P_O of every object, refitted on the patches with the high-order OTF
-    alpha_p = alpha.permute(0, 2, 3, 1)
-    shape_p = (y + 2 * m, x + 2 * m)
-    nu_p = frequency_radius(shape_p, real=False, device=dev)
-    if attenuation[0] is not None:
-        nu_s = frequency_radius((problem.layout.size,) * 2, real=True, device=dev)
-        problem.attenuation = [fitting_error_otf(nu_s / inst.cutoff_cycles_per_pixel,
-                                                 float(info["D_OVER_R0"]) * ratios[i] ** 1.2, n_fit)
-                               for i, inst in enumerate(insts)]
-        problem.refit_object_power(alpha_p)
-    prior = torch.empty(k, *shape_p, device=dev)
-    for i in range(k):
-        law = problem.powers[i]
-        info[f"POWER_SLOPE{i}"] = round(law.slope, 3)
-        r = cfg.prior_scale / law(nu_p)
-        r[0, 0] = 0.0
-        prior[i] = r
+        # the wavefront beyond the M modes: its mean OTF, from the r0 of the fitted modes
+        if cfg.high_order == "kolmogorov":
+            n_fit = min(ctx.n_modes, cfg.fit_modes or ctx.n_modes)
+            d_r0 = estimate_d_over_r0(alpha[:, :n_fit])
+            info["D_OVER_R0"] = round(d_r0, 3)
+            info["FIT_ERR_RAD2"] = round(fitting_error_variance(d_r0, n_fit), 4)
+            for i, inst in enumerate(insts):
+                ratio = ratios[i]                      # D / r0 scales as lambda^(-6/5); phase as 1/lambda
+                nu = frequency_radius((y + 2 * m, x + 2 * m), real=False, device=dev) / inst.cutoff_cycles_per_pixel
+                attenuation[i] = fitting_error_otf(nu, d_r0 * ratio ** 1.2, n_fit)
+
+        # the Wiener prior 1 / P_O of every object, refitted on the patches with the high-order OTF
+        alpha_p = alpha.permute(0, 2, 3, 1)
+        nu_p = frequency_radius(shape_p, real=False, device=dev)
+        if attenuation[0] is not None:
+            nu_s = frequency_radius((problem.layout.size,) * 2, real=True, device=dev)
+            problem.attenuation = [fitting_error_otf(nu_s / inst.cutoff_cycles_per_pixel,
+                                                     float(info["D_OVER_R0"]) * ratios[i] ** 1.2, n_fit)
+                                   for i, inst in enumerate(insts)]
+            problem.refit_object_power(alpha_p)
+        prior = torch.empty(k, *shape_p, device=dev)
+        for i in range(k):
+            law = problem.powers[i]
+            info[f"POWER_SLOPE{i}"] = round(law.slope, 3)
+            r = cfg.prior_scale / law(nu_p)
+            r[0, 0] = 0.0
+            prior[i] = r
 
     def attenuate(o_k, i):
         if attenuation[i] is None:
@@ -200,20 +213,33 @@ def solve_momfbd(ctx: SolveContext, data_n, pix_w, init_o, init_a, t_start: floa
         info["OBJ_ITERS"] = info.get("OBJ_ITERS", 0) + res.iterations
         return res.objects
 
+    def save(o, a, rounds_done):
+        if ck is None:
+            return
+        tensors = {"o": o, "a": a, "prior": prior}
+        for i, att in enumerate(attenuation):
+            if att is not None:
+                tensors[f"attenuation/{i}"] = att
+        ck.save(tensors, {"rounds_done": rounds_done, "info": dict(info)}, history)
+
     # 2. the objects with the SV forward model, started from the frame average (field + mirrored margin)
-    bar.stage("objects")
-    o = init_o.detach().to(dev)
-    if m > 0:
-        o = F.pad(o[:, None], (m, m, m, m), mode="reflect" if m < min(y, x) else "replicate")[:, 0]
-    a = ctx.centred(alpha.to(dev))
-    o = object_stage(o, a)
+    if resumed is None:
+        bar.stage("objects")
+        o = init_o.detach().to(dev)
+        if m > 0:
+            o = F.pad(o[:, None], (m, m, m, m), mode="reflect" if m < min(y, x) else "replicate")[:, 0]
+        a = ctx.centred(alpha.to(dev))
+        o = object_stage(o, a)
+        rounds_done = 0
+        save(o, a, rounds_done)
+    else:
+        o, a, rounds_done = o_saved, a_saved, rounds_saved
 
     # 3. rounds of SV wavefront refinement (objects fixed) and object solves
-    rounds_done = 0
     # with one wavefront per frame the whole-field object-eliminated solve is the refined solution already;
     # refining it against fixed objects only degraded it on every burst measured (benchmarks/PEERS.md)
     n_rounds = cfg.refine_rounds if (cfg.refine_iterations > 0 and (yg, xg) != (1, 1)) else 0
-    for rnd in range(n_rounds):
+    for rnd in range(rounds_done, n_rounds):
         if deadline is not None and time.perf_counter() > deadline:
             info["STOP"] = "time budget"
             break
@@ -221,6 +247,8 @@ def solve_momfbd(ctx: SolveContext, data_n, pix_w, init_o, init_a, t_start: floa
         a = refine_modes(ctx, o, a, data_n, weights, attenuate, (y, x), record)
         o = object_stage(o, a)
         rounds_done += 1
+        if rounds_done < n_rounds:
+            save(o, a, rounds_done)
     info["ROUNDS"] = rounds_done
     info.setdefault("STOP", info.get("OBJ_STOP", ""))
     bar.close()
@@ -234,6 +262,24 @@ def solve_momfbd(ctx: SolveContext, data_n, pix_w, init_o, init_a, t_start: floa
         history[key] = np.asarray(history[key], dtype=np.float64)
     crop = (slice(None), slice(m, m + y), slice(m, m + x))
     return o[crop], o_star[crop], a, model, history, info
+
+
+def _restore(tensors: dict, state: dict, k: int, shape_p: tuple, name: str, dev):
+    """The state a checkpoint of :func:`solve_momfbd` holds: (prior [K, *shape_p], attenuation (K OTFs or
+    None), o [K, *shape_p], alpha [L, M, Yg, Xg], rounds done), on ``dev``; one SvrtError sentence when a
+    key is missing or has the wrong shape."""
+    from svrt.errors import SvrtError
+
+    for key, shape in (("o", (k, *shape_p)), ("prior", (k, *shape_p)), ("a", None)):
+        t = tensors.get(key)
+        if t is None or (shape is not None and tuple(t.shape) != shape):
+            raise SvrtError(f"Checkpoint {name} lacks '{key}' of shape {shape or '[L, M, Yg, Xg]'} "
+                            f"(got {None if t is None else tuple(t.shape)}).")
+    rounds = state.get("rounds_done")
+    if not isinstance(rounds, int) or rounds < 0 or not isinstance(state.get("info"), dict):
+        raise SvrtError(f"Checkpoint {name} has no valid 'rounds_done' and 'info' in its state.")
+    attenuation = [tensors[f"attenuation/{i}"].to(dev) if f"attenuation/{i}" in tensors else None for i in range(k)]
+    return (tensors["prior"].to(dev), attenuation, tensors["o"].to(dev), tensors["a"].to(dev), rounds)
 
 
 def refine_modes(ctx: SolveContext, o, a, data_n, weights, attenuate, size, record):
@@ -262,8 +308,8 @@ def refine_modes(ctx: SolveContext, o, a, data_n, weights, attenuate, size, reco
         reg = cfg.lambda_modes * scale[0] * grad_sq_mean(ctx.centred(p)).sum()
         if reg.requires_grad:
             reg.backward()
-        record(total + float(reg), total, float("nan"), float(reg), time.perf_counter() - t0)
-        return torch.as_tensor(total + float(reg))
+        record(total + float(reg.detach()), total, float("nan"), float(reg.detach()), time.perf_counter() - t0)
+        return torch.as_tensor(total + float(reg.detach()))
 
     opt.step(closure)
     return ctx.centred(p.detach())

@@ -249,6 +249,8 @@ class SolveContext:
     insts: the instrument of each object; gamma: gamma_kl [K, L] on the device.
     plan: the :class:`~svrt.runtime.plan.Plan`; callback: called after every iteration (or None).
     cache: buffers kept between calls (the hann window of the object filter).
+    checkpoint: the :class:`~svrt.runtime.checkpoint.Checkpointer` of this solve (writes the state,
+        holds the state to resume from), or None.
     """
 
     config: SolverConfig
@@ -260,6 +262,7 @@ class SolveContext:
     plan: "Plan"
     callback: Callable[[dict], Any] | None = None
     cache: dict = field(default_factory=dict)
+    checkpoint: Any = None        # a svrt.runtime.checkpoint.Checkpointer, or None (no checkpoints)
 
     def filtered(self, o: torch.Tensor, insts: list | None = None) -> torch.Tensor:
         """o* = F^-1(H F(o)) of ``o [K, Y, X]`` (instruments ``insts``, default every object's)."""

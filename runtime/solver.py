@@ -290,7 +290,8 @@ class SVMOMFBD:
 
     # ---------------------------------------------------------------- the public entry point
     def solve(self, frames, instruments: Sequence[str] | str | None = None, mask=None, init=None,
-              weights=None, callback: Callable[[dict], Any] | None = None) -> SolveResult:
+              weights=None, callback: Callable[[dict], Any] | None = None,
+              resume: str | os.PathLike | None = None) -> SolveResult:
         """Restore a burst.
 
         frames: [K, L, Y, X] (numpy or torch; [L, Y, X] for one object) or a :class:`svrt.fileio.Burst`.
@@ -302,6 +303,10 @@ class SVMOMFBD:
         weights: gamma_kl [K, L] (overrides ``config.weights``).
         callback: called after every iteration with a dict (iteration, total, data, reg_object,
             reg_modes, time_s, tile).
+        resume: a checkpoint (``config.checkpoint`` of an earlier, killed solve) to continue from; it must
+            belong to this burst and these settings (one-sentence SvrtError otherwise). The result equals
+            an uninterrupted solve's (:mod:`svrt.runtime.checkpoint`). Later checkpoints go to
+            ``config.checkpoint``, or to ``resume`` when that is None.
         """
         cfg = self.config
         t_start = time.perf_counter()
@@ -320,7 +325,8 @@ class SVMOMFBD:
         models = [ForwardModel(e, label, ratio, kernels=cfg.kernels, checkpointing=plan.checkpointing)
                   for e, label, ratio in zip(burst.engines, burst.labels, problem.ratios)]
         ctx = SolveContext(config=cfg, device=dev, n_modes=self.n_modes, models=models, insts=burst.insts,
-                           gamma=problem.gamma, plan=plan, callback=callback, cache=self._cache)
+                           gamma=problem.gamma, plan=plan, callback=callback, cache=self._cache,
+                           checkpoint=self._checkpointer(burst, plan, resume))
         data_n, pix_w = problem.data, problem.pix_w
         stage_info: dict = {}
         if cfg.method == "momfbd" and not plan.tiled:
@@ -333,6 +339,21 @@ class SVMOMFBD:
 
         t_total = time.perf_counter() - t_start
         return self._result(problem, plan, o, o_star, a, model, history, stage_info, t_total)
+
+    def _checkpointer(self, burst, plan: Plan, resume):
+        """The :class:`~svrt.runtime.checkpoint.Checkpointer` of this solve (None without checkpoints);
+        reads and checks the ``resume`` checkpoint before any work."""
+        from svrt.runtime.checkpoint import Checkpointer, fingerprint, load_checkpoint
+
+        cfg = self.config
+        if cfg.checkpoint is None and resume is None:
+            return None
+        if plan.tiled:
+            raise SvrtError(f"checkpoints are not supported for a solve in {len(plan.tiles)} tiles; "
+                            "raise memory_mb (or unset tile_size) or run without a checkpoint.")
+        fp = fingerprint(burst, cfg, burst.engines, self.n_modes)
+        state = load_checkpoint(resume, fp, cfg.method) if resume is not None else None
+        return Checkpointer(cfg.checkpoint if cfg.checkpoint is not None else resume, fp, cfg.method, state)
 
     def _result(self, problem: Problem, plan: Plan, o, o_star, a, model, history: dict, stage_info: dict,
                 t_total: float) -> SolveResult:

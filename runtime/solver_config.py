@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass
 
 from svrt.errors import SvrtError
@@ -43,12 +44,12 @@ class SolverConfig:
     node_iterations: int | None = 0      # L-BFGS iterations of each node's own patch after the whole field (None: patch_iterations; 0: none, the SV refinement moves the nodes)
     coarse_to_fine: bool = True          # start every patch from the whole field's wavefronts (method momfbd)
     fit_modes: int | None = 20           # fit KL 1..fit_modes in the patch stage, the rest 0 (None: all M); more modes fit the noise
-    object_iterations: int = 40          # most conjugate-gradient iterations of each object solve
+    object_iterations: int = 20          # most conjugate-gradient iterations of each object solve
     refine_rounds: int = 2               # rounds of (SV wavefront refinement, object solve) after the first object solve
     refine_iterations: int = 10          # L-BFGS iterations of each SV wavefront refinement (0: none)
     prior_scale: float = 1.0             # multiplies the Wiener prior 1/P_O (1: the minimum-mean-square-error estimate)
     high_order: str = "none"             # wavefront beyond the fitted modes: none, or kolmogorov (its mean OTF from the fitted r0)
-    tolerance: float = 1e-4              # stop an object solve when J falls by less than this (relative) in an iteration
+    tolerance: float = 1e-3              # stop an object solve when J falls by less than this (relative) in an iteration
     time_budget: float | None = None     # [s] stop refining once the restoration has taken this long (None: no limit)
     lr_objects: float = 10 ** -1.7       # AdamW learning rate of the objects (normalised intensity units; Fig. 9)
     lr_modes: float = 10 ** -0.5         # AdamW learning rate of the modes (radians; Fig. 9)
@@ -77,6 +78,8 @@ class SolverConfig:
     kernels: str = "auto"                # svrt.kernels implementation: auto, torch, triton
     seed: int = 0                        # random seed (init_modes_std)
     progress: bool = True                # tqdm progress bar on stderr
+    checkpoint: str | None = None        # path of the checkpoint file (svrt.runtime.checkpoint); None: no checkpoints
+    checkpoint_every: int = 10           # adam: write the checkpoint every this many iterations (momfbd: after every stage)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -135,6 +138,10 @@ class SolverConfig:
         need(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}.")
         need(self.loss_scale is None or (isinstance(self.loss_scale, (int, float)) and self.loss_scale > 0),
              f"loss_scale must be None or positive; got {self.loss_scale!r}.")
+        need(self.checkpoint is None or (isinstance(self.checkpoint, (str, os.PathLike)) and str(self.checkpoint) != ""),
+             f"checkpoint must be None or a file path; got {self.checkpoint!r}.")
+        need(isinstance(self.checkpoint_every, int) and 1 <= self.checkpoint_every <= MAX_ITERATIONS,
+             f"checkpoint_every must be an integer in 1..{MAX_ITERATIONS}; got {self.checkpoint_every!r}.")
         need(self.kernels in ("auto", "torch", "triton"), f"kernels must be auto, torch or triton; got {self.kernels!r}.")
         return self
 
@@ -142,10 +149,10 @@ class SolverConfig:
         return dataclasses.asdict(self)
 
     def header(self) -> dict:
-        """Header cards: every field, upper-cased; None is written as 'auto'."""
+        """Header cards: every field, upper-cased; None is written as 'auto' ('none' for ``checkpoint``)."""
         out = {}
         for k, v in self.to_dict().items():
-            out[k.upper()] = "auto" if v is None else v
+            out[k.upper()] = ("none" if k == "checkpoint" else "auto") if v is None else (str(v) if k == "checkpoint" else v)
         return out
 
 

@@ -13,13 +13,21 @@ engine, plans and caches stay warm between bursts). Bursts reach it three ways:
   ended by ``None``; a feeder thread reads the next burst while the current one is solved, and the
   restorations are yielded in order.
 
-Warm start: each burst starts from the previous burst's result (``init=previous``: its objects and
-its wavefront modes, frame by frame) when the two are alike (same K, L, Y, X and instruments),
-otherwise from the frame average and zero modes (``Restored.warm`` says which). What it gains depends
-on how alike consecutive bursts are: the objects of a time series of one field change slowly, but
-bursts taken seconds apart see independent wavefronts (the atmosphere decorrelates in milliseconds),
-so only a frozen atmosphere makes the modes themselves a good start. ``python -m
-svrt.benchmarks.streaming`` measures both cases (docs/PIPELINE.md has the figures).
+Warm start (``warm_start``), when consecutive bursts are alike (same K, L, Y, X and instruments;
+``Restored.warm`` says whether it was used):
+
+- ``"all"`` (or True): each burst starts from the previous result (``init=previous``): its objects and
+  its wavefront modes, frame l from frame l.
+- ``"objects"``: the previous objects only; the wavefronts start from zero as in a cold start.
+- ``"off"`` (or False): the frame average and zero modes.
+
+What it gains depends on how alike consecutive bursts are. The objects of a time series of one field
+change slowly, but bursts taken seconds apart see independent wavefronts (the seeing decorrelates in
+milliseconds): frame l of one burst says nothing about frame l of the next. ``python -m
+svrt.benchmarks.streaming`` measures both cases (docs/PIPELINE.md): with a frozen atmosphere "all"
+gains, with independent seeing it misleads the wavefront fit (slower and much worse), so the
+default is ``"objects"``; use ``"all"`` only when the frames of consecutive bursts share their
+wavefronts (e.g. re-restoring one burst with other settings).
 
 A burst that fails (bad file, solver error) gives a :class:`Restored` with ``error`` set (one
 sentence) and the stream goes on; the warm start then continues from the last good result.
@@ -34,6 +42,8 @@ Example::
             if item.error is None:
                 item.write(f"restored/{item.name}.fits")
             print(item.name, f"{item.latency_s:.2f} s", "warm" if item.warm else "cold")
+
+Measured warm-start gains and latencies: docs/PIPELINE.md, section 3.
 """
 
 from __future__ import annotations
@@ -147,12 +157,13 @@ class Restorer:
         here once with ``backend``, ``device`` and the config's precision.
     config: the :class:`~svrt.runtime.solver.SolverConfig` (default settings when None); its progress
         bar is turned off.
-    warm_start: start each burst from the previous result when they are alike (see the module doc).
+    warm_start: "objects" (default), "all" (objects and wavefronts; True) or "off" (False): how each burst
+        starts from the previous result when they are alike (see the module doc).
     max_pending: bursts that may wait in the input queue before ``submit`` blocks (back-pressure).
     read_options: keyword arguments of :func:`svrt.fileio.read_burst` for bursts given as paths.
     """
 
-    def __init__(self, engine, config=None, *, warm_start: bool = True, max_pending: int = 2, backend: str | None = None,
+    def __init__(self, engine, config=None, *, warm_start: str | bool = "objects", max_pending: int = 2, backend: str | None = None,
                  device: str = "cpu", read_options: dict | None = None):
         import dataclasses
 
@@ -164,7 +175,10 @@ class Restorer:
         if engine is None or isinstance(engine, (str, os.PathLike)):
             engine = load_solver_engine(engine, backend=backend, device=device, precision=config.precision)
         self.solver = SVMOMFBD(engine, config)
-        self.warm_start = bool(warm_start)
+        modes = {True: "all", False: "off", "all": "all", "objects": "objects", "off": "off"}
+        if not isinstance(warm_start, (bool, str)) or warm_start not in modes:
+            raise SvrtError(f"warm_start must be 'objects', 'all' or 'off'; got {warm_start!r}.")
+        self.warm_start = modes[warm_start]
         self.max_pending = max_pending
         self.read_options = dict(read_options or {})
         self._previous = None          # (SolveResult, signature) of the last good burst
@@ -212,8 +226,9 @@ class Restorer:
             out.header, out.instruments = dict(burst.header), list(burst.instruments)
             sig = self._signature(burst)
             init = None
-            if self.warm_start and self._previous is not None and self._previous[1] == sig:
-                init = self._previous[0]
+            if self.warm_start != "off" and self._previous is not None and self._previous[1] == sig:
+                previous = self._previous[0]
+                init = previous if self.warm_start == "all" else {"objects": previous.objects_unfiltered}
             result = self.solver.solve(burst, init=init)
             out.result, out.warm = result, init is not None
             self._previous = (result, sig)

@@ -39,13 +39,18 @@ def _series(n=3, size=32, seed=0):
 def test_restore_warm_starts_from_the_previous_burst(engine):
     bursts = _series(3)
     cold = Restorer(engine, FAST, warm_start=False)
-    warm = Restorer(engine, FAST)
+    warm = Restorer(engine, FAST, warm_start="all")
+    objects = Restorer(engine, FAST)                            # the default: the previous objects only
     a = [warm.restore(b) for b in bursts]
     c = [cold.restore(b) for b in bursts]
-    assert [r.warm for r in a] == [False, True, True] and not any(r.warm for r in c)
+    o = [objects.restore(b) for b in bursts]
+    assert [r.warm for r in a] == [False, True, True] == [r.warm for r in o] and not any(r.warm for r in c)
     assert all(r.error is None and r.latency_s >= r.solve_s > 0 for r in a)
-    # started from the previous burst's objects and modes, the second burst begins far lower
+    # started from the previous burst's objects (and modes), the second burst begins far lower
     assert a[1].result.loss["total"][0] < c[1].result.loss["total"][0]
+    assert o[1].result.loss["total"][0] < c[1].result.loss["total"][0]
+    with pytest.raises(SvrtError, match="warm_start"):
+        Restorer(engine, FAST, warm_start="modes")
     other = warm.restore(_series(1, size=48)[0])              # another shape: a cold start, not an error
     assert other.error is None and not other.warm
     with pytest.raises(SvrtError, match="max_pending"):
@@ -59,7 +64,7 @@ def test_stream_paths_in_order_through_a_bad_file(engine, tmp_path):
         write_burst(paths[-1], b)
     bad = tmp_path / "bad.fits"
     bad.write_bytes(b"SIMPLE  = not a fits file")
-    with Restorer(engine, FAST, max_pending=1) as restorer:
+    with Restorer(engine, FAST, max_pending=1, warm_start="all") as restorer:
         items = list(restorer.stream([paths[0], bad, paths[1]]))
     assert [i.name for i in items] == ["b0", "bad", "b1"] and [i.index for i in items] == [0, 1, 2]
     assert items[1].error and "bad.fits" in items[1].error and items[1].result is None
