@@ -4,8 +4,6 @@ burst, failures that stop nothing, and a real 2-worker Dask LocalCluster (tiny r
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 import torch
@@ -100,18 +98,13 @@ def test_local_dask_cluster_restores_resumes_and_survives_a_bad_burst(engine, tm
     assert sorted(o.status for o in again) == ["failed", "skipped", "skipped", "skipped"]
 
 
-def test_batch_command(engine, tmp_path, monkeypatch):
-    import svrt.runtime.batch_cli as batch_cli
-
-    # until `svrt deconvolve` can choose --method (issue 13, item 1), make the CLI's settings fast here
-    real = batch_cli._config
-    monkeypatch.setattr(batch_cli, "_config", lambda quiet, **kw: dataclasses.replace(
-        real(quiet, **kw), method="adam", iterations=2, grid=0))
+def test_batch_command(engine, tmp_path):
     _bursts(tmp_path / "night", n=2, bad=1)
     out = tmp_path / "restored"
     out.mkdir()
     (out / "burst_01.fits").write_bytes(b"finished earlier")     # an existing output: skipped, untouched
-    args = ["batch", str(tmp_path / "night" / "*.fits"), "-o", str(out), "--workers", "0", "--engine", str(engine)]
+    args = ["batch", str(tmp_path / "night" / "*.fits"), "-o", str(out), "--workers", "0", "--engine", str(engine),
+            "--method", "adam", "--iterations", "2", "--grid", "0"]           # the options of svrt deconvolve
     r = CliRunner().invoke(cli, args)
     assert r.exit_code == 1, (r.output, r.exception)              # a burst failed
     assert "[1/3]" in r.output and "[3/3]" in r.output and "3 burst(s)" in r.output
@@ -119,6 +112,7 @@ def test_batch_command(engine, tmp_path, monkeypatch):
     assert (out / "burst_00.fits").exists() and (out / "burst_01.fits").read_bytes() == b"finished earlier"
     tsv = (out / "batch-summary.tsv").read_text().splitlines()
     assert tsv[0].startswith("name\tstatus") and len(tsv) == 4
+    assert read_restoration(out / "burst_00.fits").config["ITERATIONS"] == 2
     (tmp_path / "night" / "broken_0.fits").unlink()
     r = CliRunner().invoke(cli, args + ["-q"])
     assert r.exit_code == 0, (r.output, r.exception)

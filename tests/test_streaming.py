@@ -38,9 +38,9 @@ def _series(n=3, size=32, seed=0):
 
 def test_restore_warm_starts_from_the_previous_burst(engine):
     bursts = _series(3)
-    cold = Restorer(engine, FAST, warm_start=False)
-    warm = Restorer(engine, FAST, warm_start="all")
-    objects = Restorer(engine, FAST)                            # the default: the previous objects only
+    cold = Restorer(engine, FAST)                               # the default: no warm start
+    warm = Restorer(engine, FAST, warm_start=True)              # objects and modes ("all")
+    objects = Restorer(engine, FAST, warm_start="objects")      # the previous objects only
     a = [warm.restore(b) for b in bursts]
     c = [cold.restore(b) for b in bursts]
     o = [objects.restore(b) for b in bursts]
@@ -78,7 +78,7 @@ def test_stream_paths_in_order_through_a_bad_file(engine, tmp_path):
     for b in _series(2):
         q.put(b)
     q.put(None)
-    with Restorer(engine, FAST) as restorer:
+    with Restorer(engine, FAST, warm_start="objects") as restorer:
         items = list(restorer.stream(q))
     assert [i.name for i in items] == ["burst0", "burst1"] and items[1].warm
 
