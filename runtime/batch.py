@@ -94,7 +94,10 @@ class Job:
 class Outcome:
     """What became of one burst. ``status``: 'done', 'skipped' (its output existed) or 'failed'.
     ``seconds``: wall time of the burst in its worker (read, solve, write); ``solve_seconds``: the
-    solver's own (T_TOTAL); ``message``: the output written, or one sentence saying why it failed."""
+    solver's own (T_TOTAL); ``message``: the output written, or one sentence saying why it failed;
+    ``worker``: the Dask worker's address (or host:pid); ``extra`` (restored bursts): engine_loads (engines
+    this worker process has loaded so far: 1), pid, t_start / t_end (epoch seconds) and cpu_s (the
+    process's CPU seconds for this burst)."""
 
     name: str
     input: str
@@ -301,10 +304,10 @@ def restore_burst(job: Job, spec: EngineSpec, config: dict, options: dict | None
         logger.info("%s: %d iterations, loss %.4e -> %.4e, solve %.2f s, total %.2f s", msg, len(loss),
                     float(loss[0]) if len(loss) else float("nan"), float(loss[-1]) if len(loss) else float("nan"),
                     float(result.header.get("T_TOTAL", float("nan"))), seconds)
+        extra = {"engine_loads": _LOADS[0], "pid": os.getpid(), "t_start": epoch, "t_end": time.time(),
+                 "cpu_s": time.process_time() - cpu0}
         return Outcome(status="done", seconds=seconds, solve_seconds=float(result.header.get("T_TOTAL", float("nan"))),
-                       iterations=len(loss), message=msg, extra={"engine_loads": _LOADS[0], "pid": os.getpid(), "t_start": epoch, "t_end": time.time(),
-                              "cpu_s": time.process_time() - cpu0},
-                       **base)
+                       iterations=len(loss), message=msg, extra=extra, **base)
     except KeyboardInterrupt:
         logger.error("interrupted")
         raise
