@@ -1,7 +1,7 @@
 """Latency per burst of the streaming restorer and what the warm start gains, on short time series of
 simulated bursts.
 
-    python -m svrt.benchmarks.streaming                        # ~15 min on 2 cores
+    python -m svrt.benchmarks.streaming                        # ~10 min on 2 cores
     python -m svrt.benchmarks.streaming --size 64 --frames 4 --bursts 5 --out benchmarks/results/streaming.json
 
 Two series of ``--bursts`` bursts (crisp8542, K objects x L frames of size^2, 1 % noise), because a

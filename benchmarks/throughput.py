@@ -1,7 +1,7 @@
 """Throughput of ``svrt batch``: bursts per hour against Dask workers on this machine, and the plan for
 a night of data that follows from it.
 
-    python -m svrt.benchmarks.throughput                      # ~8 min on 2 cores
+    python -m svrt.benchmarks.throughput                      # ~18 min on 2 cores
     python -m svrt.benchmarks.throughput --workers 1,2,4 --bursts 16 --out benchmarks/results/throughput.json
 
 What it does:
