@@ -252,8 +252,9 @@ def _plot_convolve(path, obj, out, inst) -> None:
 # ------------------------------------------------------------------------------------------ deconvolve
 
 def _default(name: str):
-    """The SolverConfig default of a setting: the one place where it is written."""
-    from svrt.runtime.solver import SolverConfig
+    """The SolverConfig default of a setting: the one place where it is written. (solver_config imports no
+    torch, so building the options keeps `svrt ... --help` fast.)"""
+    from svrt.runtime.solver_config import SolverConfig
 
     return SolverConfig.__dataclass_fields__[name].default
 

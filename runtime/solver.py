@@ -2,21 +2,9 @@
 
 Two methods share the problem set-up below (photometry, tip-tilt, masks, margins, several instruments):
 
-* ``method="momfbd"`` (the default), in three stages, each a well-posed problem:
-
-  1. wavefronts at the nodes of the grid from an object-eliminated MOMFBD of the patch around each node
-     (:mod:`svrt.runtime.patch_mfbd`: the log marginal likelihood of the wavefronts, L-BFGS, modes freed by
-     radial order up to ``fit_modes``; fitting more modes than the noise supports over-restores);
-  2. the whole-field objects given those wavefronts with the spatially variant forward model of the
-     engine (per-pixel wavefronts, no mosaic), by Wiener-preconditioned conjugate gradients
-     (:mod:`svrt.runtime.object_solve`) under the Wiener prior ``1 / P_O`` fitted to the burst
-     (:mod:`svrt.runtime.object_prior`): the regularisation follows the noise, no hand-tuned lambda_o;
-     it stops when the loss falls by less than ``tolerance`` per iteration or at ``time_budget``;
-  3. optionally (``refine_rounds``) rounds of SV wavefront refinement with the objects fixed and
-     object solves.
-
-  With no engine named, it uses exact optics (``psf-interpolation``), which restored better than the
-  shipped width-16 emulator on every burst measured (:func:`default_backend`).
+* ``method="momfbd"`` (the default): whole-field wavefronts with the object eliminated, SV refinement of the
+  node wavefronts, Wiener-prior objects by preconditioned conjugate gradients; its stages are described in
+  :mod:`svrt.runtime.method_momfbd`. With no engine named it uses exact optics (:func:`default_backend`).
 
 * ``method="adam"``: the paper's joint AdamW on objects and modes for ``iterations`` steps, the loss
   below; the emulator is its default forward model.
