@@ -15,6 +15,7 @@ import numpy as np
 
 from svrt.errors import SvrtError
 from svrt.settings_cli import config_file_option
+from svrt.settings_cli import with_options as _with
 
 _CTX = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -132,14 +133,6 @@ _engine_options = [
                       "interpolated between grid nodes) instead of the emulator: slower, no training needed."),
     click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N."),
 ]
-
-
-def _with(options):
-    def deco(f):
-        for opt in reversed(options):
-            f = opt(f)
-        return f
-    return deco
 
 
 # ------------------------------------------------------------------------------------------ convolve

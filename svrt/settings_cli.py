@@ -18,7 +18,16 @@ import click
 from svrt.errors import SvrtError
 from svrt.settings import NONE, Spec, load_settings, parse_text, read_table, settings_class, specs, to_toml
 
-__all__ = ["setting_options", "config_file_option", "resolve", "config_command"]
+__all__ = ["setting_options", "config_file_option", "with_options", "resolve", "config_command"]
+
+
+def with_options(options: list[Callable]) -> Callable:
+    """One decorator applying a list of click option decorators, in the list's order on --help."""
+    def deco(f):
+        for opt in reversed(options):
+            f = opt(f)
+        return f
+    return deco
 
 
 class SettingType(click.ParamType):

@@ -207,8 +207,9 @@ def test_train_options_and_file(tmp_path, monkeypatch, toml_file):
     cfg = built(run(["train", "-o", tmp_path / "m.safetensors", "--config", path, "--steps", "5", "--no-residual"]))
     assert (cfg.width, cfg.steps, cfg.weak_fraction, cfg.residual) == (8, 5, 0.5, False)
     assert cfg.instruments == ["crisp8542"] and cfg.lr_start == TrainConfig().lr_start
-    one_sentence(run(["train", "-o", tmp_path / "m.safetensors", "--config", toml_file("[train]\nsteps = 0\n", "b.toml")]),
-                 "b.toml", "[train] steps must be an integer >= 1")
+    bad = toml_file("[train]\nsteps = 0\n", "b.toml")
+    one_sentence(run(["train", "-o", tmp_path / "m.safetensors", "--config", bad]), "b.toml",
+                 "[train] steps must be an integer >= 1")
     r = run(["train", "-o", tmp_path / "m.safetensors", "--boundary", "mirror"])
     assert r.exit_code == 2 and "--boundary" in r.output
 

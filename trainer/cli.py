@@ -9,16 +9,8 @@ import sys
 
 import click
 
-from svrt.settings_cli import config_file_option, resolve, setting_options
+from svrt.settings_cli import config_file_option, resolve, setting_options, with_options
 from svrt.trainer.train_config import TrainConfig
-
-
-def _with(options):
-    def deco(f):
-        for opt in reversed(options):
-            f = opt(f)
-        return f
-    return deco
 
 
 @click.command("train", context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -26,7 +18,7 @@ def _with(options):
 @click.option("--run-dir", type=click.Path(file_okay=False), default=None,
               help="Folder for the resumable checkpoint (default: <out>.run).")
 @config_file_option("train")
-@_with(setting_options(TrainConfig))
+@with_options(setting_options(TrainConfig))
 def train_command(out, run_dir, config_file, **train_kw):
     """Train the spatially variant convolution emulator on spatially invariant pairs (paper Sect. 2.3).
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from svrt.errors import SvrtError
+from svrt.errors import require
 from svrt.settings import setting
 
 __all__ = ["TrainConfig", "WEAK_FRACTION", "BOUNDARIES", "DEFAULT_INSTRUMENTS"]
@@ -55,22 +55,23 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         """One sentence naming the setting for a value no run can use."""
-        def need(cond: bool, msg: str) -> None:
-            if not cond:
-                raise SvrtError(msg)
-
-        for name, low in (("width", 1), ("n_modes", 1), ("steps", 1), ("batch", 1), ("val_size", 1), ("val_every", 1),
-                          ("checkpoint_every", 1), ("seed", 0), ("workers", 0), ("cache_pairs", 1)):
+        for name, low in (("width", 1), ("n_modes", 1), ("steps", 1), ("batch", 1), ("val_size", 1),
+                          ("val_every", 1), ("checkpoint_every", 1), ("seed", 0), ("workers", 0), ("cache_pairs", 1)):
             v = getattr(self, name)
-            need(isinstance(v, int) and not isinstance(v, bool) and v >= low, f"{name} must be an integer >= {low}; got {v!r}.")
+            require(isinstance(v, int) and not isinstance(v, bool) and v >= low,
+                    f"{name} must be an integer >= {low}; got {v!r}.")
         for name in ("lr_start", "lr_end"):
             v = getattr(self, name)
-            need(isinstance(v, (int, float)) and math.isfinite(v) and v > 0, f"{name} must be a positive number; got {v!r}.")
-        need(self.minutes is None or (isinstance(self.minutes, (int, float)) and math.isfinite(self.minutes) and self.minutes > 0),
-             f"minutes must be none or a positive number of minutes; got {self.minutes!r}.")
-        need(isinstance(self.weak_fraction, (int, float)) and 0 <= self.weak_fraction <= 1,
-             f"weak_fraction must be a number in 0..1; got {self.weak_fraction!r}.")
-        need(self.boundary in BOUNDARIES, f"boundary must be one of {', '.join(BOUNDARIES)}; got {self.boundary!r}.")
-        need(len(self.instruments) >= 1 and all(isinstance(s, str) and s for s in self.instruments),
-             f"instruments must be a list of one or more instrument labels; got {self.instruments!r}.")
+            require(_number(v) and v > 0, f"{name} must be a positive number; got {v!r}.")
+        require(self.minutes is None or (_number(self.minutes) and self.minutes > 0),
+                f"minutes must be none or a positive number of minutes; got {self.minutes!r}.")
+        require(_number(self.weak_fraction) and 0 <= self.weak_fraction <= 1,
+                f"weak_fraction must be a number in 0..1; got {self.weak_fraction!r}.")
+        require(self.boundary in BOUNDARIES, f"boundary must be one of {', '.join(BOUNDARIES)}; got {self.boundary!r}.")
+        require(len(self.instruments) >= 1 and all(isinstance(s, str) and s for s in self.instruments),
+                f"instruments must be a list of one or more instrument labels; got {self.instruments!r}.")
         return self
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
