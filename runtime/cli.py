@@ -241,13 +241,13 @@ def _plot_convolve(path, obj, out, inst) -> None:
 
 # ------------------------------------------------------------------------------------------ deconvolve
 
-#: the SolverConfig options of svrt deconvolve and svrt batch, generated from its fields (solver_config and
-#: svrt.settings import no torch, so building them keeps `svrt ... --help` fast); older names kept working
+#: SolverConfig field -> the older option names that keep working next to --field-name
 _OPTION_ALIASES = {"lr_objects": ("--lr-obj",)}
 
 
 def solver_options(exclude=(), only=None):
-    """click options for the SolverConfig settings (``only`` these), less ``exclude`` (``progress`` is -q)."""
+    """click options for the SolverConfig settings (``only`` these), less ``exclude`` (``progress`` is -q),
+    generated from the fields (solver_config imports no torch: building them keeps --help fast)."""
     from svrt.runtime.solver_config import SolverConfig
     from svrt.settings_cli import setting_options
 

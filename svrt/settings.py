@@ -114,19 +114,25 @@ def parse_text(spec: Spec, text: str) -> Any:
     return check_value(spec, value)
 
 
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+#: kind -> whether a (TOML) value is one of it; a bool is no number here, though Python says so
+_OF_KIND = {bool: lambda v: isinstance(v, bool),
+            int: lambda v: _is_number(v) and isinstance(v, int),
+            float: lambda v: _is_number(v) and math.isfinite(v),
+            str: lambda v: isinstance(v, str),
+            list: lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)}
+
+
 def check_value(spec: Spec, value: Any) -> Any:
     """``value`` (from a TOML file) as the field's type, or ValueError if it is not :attr:`Spec.expected`."""
     if spec.optional and (value is None or (isinstance(value, str) and value.lower() == NONE)):
         return None
-    kind = spec.kind
-    ok = (isinstance(value, bool) if kind is bool
-          else isinstance(value, int) and not isinstance(value, bool) if kind is int
-          else isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) if kind is float
-          else isinstance(value, list) and all(isinstance(v, str) for v in value) if kind is list
-          else isinstance(value, str))
-    if not ok or (spec.choices and value not in spec.choices):
+    if not _OF_KIND[spec.kind](value) or (spec.choices and value not in spec.choices):
         raise ValueError(spec.expected)
-    return float(value) if kind is float else list(value) if kind is list else value
+    return float(value) if spec.kind is float else list(value) if spec.kind is list else value
 
 
 def _load_toml(path: Path) -> dict:

@@ -163,6 +163,8 @@ def test_precedence_default_then_file_then_command_line(tmp_path, stop_after_set
     ("[solver]\ngird = 8\n", ["run.toml", "[solver]", "'gird'", "nearest is 'grid'"]),
     ("[solver]\ngrid = \"big\"\n", ["run.toml", "[solver] grid must be an integer", '"big"']),
     ("[solver]\ngrid = 1.5\n", ["run.toml", "grid must be an integer", "1.5"]),
+    ("[solver]\ngrid = true\n", ["run.toml", "grid must be an integer", "true"]),
+    ("[solver]\ntolerance = inf\n", ["run.toml", "tolerance must be a finite number", "inf"]),
     ("[solver]\nfit_modes = \"all\"\n", ["run.toml", "fit_modes", 'or "none"']),
     ("[solver]\nmethod = \"lbfgs\"\n", ["run.toml", "method must be one of \"momfbd\", \"adam\""]),
     ("[solver]\ntiptilt = 1\n", ["run.toml", "tiptilt must be true or false"]),
