@@ -24,6 +24,8 @@ from pathlib import Path
 import click
 import numpy as np
 
+from svrt.runtime.solver_config import SolverConfig
+
 AVERAGE = "average"
 
 
@@ -123,7 +125,7 @@ def plot(path: Path, cases: list, grids, title: str) -> None:
 @click.option("--frames", default=6, show_default=True)
 @click.option("--objects", default=1, show_default=True)
 @click.option("--grid", default=8, show_default=True, help="P of the spatially variant solution.")
-@click.option("--iterations", default=30, show_default=True, help="Solver iterations.")
+@click.option("--iterations", default=SolverConfig.iterations, show_default=True, help="Solver iterations (method adam).")
 @click.option("--theta0", default=2.0, show_default=True, help="Isoplanatic angle of the simulation [arcsec at 5000 A].")
 @click.option("--out-dir", default="evidence", show_default=True, type=click.Path(file_okay=False))
 def evidence_command(model, backend, seeds, size, frames, objects, grid, iterations, theta0, out_dir):

@@ -821,8 +821,10 @@ def _clean(obj):
 
 
 def write_json(path: Path, obj) -> None:
-    """Write ``obj`` as JSON atomically (a reader never sees half a file)."""
+    """Write ``obj`` as JSON atomically (a reader never sees half a file; NaN/inf as null), making its
+    folder if needed. The one JSON writer of the benchmarks (streaming, throughput)."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as fh:

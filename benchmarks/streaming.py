@@ -33,7 +33,9 @@ import argparse
 import json
 import statistics
 import time
-from pathlib import Path
+
+from svrt.benchmarks.gpu_check import write_json
+from svrt.runtime.solver_config import SolverConfig
 
 
 def frozen_series(n: int, size: int, n_frames: int, n_objects: int, seed: int = 3) -> list:
@@ -114,7 +116,7 @@ def main(argv=None) -> int:
     ap.add_argument("--objects", type=int, default=2)
     ap.add_argument("--bursts", type=int, default=5)
     ap.add_argument("--model", default="svce-c16")
-    ap.add_argument("--grid", type=int, default=32)
+    ap.add_argument("--grid", type=int, default=SolverConfig.grid, help="P, pixels per node of the mode grid.")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads.")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
@@ -122,7 +124,7 @@ def main(argv=None) -> int:
     import torch
 
     from svrt.benchmarks.machine import machine_info
-    from svrt.runtime.solver import SolverConfig, load_solver_engine
+    from svrt.runtime.solver import load_solver_engine
 
     torch.set_num_threads(args.threads)
     config = SolverConfig(grid=args.grid, progress=False)
@@ -139,8 +141,7 @@ def main(argv=None) -> int:
         record["series"][name] = {**runs, "summary": summary}
         print(f"{name}: " + json.dumps(summary), flush=True)
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(record, indent=1) + "\n")
+        write_json(args.out, record)
         print(f"wrote {args.out}")
     return 0
 

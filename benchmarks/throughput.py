@@ -39,7 +39,6 @@ processes take cores from the workers, and the figures say so.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import shutil
@@ -47,6 +46,9 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+
+from svrt.benchmarks.gpu_check import write_json
+from svrt.runtime.solver_config import SolverConfig
 
 
 def _load() -> float | None:
@@ -188,7 +190,7 @@ def main(argv=None) -> int:
     ap.add_argument("--bursts", type=int, default=8, help="Bursts per worker count.")
     ap.add_argument("--workers", default="1,2", help="Comma-separated worker counts (0: this process, no Dask).")
     ap.add_argument("--model", default="svce-c16", help="Bundled model or engine file.")
-    ap.add_argument("--grid", type=int, default=32, help="P, pixels per node of the mode grid.")
+    ap.add_argument("--grid", type=int, default=SolverConfig.grid, help="P, pixels per node of the mode grid.")
     ap.add_argument("--no-scaling", action="store_true", help="Skip the cost-against-size runs (and the night plan).")
     ap.add_argument("--scaling-steps", type=int, default=3, help="Sizes of the scaling runs: size, 2 size, 4 size, ...")
     ap.add_argument("--night-bursts", type=int, default=20000)
@@ -199,7 +201,6 @@ def main(argv=None) -> int:
 
     from svrt.benchmarks.machine import machine_info
     from svrt.runtime.batch import EngineSpec
-    from svrt.runtime.solver import SolverConfig
 
     config = SolverConfig(grid=args.grid, progress=False)
     spec = EngineSpec(paths=(args.model,), device="cpu") if Path(args.model).exists() else EngineSpec(model=args.model)
@@ -230,8 +231,7 @@ def main(argv=None) -> int:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(record, indent=1) + "\n")
+        write_json(args.out, record)
         print(f"wrote {args.out}")
     return 0
 

@@ -34,10 +34,10 @@ Dask is imported only when a cluster is used (``pip install 'svrt[cluster]'``).
 Python API::
 
     from svrt.runtime.batch import EngineSpec, find_bursts, plan_jobs, run_batch, summary_table
-    from svrt.runtime.solver import SolverConfig
+    from svrt.settings import load_settings   # [solver] of a settings file (svrt config > run.toml)
 
     jobs = plan_jobs(find_bursts(["night/*.fits"]), "restored/")
-    outcomes = run_batch(jobs, EngineSpec(model="svce-c16"), SolverConfig(grid=32), workers=2)
+    outcomes = run_batch(jobs, EngineSpec(model="svce-c16"), load_settings("run.toml"), workers=2)
     print(summary_table(outcomes))
 """
 

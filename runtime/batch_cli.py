@@ -1,7 +1,8 @@
 """``svrt batch``: the command line of :mod:`svrt.runtime.batch` (many bursts, resumable, on Dask).
 
-The engine and solver options are those of ``svrt deconvolve`` (the same click options and the same
-conversion to a :class:`~svrt.runtime.solver.SolverConfig`), so one setting means the same in both.
+The engine and solver options are those of ``svrt deconvolve`` (the same click options, generated from
+:class:`~svrt.runtime.solver_config.SolverConfig`, and the same ``--config`` settings file), so one
+setting means the same in both; only the checkpoint, which is one file per run, is left out.
 """
 
 from __future__ import annotations
@@ -11,7 +12,12 @@ from pathlib import Path
 
 import click
 
-from svrt.runtime.cli import _CTX, _check_device, _config, _engine_options, _solver_options, _with
+from svrt.errors import SvrtError
+from svrt.runtime.cli import _CTX, _check_device, _engine_options, _with, solver_config, solver_options
+from svrt.settings_cli import config_file_option
+
+#: settings of one restoration, not of a batch: one checkpoint file would be shared by every burst
+_NOT_BATCH = ("checkpoint", "checkpoint_every")
 
 
 @click.command("batch", context_settings=_CTX)
@@ -31,7 +37,8 @@ from svrt.runtime.cli import _CTX, _check_device, _config, _engine_options, _sol
 @click.option("--threads-per-worker", "threads", default=None, type=click.IntRange(1, 1024),
               help="torch intra-op threads of each worker [default: 1 on Dask workers, torch's own in this process].")
 @_with(_engine_options)
-@_with(_solver_options)
+@config_file_option("solver")
+@_with(solver_options(exclude=_NOT_BATCH))
 @click.option("--instrument", "instrument", multiple=True,
               help="Instrument of each object for files that do not name it (repeat for K objects).")
 @click.option("--allow-nonfinite", is_flag=True, help="Give NaN/Inf pixels zero weight instead of failing the burst.")
@@ -41,7 +48,7 @@ from svrt.runtime.cli import _CTX, _check_device, _config, _engine_options, _sol
 @click.option("-q", "--quiet", is_flag=True, help="No status line per burst (the summary is still printed).")
 @click.pass_context
 def batch_command(ctx, bursts, manifest, out_dir, fmt, workers, scheduler, threads, engine_paths, model, backend, device,
-                  instrument, allow_nonfinite, drop_dead_frames, overwrite, png, quiet, **solver_kw):
+                  instrument, allow_nonfinite, drop_dead_frames, overwrite, png, quiet, config_file, **solver_kw):
     """Restore many bursts: one restoration per burst in --out-dir, skipping those already there.
 
     Bursts are files, quoted globs ('night/*.fits', '**' recursive) or a --manifest. Each burst gets
@@ -55,17 +62,19 @@ def batch_command(ctx, bursts, manifest, out_dir, fmt, workers, scheduler, threa
       svrt batch 'night/*.fits' -o restored/ --workers 2
       svrt batch --manifest bursts.txt -o restored/ --workers 0 --grid 32
       svrt batch 'night/**/*.fits' -o /shared/restored --scheduler tcp://head:8786 --device cuda
+      svrt batch 'night/*.fits' -o restored/ --config run.toml   # settings file: svrt config > run.toml
     """
     from svrt.runtime.batch import EngineSpec, find_bursts, plan_jobs, run_batch, summary_table, write_summary
 
     _check_device(device)
     if scheduler is not None and ctx.get_parameter_source("workers") == click.core.ParameterSource.COMMANDLINE:
         raise click.UsageError("give --workers (a local cluster) or --scheduler (an existing one), not both.")
-    config = _config(True, **solver_kw)
+    config = solver_config(config_file, solver_kw, progress=False)  # many workers' bars would be noise
+    if config.checkpoint is not None:
+        raise SvrtError(f"{config_file}: [solver] checkpoint is a setting of svrt deconvolve; svrt batch would write "
+                        f"every burst's state to the one file {config.checkpoint}: leave it out or set it to \"none\".")
     jobs = plan_jobs(find_bursts(bursts, manifest), out_dir, fmt)
     if engine_paths and scheduler is None:
-        from svrt.errors import SvrtError
-
         for p in engine_paths:
             if not Path(p).exists():
                 raise SvrtError(f"engine file {p} does not exist.")

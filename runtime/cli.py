@@ -14,12 +14,10 @@ import click
 import numpy as np
 
 from svrt.errors import SvrtError
+from svrt.settings_cli import config_file_option
+from svrt.settings_cli import with_options as _with
 
 _CTX = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-
-#: upper bounds of the command-line options: beyond them a value is a typo, not a setting
-MAX_ITERATIONS = 100_000
-MAX_PIXELS = 65_536
 
 
 class _Finite(click.ParamType):
@@ -137,14 +135,6 @@ _engine_options = [
 ]
 
 
-def _with(options):
-    def deco(f):
-        for opt in reversed(options):
-            f = opt(f)
-        return f
-    return deco
-
-
 # ------------------------------------------------------------------------------------------ convolve
 
 @click.command("convolve", context_settings=_CTX)
@@ -251,82 +241,24 @@ def _plot_convolve(path, obj, out, inst) -> None:
 
 # ------------------------------------------------------------------------------------------ deconvolve
 
-def _default(name: str):
-    """The SolverConfig default of a setting: the one place where it is written. (solver_config imports no
-    torch, so building the options keeps `svrt ... --help` fast.)"""
+#: SolverConfig field -> the older option names that keep working next to --field-name
+_OPTION_ALIASES = {"lr_objects": ("--lr-obj",)}
+
+
+def solver_options(exclude=(), only=None):
+    """click options for the SolverConfig settings (``only`` these), less ``exclude`` (``progress`` is -q),
+    generated from the fields (solver_config imports no torch: building them keeps --help fast)."""
     from svrt.runtime.solver_config import SolverConfig
+    from svrt.settings_cli import setting_options
 
-    return SolverConfig.__dataclass_fields__[name].default
-
-
-_solver_options = [
-    click.option("--method", default=_default("method"), show_default=True, type=click.Choice(["momfbd", "adam"]),
-                 help="momfbd: wavefronts per patch with the object eliminated, Wiener objects with the SV forward "
-                      "model, SV refinement; adam: the paper's joint AdamW on objects and modes."),
-    click.option("--grid", default=_default("grid"), show_default=True, type=click.IntRange(0, MAX_PIXELS),
-                 help="P, pixels per node of the coarse mode grid (Yg = ceil(Y/P)); 0: one wavefront per frame."),
-    click.option("--fit-modes", default=_default("fit_modes"), show_default=True, type=click.IntRange(2, 1000),
-                 help="KL modes fitted per patch (momfbd; the rest stay 0)."),
-    click.option("--patch-size", default=_default("patch_size"), show_default=True, type=click.IntRange(16, MAX_PIXELS),
-                 help="Side of the patch around each node in the wavefront stage (momfbd)."),
-    click.option("--patch-iterations", default=_default("patch_iterations"), show_default=True,
-                 type=click.IntRange(0, MAX_ITERATIONS), help="L-BFGS iterations per mode step (momfbd)."),
-    click.option("--node-iterations", default=_default("node_iterations"), show_default=True,
-                 type=click.IntRange(0, MAX_ITERATIONS),
-                 help="L-BFGS iterations of each node's own patch after the whole field (momfbd; 0: the SV refinement moves the nodes)."),
-    click.option("--refine-iterations", default=_default("refine_iterations"), show_default=True,
-                 type=click.IntRange(0, MAX_ITERATIONS), help="L-BFGS iterations of each SV wavefront refinement (momfbd)."),
-    click.option("--high-order", default=_default("high_order"), show_default=True, type=click.Choice(["none", "kolmogorov"]),
-                 help="The wavefront beyond the fitted modes: none, or its mean Kolmogorov OTF from the fitted r0 (momfbd)."),
-    click.option("--object-iterations", default=_default("object_iterations"), show_default=True,
-                 type=click.IntRange(0, MAX_ITERATIONS), help="Most conjugate-gradient iterations per object solve (momfbd)."),
-    click.option("--refine-rounds", default=_default("refine_rounds"), show_default=True, type=click.IntRange(0, 100),
-                 help="Rounds of SV wavefront refinement + object solve (momfbd)."),
-    click.option("--prior-scale", default=_default("prior_scale"), show_default=True, type=_Finite(0, 1e6),
-                 help="Multiplies the Wiener prior 1/P_O (momfbd; 1 = least expected squared error)."),
-    click.option("--tolerance", default=_default("tolerance"), show_default=True, type=_Finite(0, 1),
-                 help="Stop an object solve when the loss falls by less than this (relative) in an iteration."),
-    click.option("--time-budget", default=None, type=_Finite(0, 1e7, open_lo=True),
-                 help="Seconds after which the restoration stops refining [default: no limit]."),
-    click.option("--iterations", default=_default("iterations"), show_default=True, type=click.IntRange(1, MAX_ITERATIONS),
-                 help="AdamW iterations (method adam)."),
-    click.option("--lambda-obj", default=_default("lambda_obj"), show_default=True, type=_Finite(0, 1e6),
-                 help="lambda_o, Tikhonov weight on grad o* (method adam)."),
-    click.option("--lambda-modes", default=_default("lambda_modes"), show_default=True, type=_Finite(0, 1e6),
-                 help="lambda_alpha, weight on grad alpha (smooth wavefronts across the field)."),
-    click.option("--lr-obj", default=_default("lr_objects"), show_default="10^-1.7", type=_Finite(0, 100, open_lo=True),
-                 help="Learning rate of the objects (method adam)."),
-    click.option("--lr-modes", default=_default("lr_modes"), show_default="10^-0.5", type=_Finite(0, 100, open_lo=True),
-                 help="Learning rate of the modes (method adam)."),
-    click.option("--filter-width", default=_default("filter_width"), show_default=True, type=_Finite(0, 100, open_lo=True),
-                 help="w of the erf filter (units of D/lambda)."),
-    click.option("--filter-sharpness", default=_default("filter_sharpness"), show_default=True,
-                 type=_Finite(0, 1e4, open_lo=True), help="n of the erf filter."),
-    click.option("--apodization", default=_default("apodization"), show_default=True, type=click.Choice(["mirror", "hann", "none"]),
-                 help="Boundary treatment of the Fourier filter."),
-    click.option("--weights", default=_default("weights"), show_default=True, type=click.Choice(["uniform", "noise"]),
-                 help="gamma_kl: 1, or inverse noise variance estimated beyond the cutoff."),
-    click.option("--max-batch", default=None, type=click.IntRange(1, 1 << 20),
-                 help="Most frames per emulator call [default: from the memory bound]."),
-    click.option("--memory-mb", default=None, type=_Finite(0, 1e9, open_lo=True),
-                 help="Memory bound in MiB [default: 80 % of free GPU memory, 50 % of RAM on CPU]."),
-    click.option("--tile-size", default=None, type=click.IntRange(1, MAX_PIXELS),
-                 help="Force overlapping tiles of this side [default: only if needed]."),
-    click.option("--checkpointing", default=_default("checkpointing"), show_default=True, type=click.Choice(["auto", "on", "off"]),
-                 help="Gradient checkpointing of the U-Net levels (auto: on CUDA)."),
-    click.option("--precision", default=_default("precision"), show_default=True, type=click.Choice(["auto", "fp32", "fp16"]),
-                 help="Engine precision (auto: FP16 autocast on CUDA, FP32 on CPU; torch back end)."),
-]
-
-#: click option name -> SolverConfig field, where they differ
-_OPTION_FIELDS = {"lr_obj": "lr_objects"}
+    return setting_options(SolverConfig, only=only, exclude=("progress", *exclude), aliases=_OPTION_ALIASES)
 
 
-def _config(quiet, **kw):
-    from svrt.runtime.solver import SolverConfig
+def solver_config(config_file, solver_kw, **forced):
+    """The SolverConfig of a command: defaults < [solver] of ``config_file`` < command line < ``forced``."""
+    from svrt.settings_cli import resolve
 
-    settings = {_OPTION_FIELDS.get(k, k): v for k, v in kw.items()}
-    return SolverConfig(progress=not quiet, **settings)
+    return resolve("solver", solver_kw, config_file, forced=forced)
 
 
 def _comparison_text(burst, result) -> str | None:
@@ -356,7 +288,6 @@ def _comparison_text(burst, result) -> str | None:
 @click.argument("burst_path", metavar="BURST", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Restoration file (.fits or .h5).")
 @_with(_engine_options)
-@_with(_solver_options)
 @click.option("--instrument", "instrument", multiple=True,
               help="Instrument of each object when the file does not name it (repeat for K objects).")
 @click.option("--allow-nonfinite", is_flag=True, help="Give NaN/Inf pixels zero weight instead of refusing the file.")
@@ -366,16 +297,13 @@ def _comparison_text(burst, result) -> str | None:
 @click.option("--overwrite", is_flag=True, help="Replace existing output files (never the input).")
 @click.option("--png", default=None, type=click.Path(dir_okay=False), help="Quick look [default: output name .png].")
 @click.option("--no-png", is_flag=True, help="Do not write the quick-look PNG.")
-@click.option("--checkpoint", "checkpoint", default=None, type=click.Path(dir_okay=False),
-              help="Checkpoint the restoration's state to this file (atomically; adam: every --checkpoint-every "
-                   "iterations, momfbd: after every stage).")
-@click.option("--checkpoint-every", default=_default("checkpoint_every"), show_default=True,
-              type=click.IntRange(1, MAX_ITERATIONS), help="Iterations between checkpoints (method adam).")
 @click.option("--resume", is_flag=True,
               help="Continue a killed run from --checkpoint (same burst and settings) to the result of an uninterrupted one.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@config_file_option("solver")
+@_with(solver_options())
 def deconvolve_command(burst_path, output, engine_paths, model, backend, device, instrument, allow_nonfinite,
-                       drop_dead_frames, overwrite, png, no_png, quiet, checkpoint, checkpoint_every, resume, **solver_kw):
+                       drop_dead_frames, overwrite, png, no_png, quiet, resume, config_file, **solver_kw):
     """Restore a burst with SV-MOMFBD: objects and per-pixel wavefronts over the whole field at once.
 
     Reads a burst (FRAMES [K, L, Y, X], FITS or HDF5) and writes the restoration file (OBJECT [K, Y, X],
@@ -387,6 +315,7 @@ def deconvolve_command(burst_path, output, engine_paths, model, backend, device,
       svrt deconvolve burst.fits -o restored.fits
       svrt deconvolve burst.fits -o restored.fits --grid 0            # spatially invariant MFBD
       svrt deconvolve burst.h5 -o restored.h5 --device cuda --iterations 50 --lambda-obj 0.05
+      svrt deconvolve burst.fits -o restored.fits --config run.toml  # settings file: svrt config > run.toml
     """
     from svrt.fileio import read_burst
     from svrt.runtime.quicklook import plot_restoration
@@ -395,8 +324,9 @@ def deconvolve_command(burst_path, output, engine_paths, model, backend, device,
     _check_device(device)
     png_path = None if no_png else (png or str(_png_name(output)))
     _check_outputs(output, png_path, (burst_path,), overwrite)
+    config = solver_config(config_file, solver_kw, **({"progress": False} if quiet else {}))
+    checkpoint = config.checkpoint
     _check_checkpoint(checkpoint, resume, output, png_path, burst_path)
-    config = _config(quiet, checkpoint=checkpoint, checkpoint_every=checkpoint_every, **solver_kw)
     burst = _read_checked_burst(burst_path, list(instrument) or None, allow_nonfinite, drop_dead_frames, quiet)
     _check_restoration_space(output, png_path, burst, config)
     engines = _load_engines(engine_paths, model, backend, device, config.precision, config.method)
@@ -484,12 +414,7 @@ def write_result(output, result, burst, input_name: str, overwrite: bool = False
 @click.option("--size", default=128, show_default=True, type=click.IntRange(16, 4096), help="Frame side in pixels.")
 @click.option("--frames", "n_frames", default=8, show_default=True, type=click.IntRange(1, 1000), help="L, frames.")
 @click.option("--objects", "n_objects", default=2, show_default=True, type=click.IntRange(1, 16), help="K, objects.")
-@click.option("--iterations", default=_default("iterations"), show_default=True, type=click.IntRange(1, MAX_ITERATIONS),
-              help="AdamW iterations (method adam).")
-@click.option("--method", default=_default("method"), show_default=True, type=click.Choice(["momfbd", "adam"]),
-              help="Solver method (see svrt deconvolve --help).")
-@click.option("--grid", default=_default("grid"), show_default=True, type=click.IntRange(0, MAX_PIXELS),
-              help="P, pixels per node of the mode grid.")
+@_with(solver_options(only=("method", "iterations", "grid")))
 @click.option("--instrument", default="crisp8542", show_default=True, help="Instrument label.")
 @click.option("--seed", default=1, show_default=True, type=click.IntRange(0, 2 ** 32 - 1), help="Random seed of the simulation.")
 @click.option("--r0", "r0_cm", default=10.0, show_default=True, type=_Finite(0.5, 1000), help="Fried radius [cm at 5000 A].")
@@ -510,10 +435,11 @@ def demo_command(size, n_frames, n_objects, iterations, method, grid, instrument
     from svrt.fileio import check_writable, write_burst
     from svrt.instruments import get_instrument
     from svrt.runtime.quicklook import plot_restoration
-    from svrt.runtime.solver import SolverConfig, SVMOMFBD
+    from svrt.runtime.solver import SVMOMFBD
     from svrt.simulate import simulate_burst
 
     _check_device(device)
+    config = solver_config(None, dict(method=method, iterations=iterations, grid=grid), progress=not quiet)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise SvrtError(f"--out-dir {out} is a file; expected a folder.")
@@ -530,7 +456,7 @@ def demo_command(size, n_frames, n_objects, iterations, method, grid, instrument
     write_burst(paths["burst"], burst, overwrite=overwrite)
     click.echo(f"restoring with {engines[0].identity.model} ({engines[0].identity.backend}, {engines[0].identity.device}), "
                f"method {method}" + (f", {iterations} iterations" if method == "adam" else "") + f", grid P = {grid} ...")
-    solver = SVMOMFBD(engines[0], SolverConfig(method=method, iterations=iterations, grid=grid, progress=not quiet))
+    solver = SVMOMFBD(engines[0], config)
     result = solver.solve(burst)
     write_result(paths["restored"], result, burst, paths["burst"].name, overwrite=overwrite)
     plot_restoration(paths["png"], burst.frames, result.objects, result.model, burst.instruments, truth=burst.truth,

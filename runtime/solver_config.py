@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass
 
 from svrt.errors import SvrtError
+from svrt.settings import setting
 
 __all__ = ["SolverConfig", "grid_shape", "MIN_SIZE", "TIPTILT_MODES", "MAX_ITERATIONS", "CPU_MAX_BATCH",
            "RUNTIME_OVERHEAD_MB", "PRECISIONS"]
@@ -26,6 +27,8 @@ _APODIZATIONS = ("mirror", "hann", "none")
 PRECISIONS = ("auto", "fp32", "fp16")  # engine precision when the solver loads it
 _METHODS = ("momfbd", "adam")
 _HIGH_ORDERS = ("kolmogorov", "none")
+_CHECKPOINTINGS = ("auto", "on", "off")
+_KERNELS = ("auto", "torch", "triton")
 MAX_ITERATIONS = 100_000    # beyond this a setting is a typo, not a restoration
 CPU_MAX_BATCH = 2           # on CPU small batches are fastest (256^2: 2.4 s/iteration at B = 1-2, 4.0 s at B = 24)
 RUNTIME_OVERHEAD_MB = 64.0  # kept out of the memory bound for the runtime's own workspaces (oneDNN/cuDNN, allocator)
@@ -36,50 +39,69 @@ class SolverConfig:
     """Every hyper-parameter of SV-MOMFBD, with its default and unit. Written into the restoration
     header under the upper-cased field name (``lr_objects`` -> ``LR_OBJECTS``)."""
 
-    method: str = "momfbd"               # momfbd: patch wavefronts, Wiener objects, SV refinement; adam: the paper's joint AdamW
-    iterations: int = 30                 # AdamW iterations (method adam; paper: 30)
-    grid: int = 32                       # P, pixels per coarse-grid node; 0: one wavefront per frame (invariant MFBD)
-    patch_size: int = 64                 # [pixel] side of the patch around each node in the wavefront stage (method momfbd)
-    patch_iterations: int = 30           # L-BFGS iterations per mode step of the patch wavefront stage
-    node_iterations: int | None = 0      # L-BFGS iterations of each node's own patch after the whole field (None: patch_iterations; 0: none, the SV refinement moves the nodes)
-    coarse_to_fine: bool = True          # start every patch from the whole field's wavefronts (method momfbd)
-    fit_modes: int | None = 20           # fit KL 1..fit_modes in the patch stage, the rest 0 (None: all M); more modes fit the noise
-    object_iterations: int = 20          # most conjugate-gradient iterations of each object solve
-    refine_rounds: int = 2               # rounds of (SV wavefront refinement, object solve) after the first object solve
-    refine_iterations: int = 10          # L-BFGS iterations of each SV wavefront refinement (0: none)
-    prior_scale: float = 1.0             # multiplies the Wiener prior 1/P_O (1: the minimum-mean-square-error estimate)
-    high_order: str = "none"             # wavefront beyond the fitted modes: none, or kolmogorov (its mean OTF from the fitted r0)
-    tolerance: float = 1e-3              # stop an object solve when J falls by less than this (relative) in an iteration
-    time_budget: float | None = None     # [s] stop refining once the restoration has taken this long (None: no limit)
-    lr_objects: float = 10 ** -1.7       # AdamW learning rate of the objects (normalised intensity units; Fig. 9)
-    lr_modes: float = 10 ** -0.5         # AdamW learning rate of the modes (radians; Fig. 9)
-    weight_decay_objects: float = 0.0    # AdamW decoupled weight decay of the objects (0 keeps the photometry)
-    weight_decay_modes: float = 0.01     # AdamW decoupled weight decay of the modes (torch default)
-    lambda_obj: float = 1.0              # lambda_o, Tikhonov weight of <|grad o*|^2> (dimensionless; tuned on simulations, see docs)
-    lambda_modes: float = 0.01           # lambda_alpha, Tikhonov weight of <|grad alpha|^2> (rad^-2 per node; paper 0.01)
-    filter_width: float = 1.8            # w of Eq. 16, in units of the diffraction cutoff D/lambda
-    filter_sharpness: float = 20.0       # n of Eq. 16
-    apodization: str = "mirror"          # boundary of the Fourier filter: mirror (reflect-pad), hann (window), none (periodic)
-    apodization_pixels: int = 16         # [pixel] mirror margin / width of the hann ramps
-    weights: str = "uniform"             # gamma_kl: uniform (1) or noise (inverse noise variance, mean 1)
-    scaling: str = "object"              # photometric normalisation constant: one per object or one global
-    tiptilt: bool = True                 # remove the mean tip-tilt over the frames (fixes the object's position)
-    margin: int = 16                     # [pixel] the object extends this far beyond the field (light from outside it)
-    global_modes: bool = True            # modes = per-frame global part + per-node part (faster convergence; same model)
-    lr_nodes: float | None = 0.1         # learning rate of the per-node part with global_modes (None: lr_modes)
-    init_modes_std: float = 0.0          # [rad] std of random initial modes (0: zero modes, the paper's start)
-    max_batch: int | None = None         # most (object, frame) pairs per emulator call; None: from memory_mb (CPU: at most 2)
-    memory_mb: float | None = None       # memory bound [MiB]; None: 80 % of free CUDA memory, or 50 % of RAM on CPU
-    tile_size: int | None = None         # [pixel] force overlapping tiles of this side; None: tiles only if a frame does not fit
-    tile_overlap: int = 32               # [pixel] overlap of neighbouring tiles (raised-cosine blend)
-    checkpointing: str = "auto"          # gradient checkpointing of the U-Net levels: auto (on CUDA), on, off
-    precision: str = "auto"              # engine precision when the solver loads it: auto (fp16 on CUDA), fp32, fp16
-    loss_scale: float | None = None      # FP16 loss scale; None: automatic (2^16, halved on overflow)
-    kernels: str = "auto"                # svrt.kernels implementation: auto, torch, triton
-    seed: int = 0                        # random seed (init_modes_std)
-    progress: bool = True                # tqdm progress bar on stderr
-    checkpoint: str | None = None        # path of the checkpoint file (svrt.runtime.checkpoint); None: no checkpoints
-    checkpoint_every: int = 10           # adam: write the checkpoint every this many iterations (momfbd: after every stage)
+    method: str = setting("momfbd", "momfbd: patch wavefronts, Wiener objects, SV refinement; adam: the paper's "
+                                    "joint AdamW on objects and modes", choices=_METHODS)
+    iterations: int = setting(30, "AdamW iterations (method adam; paper: 30)")
+    grid: int = setting(32, "[pixel] P, pixels per coarse-grid node (Yg = ceil(Y/P)); 0: one wavefront per frame "
+                            "(invariant MFBD)")
+    patch_size: int = setting(64, "[pixel] side of the patch around each node in the wavefront stage (method momfbd)")
+    patch_iterations: int = setting(30, "L-BFGS iterations per mode step of the patch wavefront stage (method momfbd)")
+    node_iterations: int | None = setting(0, "L-BFGS iterations of each node's own patch after the whole field "
+                                             "(none: patch_iterations; 0: none, the SV refinement moves the nodes)")
+    coarse_to_fine: bool = setting(True, "start every patch from the whole field's wavefronts (method momfbd)")
+    fit_modes: int | None = setting(20, "fit KL 1..fit_modes in the patch stage, the rest 0 (none: all M); more "
+                                        "modes fit the noise")
+    object_iterations: int = setting(20, "most conjugate-gradient iterations of each object solve")
+    refine_rounds: int = setting(2, "rounds of (SV wavefront refinement, object solve) after the first object solve")
+    refine_iterations: int = setting(10, "L-BFGS iterations of each SV wavefront refinement (0: none)")
+    prior_scale: float = setting(1.0, "multiplies the Wiener prior 1/P_O (1: the minimum-mean-square-error estimate)")
+    high_order: str = setting("none", "wavefront beyond the fitted modes: none, or kolmogorov (its mean OTF from "
+                                      "the fitted r0)", choices=_HIGH_ORDERS)
+    tolerance: float = setting(1e-3, "stop an object solve when J falls by less than this (relative) in an iteration")
+    time_budget: float | None = setting(None, "[s] stop refining once the restoration has taken this long "
+                                              "(none: no limit)")
+    lr_objects: float = setting(10 ** -1.7, "AdamW learning rate of the objects (normalised intensity units; Fig. 9)")
+    lr_modes: float = setting(10 ** -0.5, "AdamW learning rate of the modes (radians; Fig. 9)")
+    weight_decay_objects: float = setting(0.0, "AdamW decoupled weight decay of the objects (0 keeps the photometry)")
+    weight_decay_modes: float = setting(0.01, "AdamW decoupled weight decay of the modes (torch default)")
+    lambda_obj: float = setting(1.0, "lambda_o, Tikhonov weight of <|grad o*|^2> (dimensionless; tuned on "
+                                     "simulations, see docs)")
+    lambda_modes: float = setting(0.01, "lambda_alpha, Tikhonov weight of <|grad alpha|^2> "
+                                        "(rad^-2 per node; paper 0.01)")
+    filter_width: float = setting(1.8, "w of Eq. 16, in units of the diffraction cutoff D/lambda")
+    filter_sharpness: float = setting(20.0, "n of Eq. 16")
+    apodization: str = setting("mirror", "boundary of the Fourier filter: mirror (reflect-pad), hann (window), "
+                                         "none (periodic)", choices=_APODIZATIONS)
+    apodization_pixels: int = setting(16, "[pixel] mirror margin / width of the hann ramps")
+    weights: str = setting("uniform", "gamma_kl: uniform (1) or noise (inverse noise variance, mean 1)",
+                           choices=_WEIGHTS)
+    scaling: str = setting("object", "photometric normalisation constant: one per object or one global",
+                           choices=_SCALINGS)
+    tiptilt: bool = setting(True, "remove the mean tip-tilt over the frames (fixes the object's position)")
+    margin: int = setting(16, "[pixel] the object extends this far beyond the field (light from outside it)")
+    global_modes: bool = setting(True, "modes = per-frame global part + per-node part (faster convergence; "
+                                       "same model)")
+    lr_nodes: float | None = setting(0.1, "learning rate of the per-node part with global_modes (none: lr_modes)")
+    init_modes_std: float = setting(0.0, "[rad] std of random initial modes (0: zero modes, the paper's start)")
+    max_batch: int | None = setting(None, "most (object, frame) pairs per emulator call (none: from memory_mb; "
+                                          "CPU: at most 2)")
+    memory_mb: float | None = setting(None, "[MiB] memory bound (none: 80 % of free CUDA memory, 50 % of RAM "
+                                            "on CPU)")
+    tile_size: int | None = setting(None, "[pixel] force overlapping tiles of this side (none: tiles only if a "
+                                          "frame does not fit)")
+    tile_overlap: int = setting(32, "[pixel] overlap of neighbouring tiles (raised-cosine blend)")
+    checkpointing: str = setting("auto", "gradient checkpointing of the U-Net levels (auto: on CUDA)",
+                                 choices=_CHECKPOINTINGS)
+    precision: str = setting("auto", "engine precision when the solver loads it (auto: fp16 on CUDA, fp32 on CPU)",
+                             choices=PRECISIONS)
+    loss_scale: float | None = setting(None, "FP16 loss scale (none: automatic, 2^16 halved on overflow)")
+    kernels: str = setting("auto", "svrt.kernels implementation", choices=_KERNELS)
+    seed: int = setting(0, "random seed (init_modes_std)")
+    progress: bool = setting(True, "tqdm progress bar on stderr")
+    checkpoint: str | None = setting(None, "file the restoration's state is checkpointed to, atomically "
+                                           "(svrt.runtime.checkpoint; none: no checkpoints)")
+    checkpoint_every: int = setting(10, "adam: write the checkpoint every this many iterations (momfbd: after every "
+                                        "stage)")
 
     def __post_init__(self) -> None:
         self.validate()
@@ -133,8 +155,8 @@ class SolverConfig:
         need(isinstance(self.tile_overlap, int) and self.tile_overlap >= 0,
              f"tile_overlap must be an integer >= 0 pixels; got {self.tile_overlap!r}.")
         need(self.tile_size is None or self.tile_overlap < self.tile_size // 2,
-             f"tile_overlap ({self.tile_overlap}) must be less than half the tile size ({self.tile_size}).")
-        need(self.checkpointing in ("auto", "on", "off"), f"checkpointing must be auto, on or off; got {self.checkpointing!r}.")
+             f"tile_overlap ({self.tile_overlap}) must be less than half of tile_size ({self.tile_size}).")
+        need(self.checkpointing in _CHECKPOINTINGS, f"checkpointing must be one of {', '.join(_CHECKPOINTINGS)}; got {self.checkpointing!r}.")
         need(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}.")
         need(self.loss_scale is None or (isinstance(self.loss_scale, (int, float)) and self.loss_scale > 0),
              f"loss_scale must be None or positive; got {self.loss_scale!r}.")
@@ -142,7 +164,7 @@ class SolverConfig:
              f"checkpoint must be None or a file path; got {self.checkpoint!r}.")
         need(isinstance(self.checkpoint_every, int) and 1 <= self.checkpoint_every <= MAX_ITERATIONS,
              f"checkpoint_every must be an integer in 1..{MAX_ITERATIONS}; got {self.checkpoint_every!r}.")
-        need(self.kernels in ("auto", "torch", "triton"), f"kernels must be auto, torch or triton; got {self.kernels!r}.")
+        need(self.kernels in _KERNELS, f"kernels must be one of {', '.join(_KERNELS)}; got {self.kernels!r}.")
         return self
 
     def to_dict(self) -> dict:

@@ -37,9 +37,9 @@ sentence) and the stream goes on; the warm start then continues from the last go
 Example::
 
     from svrt.runtime.streaming import Restorer
-    from svrt.runtime.solver import SolverConfig
+    from svrt.settings import load_settings   # [solver] of a settings file (svrt config > run.toml)
 
-    with Restorer("svce-c16", SolverConfig(grid=32), max_pending=2, warm_start="all") as restorer:
+    with Restorer("svce-c16", load_settings("run.toml"), max_pending=2, warm_start="all") as restorer:
         for item in restorer.stream(camera_bursts()):          # an iterator of Burst objects
             if item.error is None:
                 item.write(f"restored/{item.name}.fits")

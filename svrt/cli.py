@@ -36,6 +36,7 @@ COMMANDS = {
     "batch": ("svrt.runtime.batch_cli:batch_command", "Restore many bursts (glob or manifest), resumable, on Dask workers."),
     "demo": ("svrt.runtime.cli:demo_command", "Simulate a burst, restore it with the shipped model, write FITS and PNG."),
     "bench": ("svrt.benchmarks.cli:bench_command", "Benchmark convolution and restoration on this machine."),
+    "config": ("svrt.settings_cli:config_command", "Print the settings as a TOML file: svrt config > run.toml."),
 }
 
 

@@ -29,11 +29,11 @@ from svrt.atmosphere import kolmogorov_coefficients
 from svrt.optics.convolution import fft_convolve
 from svrt.optics.psf import PSFModel
 from svrt.trainer.images import random_image
+from svrt.trainer.train_config import BOUNDARIES, WEAK_FRACTION
 
 CROP = 128        # the network's training size
 APODIZATION = 12  # Hanning transition in pixels at each border
 R0_RANGE = (3.0, 15.0)  # cm at 5000 A
-WEAK_FRACTION = 0.3     # wavefronts scaled towards the diffraction limit
 
 
 def hanning_border(size: int, transition: int) -> np.ndarray:
@@ -59,8 +59,8 @@ class PairGenerator:
     weak_fraction: float = WEAK_FRACTION
 
     def __post_init__(self):
-        if self.boundary not in ("reflect", "apodize"):
-            raise ValueError(f"unknown pair boundary '{self.boundary}'; expected 'reflect' or 'apodize'.")
+        if self.boundary not in BOUNDARIES:
+            raise ValueError(f"unknown pair boundary '{self.boundary}'; expected one of {', '.join(BOUNDARIES)}.")
         margin = self.apodization if self.boundary == "apodize" else 0
         self.size = self.crop + 2 * margin
         self.window = torch.from_numpy(hanning_border(self.size, self.apodization)) if margin else None

@@ -9,7 +9,7 @@ import os
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -18,35 +18,10 @@ import torch
 from svrt.emulator import SVCE, EmulatorConfig, save_model
 from svrt.trainer.images import DEFAULT_MIX
 from svrt.trainer.loss import emulator_loss, nmse
-from svrt.trainer.pairs import WEAK_FRACTION, PairGenerator, PairStream, fixed_set
+from svrt.trainer.pairs import PairGenerator, PairStream, fixed_set
+from svrt.trainer.train_config import TrainConfig  # noqa: F401  (re-exported: the recipe)
 
 R0_BINS = (3.0, 5.0, 8.0, 11.0, 15.0, float("inf"))   # the last bin: the weak wavefronts (r0 > 15 cm)
-
-
-@dataclass
-class TrainConfig:
-    width: int = 16
-    n_modes: int = 44
-    instruments: list = field(default_factory=lambda: ["crisp6302", "crisp8542", "chromis3934", "hifi6563"])
-    steps: int = 20000
-    batch: int = 16
-    lr_start: float = 3e-4
-    lr_end: float = 6e-5
-    val_size: int = 256
-    val_every: int = 500
-    checkpoint_every: int = 200
-    seed: int = 0
-    workers: int = 1
-    minutes: float | None = None     # wall-clock budget; stops early and keeps the best weights
-    device: str = "cpu"
-    normalize: bool = True
-    normalization: str = "centred-p8"  # svrt.emulator.NORMALIZATIONS
-    residual: bool = True
-    boundary: str = "reflect"        # pair targets: "reflect" or the paper's "apodize" (trainer/pairs.py)
-    weak_fraction: float = WEAK_FRACTION  # wavefronts scaled towards the diffraction limit
-    init_from: str | None = None     # start from these weights (a model name or file) instead of random ones
-    pair_cache: str | None = None    # HDF5 file of pairs (trainer/pair_cache.py), made first if missing
-    cache_pairs: int = 100_000       # pairs to put in a new cache
 
 
 def progress(step: int, seconds: float, cfg: TrainConfig) -> float:

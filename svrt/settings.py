@@ -1,0 +1,231 @@
+"""Settings declared once, in a dataclass: each field's default, its help and its allowed values, and
+the TOML file that holds them (``svrt config > run.toml``; ``--config run.toml``).
+
+A settings class (:class:`svrt.runtime.solver_config.SolverConfig`,
+:class:`svrt.trainer.train_config.TrainConfig`) declares every field with :func:`setting`; the command
+line (:mod:`svrt.settings_cli`) and the file are generated from those declarations, so a default is
+written in one place. Field types are ``bool``, ``int``, ``float``, ``str``, ``list[str]``, each
+optionally ``| None``; None is spelt ``none`` on the command line and ``"none"`` in a file (TOML has no
+null).
+
+The file has one table per settings class::
+
+    [solver]            # SolverConfig: svrt deconvolve, svrt batch
+    grid = 0
+    [train]             # TrainConfig: svrt train
+
+This module imports neither click nor torch (the settings classes import it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib
+import json
+import math
+import sys
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from svrt.errors import SvrtError
+
+__all__ = ["setting", "Spec", "specs", "parse_text", "check_value", "read_table", "load_settings", "to_toml",
+           "settings_class", "TABLES", "NONE"]
+
+NONE = "none"  # the spelling of None on the command line and in a file
+
+#: table of a settings file -> its settings class ("module:attribute", imported when needed)
+TABLES = {"solver": "svrt.runtime.solver_config:SolverConfig", "train": "svrt.trainer.train_config:TrainConfig"}
+
+
+def setting(default: Any = dataclasses.MISSING, help: str = "", *, choices: tuple | None = None,
+            default_factory: Any = dataclasses.MISSING) -> Any:
+    """A dataclass field with its help (units first, in brackets) and, for a string, its allowed values."""
+    return dataclasses.field(default=default, default_factory=default_factory,
+                             metadata={"help": help, "choices": tuple(choices) if choices else None})
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One field as the command line and the file see it: ``kind`` is bool, int, float, str or list
+    (of str); ``optional``: None allowed."""
+
+    name: str
+    kind: type
+    optional: bool
+    default: Any
+    help: str
+    choices: tuple | None
+
+    @property
+    def expected(self) -> str:
+        """What a value must be, as the end of a sentence: 'an integer or "none"'."""
+        what = {bool: "true or false", int: "an integer", float: "a finite number", list: "a list of strings",
+                str: "a string"}[self.kind]
+        if self.choices:
+            what = "one of " + ", ".join(f'"{c}"' for c in self.choices)
+        return f'{what} or "{NONE}"' if self.optional else what
+
+
+def _kind(name: str, hint: Any) -> tuple[type, bool]:
+    args = typing.get_args(hint)
+    optional = type(None) in args
+    if optional:
+        rest = [a for a in args if a is not type(None)]
+        hint = rest[0] if len(rest) == 1 else hint
+    base = typing.get_origin(hint) or hint
+    if base not in (bool, int, float, str, list):
+        raise TypeError(f"setting {name}: type {hint!r} is not one of bool, int, float, str, list[str] (| None)")
+    return base, optional
+
+
+def specs(cls: type) -> list[Spec]:
+    """The :class:`Spec` of every field of the settings class ``cls``, in declaration order."""
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        kind, optional = _kind(f.name, hints[f.name])
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        out.append(Spec(f.name, kind, optional, default, f.metadata.get("help", ""), f.metadata.get("choices")))
+    return out
+
+
+def parse_text(spec: Spec, text: str) -> Any:
+    """The value of a command-line string (``none`` -> None, ``a,b`` -> [a, b] for a list); ValueError
+    if it is not :attr:`Spec.expected`."""
+    if spec.optional and text.strip().lower() == NONE:
+        return None
+    if spec.kind is bool:
+        low = text.strip().lower()
+        if low not in ("true", "false"):
+            raise ValueError(spec.expected)
+        return low == "true"
+    if spec.kind is list:
+        return check_value(spec, [s.strip() for s in text.split(",") if s.strip()])
+    if spec.kind is str:
+        return check_value(spec, text)
+    try:
+        value = int(text) if spec.kind is int else float(text)
+    except ValueError:
+        raise ValueError(spec.expected) from None
+    return check_value(spec, value)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+#: kind -> whether a (TOML) value is one of it; a bool is no number here, though Python says so
+_OF_KIND = {bool: lambda v: isinstance(v, bool),
+            int: lambda v: _is_number(v) and isinstance(v, int),
+            float: lambda v: _is_number(v) and math.isfinite(v),
+            str: lambda v: isinstance(v, str),
+            list: lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)}
+
+
+def check_value(spec: Spec, value: Any) -> Any:
+    """``value`` (from a TOML file) as the field's type, or ValueError if it is not :attr:`Spec.expected`."""
+    if spec.optional and (value is None or (isinstance(value, str) and value.lower() == NONE)):
+        return None
+    if not _OF_KIND[spec.kind](value) or (spec.choices and value not in spec.choices):
+        raise ValueError(spec.expected)
+    return float(value) if spec.kind is float else list(value) if spec.kind is list else value
+
+
+def _load_toml(path: Path) -> dict:
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:
+        try:
+            import tomli as tomllib
+        except ImportError:
+            raise SvrtError(f"reading the settings file {path} needs Python >= 3.11 or the tomli package "
+                            "(pip install tomli).") from None
+    if not path.is_file():
+        raise SvrtError(f"the settings file {path} does not exist.")
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise SvrtError(f"the settings file {path} is not valid TOML: {exc}.") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SvrtError(f"the settings file {path} cannot be read ({exc}).") from None
+
+
+def _nearest(name: str, names: list[str]) -> str:
+    close = difflib.get_close_matches(name, names, n=1)
+    return f"the nearest is {close[0]!r}; " if close else ""
+
+
+def settings_class(table: str) -> type:
+    """The settings class of table ``[table]`` (:data:`TABLES`)."""
+    module, attr = TABLES[table].split(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def read_table(path: str | Path, table: str) -> dict[str, Any]:
+    """The settings of table ``[table]`` in the TOML file ``path``, checked against the fields of its
+    settings class (values as the field types; a key left out is not in the dict). The file's other
+    tables are for other commands: checked to be known tables, not read. A wrong table, key or value
+    raises :class:`SvrtError` naming the file, the key and what was expected."""
+    path = Path(path)
+    data = _load_toml(path)
+    for key, value in data.items():
+        if not isinstance(value, dict):
+            raise SvrtError(f"{path}: {key!r} is outside a table; put settings under one of "
+                            f"{', '.join(f'[{t}]' for t in TABLES)}.")
+        if key not in TABLES:
+            raise SvrtError(f"{path}: unknown table [{key}]; expected {' or '.join(f'[{t}]' for t in TABLES)}.")
+    by_name = {s.name: s for s in specs(settings_class(table))}
+    out = {}
+    for key, value in data.get(table, {}).items():
+        spec = by_name.get(key)
+        if spec is None:
+            raise SvrtError(f"{path}: [{table}] has no setting {key!r}; {_nearest(key, list(by_name))}"
+                            f"svrt config lists them all.")
+        try:
+            out[key] = check_value(spec, value)
+        except ValueError as exc:
+            raise SvrtError(f"{path}: [{table}] {key} must be {exc}; got {_toml_value(value)}.") from None
+    return out
+
+
+def load_settings(path: str | Path, table: str = "solver", **overrides: Any) -> Any:
+    """The settings object of ``[table]`` in ``path`` (defaults for the keys it leaves out), with
+    ``overrides`` on top: ``load_settings("run.toml", grid=0)`` is a SolverConfig. A value the class
+    refuses raises :class:`SvrtError` naming the file and the key."""
+    values = read_table(path, table)
+    try:
+        return settings_class(table)(**{**values, **overrides})
+    except SvrtError as exc:
+        raise SvrtError(f"{path}: [{table}] {exc}") from None
+
+
+def _toml_value(value: Any) -> str:
+    """``value`` written as TOML (None as "none")."""
+    if value is None:
+        return json.dumps(NONE)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)  # the shortest text that reads back to the same number
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(str(value))  # a TOML basic string: JSON's escapes are TOML's
+
+
+def to_toml(table: str, config: Any) -> str:
+    """The TOML table ``[table]`` of the settings object ``config``: every field with its help as a
+    comment above it (and its allowed values); reads back (:func:`read_table`) to ``config``."""
+    lines = [f"[{table}]"]
+    for spec in specs(type(config)):
+        note = spec.help
+        if spec.choices:
+            note += f" [one of: {', '.join(spec.choices)}]"
+        if note:
+            lines.append(f"# {note}")
+        lines.append(f"{spec.name} = {_toml_value(getattr(config, spec.name))}")
+    return "\n".join(lines) + "\n"
