@@ -25,10 +25,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from svrt.benchmarks.roofline import count_bytes, roofline_time
 from svrt.benchmarks.timing import measure
+from svrt.mode_grid import per_pixel_modes
 
 PSF_NOTE = ("PSFs from svrt.optics.psf.PSFModel with its default field for the instrument "
             "(the exact method's cost is dominated by computing one PSF per pixel)")
@@ -40,7 +40,7 @@ def make_inputs(size: int, batch: int, n_modes: int, device="cpu", seed: int = 0
     g = torch.Generator().manual_seed(1000 * seed + 7 * size + batch)
     obj = 1.0 + 0.2 * torch.rand(batch, 1, size, size, generator=g)
     coarse = torch.randn(batch, n_modes, 8, 8, generator=g) * rms
-    modes = F.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=False)
+    modes = per_pixel_modes(coarse, (size, size))
     return obj.to(device), modes.to(device)
 
 

@@ -14,13 +14,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from svrt.errors import SvrtError
 from svrt.runtime.forward_model import bytes_per_pixel_sample
 from svrt.runtime.solver_config import CPU_MAX_BATCH, MIN_SIZE, RUNTIME_OVERHEAD_MB, SolverConfig, grid_shape
 
-__all__ = ["Plan", "make_plan", "batches", "tiles", "blend_weights", "sample_coarse", "default_batch_cap"]
+__all__ = ["Plan", "make_plan", "batches", "tiles", "blend_weights", "default_batch_cap"]
 
 
 @dataclass
@@ -135,14 +134,3 @@ def blend_weights(length: int, start: int, size: int, ramp: int, dtype=np.float6
         if start + size < length:
             w[size - r:] = edge[::-1]
     return w
-
-
-def sample_coarse(coarse: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
-    """The bilinear upsampling of ``coarse [L, M, Yg, Xg]`` to an image of ``shape`` (align_corners=False,
-    edges clamped), evaluated at the (fractional) pixel coordinates ``ys [n]`` x ``xs [m]``: ``[L, M, n, m]``."""
-    y, x = shape
-    gy = ((2.0 * ys.double() + 1.0) / y - 1.0).float()
-    gx = ((2.0 * xs.double() + 1.0) / x - 1.0).float()
-    grid = torch.stack(torch.meshgrid(gx, gy, indexing="xy"), dim=-1)          # [n, m, 2] as (x, y)
-    grid = grid.to(coarse.device, coarse.dtype)[None].expand(coarse.shape[0], -1, -1, -1)
-    return F.grid_sample(coarse, grid, mode="bilinear", padding_mode="border", align_corners=False)

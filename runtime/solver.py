@@ -31,7 +31,7 @@ Conventions and the degeneracies the solver handles:
 * **Grid.** ``grid`` = P pixels per node: ``Yg = ceil(Y / P)``, ``Xg = ceil(X / P)``; node (i, j) sits
   at pixel ``((i + 0.5) Y / Yg - 0.5, (j + 0.5) X / Xg - 0.5)`` (bilinear, ``align_corners=False``).
   ``grid = 0`` (or P >= max(Y, X)) gives a 1 x 1 grid: one wavefront per frame, the spatially
-  invariant MFBD, the baseline.
+  invariant MFBD, the baseline. The contract is :mod:`svrt.mode_grid`.
 * **Photometry.** Object k's frames are divided by one constant ``c_k`` (the mean of |valid pixels|,
   ``scaling="object"``; or one constant for all objects, ``scaling="global"``) before solving and the
   results multiplied back, so the objects and the model come out in the input's units. The emulator
@@ -78,7 +78,8 @@ raised-cosine weights (``tile_size``, ``tile_overlap``).
 
 Where each part lives (this module is the orchestrator and keeps the public names):
 
-* :mod:`svrt.runtime.solver_config`: :class:`SolverConfig`, its validation, the shared constants, :func:`grid_shape`;
+* :mod:`svrt.runtime.solver_config`: :class:`SolverConfig`, its validation, the shared constants;
+* :mod:`svrt.mode_grid`: the grid contract (:func:`grid_shape`, node positions, per-pixel modes);
 * :mod:`svrt.runtime.problem`: the validated burst, photometric scaling, masks, gamma_kl, noise variances;
 * :mod:`svrt.runtime.loss`: the erf filter o*, tip-tilt centring, the Tikhonov terms;
 * :mod:`svrt.runtime.forward_model`: f(o*_k, s_k alpha_l) through any engine, with its declared capabilities;
@@ -113,7 +114,7 @@ from svrt.errors import SvrtError
 from svrt.runtime.forward_model import ForwardModel, bytes_per_pixel_sample
 from svrt.runtime.method_adam import solve_field, solve_tiled
 from svrt.runtime.method_momfbd import solve_momfbd
-from svrt.runtime.plan import Plan, make_plan, sample_coarse as _sample_coarse  # noqa: F401  (re-exported for tests)
+from svrt.runtime.plan import Plan, make_plan
 from svrt.runtime.problem import Problem, SolveContext, initial_state, noise_variance, validate_burst
 from svrt.runtime.solver_config import (CPU_MAX_BATCH, MAX_ITERATIONS, MIN_SIZE, PRECISIONS,  # noqa: F401  (re-exported)
                                         RUNTIME_OVERHEAD_MB, TIPTILT_MODES, SolverConfig, grid_shape)

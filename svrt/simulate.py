@@ -31,7 +31,7 @@ Gaussian noise (``noise``) and photon noise (``photons``). The recipe:
    projection of the true wavefront at the nodes. For ``"kl"`` the per-pixel coefficients are the
    bilinear upsampling
    ``torch.nn.functional.interpolate(coarse, size=(Y, X), mode="bilinear", align_corners=False)``,
-   the contract the SV-MOMFBD solver relies on (:func:`per_pixel_modes`).
+   the contract the SV-MOMFBD solver relies on (:func:`svrt.mode_grid.per_pixel_modes`).
 4. Frames: the exact per-pixel convolution (Eq. 1, :func:`svrt.optics.convolution.spatially_variant_convolve`),
    one call per frame for all K objects, with a :class:`~svrt.optics.psf.PSFModel` of S pixels
    computed on a pupil of at least ``MIN_PUPIL_PX`` grid pixels (:func:`burst_psf_model`). For
@@ -65,6 +65,7 @@ import numpy as np
 
 from svrt.atmosphere import DEFAULT_THETA0_ARCSEC
 from svrt.errors import SvrtError
+from svrt.mode_grid import per_pixel_modes
 
 MAX_PSF_SIZE = 256          # cap on the PSF box (the cost of the exact convolution grows as S^2)
 MIN_PUPIL_PX = 24           # pupil sampling of the PSF model (grid pixels across D)
@@ -115,23 +116,6 @@ def _register_header_comments() -> None:
 # ----------------------------------------------------------------------------------------------
 # building blocks
 # ----------------------------------------------------------------------------------------------
-
-def per_pixel_modes(coarse, shape):
-    """Bilinear upsampling of coarse modes ``[..., M, Yg, Xg]`` to ``[..., M, Y, X]`` (torch, float32).
-
-    Exactly ``torch.nn.functional.interpolate(coarse, size=shape, mode="bilinear", align_corners=False)``:
-    the contract between the simulation and the solver.
-    """
-    import torch
-    import torch.nn.functional as F
-
-    c = torch.as_tensor(np.asarray(coarse, dtype=np.float32))
-    squeeze = c.dim() == 3
-    if squeeze:
-        c = c[None]
-    out = F.interpolate(c, size=tuple(int(v) for v in shape), mode="bilinear", align_corners=False)
-    return out[0] if squeeze else out
-
 
 def burst_psf_model(instrument, psf_size: int, n_modes: int = 44, min_pupil_px: float = MIN_PUPIL_PX):
     """The :class:`~svrt.optics.psf.PSFModel` of a simulated burst: S = ``psf_size`` pixels cut from a

@@ -13,6 +13,7 @@ from svrt.cli import main
 from svrt.atmosphere import r0_at_wavelength
 from svrt.errors import SvrtError
 from svrt.fileio import read_burst
+from svrt.mode_grid import per_pixel_modes
 from svrt.optics.convolution import fft_convolve, spatially_variant_convolve
 from svrt.scenes import make_objects
 from svrt.simulate import (
@@ -21,7 +22,6 @@ from svrt.simulate import (
     burst_psf_model,
     burst_screens,
     choose_psf_size,
-    per_pixel_modes,
     screen_pupil_samples,
     simulate_burst,
     truth_with_margin,

@@ -179,11 +179,11 @@ def test_frame_batches_give_the_same_gradient(engine):
 
 
 def test_sample_coarse_is_the_bilinear_upsampling():
-    from svrt.runtime.solver import _sample_coarse
+    from svrt.mode_grid import sample_coarse
 
     c = torch.randn(2, 3, 5, 4)
     fine = F.interpolate(c, size=(37, 29), mode="bilinear", align_corners=False)
-    got = _sample_coarse(c, torch.arange(37.0), torch.arange(29.0), (37, 29))
+    got = sample_coarse(c, torch.arange(37.0), torch.arange(29.0), (37, 29))
     assert torch.allclose(got, fine, atol=1e-5)
 
 

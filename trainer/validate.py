@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from svrt.errors import SvrtError
+from svrt.mode_grid import per_pixel_modes
 
 HELD_OUT_SEED = 20_000          # + seed; training uses seed*1000+step and 10_000+seed
 DEFOCUS_INSTRUMENT = "crisp8542"
@@ -436,7 +437,7 @@ def simulate_test(model, size: int = 128, n_frames: int = 3, seed: int = 1, r0_c
     truth = torch.as_tensor(np.asarray(burst.truth), dtype=torch.float32)     # [K, Y, X]
     coarse = torch.as_tensor(np.asarray(burst.modes), dtype=torch.float32)    # [L, M, Yg, Xg]
     k, n_l, y, x = frames.shape
-    modes = F.interpolate(coarse, size=(y, x), mode="bilinear", align_corners=False)
+    modes = per_pixel_modes(coarse, (y, x))
     # The frames are the exact convolution of TRUTH plus a margin of the PSF size (S): the emulator gets
     # that same object, with the modes extended into the margin by repeating the edge values (the margin's
     # outputs are cropped away), so every compared pixel is physical. The bare-TRUTH figures show what a

@@ -17,19 +17,7 @@ from __future__ import annotations
 import torch
 
 from svrt.errors import SvrtError
-
-
-def bilinear_weights(n: int, n_grid: int, dtype=torch.float32, device=None) -> torch.Tensor:
-    """``[n, n_grid]``: the weights with which ``F.interpolate(bilinear, align_corners=False)`` maps
-    ``n_grid`` nodes onto ``n`` pixels (rows sum to 1)."""
-    src = ((torch.arange(n, dtype=torch.float64) + 0.5) * n_grid / n - 0.5).clamp(min=0)
-    i0 = src.floor().long().clamp(max=n_grid - 1)
-    i1 = (i0 + 1).clamp(max=n_grid - 1)
-    lam = src - i0
-    w = torch.zeros(n, n_grid, dtype=torch.float64)
-    w[torch.arange(n), i0] += 1 - lam
-    w[torch.arange(n), i1] += lam
-    return w.to(dtype=dtype, device=device)
+from svrt.mode_grid import bilinear_weights
 
 
 def _supports(w: torch.Tensor) -> tuple[torch.Tensor, int]:
