@@ -29,6 +29,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from svrt.windows import hann
+
 __all__ = ["contrast", "diffraction_limited", "nmse", "power_spectrum", "spectral_distance", "compare",
            "format_comparison", "score_restoration", "SCORE_BANDS", "SCORE_LOWPASS", "SCORE_BORDER"]
 
@@ -99,8 +101,7 @@ def power_spectrum(image, margin: int = 0) -> tuple[np.ndarray, np.ndarray]:
     averaged in rings of width ``1 / min(Y, X)``; the zero-frequency bin is left out."""
     x = _crop(_t(image), margin)
     y, xx = x.shape[-2:]
-    win = torch.outer(torch.hann_window(y, periodic=False, dtype=torch.float64),
-                      torch.hann_window(xx, periodic=False, dtype=torch.float64))
+    win = hann((y, xx))
     x = (x - x.mean(dim=(-2, -1), keepdim=True)) * win
     spec = torch.fft.fft2(x).abs().pow(2) / (win.pow(2).sum())
     fy = torch.fft.fftfreq(y, dtype=torch.float64)[:, None]
