@@ -31,7 +31,7 @@ def evidence_case(engine, seed: int, size: int = 96, frames: int = 6, objects: i
                   config: dict | None = None, theta0_arcsec: float = 2.0) -> dict:
     """One simulated burst restored with each grid P in ``grids`` (0: spatially invariant).
 
-    Returns ``{"seed", "figures": {method: {"nmse": [K], "spectral_distance": [K], "contrast": [K]}},
+    Returns ``{"seed", "figures": {method: {"nmse_variance": [K], "spectral_distance": [K], "contrast": [K]}},
     "seconds": {method: s}}``, methods ``"average"`` and ``"P=<g>"``."""
     from svrt.instruments import get_instrument
     from svrt.runtime.metrics import compare
@@ -53,7 +53,7 @@ def evidence_case(engine, seed: int, size: int = 96, frames: int = 6, objects: i
             "figures": {k: {f: np.asarray(v).tolist() for f, v in fig.items()} for k, fig in figures.items()}}
 
 
-METRICS = ("nmse_registered", "nmse", "spectral_distance")
+METRICS = ("nmse_variance_registered", "nmse_variance", "spectral_distance")
 
 
 def summarize(cases: list, grids) -> dict:
@@ -70,11 +70,11 @@ def summarize(cases: list, grids) -> dict:
         if inv in methods and inv != sv:
             entry["sv_beats_invariant"] = int((values(sv) < values(inv)).sum())
         out[metric] = entry
-    out["n_objects_total"] = int(np.array([c["figures"][sv]["nmse"] for c in cases]).size)
+    out["n_objects_total"] = int(np.array([c["figures"][sv]["nmse_variance"] for c in cases]).size)
     return out
 
 
-def markdown_table(cases: list, grids, metric: str = "nmse_registered") -> str:
+def markdown_table(cases: list, grids, metric: str = "nmse_variance_registered") -> str:
     methods = [AVERAGE] + [f"P={g}" for g in grids]
     lines = [f"{metric}:", "", "| seed | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
     for c in cases:
@@ -97,16 +97,16 @@ def plot(path: Path, cases: list, grids, title: str) -> None:
     from svrt.fileio import atomic_write
 
     methods = [AVERAGE] + [f"P={g}" for g in grids]
-    labels = [f"{c['seed']}/{k}" if len(c["figures"][AVERAGE]["nmse"]) > 1 else str(c["seed"])
-              for c in cases for k in range(len(c["figures"][AVERAGE]["nmse"]))]
+    labels = [f"{c['seed']}/{k}" if len(c["figures"][AVERAGE]["nmse_variance"]) > 1 else str(c["seed"])
+              for c in cases for k in range(len(c["figures"][AVERAGE]["nmse_variance"]))]
     x = np.arange(len(labels))
     fig, ax = plt.subplots(figsize=(max(5, 0.8 * len(labels) + 2), 3.2))
     for i, m in enumerate(methods):
-        v = [val for c in cases for val in c["figures"][m]["nmse_registered"]]
+        v = [val for c in cases for val in c["figures"][m]["nmse_variance_registered"]]
         ax.bar(x + (i - 1) * 0.27, v, 0.27, label={"P=0": "spatially invariant (P=0)"}.get(m, m))
     ax.set_xticks(x, labels)
     ax.set_xlabel("seed (/object)")
-    ax.set_ylabel("NMSE to truth (filtered, registered)")
+    ax.set_ylabel("NMSE (variance) to truth\n(filtered, registered)")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -147,8 +147,8 @@ def evidence_command(model, backend, seeds, size, frames, objects, grid, iterati
               "engine": f"{engine.identity.model} ({engine.identity.backend})", "burst": {
                   "instrument": "crisp8542", "size": size, "frames": frames, "objects": objects,
                   "r0_cm": 10.0, "theta0_arcsec": theta0, "noise": 0.01},
-              "metrics": {"nmse": "NMSE to the truth after filtering both to the diffraction limit, 8-px border cut",
-                          "nmse_registered": "the same after destretching the filtered estimate onto the filtered truth "
+              "metrics": {"nmse_variance": "NMSE (normalised by the variance of the truth) to the truth after filtering both to the diffraction limit, 8-px border cut",
+                          "nmse_variance_registered": "the same after destretching the filtered estimate onto the filtered truth "
                                              "(32-px blocks; svrt.runtime.registration)",
                           "spectral_distance": "RMS of log10 of the power-spectrum ratio to the truth's, up to the cutoff"},
               "cases": cases, "summary": summarize(cases, grids)}

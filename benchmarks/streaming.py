@@ -87,7 +87,8 @@ def run_series(bursts: list, engine, config, warm: str) -> list[dict]:
                          "wait_s": round(item.wait_s, 3), "solve_s": round(item.solve_s, 3),
                          "patch_evals": h.get("PATCH_EVALS"), "obj_iters": h.get("OBJ_ITERS"),
                          "iterations": item.iterations, "t_patch_s": h.get("T_PATCH"),
-                         "nmse": round(float(score["nmse"]), 5), "nmse_frame_average": round(float(average["nmse"]), 5)})
+                         "nmse_variance": round(float(score["nmse_variance"]), 5),
+                         "nmse_variance_frame_average": round(float(average["nmse_variance"]), 5)})
     return rows
 
 
@@ -98,7 +99,8 @@ def summarize(runs: dict[str, list[dict]]) -> dict:
         return round(statistics.mean(values), 4) if values else None
 
     out = {}
-    for key in ("solve_s", "latency_s", "patch_evals", "obj_iters", "iterations", "nmse", "nmse_frame_average"):
+    for key in ("solve_s", "latency_s", "patch_evals", "obj_iters", "iterations", "nmse_variance",
+                "nmse_variance_frame_average"):
         cold = mean(runs["off"], key)
         out[key] = {mode: mean(rows, key) for mode, rows in runs.items()}
         for mode in runs:

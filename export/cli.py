@@ -59,8 +59,9 @@ def export_command(model, output, instrument, fp16, vjp, opset, tensorrt, plan_p
     Run the results with svrt.runtime.engine.load_engine("crisp8542.onnx") (ONNX Runtime) or
     load_engine("crisp8542.plan") (TensorRT); 'svrt engines' lists what this machine can run.
     """
-    from svrt.export.onnx_export import export_onnx, load_for_export, vjp_path_for
+    from svrt.export.onnx_export import export_onnx, load_for_export
     from svrt.fileio import check_output
+    from svrt.runtime.backends.gradient_companion import vjp_path_for
 
     out = Path(output)
     suffix = out.suffix.lower()
@@ -74,7 +75,7 @@ def export_command(model, output, instrument, fp16, vjp, opset, tensorrt, plan_p
         targets += [out] + ([vjp_path_for(out)] if vjp else [])
     if plans:
         from svrt.export.tensorrt_build import check_profile, parse_shape
-        from svrt.runtime.backends.tensorrt_backend import import_tensorrt, plan_metadata_path, vjp_plan_path
+        from svrt.runtime.backends.tensorrt_backend import import_tensorrt, plan_metadata_path
 
         shapes = (parse_shape(min_shape, "--min-shape"), parse_shape(opt_shape, "--opt-shape"),
                   parse_shape(max_shape, "--max-shape"))
@@ -83,7 +84,7 @@ def export_command(model, output, instrument, fp16, vjp, opset, tensorrt, plan_p
         plan = out.with_suffix(".plan")
         targets += [plan, plan_metadata_path(plan)]
         if vjp:
-            targets += [vjp_plan_path(plan), plan_metadata_path(vjp_plan_path(plan))]
+            targets += [vjp_path_for(plan), plan_metadata_path(vjp_path_for(plan))]
     for t in targets:
         check_output(t, overwrite)
 

@@ -148,12 +148,13 @@ def export_tensorrt(model, meta: dict, instrument: str, plan_path: str | Path, *
     """Export the graphs of ``model`` for ``instrument`` at ``precision`` (in memory) and build
     ``plan_path`` and, with ``vjp``, its VJP plan. Returns the paths written."""
     from svrt.export.onnx_export import OPSET, to_onnx
-    from svrt.runtime.backends.tensorrt_backend import import_tensorrt, plan_metadata_path, vjp_plan_path
+    from svrt.runtime.backends.gradient_companion import vjp_path_for
+    from svrt.runtime.backends.tensorrt_backend import import_tensorrt, plan_metadata_path
 
     import_tensorrt()  # fail early, before the export, with the install hint
     plan_path = Path(plan_path)
     written = []
-    graphs = [("forward", plan_path)] + ([("vjp", vjp_plan_path(plan_path))] if vjp else [])
+    graphs = [("forward", plan_path)] + ([("vjp", vjp_path_for(plan_path))] if vjp else [])
     for graph, path in graphs:
         proto = to_onnx(model, meta, instrument, graph, precision, opset or OPSET)
         build_plan(proto, path, min_shape=min_shape, opt_shape=opt_shape, max_shape=max_shape,

@@ -344,9 +344,9 @@ def _comparison_text(burst, result) -> str | None:
     def cell(values) -> str:
         return " / ".join(f"{v:.4f}" for v in values)
 
-    lines = [f"{'':15s} {'NMSE':>17s} {'contrast':>17s} {'power 0.3-0.6 D/lambda':>24s}"]
+    lines = [f"{'':15s} {'NMSE (variance)':>17s} {'contrast':>17s} {'power 0.3-0.6 D/lambda':>24s}"]
     for name, sc in scores.items():
-        lines.append(f"{name:15s} {cell([x['nmse'] for x in sc]):>17s} {cell([x['contrast'] for x in sc]):>17s} "
+        lines.append(f"{name:15s} {cell([x['nmse_variance'] for x in sc]):>17s} {cell([x['contrast'] for x in sc]):>17s} "
                      f"{cell([x['power_ratio']['0.3-0.6'] for x in sc]):>24s}")
     lines.append(f"{'truth':15s} {'':>17s} {cell([x['contrast_truth'] for x in scores['SV-MOMFBD']]):>17s} {'1':>24s}")
     return "\n".join(lines)

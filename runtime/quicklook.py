@@ -28,7 +28,7 @@ def plot_restoration(path: str | os.PathLike, frames, objects, model, instrument
 
     from svrt.fileio import atomic_write
     from svrt.instruments import get_instrument
-    from svrt.runtime.metrics import contrast, nmse, power_spectrum
+    from svrt.runtime.metrics import contrast, nmse_power, power_spectrum
 
     frames = np.asarray(frames, dtype=np.float64)
     objects = np.asarray(objects, dtype=np.float64)
@@ -51,10 +51,10 @@ def plot_restoration(path: str | os.PathLike, frames, objects, model, instrument
     for i in range(k):
         inst = get_instrument(instruments[i]) if instruments else None
         resid = first[i] - model[i, 0]
-        r_nmse = float(nmse(model[i, 0], first[i], normalization="power"))
+        r_nmse = float(nmse_power(model[i, 0], first[i]))
         rr = float(np.percentile(np.abs(resid), 99.5)) or 1.0
         panels = [("frame 1", first[i], f"contrast {100 * float(contrast(first[i])):.1f} %", "gray"),
-                  ("frame 1 - model", resid, f"NMSE {r_nmse:.2e}", "RdBu_r"),
+                  ("frame 1 - model", resid, f"NMSE (power, Eq. 12) {r_nmse:.2e}", "RdBu_r"),
                   (f"average of {n_frames}", avg[i], f"contrast {100 * float(contrast(avg[i])):.1f} %", "gray"),
                   ("SV-MOMFBD", objects[i], f"contrast {100 * float(contrast(objects[i])):.1f} %", "gray")]
         if truth is not None:

@@ -43,6 +43,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from svrt.errors import SvrtError
+from svrt.instruments import default_conditioning
 
 MULTIPLE = 16  # four 2x2 poolings
 NORM_EPS = 1e-6
@@ -86,7 +87,7 @@ class EmulatorConfig:
 
     width: int = 64                    # C
     n_modes: int = 44                  # M
-    instruments: list = field(default_factory=lambda: ["crisp6302", "crisp8542", "chromis3934", "hifi6563"])
+    instruments: list = field(default_factory=default_conditioning)   # one-hot order
     film_hidden: int = 64
     normalize: bool = True
     residual: bool = True

@@ -28,7 +28,8 @@ ARCSEC_PER_RADIAN = 180.0 / math.pi * 3600.0
 
 @dataclass(frozen=True)
 class Instrument:
-    """One telescope + camera + wavelength combination; ``index`` is its conditioning index."""
+    """One telescope + camera + wavelength combination. ``index``: its position in the emulator's default
+    conditioning vector (:func:`default_conditioning`); a trained model stores its own instrument list."""
 
     label: str
     telescope: str
@@ -146,6 +147,15 @@ def conditioning_size() -> int:
 #: the fields that make an instrument's PSFs: an emulator trained for a label learned these.
 PHYSICS_FIELDS = ("diameter_cm", "obscuration_cm", "pixel_arcsec", "wavelength_angstrom", "spider_count",
                   "spider_width_cm")
+
+
+def default_conditioning() -> list[str]:
+    """The emulator's default instrument list (its one-hot order): the bundled Table 1 sorted by ``index``.
+
+    >>> default_conditioning()
+    ['crisp6302', 'crisp8542', 'chromis3934', 'hifi6563']
+    """
+    return [inst.label for inst in sorted(builtin_instruments().values(), key=lambda inst: inst.index)]
 
 
 def builtin_instruments() -> dict[str, Instrument]:

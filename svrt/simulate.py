@@ -63,15 +63,15 @@ from pathlib import Path
 import click
 import numpy as np
 
-from svrt.atmosphere import DEFAULT_THETA0_ARCSEC
+from svrt.atmosphere import DEFAULT_THETA0_ARCSEC, R0_REFERENCE_WAVELENGTH
 from svrt.errors import SvrtError
 from svrt.mode_grid import per_pixel_modes
+from svrt.optics.kl import defocus_mode_index
 
 MAX_PSF_SIZE = 256          # cap on the PSF box (the cost of the exact convolution grows as S^2)
 MIN_PUPIL_PX = 24           # pupil sampling of the PSF model (grid pixels across D)
 PSF_ENERGY_FRACTION = 0.98  # the PSF box holds this fraction of the energy ...
 PSF_NODE_QUANTILE = 0.95    # ... for this fraction of the coarse-grid nodes
-R0_REFERENCE = 5000.0       # Angstrom
 MAX_MODES = 152             # KL modes from the Zernikes of radial orders 1..16 (svrt.optics.kl)
 WAVEFRONTS = ("kl", "screen")
 SAMPLES_PER_R0 = 3.0        # wavefront="screen": pupil samples per r0 (instrument wavelength) of the PSF model
@@ -399,7 +399,7 @@ def simulate_burst(instrument="crisp8542", size: int = 256, n_frames: int = 12, 
         "CDELT2": float(inst.pixel_arcsec),
         "SIMULATE": True,
         "R0": float(r0_cm),
-        "R0WAVE": R0_REFERENCE,
+        "R0WAVE": R0_REFERENCE_WAVELENGTH,
         "R0INST": round(r0_at_wavelength(r0_cm, inst.wavelength_angstrom), 4),
         "THETA0": float(theta0_arcsec) if theta0_arcsec is not None else 0.0,
         "NOISE": float(noise),
@@ -506,13 +506,6 @@ def truth_with_margin(burst) -> np.ndarray:
 # quick look
 # ----------------------------------------------------------------------------------------------
 
-def defocus_index(n_modes: int) -> int:
-    """0-based index of the KL mode dominated by defocus (Noll 4)."""
-    from svrt.optics.kl import kl_basis
-
-    return int(np.argmax(np.abs(kl_basis(n_modes).coefficients[:, 2])))
-
-
 def local_contrast_ratio(frame: np.ndarray, truth: np.ndarray, block: int) -> np.ndarray:
     """RMS contrast of ``frame`` over that of ``truth`` in ``block`` x ``block`` pixel blocks:
     ``[Y // block, X // block]``, 1 = unblurred. A map of how strongly each part of the field is blurred."""
@@ -557,7 +550,7 @@ def plot_burst(burst, path, title: str | None = None) -> str:
         ax.set_title(name)
         ax.set_xlabel(unit)
     if burst.modes is not None:
-        j = defocus_index(burst.modes.shape[1])
+        j = defocus_mode_index(burst.modes.shape[1])
         mode = per_pixel_modes(burst.modes[0], (y, x))[j].numpy()
         ax = axes[len(panels)]
         lim = float(np.max(np.abs(mode))) or 1.0

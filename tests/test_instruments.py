@@ -169,3 +169,12 @@ def test_cli_bad_user_file_is_one_sentence(tmp_path, monkeypatch, capsys):
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("svrt: error: ") and "pixel_arcsec" in err and "Traceback" not in err
+
+
+def test_index_is_the_position_in_the_default_conditioning():
+    from svrt.emulator import EmulatorConfig
+    from svrt.instruments import builtin_instruments, default_conditioning
+
+    order = default_conditioning()
+    assert [builtin_instruments()[label].index for label in order] == list(range(len(order)))
+    assert EmulatorConfig().instruments == order

@@ -17,10 +17,11 @@ import torch
 from svrt.atmosphere import kl_standard_deviations, kolmogorov_coefficients
 from svrt.emulator import SVCE, EmulatorConfig, load_model, save_model
 from svrt.errors import SvrtError
+from svrt.optics.convolution import fft_convolve
+from svrt.runtime.metrics import nmse_power
 from svrt.trainer import pairs as pairs_module
 from svrt.trainer.images import SOURCES
-from svrt.trainer.loss import LAMBDA_FLUX, LAMBDA_GRAD, emulator_loss, nmse
-from svrt.optics.convolution import fft_convolve
+from svrt.trainer.loss import LAMBDA_FLUX, LAMBDA_GRAD, emulator_loss
 from svrt.trainer.pairs import APODIZATION, CROP, R0_RANGE, WEAK_FRACTION, PairGenerator, fixed_set
 from svrt.trainer.train import TrainConfig, learning_rate, train
 
@@ -223,7 +224,10 @@ def test_loss_shifted_edge_moves_gradient_not_flux():
     assert LAMBDA_GRAD * float(bt["grad"]) > float(bt["mse"])
 
 
-def test_nmse_definition():
+def test_nmse_power_is_eq12():
+    def nmse(y, t):
+        return nmse_power(y, t, dims=(-3, -2, -1))
+
     t = torch.ones(3, 1, 8, 8)
     y = t * torch.tensor([1.0, 1.1, 0.5]).view(3, 1, 1, 1)
     s = nmse(y, t)
@@ -312,7 +316,7 @@ def test_training_writes_weights_with_recipe_and_validation(trained):
     assert meta["recipe"]["instruments"] == INSTRUMENTS
     assert meta["command"] == "pytest" and "Eq. 11" in meta["loss"]
     v = meta["validation"]
-    assert set(v["per_instrument"]) <= set(INSTRUMENTS) and v["nmse_mean"] > 0 and v["per_r0_bin"]
+    assert set(v["per_instrument"]) <= set(INSTRUMENTS) and v["nmse_power_mean"] > 0 and v["per_r0_bin"]
     assert v["loss"] == pytest.approx(trained["state"]["best"])
     model, meta2 = load_model(out)
     assert meta2 == meta and model.config.width == 4 and model.config.instruments == INSTRUMENTS
@@ -360,7 +364,7 @@ def test_validate_quick_small(trained, tmp_path):
     assert report["held_out"]["n_pairs"] == 8 and report["held_out"]["seed"] == 20_000
     d = report["defocus"]
     assert d["size"] == 64 and len(d["positions"]) == 1 and d["defocus_kl_mode"] == 3
-    assert d["psf_truncation_nmse"] < 1e-4
+    assert d["psf_truncation_nmse_power"] < 1e-4
     assert report["timing"]["exact_per_pixel_s"] > 0 and report["timing"]["speedup"] > 0
     assert [r["r0_cm"] for r in report["psf"]["per_r0"]] == [3.0, 5.0, 8.0, 12.0, 15.0]
     assert "skipped" in report["simulate"] and report["targets"]["simulate_below_target"] is None
@@ -381,7 +385,7 @@ def test_validate_quick_as_shipped(trained, tmp_path):
 
 def test_defocus_mode_is_found_from_the_kl_basis():
     from svrt.optics.kl import kl_basis
-    from svrt.trainer.validate import defocus_mode_index
+    from svrt.optics.kl import defocus_mode_index
 
     k = defocus_mode_index(44)
     row = np.abs(kl_basis(44).coefficients[k])
@@ -446,7 +450,7 @@ def test_psf_test_scores_an_exact_emulator_at_zero():
 
     summary, images = psf_test(_ExactInvariant().eval(), r0_values=(5.0, 12.0), realisations=2)
     for row in summary["per_r0"]:
-        assert max(row["nmse"]) < 1e-10 and row["flux_ratio_mean"] == pytest.approx(1.0, abs=1e-5)
+        assert max(row["nmse_power"]) < 1e-10 and row["flux_ratio_mean"] == pytest.approx(1.0, abs=1e-5)
     assert images["rows"][0]["exact"].max() == pytest.approx(1.0)
 
 
@@ -458,9 +462,9 @@ def test_defocus_test_geometry():
     summary, images = defocus_test(_DiffractionOnly().eval(), size=64, positions=[32], repeats=1)
     row = summary["positions"][0]
     assert row["residual_over_effect"] == pytest.approx(1.0, abs=1e-4)
-    assert row["nmse"] == pytest.approx(row["defocus_effect_nmse"], rel=1e-4)
-    assert 1e-5 < row["defocus_effect_nmse"] < 1e-2           # the bump changes the image, not by much
-    assert summary["defocus_kl_mode"] == 3 and summary["psf_truncation_nmse"] < 1e-5
+    assert row["nmse_power"] == pytest.approx(row["defocus_effect_nmse_power"], rel=1e-4)
+    assert 1e-5 < row["defocus_effect_nmse_power"] < 1e-2           # the bump changes the image, not by much
+    assert summary["defocus_kl_mode"] == 3 and summary["psf_truncation_nmse_power"] < 1e-5
     assert float(images["rows"][0]["exact"].max()) == pytest.approx(1.0)
 
 

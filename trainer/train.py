@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import platform
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,8 +14,10 @@ import numpy as np
 import torch
 
 from svrt.emulator import SVCE, EmulatorConfig, save_model
+from svrt.instruments import default_conditioning
+from svrt.runtime.metrics import nmse_power
 from svrt.trainer.images import DEFAULT_MIX
-from svrt.trainer.loss import emulator_loss, nmse
+from svrt.trainer.loss import emulator_loss
 from svrt.trainer.pairs import WEAK_FRACTION, PairGenerator, PairStream, fixed_set
 
 R0_BINS = (3.0, 5.0, 8.0, 11.0, 15.0, float("inf"))   # the last bin: the weak wavefronts (r0 > 15 cm)
@@ -27,7 +27,7 @@ R0_BINS = (3.0, 5.0, 8.0, 11.0, 15.0, float("inf"))   # the last bin: the weak w
 class TrainConfig:
     width: int = 16
     n_modes: int = 44
-    instruments: list = field(default_factory=lambda: ["crisp6302", "crisp8542", "chromis3934", "hifi6563"])
+    instruments: list = field(default_factory=default_conditioning)
     steps: int = 20000
     batch: int = 16
     lr_start: float = 3e-4
@@ -83,10 +83,10 @@ def evaluate(model: SVCE, val: dict, device, batch: int = 32) -> dict:
         obj, modes, idx, target = _batch_to({k: val[k][sl] for k in ("obj", "target", "coefficients", "instrument")}, device)
         cond = torch.nn.functional.one_hot(idx, model.config.n_conditions).float()
         y = model(obj, modes, cond)
-        scores.append(nmse(y, target).cpu())
+        scores.append(nmse_power(y, target, dims=(-3, -2, -1)).cpu())
         losses.append(float(emulator_loss(y, target)["total"]) * len(obj))
     s = torch.cat(scores).numpy()
-    out = {"loss": sum(losses) / len(s), "nmse_mean": float(s.mean()), "nmse_median": float(np.median(s)),
+    out = {"loss": sum(losses) / len(s), "nmse_power_mean": float(s.mean()), "nmse_power_median": float(np.median(s)),
            "per_instrument": {}, "per_r0_bin": {}, "per_source": {}}
     for k, label in enumerate(model.config.instruments):
         sel = val["instrument"].numpy() == k
@@ -108,7 +108,6 @@ def train(cfg: TrainConfig, out: str | Path, run_dir: str | Path, command: str =
     ``run_dir/checkpoint.safetensors`` when it exists (safetensors + JSON: nothing is unpickled)."""
     from tqdm import tqdm
 
-    from svrt.fileio import atomic_write
 
     device = torch.device(cfg.device)
     run_dir = Path(run_dir)
@@ -188,15 +187,15 @@ def train(cfg: TrainConfig, out: str | Path, run_dir: str | Path, command: str =
             v = evaluate(model, val, device)
             model.train()
             state["history"].append({"step": state["step"], "train_loss": terms["total"].detach().item(), **{
-                k: v[k] for k in ("loss", "nmse_mean", "nmse_median")}})
+                k: v[k] for k in ("loss", "nmse_power_mean", "nmse_power_median")}})
             if v["loss"] < state["best"]:
                 state["best"] = v["loss"]
                 save_model(out, model.eval(), {**meta_base, "step": state["step"], "validation": v,
                                                "train_seconds": elapsed(),
                                                "history": state["history"]})
                 model.train()
-            log(f"step {state['step']}: val loss {v['loss']:.3e}, NMSE mean {v['nmse_mean']:.2e} "
-                f"median {v['nmse_median']:.2e} (best {state['best']:.3e})")
+            log(f"step {state['step']}: val loss {v['loss']:.3e}, NMSE (Eq. 12) mean {v['nmse_power_mean']:.2e} "
+                f"median {v['nmse_power_median']:.2e} (best {state['best']:.3e})")
         if state["step"] % cfg.checkpoint_every == 0 or last:
             save_checkpoint()
     if state["step"] < cfg.steps:

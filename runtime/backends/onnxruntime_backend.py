@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from svrt.errors import SvrtError
+from svrt.runtime.backends.gradient_companion import check_pair, vjp_path_for
 from svrt.runtime.engine import Engine, EngineIdentity
 
 INSTALL_HINT = "pip install onnxruntime (CPU) or pip install onnxruntime-gpu (CUDA and TensorRT execution providers)"
@@ -36,12 +37,6 @@ def import_onnxruntime():
     except ImportError:
         raise SvrtError(f"the onnxruntime back end needs ONNX Runtime, which is not installed; {INSTALL_HINT}.") from None
     return onnxruntime
-
-
-def vjp_path_for(path: str | Path) -> Path:
-    """``name.onnx -> name.vjp.onnx``."""
-    p = Path(path)
-    return p.with_name(f"{p.stem}.vjp{p.suffix}")
 
 
 def _first_line(exc: BaseException) -> str:
@@ -76,10 +71,7 @@ def check_graph_metadata(meta: dict, path, graph: str = "forward", instrument: s
 def check_companion(forward_meta: dict, vjp_meta: dict, path, vjp_path) -> None:
     """The VJP graph must belong to the forward graph (same instrument, weights, modes, precision)."""
     check_graph_metadata(vjp_meta, vjp_path, graph="vjp")
-    for key in SHARED_KEYS:
-        if forward_meta.get(key) != vjp_meta.get(key):
-            raise SvrtError(f"{vjp_path}: metadata key '{key}' is '{vjp_meta.get(key)}' but the forward graph {path} has "
-                            f"'{forward_meta.get(key)}'; export both again with 'svrt export'.")
+    check_pair(forward_meta, vjp_meta, path, vjp_path, SHARED_KEYS, "graph", "export both again with 'svrt export'")
 
 
 def _device_and_providers(ort, device: str, providers):

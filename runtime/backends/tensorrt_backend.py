@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from svrt.errors import SvrtError
+from svrt.runtime.backends.gradient_companion import check_pair, vjp_path_for
 from svrt.runtime.engine import Engine, EngineIdentity
 
 INSTALL_HINT = "install it on a host with an NVIDIA GPU: pip install tensorrt (with a CUDA build of torch)"
@@ -60,12 +61,6 @@ def plan_metadata_path(plan: str | Path) -> Path:
     """``name.plan -> name.plan.json``."""
     p = Path(plan)
     return p.with_name(p.name + ".json")
-
-
-def vjp_plan_path(plan: str | Path) -> Path:
-    """``name.plan -> name.vjp.plan``."""
-    p = Path(plan)
-    return p.with_name(f"{p.stem}.vjp{p.suffix}")
 
 
 def read_plan_metadata(plan: str | Path) -> dict:
@@ -124,11 +119,10 @@ def check_plan_metadata(meta: dict, path, *, gpu_name: str, compute_capability: 
 
 
 def check_plan_pair(forward_meta: dict, vjp_meta: dict, path, vjp_path) -> None:
-    """The VJP plan must belong to the forward plan."""
-    for key in ("instrument", "model_hash", "n_modes", "precision", "tensorrt_version", "gpu_name"):
-        if forward_meta.get(key) != vjp_meta.get(key):
-            raise SvrtError(f"{vjp_path}: plan metadata key '{key}' is '{vjp_meta.get(key)}' but the forward plan {path} "
-                            f"has '{forward_meta.get(key)}'; build both again with 'svrt export --tensorrt'.")
+    """The VJP plan must belong to the forward plan (and to the same TensorRT and GPU)."""
+    check_pair(forward_meta, vjp_meta, path, vjp_path,
+               ("instrument", "model_hash", "n_modes", "precision", "tensorrt_version", "gpu_name"), "plan",
+               "build both again with 'svrt export --tensorrt'")
 
 
 class _Plan:
@@ -212,7 +206,7 @@ class TensorRTEngine(Engine):
             plan = _Plan(trt, path, meta, logger)
             vjp = None
             if vjp_path is None:
-                candidate = vjp_plan_path(path)
+                candidate = vjp_path_for(path)
                 vjp_path = candidate if candidate.exists() else None
             if vjp_path:
                 vjp_path = Path(vjp_path)
@@ -228,7 +222,7 @@ class TensorRTEngine(Engine):
 
     def _vjp(self, obj, modes, instrument, grad_out):
         if self.vjp_plan is None:
-            raise SvrtError(f"{self.plan.path}: no VJP plan ({vjp_plan_path(self.plan.path).name} not found beside it), "
+            raise SvrtError(f"{self.plan.path}: no VJP plan ({vjp_path_for(self.plan.path).name} not found beside it), "
                             "so this TensorRT engine cannot give gradients; build it with 'svrt export ... --vjp --tensorrt'.")
         g_obj, g_modes = self.vjp_plan.execute({"obj": obj, "modes": modes, "grad_out": grad_out},
                                                {"grad_obj": tuple(obj.shape), "grad_modes": tuple(modes.shape)},
