@@ -3,9 +3,9 @@ against the spatially invariant solution (P = 0: one wavefront per frame), on si
 bursts whose truth is known.
 
 For every seed: ``simulate_burst`` (crisp8542, r0 = 10 cm, theta0 = 2", 1 % noise by default), then
-the same solver settings with each grid, then :func:`svrt.runtime.metrics.compare` against the truth:
+the same solver settings with each grid, then :func:`svrt.benchmarks.metrics.compare` against the truth:
 NMSE after filtering both to the diffraction limit, raw and after registration (the headline:
-MOMFBD cannot know where the object sits, see :mod:`svrt.runtime.registration`), the RMS distance of
+MOMFBD cannot know where the object sits, see :mod:`svrt.benchmarks.registration`), the RMS distance of
 the log power spectra (shift-blind), the contrast. Writes ``evidence.json`` and ``evidence.png``
 (registered NMSE per seed and method) and prints markdown tables.
 
@@ -34,7 +34,7 @@ def evidence_case(engine, seed: int, size: int = 96, frames: int = 6, objects: i
     Returns ``{"seed", "figures": {method: {"nmse_variance": [K], "spectral_distance": [K], "contrast": [K]}},
     "seconds": {method: s}}``, methods ``"average"`` and ``"P=<g>"``."""
     from svrt.instruments import get_instrument
-    from svrt.runtime.metrics import compare
+    from svrt.benchmarks.metrics import compare
     from svrt.runtime.solver import SVMOMFBD, SolverConfig
     from svrt.simulate import simulate_burst
 
@@ -149,7 +149,7 @@ def evidence_command(model, backend, seeds, size, frames, objects, grid, iterati
                   "r0_cm": 10.0, "theta0_arcsec": theta0, "noise": 0.01},
               "metrics": {"nmse_variance": "NMSE (normalised by the variance of the truth) to the truth after filtering both to the diffraction limit, 8-px border cut",
                           "nmse_variance_registered": "the same after destretching the filtered estimate onto the filtered truth "
-                                             "(32-px blocks; svrt.runtime.registration)",
+                                             "(32-px blocks; svrt.benchmarks.registration)",
                           "spectral_distance": "RMS of log10 of the power-spectrum ratio to the truth's, up to the cutoff"},
               "cases": cases, "summary": summarize(cases, grids)}
     with atomic_write(out / "evidence.json") as tmp:

@@ -26,9 +26,9 @@ def plot_restoration(path: str | os.PathLike, frames, objects, model, instrument
     import matplotlib.pyplot as plt
     import matplotlib.ticker  # noqa: F401  (matplotlib.ticker.NullFormatter below)
 
+    from svrt.benchmarks.metrics import contrast, nmse_power, power_spectrum
     from svrt.fileio import atomic_write
     from svrt.instruments import get_instrument
-    from svrt.runtime.metrics import contrast, nmse_power, power_spectrum
 
     frames = np.asarray(frames, dtype=np.float64)
     objects = np.asarray(objects, dtype=np.float64)

@@ -28,7 +28,7 @@ COMMANDS = {
     "instruments": ("svrt.instruments_cli:instruments", "List the instrumental configurations."),
     "simulate": ("svrt.simulate:simulate_command", "Simulate an anisoplanatic burst (FITS or HDF5)."),
     "train": ("svrt.trainer.cli:train_command", "Train the spatially variant convolution emulator."),
-    "validate": ("svrt.trainer.validate:validate_command", "Validate an emulator against exact convolutions."),
+    "validate": ("svrt.benchmarks.validate:validate_command", "Validate an emulator against exact convolutions."),
     "export": ("svrt.export.cli:export_command", "Export a model to ONNX or a TensorRT plan."),
     "engines": ("svrt.runtime.inventory:engines_command", "List the back ends and devices this machine can run."),
     "convolve": ("svrt.runtime.cli:convolve_command", "Emulated spatially variant convolution of an object."),

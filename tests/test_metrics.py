@@ -1,9 +1,9 @@
-"""svrt.runtime.metrics.score_restoration, the one score of DESIGN.md: what it must and must not count."""
+"""svrt.benchmarks.metrics.score_restoration, the one score of DESIGN.md: what it must and must not count."""
 
 import numpy as np
 import pytest
 
-from svrt.runtime.metrics import compare, diffraction_limited, nmse_variance, score_restoration
+from svrt.benchmarks.metrics import compare, diffraction_limited, nmse_variance, score_restoration
 from svrt.scenes import make_scene
 
 N = 128

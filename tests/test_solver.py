@@ -313,7 +313,7 @@ def test_bad_inputs(engine, models):
 # ------------------------------------------------------------------------------------------ metrics
 
 def test_metrics():
-    from svrt.runtime.metrics import compare, contrast, diffraction_limited, nmse_variance, power_spectrum, spectral_distance
+    from svrt.benchmarks.metrics import compare, contrast, diffraction_limited, nmse_variance, power_spectrum, spectral_distance
 
     rng = np.random.default_rng(0)
     img = 1 + 0.1 * rng.standard_normal((64, 64))

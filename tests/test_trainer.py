@@ -15,10 +15,10 @@ import pytest
 import torch
 
 from svrt.atmosphere import kl_standard_deviations, kolmogorov_coefficients
+from svrt.benchmarks.metrics import nmse_power
 from svrt.emulator import SVCE, EmulatorConfig, load_model, save_model
 from svrt.errors import SvrtError
 from svrt.optics.convolution import fft_convolve
-from svrt.runtime.metrics import nmse_power
 from svrt.trainer import pairs as pairs_module
 from svrt.trainer.images import SOURCES
 from svrt.trainer.loss import LAMBDA_FLUX, LAMBDA_GRAD, emulator_loss
@@ -349,7 +349,7 @@ def test_training_resumes_from_checkpoint(trained):
 def _cli(args):
     from click.testing import CliRunner
 
-    from svrt.trainer.validate import validate_command
+    from svrt.benchmarks.validate import validate_command
 
     return CliRunner().invoke(validate_command, [str(a) for a in args], catch_exceptions=False)
 
@@ -384,8 +384,7 @@ def test_validate_quick_as_shipped(trained, tmp_path):
 
 
 def test_defocus_mode_is_found_from_the_kl_basis():
-    from svrt.optics.kl import kl_basis
-    from svrt.optics.kl import defocus_mode_index
+    from svrt.optics.kl import defocus_mode_index, kl_basis
 
     k = defocus_mode_index(44)
     row = np.abs(kl_basis(44).coefficients[k])
@@ -395,7 +394,7 @@ def test_defocus_mode_is_found_from_the_kl_basis():
 def test_simulate_part_is_skipped_without_svrt_simulate(monkeypatch):
     import sys
 
-    from svrt.trainer.validate import simulate_test
+    from svrt.benchmarks.validate import simulate_test
 
     monkeypatch.setitem(sys.modules, "svrt.simulate", None)     # import fails
     torch.manual_seed(0)
@@ -404,7 +403,7 @@ def test_simulate_part_is_skipped_without_svrt_simulate(monkeypatch):
 
 
 def test_validate_rejects_bad_arguments(tmp_path):
-    from svrt.trainer.validate import run_validation
+    from svrt.benchmarks.validate import run_validation
 
     path = tmp_path / "m.safetensors"
     torch.manual_seed(0)
@@ -446,7 +445,7 @@ class _ExactInvariant(SVCE):
 
 
 def test_psf_test_scores_an_exact_emulator_at_zero():
-    from svrt.trainer.validate import psf_test
+    from svrt.benchmarks.validate import psf_test
 
     summary, images = psf_test(_ExactInvariant().eval(), r0_values=(5.0, 12.0), realisations=2)
     for row in summary["per_r0"]:
@@ -457,7 +456,7 @@ def test_psf_test_scores_an_exact_emulator_at_zero():
 def test_defocus_test_geometry():
     """An emulator that ignores the defocus must score exactly the defocus effect (residual / effect = 1):
     the emulator's margin, crop and normalisation line up with the exact method's pixels."""
-    from svrt.trainer.validate import defocus_test
+    from svrt.benchmarks.validate import defocus_test
 
     summary, images = defocus_test(_DiffractionOnly().eval(), size=64, positions=[32], repeats=1)
     row = summary["positions"][0]

@@ -40,10 +40,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from svrt.benchmarks.metrics import nmse_power
 from svrt.errors import SvrtError
 from svrt.mode_grid import per_pixel_modes
 from svrt.optics.kl import defocus_mode_index
-from svrt.runtime.metrics import nmse_power
 
 HELD_OUT_SEED = 20_000          # + seed; training uses seed*1000+step and 10_000+seed
 DEFOCUS_INSTRUMENT = "crisp8542"
@@ -58,7 +58,7 @@ PARTS = ("pairs", "defocus", "psf", "simulate")
 # --------------------------------------------------------------------------------------------- helpers
 
 def nmse_value(y: torch.Tensor, t: torch.Tensor) -> float:
-    """:func:`~svrt.runtime.metrics.nmse_power` (Eq. 12) over a whole array, float64 sums."""
+    """:func:`~svrt.benchmarks.metrics.nmse_power` (Eq. 12) over a whole array, float64 sums."""
     return float(nmse_power(y.double(), t.double(), dims=tuple(range(y.dim()))))
 
 
