@@ -33,8 +33,8 @@ def evidence_case(engine, seed: int, size: int = 96, frames: int = 6, objects: i
 
     Returns ``{"seed", "figures": {method: {"nmse_variance": [K], "spectral_distance": [K], "contrast": [K]}},
     "seconds": {method: s}}``, methods ``"average"`` and ``"P=<g>"``."""
-    from svrt.instruments import get_instrument
     from svrt.benchmarks.metrics import compare
+    from svrt.instruments import get_instrument
     from svrt.runtime.solver import SVMOMFBD, SolverConfig
     from svrt.simulate import simulate_burst
 
@@ -89,18 +89,13 @@ def markdown_table(cases: list, grids, metric: str = "nmse_variance_registered")
 
 
 def plot(path: Path, cases: list, grids, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from svrt.fileio import atomic_write
+    from svrt.pictures import save_png, subplots
 
     methods = [AVERAGE] + [f"P={g}" for g in grids]
     labels = [f"{c['seed']}/{k}" if len(c["figures"][AVERAGE]["nmse_variance"]) > 1 else str(c["seed"])
               for c in cases for k in range(len(c["figures"][AVERAGE]["nmse_variance"]))]
     x = np.arange(len(labels))
-    fig, ax = plt.subplots(figsize=(max(5, 0.8 * len(labels) + 2), 3.2))
+    fig, ax = subplots(figsize=(max(5, 0.8 * len(labels) + 2), 3.2))
     for i, m in enumerate(methods):
         v = [val for c in cases for val in c["figures"][m]["nmse_variance_registered"]]
         ax.bar(x + (i - 1) * 0.27, v, 0.27, label={"P=0": "spatially invariant (P=0)"}.get(m, m))
@@ -110,9 +105,7 @@ def plot(path: Path, cases: list, grids, title: str) -> None:
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    with atomic_write(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_png(fig, path, dpi=110)
 
 
 @click.command("evidence")

@@ -139,23 +139,20 @@ def plot(result: dict, path) -> None:
     as a fraction of the measured matmul peak; (c) SV-MOMFBD seconds per iteration when measured."""
     import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from svrt.fileio import atomic_write
+    from svrt.pictures import save_png, subplots
 
     records = result.get("records", [])
     conv = [r for r in records if r.get("kind") == "convolution"]
     rest = [r for r in records if r.get("kind") == "restoration"]
     ncols = 3 if rest else 2
-    fig, axes = plt.subplots(1, ncols, figsize=(6.0 * ncols, 5.0))
+    fig, axes = subplots(1, ncols, figsize=(6.0 * ncols, 5.0))
     ax_t, ax_f = axes[0], axes[1]
     groups = {}
     for r in conv:
         key = (r["method"], r["backend"], r["precision"], r["batch"])
         groups.setdefault(key, []).append(r)
     colours = {}
-    palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    palette = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
     batches = sorted({k[3] for k in groups})
     markers = ["o", "s", "^", "D", "v", "P", "X"]
     for key in sorted(groups, key=lambda k: (METHOD_ORDER.get(k[0], 9), k[1], k[2], k[3])):
@@ -216,9 +213,7 @@ def plot(result: dict, path) -> None:
                  + (" random weights" if model.get("random_init") else "") + f", {result.get('created', '')}",
                  fontsize=10)
     fig.tight_layout()
-    with atomic_write(Path(path)) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_png(fig, path, dpi=110)
 
 
 # --------------------------------------------------------------------------- results page

@@ -289,15 +289,12 @@ def _energy_in(psf: torch.Tensor, s: int) -> float:
 
 def plot_defocus(path, images: dict) -> str:
     """Fig. 5 (one row per defocus position): original, diffraction-limited, exact, emulated, residual."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.patches import Circle
 
-    from svrt.fileio import atomic_write
+    from svrt.pictures import save_png, subplots
 
     rows = images["rows"]
-    fig, axes = plt.subplots(len(rows), 5, figsize=(17, 3.5 * len(rows) + 0.6), squeeze=False,
+    fig, axes = subplots(len(rows), 5, figsize=(17, 3.5 * len(rows) + 0.6), squeeze=False,
                              constrained_layout=True)
     for i, (r, info) in enumerate(zip(rows, images["rows_summary"])):
         e = r["exact"]
@@ -325,9 +322,7 @@ def plot_defocus(path, images: dict) -> str:
             ax.set_yticks([])
     fig.suptitle(f"Defocus bump (sigma {images['sigma']:g} px, dashed) along the diagonal, CRISP 8542, "
                  f"{images['size']}x{images['size']} px; images normalised to the exact maximum")
-    with atomic_write(path) as tmp:
-        fig.savefig(tmp, dpi=90)
-    plt.close(fig)
+    save_png(fig, path, dpi=90)
     return str(path)
 
 
@@ -376,15 +371,11 @@ def psf_test(model, r0_values=R0_VALUES, realisations: int = 8, size: int = 128,
 
 def plot_psfs(path, images: dict) -> str:
     """Fig. 7 (exact and emulated PSF per r0, square-root stretch) and Fig. 8 (NMSE against r0)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from svrt.fileio import atomic_write
+    from svrt.pictures import new_figure, save_png
 
     rows = images["rows"]
     n = len(rows)
-    fig = plt.figure(figsize=(3 * n + 5, 6.4), constrained_layout=True)
+    fig = new_figure(figsize=(3 * n + 5, 6.4), constrained_layout=True)
     grid = fig.add_gridspec(2, n + 2)
     for j, r in enumerate(rows):
         for i, (key, label) in enumerate((("exact", "exact"), ("emulated", "emulated"))):
@@ -406,9 +397,7 @@ def plot_psfs(path, images: dict) -> str:
     ax.grid(alpha=0.3, which="both")
     ax.legend()
     fig.suptitle("Point source through Kolmogorov wavefronts, CRISP 8542 (sqrt stretch, normalised to the exact peak)")
-    with atomic_write(path) as tmp:
-        fig.savefig(tmp, dpi=90)
-    plt.close(fig)
+    save_png(fig, path, dpi=90)
     return str(path)
 
 

@@ -7,7 +7,6 @@ traceback by ``svrt``); outputs are written atomically and never onto an input.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
@@ -231,22 +230,15 @@ def convolve_command(object_path, object_key, modes_path, modes_key, instrument,
 
 
 def _plot_convolve(path, obj, out, inst) -> None:
-    import matplotlib
+    from svrt.pictures import save_png, subplots
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from svrt.fileio import atomic_write
-
-    fig, axes = plt.subplots(1, 2, figsize=(8, 4))
+    fig, axes = subplots(1, 2, figsize=(8, 4))
     lo, hi = np.percentile(obj, [0.5, 99.5])
     for ax, img, name in zip(axes, (obj, out), ("object", f"emulated {inst.label}")):
         ax.imshow(img, origin="lower", cmap="gray", vmin=lo, vmax=hi)
         ax.set_title(name, fontsize=9)
     fig.tight_layout()
-    with atomic_write(path) as tmp:
-        fig.savefig(tmp, dpi=90, format="png")
-    plt.close(fig)
+    save_png(fig, path, dpi=90)
 
 
 # ------------------------------------------------------------------------------------------ deconvolve
@@ -332,8 +324,8 @@ def _config(quiet, **kw):
 def _comparison_text(burst, result) -> str | None:
     """The one score of DESIGN.md (``score_restoration``: registered, low-passed at 0.9 D/lambda, border
     dropped, NMSE over the truth's variance) of the frame average and the restoration, objects by '/'."""
-    from svrt.instruments import get_instrument
     from svrt.benchmarks.metrics import score_restoration
+    from svrt.instruments import get_instrument
 
     if burst.truth is None:
         return None
@@ -388,7 +380,6 @@ def deconvolve_command(burst_path, output, engine_paths, model, backend, device,
       svrt deconvolve burst.fits -o restored.fits --grid 0            # spatially invariant MFBD
       svrt deconvolve burst.h5 -o restored.h5 --device cuda --iterations 50 --lambda-obj 0.05
     """
-    from svrt.fileio import read_burst
     from svrt.runtime.quicklook import plot_restoration
     from svrt.runtime.solver import SVMOMFBD
 
@@ -510,7 +501,7 @@ def demo_command(size, n_frames, n_objects, iterations, method, grid, instrument
     from svrt.fileio import check_writable, write_burst
     from svrt.instruments import get_instrument
     from svrt.runtime.quicklook import plot_restoration
-    from svrt.runtime.solver import SolverConfig, SVMOMFBD
+    from svrt.runtime.solver import SVMOMFBD, SolverConfig
     from svrt.simulate import simulate_burst
 
     _check_device(device)

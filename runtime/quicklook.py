@@ -20,15 +20,11 @@ def plot_restoration(path: str | os.PathLike, frames, objects, model, instrument
                      title: str | None = None, pixel_arcsec: float | None = None, mask=None) -> str:
     """Write the Fig. 10-like PNG. ``frames [K, L, Y, X]``, ``objects [K, Y, X]``, ``model [K, L, Y, X]``,
     ``truth [K, Y, X]`` or None, ``instruments`` one label per object. Returns the path."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import matplotlib.ticker  # noqa: F401  (matplotlib.ticker.NullFormatter below)
 
     from svrt.benchmarks.metrics import contrast, nmse_power, power_spectrum
-    from svrt.fileio import atomic_write
     from svrt.instruments import get_instrument
+    from svrt.pictures import save_png, subplots
 
     frames = np.asarray(frames, dtype=np.float64)
     objects = np.asarray(objects, dtype=np.float64)
@@ -46,7 +42,7 @@ def plot_restoration(path: str | os.PathLike, frames, objects, model, instrument
     unit = "arcsec" if ext else "pixel"
 
     n_img = 5 if truth is not None else 4
-    fig, axes = plt.subplots(k, n_img + 1, figsize=(3.0 * (n_img + 1.25), 3.0 * k + 0.6), squeeze=False,
+    fig, axes = subplots(k, n_img + 1, figsize=(3.0 * (n_img + 1.25), 3.0 * k + 0.6), squeeze=False,
                              gridspec_kw={"width_ratios": [1] * n_img + [1.25]})
     for i in range(k):
         inst = get_instrument(instruments[i]) if instruments else None
@@ -89,7 +85,5 @@ def plot_restoration(path: str | os.PathLike, frames, objects, model, instrument
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    with atomic_write(path) as tmp:
-        fig.savefig(tmp, dpi=90, format="png")
-    plt.close(fig)
+    save_png(fig, path, dpi=90)
     return os.fspath(path)

@@ -523,12 +523,7 @@ def plot_burst(burst, path, title: str | None = None) -> str:
     coefficient of frame 0 across the field (the bilinearly upsampled coarse modes) and, with a
     truth, the local contrast of frame 0 relative to the truth's (the spatially variant blur).
     Atomic write."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from svrt.fileio import atomic_write
+    from svrt.pictures import save_png, subplots
 
     k0 = burst.frames[0]
     y, x = burst.shape
@@ -543,7 +538,7 @@ def plot_burst(burst, path, title: str | None = None) -> str:
     block = max(16, min(y, x) // 8)
     show_contrast = burst.truth is not None and min(y, x) >= 2 * block
     n = len(panels) + (burst.modes is not None) + show_contrast
-    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 5.0), layout="constrained")
+    fig, axes = subplots(1, n, figsize=(4.2 * n, 5.0), layout="constrained")
     axes = np.atleast_1d(axes)
     for ax, (name, img) in zip(axes, panels):
         ax.imshow(img, origin="lower", cmap="gray", vmin=lo, vmax=hi, extent=ext, interpolation="nearest")
@@ -569,9 +564,7 @@ def plot_burst(burst, path, title: str | None = None) -> str:
         fig.colorbar(im, ax=ax, shrink=0.8)
     if title:
         fig.suptitle(title)
-    with atomic_write(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=90)
-    plt.close(fig)
+    save_png(fig, path, dpi=90)
     return os.fspath(path)
 
 
