@@ -35,8 +35,9 @@ Conventions and the degeneracies the solver handles:
 * **Photometry.** Object k's frames are divided by one constant ``c_k`` (the mean of |valid pixels|,
   ``scaling="object"``; or one constant for all objects, ``scaling="global"``) before solving and the
   results multiplied back, so the objects and the model come out in the input's units. The emulator
-  is scale-equivariant (``f(c o) = c f(o)``: it divides by the object's mean |o| internally) and the
-  erf filter has ``H(0) = 1``, so this changes nothing but the conditioning of the optimisation.
+  is affine-equivariant (``f(a o + b) = a f(o) + b``: it removes the object's mean and divides by the
+  8-norm of the rest, :func:`svrt.emulator.normalize_input`) and the erf filter has ``H(0) = 1``, so
+  this changes nothing but the conditioning of the optimisation.
   ``scaling="object"`` is equivalent to ``gamma_kl ~ 1 / c_k^2``: every object's data term is relative.
 * **Tip-tilt.** Shifting the object and every frame's tip-tilt by the same amount leaves the data
   unchanged. The solver removes the mean over the frames of the tip and tilt coefficients (KL modes 1

@@ -19,10 +19,11 @@ Architecture (one description shared by trainer, export and runtime):
   ``f(a o + b) = a f(o) + b`` exactly; so does the emulator, by construction: a solar image with a
   pedestal and 10 % contrast and a [0, 1] photograph are the same input to the network, the mean
   passes through untouched (photometry cannot drift) and the network spends nothing on learning the
-  pedestal. (Models before svrt 0.2 divided by the 8-norm of o itself, ``normalization="p8"``, which
-  is still read: trained on [0, 1] images, such a model was worse than the identity on a granulation
-  scene at the diffraction limit.) A high-order norm (close to the maximum but smooth, so gradients
-  have no kinks) keeps x of order 1 for every scene, point-source fields included;
+  pedestal. (Models trained before this normalisation, such as stages 1-2 of svce-c16, divided by the
+  8-norm of o itself, ``normalization="p8"``, which is still read: trained on [0, 1] images, such a
+  model was worse than the identity on a granulation scene at the diffraction limit.) A high-order
+  norm (close to the maximum but smooth, so gradients have no kinks) keeps x of order 1 for every
+  scene, point-source fields included;
   ``residual``: the network predicts the difference between the blurred and the sharp image.
 
 The core module needs Y and X to be multiples of 16; :func:`emulate` pads other sizes
@@ -49,7 +50,7 @@ MULTIPLE = 16  # four 2x2 poolings
 NORM_EPS = 1e-6
 NORM_P = 8
 NORM_TINY = 1e-30
-#: "centred-p8": x = (o - <o>) / 8-norm(o - <o>); "p8": x = o / 8-norm(o) (models before svrt 0.2)
+#: "centred-p8": x = (o - <o>) / 8-norm(o - <o>); "p8": x = o / 8-norm(o) (older models, still read)
 NORMALIZATIONS = ("centred-p8", "p8")
 
 

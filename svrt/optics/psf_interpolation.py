@@ -9,7 +9,7 @@ the curvature of the PSF as a function of the modes, which is small for smooth f
 Why it is here: it needs no training, it is differentiable (the PSF model is written in torch), and
 each node only convolves the patch of the image its weights cover, so it costs about four FFT
 convolutions of a (2P + S)^2 patch per node. It is the physics-exact reference forward model of the
-solver (``--forward psf-interpolation``) and the classical baseline of the benchmarks.
+solver (``--backend psf-interpolation``) and the classical baseline of the benchmarks.
 """
 
 from __future__ import annotations
