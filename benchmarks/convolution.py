@@ -131,7 +131,9 @@ def run_case(case, settings: ConvolutionSettings, ctx: dict) -> dict:
     obj, modes = make_inputs(size, batch, ctx["n_modes"], device)
     if method == "emulator":
         eng, inst = entry.engine, settings.instrument
-        t = measure(lambda: eng.forward(obj, modes, inst), warmup=settings.warmup, repeats=settings.repeats, device=device)
+        t = measure(
+            lambda: eng.forward(obj, modes, inst), warmup=settings.warmup, repeats=settings.repeats, device=device
+        )
         cost = ctx["cost_model"].cost(size, batch)
         return _record(method, entry.backend, device, entry.precision, size, batch, t,
                        flops_source="counted (conv + linear MACs from forward hooks) x 2",
@@ -139,10 +141,13 @@ def run_case(case, settings: ConvolutionSettings, ctx: dict) -> dict:
     pm = ctx["psf_model"]
     o, a = obj[0], modes[0]
     if method == "exact":
-        t = measure(lambda: spatially_variant_convolve(o, a, pm), warmup=0, repeats=settings.exact_repeats, device=device)
+        t = measure(
+            lambda: spatially_variant_convolve(o, a, pm), warmup=0, repeats=settings.exact_repeats, device=device
+        )
         flops = exact_flops_per_pixel(pm) * size * size
         mem = ctx["exact_bytes_per_pixel"] * size * size
-        return _record(method, "torch", device, "fp32", size, 1, t, flops_source="analytic (PSF FFTs + S^2 dot products)",
+        return _record(method, "torch", device, "fp32", size, 1, t, flops_source="analytic (PSF FFTs + S^2 dot "
+                                                                                 "products)",
                        psf_size=pm.psf_size, **_ceiling_fields(flops, mem, t.median, peaks, "fp32"))
     if method == "overlap-add":
         run = lambda: overlap_add_convolve(o, a, pm, patch=settings.patch, overlap=settings.overlap)  # noqa: E731
@@ -150,7 +155,8 @@ def run_case(case, settings: ConvolutionSettings, ctx: dict) -> dict:
         t = measure(run, warmup=max(0, settings.warmup - 1), repeats=settings.repeats, device=device)
         work = overlap_add_flops((size, size), 1, pm, settings.patch, settings.overlap)
         mem = counted.bytes.get("memory", 0)
-        return _record(method, "torch", device, "fp32", size, 1, t, flops_source="analytic (tile FFTs + one PSF per tile)",
+        return _record(method, "torch", device, "fp32", size, 1, t, flops_source="analytic (tile FFTs + one PSF per "
+                                                                                 "tile)",
                        psf_size=pm.psf_size, patch=settings.patch, overlap=settings.overlap, tiles=work["tiles"],
                        fft_side=work["fft_side"], **_ceiling_fields(work["flops"], mem, t.median, peaks, "fp32"))
     raise ValueError(method)

@@ -43,7 +43,9 @@ def evidence_case(engine, seed: int, size: int = 96, frames: int = 6, objects: i
     estimates, seconds = {}, {}
     for g in grids:
         t0 = time.perf_counter()
-        result = SVMOMFBD(engine, SolverConfig(**{"method": "adam", "grid": g, "progress": False, **(config or {})})).solve(burst)
+        result = SVMOMFBD(
+            engine, SolverConfig(**{"method": "adam", "grid": g, "progress": False, **(config or {})})
+        ).solve(burst)
         seconds[f"P={g}"] = round(time.perf_counter() - t0, 2)
         estimates.setdefault(AVERAGE, result.frame_average)
         estimates[f"P={g}"] = result.objects
@@ -117,7 +119,9 @@ def plot(path: Path, cases: list, grids, title: str) -> None:
 @click.option("--objects", default=1, show_default=True)
 @click.option("--grid", default=8, show_default=True, help="P of the spatially variant solution.")
 @click.option("--iterations", default=30, show_default=True, help="Solver iterations.")
-@click.option("--theta0", default=2.0, show_default=True, help="Isoplanatic angle of the simulation [arcsec at 5000 A].")
+@click.option(
+    "--theta0", default=2.0, show_default=True, help="Isoplanatic angle of the simulation [arcsec at 5000 A]."
+)
 @click.option("--out-dir", default="evidence", show_default=True, type=click.Path(file_okay=False))
 def evidence_command(model, backend, seeds, size, frames, objects, grid, iterations, theta0, out_dir):
     """Restore simulated bursts spatially variant (P = --grid) and invariant (P = 0); compare with the truth."""
@@ -136,14 +140,18 @@ def evidence_command(model, backend, seeds, size, frames, objects, grid, iterati
     out.mkdir(parents=True, exist_ok=True)
     engine_args = (f"--model {model} " if model else "") + (f"--backend {backend} " if backend else "")
     report = {"command": f"python -m svrt.benchmarks.evidence {engine_args}--seeds {seeds} "
-                         f"--size {size} --frames {frames} --objects {objects} --grid {grid} --iterations {iterations} --theta0 {theta0}",
+                         f"--size {size} --frames {frames} --objects {objects} --grid {grid} --iterations {iterations} "
+                         f"--theta0 {theta0}",
               "engine": f"{engine.identity.model} ({engine.identity.backend})", "burst": {
                   "instrument": "crisp8542", "size": size, "frames": frames, "objects": objects,
                   "r0_cm": 10.0, "theta0_arcsec": theta0, "noise": 0.01},
-              "metrics": {"nmse_variance": "NMSE (normalised by the variance of the truth) to the truth after filtering both to the diffraction limit, 8-px border cut",
-                          "nmse_variance_registered": "the same after destretching the filtered estimate onto the filtered truth "
+              "metrics": {"nmse_variance": "NMSE (normalised by the variance of the truth) to the truth after "
+                                           "filtering both to the diffraction limit, 8-px border cut",
+                          "nmse_variance_registered": "the same after destretching the filtered estimate onto the "
+                                                      "filtered truth "
                                              "(32-px blocks; svrt.benchmarks.registration)",
-                          "spectral_distance": "RMS of log10 of the power-spectrum ratio to the truth's, up to the cutoff"},
+                          "spectral_distance": "RMS of log10 of the power-spectrum ratio to the truth's, up to the "
+                                               "cutoff"},
               "cases": cases, "summary": summarize(cases, grids)}
     with atomic_write(out / "evidence.json") as tmp:
         Path(tmp).write_text(json.dumps(report, indent=1))

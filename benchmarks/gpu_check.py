@@ -347,9 +347,9 @@ def _solver_config(**wanted):
 
 def _solve(engine, config, frames, device: str) -> tuple:
     """(result, seconds at the end of each iteration after the start, total seconds): one timed solve."""
-    from svrt.runtime.solver import SVMOMFBD
-
     import inspect
+
+    from svrt.runtime.solver import SVMOMFBD
 
     solver = SVMOMFBD(engine, config)
     stamps = []

@@ -37,8 +37,20 @@ import torch.nn.functional as F
 
 from svrt.windows import hann
 
-__all__ = ["contrast", "diffraction_limited", "nmse_variance", "nmse_power", "power_spectrum", "spectral_distance", "compare",
-           "format_comparison", "score_restoration", "SCORE_BANDS", "SCORE_LOWPASS", "SCORE_BORDER"]
+__all__ = [
+    "contrast",
+    "diffraction_limited",
+    "nmse_variance",
+    "nmse_power",
+    "power_spectrum",
+    "spectral_distance",
+    "compare",
+    "format_comparison",
+    "score_restoration",
+    "SCORE_BANDS",
+    "SCORE_LOWPASS",
+    "SCORE_BORDER",
+]
 
 #: bands of the azimuthal power ratio, in units of the diffraction cutoff D/lambda
 SCORE_BANDS = ((0.05, 0.3), (0.3, 0.6), (0.6, 0.9))
@@ -177,7 +189,9 @@ def compare(truth, estimates: Mapping[str, object], cutoff_cycles_per_pixel, mar
         e_dl = np.stack([diffraction_limited(e[i], float(cut[i])) for i in range(k)])
         out[name] = {
             "nmse_variance": nmse_variance(e_dl, t_dl, margin=margin),
-            "spectral_distance": np.array([spectral_distance(e_dl[i], t_dl[i], float(cut[i]), margin) for i in range(k)]),
+            "spectral_distance": np.array(
+                [spectral_distance(e_dl[i], t_dl[i], float(cut[i]), margin) for i in range(k)]
+            ),
             "contrast": contrast(e_dl, margin),
         }
         if register:
@@ -199,7 +213,8 @@ def format_comparison(figures: dict) -> str:
     for name, fig in figures.items():
         if name == "truth":
             continue
-        lines.append(f"{name:18s} {cell(fig['nmse_variance']):>20s} {cell(fig['spectral_distance']):>20s} {cell(fig['contrast']):>20s}")
+        lines.append(f"{name:18s} {cell(fig['nmse_variance']):>20s} {cell(fig['spectral_distance']):>20s} "
+                     f"{cell(fig['contrast']):>20s}")
     lines.append(f"{'truth':18s} {'':>20s} {'':>20s} {cell(figures['truth']['contrast']):>20s}")
     return "\n".join(lines)
 
@@ -285,7 +300,9 @@ def score_restoration(restoration, truth, cutoff_cycles_per_pixel: float, *, des
     ratios = {}
     for lo, hi in bands:
         sel = (f >= lo * cut) & (f < hi * cut)
-        ratios[_band_key((lo, hi))] = float(p_r[sel].sum() / p_t[sel].sum()) if sel.any() and p_t[sel].sum() > 0 else float("nan")
+        ratios[_band_key((lo, hi))] = (
+            float(p_r[sel].sum() / p_t[sel].sum()) if sel.any() and p_t[sel].sum() > 0 else float("nan")
+        )
     out = {
         "nmse_variance": err,
         "contrast": float(r_c.std() / r_c.mean()),

@@ -91,14 +91,16 @@ def format_summary(result: dict) -> list:
     records = result.get("records", [])
     model = result.get("model", {})
     if model.get("flops_per_pixel"):
-        lines.append(f"emulator work: {model['flops_per_pixel'] / 1e3:.1f} kFLOP per pixel (width {model.get('width')}, "
-                     f"counted from its convolutions), {model['bytes_per_pixel']['memory'] / 1e3:.1f} kB per pixel "
+        lines.append(f"emulator work: {model['flops_per_pixel'] / 1e3:.1f} kFLOP per pixel (width "
+                     f"{model.get('width')}, counted from its convolutions), "
+                     f"{model['bytes_per_pixel']['memory'] / 1e3:.1f} kB per pixel "
                      "through memory-bound operations")
     exact = [r for r in records if r.get("method") == "exact" and r.get("measured")]
     if exact:
         ref = max(exact, key=lambda r: r["size"])
-        lines.append(f"exact per-pixel method: {ref['per_pixel_s'] * 1e3:.3f} ms per pixel (measured at {ref['size']}^2, "
-                     f"PSF {ref.get('psf_size')} px), {100 * (ref.get('peak_fraction') or 0):.2f} % of the matmul peak")
+        lines.append(f"exact per-pixel method: {ref['per_pixel_s'] * 1e3:.3f} ms per pixel (measured at "
+                     f"{ref['size']}^2, PSF {ref.get('psf_size')} px), {100 * (ref.get('peak_fraction') or 0):.2f} % "
+                     "of the matmul peak")
     for row in result.get("speedups", []):
         parts = []
         best = row["emulator_best"]
@@ -110,16 +112,18 @@ def format_summary(result: dict) -> list:
             parts.append(f"best emulator ({best['backend']} {best['precision']}, batch {best['batch']}: "
                          f"{best['per_image_s'] * 1e3:.1f} ms/image) {row['speedup_exact_over_best']:,.0f}x")
         if "speedup_overlap_add_over_best" in row:
-            parts.append(f"overlap-add {row['overlap_add_s'] * 1e3:.1f} ms ({row['speedup_overlap_add_over_best']:.2g}x the best emulator time)")
+            parts.append(f"overlap-add {row['overlap_add_s'] * 1e3:.1f} ms "
+                         f"({row['speedup_overlap_add_over_best']:.2g}x the best emulator time)")
         if parts:
             lines.append(f"{row['size']}^2: " + "; ".join(parts))
     if any(row["size"] == 256 for row in result.get("speedups", [])):
         lines.append("paper (Sect. 2.4, Fig. 6), 256^2 on a CPU: ~100 ms emulated (C = 64) against ~12 min for the "
                      "per-pixel method, ~3000x (7200x by those two numbers)")
     for r in (r for r in records if r.get("kind") == "restoration"):
-        lines.append(f"SV-MOMFBD {r['size']}^2 x {r['frames']} frames x {r['objects']} objects, {r['grid_nodes']}^2 modes, "
-                     f"{r['backend']} {r['precision']}: {r['per_iteration_s']:.3f} s per iteration, peak "
-                     f"{r['peak_mb']:.0f} MiB ({r['memory_kind'].split(':')[0]}; +{r['growth_mb']:.0f} MiB during the solve)")
+        lines.append(f"SV-MOMFBD {r['size']}^2 x {r['frames']} frames x {r['objects']} objects, {r['grid_nodes']}^2 "
+                     f"modes, {r['backend']} {r['precision']}: {r['per_iteration_s']:.3f} s per iteration, peak "
+                     f"{r['peak_mb']:.0f} MiB ({r['memory_kind'].split(':')[0]}; +{r['growth_mb']:.0f} MiB during the "
+                     "solve)")
     if any(r.get("kind") == "restoration" and (r["size"], r["frames"], r["objects"]) == (512, 12, 2) for r in records):
         lines.append("paper (Sect. 3.3), 512^2 x 12 frames x 2 objects on an RTX 4090: 0.75 s per iteration (C = 64)")
     emu = [r for r in records if r.get("method") == "emulator" and r.get("peak_fraction") is not None]
@@ -237,16 +241,21 @@ def section_markdown(result: dict, png_path=None, page_dir=None) -> str:
     v = result.get("versions", {})
     git = result.get("git", {})
     model = result.get("model", {})
-    lines = [f"## {result.get('label')}", "",
-             f"- date: {result.get('created')}",
-             f"- command: `{result.get('command')}`",
-             f"- machine: {m.get('cpu')}, {m.get('cpus_usable')} usable cores of {m.get('cpu_count')}, "
-             f"{m.get('memory_gib')} GiB" + (f"; GPU {m.get('gpu')} ({m.get('gpu_memory_gib')} GiB)" if m.get("gpu") else "; no GPU"),
-             "- versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
-             f"- commit: {git.get('commit', 'unknown')}" + (" (with local changes)" if git.get("dirty") else ""),
-             f"- model: {model.get('name')} (width {model.get('width')}, {model.get('parameters')} parameters)"
-             + (" - random weights, the bundled model was not installed" if model.get("random_init") else ""),
-             f"- elapsed: {result.get('elapsed_s', 0):.0f} s", ""]
+    lines = [
+        f"## {result.get('label')}",
+        "",
+        f"- date: {result.get('created')}",
+        f"- command: `{result.get('command')}`",
+        f"- machine: {m.get('cpu')}, {m.get('cpus_usable')} usable cores of {m.get('cpu_count')}, "
+        f"{m.get('memory_gib')} GiB"
+        + (f"; GPU {m.get('gpu')} ({m.get('gpu_memory_gib')} GiB)" if m.get("gpu") else "; no GPU"),
+        "- versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
+        f"- commit: {git.get('commit', 'unknown')}" + (" (with local changes)" if git.get("dirty") else ""),
+        f"- model: {model.get('name')} (width {model.get('width')}, {model.get('parameters')} parameters)"
+        + (" - random weights, the bundled model was not installed" if model.get("random_init") else ""),
+        f"- elapsed: {result.get('elapsed_s', 0):.0f} s",
+        "",
+    ]
     for n in result.get("notes", []):
         lines.append(f"> note: {n}")
     if result.get("notes"):

@@ -68,8 +68,8 @@ def seeing_series(n: int, size: int, n_frames: int, n_objects: int, scene_seed: 
 
 
 def run_series(bursts: list, engine, config, warm: str) -> list[dict]:
-    from svrt.instruments import get_instrument
     from svrt.benchmarks.metrics import score_restoration
+    from svrt.instruments import get_instrument
     from svrt.runtime.streaming import Restorer
 
     cut = get_instrument(bursts[0].instruments[0]).cutoff_cycles_per_pixel
@@ -129,9 +129,14 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     config = SolverConfig(grid=args.grid, progress=False)
     engine = load_solver_engine(args.model)
-    record = {"machine": machine_info("cpu"), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-              "burst": {"size": args.size, "frames": args.frames, "objects": args.objects, "instrument": "crisp8542"},
-              "config": {k: v for k, v in config.to_dict().items() if k != "progress"}, "model": args.model, "series": {}}
+    record = {
+        "machine": machine_info("cpu"),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "burst": {"size": args.size, "frames": args.frames, "objects": args.objects, "instrument": "crisp8542"},
+        "config": {k: v for k, v in config.to_dict().items() if k != "progress"},
+        "model": args.model,
+        "series": {},
+    }
     for name, make in (("frozen", frozen_series), ("seeing", seeing_series)):
         t0 = time.perf_counter()
         bursts = make(args.bursts, args.size, args.frames, args.objects)

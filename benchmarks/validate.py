@@ -267,8 +267,8 @@ def defocus_test(model, size: int = 256, positions=None, amplitude: float = 1.5,
         "boundary": f"exact: boundary='valid' with a {before}/{after} px margin; emulator: the same object "
                     f"with a {em_margin} px margin, cropped",
         "normalisation": "images divided by the maximum of the exact image",
-        "reading": "defocus_effect_nmse_power is the NMSE of the diffraction-limited image against the exact one: what an "
-                   "emulator that ignored the defocus would score; residual_over_effect = ||emulated - exact||^2 / "
+        "reading": "defocus_effect_nmse_power is the NMSE of the diffraction-limited image against the exact one: what "
+                   "an emulator that ignored the defocus would score; residual_over_effect = ||emulated - exact||^2 / "
                    "||diffraction-limited - exact||^2 is the fraction of the defocus signal left unexplained",
         "positions": rows, "nmse_power_max": max(nm), "nmse_power_mean": float(np.mean(nm)),
         "max_abs_residual": max(r["max_abs_residual"] for r in rows),
@@ -315,7 +315,9 @@ def plot_defocus(path, images: dict) -> str:
         v = float(np.abs(res).max()) or 1.0
         ax = axes[i, 4]
         im = ax.imshow(res, origin="lower", cmap="RdBu_r", vmin=-v, vmax=v)
-        ax.set_title(f"exact - emulated\nNMSE {info['nmse_power']:.2e}, max |res| {info['max_abs_residual']:.3f}", fontsize=10)
+        ax.set_title(
+            f"exact - emulated\nNMSE {info['nmse_power']:.2e}, max |res| {info['max_abs_residual']:.3f}", fontsize=10
+        )
         fig.colorbar(im, ax=ax, shrink=0.8)
         for ax in axes[i]:
             ax.set_xticks([])
@@ -500,14 +502,20 @@ def run_validation(model_name, out_dir, quick: bool = False, seed: int = 0, devi
         ex = [r["exact_s"] for r in summary["positions"]]
         em = [r["emulator_s"] for r in summary["positions"]]
         report["timing"] = {
-            "size": size, "exact_per_pixel_s": float(np.median(ex)), "emulator_s": float(np.median(em)),
-            "emulator_without_margin_s": float(np.median([r["emulator_without_margin_s"] for r in summary["positions"]])),
-            "speedup": float(np.median(ex) / np.median(em)), "device": str(device),
+            "size": size,
+            "exact_per_pixel_s": float(np.median(ex)),
+            "emulator_s": float(np.median(em)),
+            "emulator_without_margin_s": float(
+                np.median([r["emulator_without_margin_s"] for r in summary["positions"]])
+            ),
+            "speedup": float(np.median(ex) / np.median(em)),
+            "device": str(device),
             "torch_threads": torch.get_num_threads(),
             "notes": "same image, same machine; exact: one PSF (a {0}x{0} FFT) per pixel, one run; emulator: the "
-                     "fastest of repeated forward passes after a warm-up, on the object with its margin "
-                     "({1}x{1})".format(summary["psf_field"], size + summary["psf_size"]),
-            "paper": PAPER_TIMING}
+            "fastest of repeated forward passes after a warm-up, on the object with its margin "
+            "({1}x{1})".format(summary["psf_field"], size + summary["psf_size"]),
+            "paper": PAPER_TIMING,
+        }
         if hasattr(os, "getloadavg"):
             report["timing"]["load_average_1min"] = round(os.getloadavg()[0], 2)
     if "psf" not in skip:
@@ -568,9 +576,9 @@ def format_table(report: dict) -> str:
                      f"{d['size']}^2, PSF cut {d['psf_size']} px (floor {d['psf_truncation_nmse_power']:.1e})")
         lines.append("   centre      NMSE   max|res|  effect  res/effect  exact[s]  emul[s]")
         for r in d["positions"]:
-            lines.append(f"   ({r['centre_px'][0]:3d},{r['centre_px'][1]:3d})  {r['nmse_power']:.2e}  {r['max_abs_residual']:.4f}"
-                         f"  {r['defocus_effect_nmse_power']:.1e}  {r['residual_over_effect']:9.3f}  {r['exact_s']:8.1f}"
-                         f"  {r['emulator_s']:.3f}")
+            lines.append(f"   ({r['centre_px'][0]:3d},{r['centre_px'][1]:3d})  {r['nmse_power']:.2e}  "
+                         f"{r['max_abs_residual']:.4f}  {r['defocus_effect_nmse_power']:.1e}  "
+                         f"{r['residual_over_effect']:9.3f}  {r['exact_s']:8.1f}  {r['emulator_s']:.3f}")
     t = report.get("timing")
     if t:
         lines.append(f"d. timing {t['size']}^2: exact {t['exact_per_pixel_s']:.1f} s, emulator "
@@ -579,7 +587,9 @@ def format_table(report: dict) -> str:
                      "paper ~12 min vs ~100 ms at 256^2)")
     p = report.get("psf")
     if p:
-        lines.append("c. PSF NMSE vs r0: " + ", ".join(f"{r['r0_cm']:g} cm {r['nmse_power_mean']:.2e}" for r in p["per_r0"]))
+        lines.append(
+            "c. PSF NMSE vs r0: " + ", ".join(f"{r['r0_cm']:g} cm {r['nmse_power_mean']:.2e}" for r in p["per_r0"])
+        )
     s = report.get("simulate") or {}
     if "skipped" in s:
         lines.append(f"e. simulated frames: skipped ({s['skipped']})")
@@ -587,8 +597,10 @@ def format_table(report: dict) -> str:
         def per_frame(key):
             return ", ".join(f"{v:.2e}" for o in s["objects"] for v in o[key])
         lines.append(f"e. simulated frames {s['size'][0]}^2 (object with its margin): NMSE per frame "
-                     f"{per_frame('nmse_power_per_frame')}; bare TRUTH {per_frame('nmse_power_per_frame_without_margin')}, "
-                     f"its interior (border {s['interior_border_px']} px) {per_frame('nmse_power_per_frame_without_margin_interior')}")
+                     f"{per_frame('nmse_power_per_frame')}; bare TRUTH "
+                     f"{per_frame('nmse_power_per_frame_without_margin')}, "
+                     f"its interior (border {s['interior_border_px']} px) "
+                     f"{per_frame('nmse_power_per_frame_without_margin_interior')}")
     tg = report["targets"]
 
     def yn(v):
@@ -607,8 +619,12 @@ def format_table(report: dict) -> str:
 @click.option("--quick", is_flag=True, help="128^2, one defocus position, 48 pairs, 3 realisations per r0.")
 @click.option("--size", type=int, default=None, help="Side of the defocus test image (default 256, --quick 128).")
 @click.option("--pairs", "n_pairs", type=int, default=None, help="Held-out pairs (default 256, --quick 48).")
-@click.option("--realisations", type=int, default=None, help="Wavefronts per r0 in the PSF test (default 8, --quick 3).")
-@click.option("--defocus-rad", type=float, default=1.5, show_default=True, help="Peak defocus (rad RMS of the KL mode).")
+@click.option(
+    "--realisations", type=int, default=None, help="Wavefronts per r0 in the PSF test (default 8, --quick 3)."
+)
+@click.option(
+    "--defocus-rad", type=float, default=1.5, show_default=True, help="Peak defocus (rad RMS of the KL mode)."
+)
 @click.option("--sigma-px", type=float, default=20.0, show_default=True, help="Width of the defocus bump.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Held-out seed offset (seeds 20000 + seed).")
 @click.option("--device", default="cpu", show_default=True, help="Device of the emulator (cpu, cuda).")

@@ -45,14 +45,17 @@ def parse_shape(text: str, option: str = "shape") -> tuple[int, int, int]:
     except ValueError:
         raise SvrtError(f"{option} '{text}' is not BxYxX (batch x height x width, e.g. 2x256x256).") from None
     if b < 1 or y < MULTIPLE or x < MULTIPLE or y % MULTIPLE or x % MULTIPLE:
-        raise SvrtError(f"{option} '{text}' needs a batch >= 1 and a height and width that are multiples of {MULTIPLE}.")
+        raise SvrtError(
+            f"{option} '{text}' needs a batch >= 1 and a height and width that are multiples of {MULTIPLE}."
+        )
     return b, y, x
 
 
 def check_profile(min_shape, opt_shape, max_shape) -> None:
     if not all(a <= b <= c for a, b, c in zip(min_shape, opt_shape, max_shape)):
         raise SvrtError(f"the optimisation profile needs min <= opt <= max in batch, height and width; got "
-                        f"{'x'.join(map(str, min_shape))}, {'x'.join(map(str, opt_shape))}, {'x'.join(map(str, max_shape))}.")
+                        f"{'x'.join(map(str, min_shape))}, {'x'.join(map(str, opt_shape))}, "
+                        f"{'x'.join(map(str, max_shape))}.")
 
 
 def plan_metadata(onnx_meta: dict, *, gpu: dict, tensorrt_version: str, min_shape, opt_shape, max_shape,

@@ -84,8 +84,9 @@ def make_plan(cfg: SolverConfig, engines: list, n_modes: int, device: torch.devi
         side = math.sqrt(max(0.8 * room, 0.0) / bpp) - m2
         tile = int(max(side, 0) // 16) * 16
         if tile < 2 * MIN_SIZE:
-            raise SvrtError(f"the memory bound of {bound / 2 ** 20:.0f} MiB cannot hold one {2 * MIN_SIZE}x{2 * MIN_SIZE} tile "
-                            f"of one frame besides {RUNTIME_OVERHEAD_MB:.0f} MiB of runtime overhead; raise memory_mb (--memory-mb).")
+            raise SvrtError(f"the memory bound of {bound / 2 ** 20:.0f} MiB cannot hold one "
+                            f"{2 * MIN_SIZE}x{2 * MIN_SIZE} tile of one frame besides {RUNTIME_OVERHEAD_MB:.0f} MiB of "
+                            "runtime overhead; raise memory_mb (--memory-mb).")
     overlap = min(cfg.tile_overlap, tile // 4)
     field_tiles = tiles(shape, tile, overlap)
     ty, tx = field_tiles[0][2], field_tiles[0][3]

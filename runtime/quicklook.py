@@ -62,8 +62,15 @@ def plot_restoration(path: str | os.PathLike, frames, objects, model, instrument
             ax.imshow(img, origin="lower", cmap=cmap, vmin=vmin, vmax=vmax, extent=ext, interpolation="nearest")
             head = f"{name}" + (f"  [{instruments[i]}]" if j == 0 and instruments else "")
             ax.set_title(head, fontsize=9)
-            ax.text(0.03, 0.03, label, transform=ax.transAxes, fontsize=8, color="yellow" if cmap == "gray" else "black",
-                    bbox=dict(facecolor="black" if cmap == "gray" else "white", alpha=0.5, lw=0, pad=1.5))
+            ax.text(
+                0.03,
+                0.03,
+                label,
+                transform=ax.transAxes,
+                fontsize=8,
+                color="yellow" if cmap == "gray" else "black",
+                bbox=dict(facecolor="black" if cmap == "gray" else "white", alpha=0.5, lw=0, pad=1.5),
+            )
             ax.tick_params(labelsize=7)
             if i == k - 1:
                 ax.set_xlabel(unit, fontsize=8)

@@ -117,8 +117,16 @@ from svrt.runtime.method_adam import solve_field, solve_tiled
 from svrt.runtime.method_momfbd import solve_momfbd
 from svrt.runtime.plan import Plan, make_plan
 from svrt.runtime.problem import Problem, SolveContext, initial_state, noise_variance, validate_burst
-from svrt.runtime.solver_config import (CPU_MAX_BATCH, MAX_ITERATIONS, MIN_SIZE, PRECISIONS,  # noqa: F401  (re-exported)
-                                        RUNTIME_OVERHEAD_MB, TIPTILT_MODES, SolverConfig, grid_shape)
+from svrt.runtime.solver_config import (  # noqa: F401  (re-exported)
+    CPU_MAX_BATCH,
+    MAX_ITERATIONS,
+    MIN_SIZE,
+    PRECISIONS,
+    RUNTIME_OVERHEAD_MB,
+    TIPTILT_MODES,
+    SolverConfig,
+    grid_shape,
+)
 
 __all__ = ["SolverConfig", "SVMOMFBD", "SolveResult", "Plan", "load_solver_engine", "default_backend", "grid_shape",
            "MIN_SIZE", "TIPTILT_MODES", "noise_variance", "RUNTIME_OVERHEAD_MB"]
@@ -188,9 +196,9 @@ class SolveResult:
     def to_restoration(self, extra_header: Mapping[str, Any] | None = None):
         """A :class:`svrt.fileio.Restoration` (OBJECT, MODES, MODEL, LOSS); ``extra_header`` (e.g. the
         burst's header: DATE-OBS, TELESCOP, CDELT1/2) is kept, the solver's cards win on conflicts."""
-        from svrt.fileio import Restoration
-
         import re
+
+        from svrt.fileio import Restoration
 
         header = {}
         for key, value in dict(extra_header or {}).items():
@@ -240,7 +248,8 @@ class SVMOMFBD:
                 raise SvrtError(f"expected an svrt Engine (svrt.runtime.engine.load_engine); got a {type(e).__name__}.")
         n_modes = {e.n_modes for e in self.engines}
         if len(n_modes) > 1:
-            raise SvrtError(f"the engines were built for different numbers of modes ({', '.join(map(str, sorted(n_modes)))}); "
+            raise SvrtError("the engines were built for different numbers of modes "
+                            f"({', '.join(map(str, sorted(n_modes)))}); "
                             "SV-MOMFBD needs one wavefront description shared by all objects.")
         self.n_modes = n_modes.pop()
         devices = {str(e.device) for e in self.engines}

@@ -33,8 +33,14 @@ COMMANDS = {
     "engines": ("svrt.runtime.inventory:engines_command", "List the back ends and devices this machine can run."),
     "convolve": ("svrt.runtime.cli:convolve_command", "Emulated spatially variant convolution of an object."),
     "deconvolve": ("svrt.runtime.cli:deconvolve_command", "Restore a burst with SV-MOMFBD."),
-    "batch": ("svrt.runtime.batch_cli:batch_command", "Restore many bursts (glob or manifest), resumable, on Dask workers."),
-    "demo": ("svrt.runtime.cli:demo_command", "Simulate a burst, restore it with the shipped model, write FITS and PNG."),
+    "batch": (
+        "svrt.runtime.batch_cli:batch_command",
+        "Restore many bursts (glob or manifest), resumable, on Dask workers.",
+    ),
+    "demo": (
+        "svrt.runtime.cli:demo_command",
+        "Simulate a burst, restore it with the shipped model, write FITS and PNG.",
+    ),
     "bench": ("svrt.benchmarks.cli:bench_command", "Benchmark convolution and restoration on this machine."),
 }
 
@@ -53,9 +59,11 @@ class LazyGroup(click.Group):
         except (ImportError, AttributeError) as exc:  # a part not built yet, or a broken install
             if _interrupted(exc):  # Ctrl-C inside an extension module's import surfaces as ImportError
                 raise KeyboardInterrupt from None
+            reason = str(exc)   # `exc` itself is unbound once the except clause ends
+
             @click.command(name=name, help=COMMANDS[name][1])
             def _missing():
-                raise click.ClickException(f"'svrt {name}' is not available in this install ({exc}).")
+                raise click.ClickException(f"'svrt {name}' is not available in this install ({reason}).")
             return _missing
 
     def format_commands(self, ctx, formatter):

@@ -334,10 +334,12 @@ def check_device(device, available: bool = True) -> "torch.device":
         return dev
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise SvrtError(f"device '{device}' was asked for but no CUDA GPU is visible to torch here; use --device cpu.")
+            raise SvrtError(f"device '{device}' was asked for but no CUDA GPU is visible to torch here; use --device "
+                            "cpu.")
         n = torch.cuda.device_count()
         if dev.index is not None and dev.index >= n:
-            raise SvrtError(f"device '{device}' does not exist: this machine has {n} CUDA GPU(s), cuda:0 to cuda:{n - 1}.")
+            raise SvrtError(f"device '{device}' does not exist: this machine has {n} CUDA GPU(s), cuda:0 to "
+                            f"cuda:{n - 1}.")
     elif dev.type == "mps":
         if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
             raise SvrtError(f"device '{device}' was asked for but Apple's MPS is not available here; use --device cpu.")
@@ -371,7 +373,8 @@ def load_model(name_or_path: str | Path | None = None, device="cpu") -> tuple[SV
         raise SvrtError(f"{path}: the metadata (safetensors key 'svrt') is not valid JSON ({exc.msg} at character "
                         f"{exc.pos}); the file is corrupt or was not written by svrt.") from None
     if not isinstance(meta, dict):
-        raise SvrtError(f"{path}: the metadata (safetensors key 'svrt') is a {type(meta).__name__}; expected a JSON object.")
+        raise SvrtError(f"{path}: the metadata (safetensors key 'svrt') is a {type(meta).__name__}; expected a JSON "
+                        "object.")
     config = _config_from_metadata(meta, path)
     try:
         model = SVCE(config)

@@ -168,7 +168,8 @@ def n_tiles(n: int, patch: int, overlap: float) -> int:
 def axis_tiling(n: int, patch: int, overlap: float, dtype=torch.float64) -> TileAxis:
     """Raised-cosine partition of unity of an axis of ``n`` pixels (see the module docstring)."""
     if patch < 1 or n < 1:
-        raise SvrtError(f"overlap-add needs a patch of at least 1 pixel and a non-empty image; got patch {patch}, size {n}.")
+        raise SvrtError(f"overlap-add needs a patch of at least 1 pixel and a non-empty image; got patch {patch}, size "
+                        f"{n}.")
     if overlap < 0 or overlap > patch / 2:
         raise SvrtError(f"overlap must lie between 0 and half the patch ({patch / 2:g} px); got {overlap}.")
     count = n_tiles(n, patch, overlap)

@@ -48,7 +48,13 @@ def test_table1_entries():
     assert list(reg) == list(TABLE1)
     for label, (index, d, d2, pix, lam) in TABLE1.items():
         inst = reg[label]
-        assert (inst.index, inst.diameter_cm, inst.obscuration_cm, inst.pixel_arcsec, inst.wavelength_angstrom) == (index, d, d2, pix, lam)
+        assert (inst.index, inst.diameter_cm, inst.obscuration_cm, inst.pixel_arcsec, inst.wavelength_angstrom) == (
+            index,
+            d,
+            d2,
+            pix,
+            lam,
+        )
         assert inst.diffraction_arcsec == pytest.approx(lam * 1e-10 / (d / 100) * 180 / math.pi * 3600, rel=1e-12)
         assert round(inst.sampling, 3) == SAMPLING[label]
         assert inst.cutoff_cycles_per_pixel == pytest.approx(1 / inst.sampling, rel=1e-12)

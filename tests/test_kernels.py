@@ -28,11 +28,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -87,6 +84,7 @@ def interp(monkeypatch):
         pytest.skip("triton is not installed")
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     import triton
+
     from svrt.kernels import triton_filter, triton_upsample
     assert triton.knobs.runtime.interpret
     return triton_upsample, triton_filter
@@ -202,8 +200,7 @@ def test_reference_filter_dtypes():
 
 def test_cpu_path_does_not_import_triton():
     code = ("import sys, torch, svrt.kernels as K\n"
-            "c = torch.randn(1, 2, 3, 3)\n"
-            "K.upsample_modes(c, (8, 8)).sum()\n"
+            "c = torch.randn(1, 2, 3, 3)\nK.upsample_modes(c, (8, 8)).sum()\n"
             "K.upsample_modes_adjoint(torch.randn(1, 2, 8, 8), (3, 3))\n"
             "K.fourier_filter(torch.randn(8, 8), 0.2, apodization=torch.ones(8, 8))\n"
             "assert 'triton' not in sys.modules, 'triton imported by the CPU path'\n")

@@ -32,7 +32,10 @@ def test_writing_pictures_leaves_the_session_backend_alone(tmp_path):
 
 def test_no_library_module_switches_the_backend():
     # benchmarks/peers.py is another branch's file for now (docs/ARCHITECTURE.md, next steps)
-    offenders = [str(p.relative_to(ROOT)) for folder in ("svrt", "runtime", "trainer", "export", "kernels", "benchmarks")
-                 for p in (ROOT / folder).rglob("*.py")
-                 if p.name != "peers.py" and re.search(r"matplotlib\.use\(|import matplotlib\.pyplot", p.read_text())]
+    offenders = [
+        str(p.relative_to(ROOT))
+        for folder in ("svrt", "runtime", "trainer", "export", "kernels", "benchmarks")
+        for p in (ROOT / folder).rglob("*.py")
+        if p.name != "peers.py" and re.search(r"matplotlib\.use\(|import matplotlib\.pyplot", p.read_text())
+    ]
     assert offenders == []

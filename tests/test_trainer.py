@@ -149,9 +149,10 @@ def test_reflect_targets_are_a_function_of_the_object(monkeypatch):
 
 
 def test_pair_point_source_flux_and_centre(monkeypatch):
-    """The paper's recipe (boundary="apodize"). A point at the centre of the apodised field: the target is the PSF itself (128 px, centred at 64
-    = the crop's 64), so all its flux lands inside the crop: sum(target) = 1 to float precision. Tests the
-    unit sum of the PSF, flux conservation of the convolution and the centring of the crop."""
+    """The paper's recipe (boundary="apodize"). A point at the centre of the apodised field: the target is
+    the PSF itself (128 px, centred at 64 = the crop's 64), so all its flux lands inside the crop:
+    sum(target) = 1 to float precision. Tests the unit sum of the PSF, flux conservation of the
+    convolution and the centring of the crop."""
     monkeypatch.setattr(pairs_module, "random_image", centred_point)
     gen = PairGenerator(INSTRUMENTS, boundary="apodize")
     rng = np.random.default_rng(13)

@@ -80,7 +80,9 @@ def evaluate(model: SVCE, val: dict, device, batch: int = 32) -> dict:
     scores, losses = [], []
     for i in range(0, len(val["obj"]), batch):
         sl = slice(i, i + batch)
-        obj, modes, idx, target = _batch_to({k: val[k][sl] for k in ("obj", "target", "coefficients", "instrument")}, device)
+        obj, modes, idx, target = _batch_to(
+            {k: val[k][sl] for k in ("obj", "target", "coefficients", "instrument")}, device
+        )
         cond = torch.nn.functional.one_hot(idx, model.config.n_conditions).float()
         y = model(obj, modes, cond)
         scores.append(nmse_power(y, target, dims=(-3, -2, -1)).cpu())
@@ -143,14 +145,16 @@ def train(cfg: TrainConfig, out: str | Path, run_dir: str | Path, command: str =
     meta_base = {
         "svrt_version": __import__("svrt").__version__, "command": command, "recipe": asdict(cfg),
         "loss": "Eq. 11: MSE + 10 * Sobel-gradient MSE + 1 * flux term", "image_source": {
-            "mix": DEFAULT_MIX, "description": "solar scenes of svrt.scenes (granulation, sunspot) at 0.03-0.07 arcsec/px; "
+            "mix": DEFAULT_MIX, "description": "solar scenes of svrt.scenes (granulation, sunspot) at 0.03-0.07 "
+                                               "arcsec/px; "
             "procedural textures (f^-beta random fields, 1 <= beta <= 4, thresholded, with discs/bars/lines); crops of "
             "matplotlib's sample images; point-source fields (20 %); random 90-degree rotations and flips"},
         "pairs": {"size": generator.size, "crop": generator.crop, "boundary": generator.boundary,
                   "apodization_px": generator.apodization if generator.boundary == "apodize" else None,
                   "r0_cm_at_5000A": list(generator.r0_range), "psf_field_px": generator.psf_field,
                   "weak_fraction": generator.weak_fraction,
-                  "weak": "that fraction of wavefronts scaled by u ~ U(0, 1): r0 -> r0 u^(-6/5), down to the diffraction limit",
+                  "weak": "that fraction of wavefronts scaled by u ~ U(0, 1): r0 -> r0 u^(-6/5), down to the "
+                          "diffraction limit",
                   "psf": "spatially invariant, Kolmogorov KL coefficients (Roddier 1990), FFT convolution"},
         "initialised_from": initialised_from,
         "pair_cache": cfg.pair_cache and {"path": Path(cfg.pair_cache).name, "pairs": cfg.cache_pairs},

@@ -35,7 +35,9 @@ def import_onnxruntime():
     try:
         import onnxruntime
     except ImportError:
-        raise SvrtError(f"the onnxruntime back end needs ONNX Runtime, which is not installed; {INSTALL_HINT}.") from None
+        raise SvrtError(
+            f"the onnxruntime back end needs ONNX Runtime, which is not installed; {INSTALL_HINT}."
+        ) from None
     return onnxruntime
 
 
@@ -52,7 +54,8 @@ def check_graph_metadata(meta: dict, path, graph: str = "forward", instrument: s
             raise SvrtError(f"{path}: ONNX metadata key '{key}' missing; expected a graph written by 'svrt export'.")
     if meta["graph"] != graph:
         if meta["graph"] == "vjp" and graph == "forward":
-            raise SvrtError(f"{path} is a gradient (VJP) graph; load the forward graph, which finds its VJP graph beside it.")
+            raise SvrtError(f"{path} is a gradient (VJP) graph; load the forward graph, which finds its VJP graph "
+                            "beside it.")
         raise SvrtError(f"{path}: ONNX metadata key 'graph' is '{meta['graph']}'; expected '{graph}'.")
     try:
         int(meta["n_modes"])
@@ -86,8 +89,9 @@ def _device_and_providers(ort, device: str, providers):
     names = [p[0] if isinstance(p, (tuple, list)) else p for p in providers]
     missing = [n for n in names if n not in available]
     if missing:
-        raise SvrtError(f"ONNX Runtime {ort.__version__} here has no {', '.join(missing)} (it has {', '.join(available)}); "
-                        "install onnxruntime-gpu for CUDA and TensorRT: pip uninstall onnxruntime && pip install onnxruntime-gpu.")
+        raise SvrtError(f"ONNX Runtime {ort.__version__} here has no {', '.join(missing)} (it has "
+                        f"{', '.join(available)}); install onnxruntime-gpu for CUDA and TensorRT: pip uninstall "
+                        "onnxruntime && pip install onnxruntime-gpu.")
     if dev.type == "cuda":
         index = dev.index if dev.index is not None else 0
         dev = torch.device("cuda", index)
@@ -111,7 +115,8 @@ def _session(ort, path, providers, threads):
     try:
         session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
     except Exception as exc:  # onnxruntime's own exception types (InvalidProtobuf, Fail, ...)
-        raise SvrtError(f"{path}: not a readable ONNX graph ({_first_line(exc)}); the file may be truncated or corrupted.") from None
+        raise SvrtError(f"{path}: not a readable ONNX graph ({_first_line(exc)}); the file may be truncated or "
+                        "corrupted.") from None
     return session, dict(session.get_modelmeta().custom_metadata_map)
 
 
@@ -123,10 +128,21 @@ class OnnxRuntimeEngine(Engine):
         self.vjp_session, self.vjp_path = vjp_session, vjp_path
         self._device = device
         self.identity = EngineIdentity(
-            backend="onnxruntime", device=str(device), precision=meta["precision"], instruments=[meta["instrument"]],
-            n_modes=int(meta["n_modes"]), model=meta.get("model", self.path.stem), model_hash=meta.get("model_hash", ""),
-            path=str(path), extra={"providers": session.get_providers(), "vjp_graph": str(vjp_path) if vjp_session else "",
-                                   "svrt_version": meta.get("svrt_version", ""), "opset": meta.get("opset", "")})
+            backend="onnxruntime",
+            device=str(device),
+            precision=meta["precision"],
+            instruments=[meta["instrument"]],
+            n_modes=int(meta["n_modes"]),
+            model=meta.get("model", self.path.stem),
+            model_hash=meta.get("model_hash", ""),
+            path=str(path),
+            extra={
+                "providers": session.get_providers(),
+                "vjp_graph": str(vjp_path) if vjp_session else "",
+                "svrt_version": meta.get("svrt_version", ""),
+                "opset": meta.get("opset", ""),
+            },
+        )
 
     @classmethod
     def load(cls, path, device: str = "cpu", vjp_path=None, providers=None, threads: int | None = None,

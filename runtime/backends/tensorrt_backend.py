@@ -40,7 +40,9 @@ def import_tensorrt():
     try:
         import tensorrt
     except ImportError:
-        raise SvrtError(f"the tensorrt back end needs NVIDIA TensorRT, which is not installed; {INSTALL_HINT}.") from None
+        raise SvrtError(
+            f"the tensorrt back end needs NVIDIA TensorRT, which is not installed; {INSTALL_HINT}."
+        ) from None
     return tensorrt
 
 
@@ -72,7 +74,9 @@ def read_plan_metadata(plan: str | Path) -> dict:
     try:
         meta = json.loads(meta_path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SvrtError(f"{meta_path}: not readable JSON ({exc}); rebuild the plan with 'svrt export --tensorrt'.") from None
+        raise SvrtError(
+            f"{meta_path}: not readable JSON ({exc}); rebuild the plan with 'svrt export --tensorrt'."
+        ) from None
     if not isinstance(meta, dict):
         raise SvrtError(f"{meta_path}: expected a JSON object of plan metadata.")
     return meta
@@ -109,8 +113,10 @@ def check_plan_metadata(meta: dict, path, *, gpu_name: str, compute_capability: 
         raise SvrtError(f"{path} was built for a {meta['gpu_name']} (compute capability {meta['compute_capability']}), "
                         f"not for this {gpu_name} (compute capability {compute_capability}); {rebuild}.")
     if meta["graph"] != graph:
-        raise SvrtError(f"{plan_metadata_path(path)}: key 'graph' is '{meta['graph']}'; expected '{graph}'"
-                        + (" (load the forward plan, which finds its VJP plan beside it)." if meta["graph"] == "vjp" else "."))
+        raise SvrtError(
+            f"{plan_metadata_path(path)}: key 'graph' is '{meta['graph']}'; expected '{graph}'"
+            + (" (load the forward plan, which finds its VJP plan beside it)." if meta["graph"] == "vjp" else ".")
+        )
     if instrument is not None and str(meta["instrument"]).lower() != str(instrument).lower():
         raise SvrtError(f"{path} was built for {meta['instrument']}, not '{instrument}'; export a plan for it with "
                         f"'svrt export MODEL -o {instrument}.onnx --instrument {instrument} --tensorrt'.")
@@ -145,8 +151,9 @@ class _Plan:
         b, _, y, x = next(iter(inputs.values())).shape
         profile = self.meta["profile"]
         if not profile_ok(profile, (b, y, x)):
-            raise SvrtError(f"{self.path} was built for batch x height x width from {'x'.join(map(str, profile['min']))} "
-                            f"to {'x'.join(map(str, profile['max']))}; got {b}x{y}x{x} (after padding to multiples "
+            raise SvrtError(f"{self.path} was built for batch x height x width from "
+                            f"{'x'.join(map(str, profile['min']))} to {'x'.join(map(str, profile['max']))}; got "
+                            f"{b}x{y}x{x} (after padding to multiples "
                             "of 16); rebuild it with other --min-shape/--max-shape.")
         with torch.cuda.device(device):
             stream = torch.cuda.current_stream(device)
@@ -175,11 +182,22 @@ class TensorRTEngine(Engine):
         self.plan, self.vjp_plan, self._device = plan, vjp_plan, device
         meta = plan.meta
         self.identity = EngineIdentity(
-            backend="tensorrt", device=str(device), precision=meta["precision"], instruments=[meta["instrument"]],
-            n_modes=int(meta["n_modes"]), model=meta.get("model", plan.path.stem), model_hash=meta.get("model_hash", ""),
-            path=str(plan.path), extra={"tensorrt_version": trt_version, "gpu_name": meta["gpu_name"],
-                                        "compute_capability": meta["compute_capability"], "profile": meta["profile"],
-                                        "vjp_plan": str(vjp_plan.path) if vjp_plan else ""})
+            backend="tensorrt",
+            device=str(device),
+            precision=meta["precision"],
+            instruments=[meta["instrument"]],
+            n_modes=int(meta["n_modes"]),
+            model=meta.get("model", plan.path.stem),
+            model_hash=meta.get("model_hash", ""),
+            path=str(plan.path),
+            extra={
+                "tensorrt_version": trt_version,
+                "gpu_name": meta["gpu_name"],
+                "compute_capability": meta["compute_capability"],
+                "profile": meta["profile"],
+                "vjp_plan": str(vjp_plan.path) if vjp_plan else "",
+            },
+        )
 
     @classmethod
     def load(cls, path, device: str = "cuda", vjp_path=None, instrument: str | None = None,
@@ -223,7 +241,8 @@ class TensorRTEngine(Engine):
     def _vjp(self, obj, modes, instrument, grad_out):
         if self.vjp_plan is None:
             raise SvrtError(f"{self.plan.path}: no VJP plan ({vjp_path_for(self.plan.path).name} not found beside it), "
-                            "so this TensorRT engine cannot give gradients; build it with 'svrt export ... --vjp --tensorrt'.")
+                            "so this TensorRT engine cannot give gradients; build it with 'svrt export ... --vjp "
+                            "--tensorrt'.")
         g_obj, g_modes = self.vjp_plan.execute({"obj": obj, "modes": modes, "grad_out": grad_out},
                                                {"grad_obj": tuple(obj.shape), "grad_modes": tuple(modes.shape)},
                                                self._device)

@@ -98,13 +98,18 @@ def overlap_add_convolve(obj: torch.Tensor, coefficients: torch.Tensor, psf_mode
         before, after = s - 1 - c, c
         mode = "constant" if boundary == "zero" else "reflect"
         if mode == "reflect" and max(before, after) >= min(y, x):
-            raise SvrtError(f"boundary='reflect' needs an image larger than the PSF's half size ({max(before, after)} px).")
+            raise SvrtError(f"boundary='reflect' needs an image larger than the PSF's half size ({max(before, after)} "
+                            "px).")
         padded = F.pad(obj[None], (before, after, before, after), mode=mode)[0]
         out = torch.zeros(k, y, x, dtype=dtype, device=device)
         for t0 in range(0, len(tiles), chunk):
             part = tiles[t0:t0 + chunk]
-            region = torch.stack([padded[:, ay.starts[i]:ay.starts[i] + ly + s - 1, ax.starts[j]:ax.starts[j] + lx + s - 1]
-                                  for i, j in part])                                    # [T, K, ly+S-1, lx+S-1]
+            region = torch.stack(
+                [
+                    padded[:, ay.starts[i] : ay.starts[i] + ly + s - 1, ax.starts[j] : ax.starts[j] + lx + s - 1]
+                    for i, j in part
+                ]
+            )                                    # [T, K, ly+S-1, lx+S-1]
             kern = torch.stack([psfs[i, j] for i, j in part])[:, None]                  # [T, 1, S, S]
             spec = torch.fft.rfft2(region, s=(ry, rx)) * torch.fft.rfft2(kern, s=(ry, rx))
             conv = torch.fft.irfft2(spec, s=(ry, rx))[..., s - 1:s - 1 + ly, s - 1:s - 1 + lx]   # [T, K, ly, lx]
@@ -112,7 +117,9 @@ def overlap_add_convolve(obj: torch.Tensor, coefficients: torch.Tensor, psf_mode
                 w2 = wy[i][:, None] * wx[j][None, :]
                 out[:, ay.starts[i]:ay.starts[i] + ly, ax.starts[j]:ax.starts[j] + lx] += w2 * conv[n]
     else:
-        canvas = torch.zeros(k, y + s - 1 + (ry - ly - s + 1), x + s - 1 + (rx - lx - s + 1), dtype=dtype, device=device)
+        canvas = torch.zeros(
+            k, y + s - 1 + (ry - ly - s + 1), x + s - 1 + (rx - lx - s + 1), dtype=dtype, device=device
+        )
         for t0 in range(0, len(tiles), chunk):
             part = tiles[t0:t0 + chunk]
             pieces = torch.stack([obj[:, ay.starts[i]:ay.starts[i] + ly, ax.starts[j]:ax.starts[j] + lx]
