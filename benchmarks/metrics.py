@@ -37,20 +37,8 @@ import torch.nn.functional as F
 
 from svrt.windows import hann
 
-__all__ = [
-    "contrast",
-    "diffraction_limited",
-    "nmse_variance",
-    "nmse_power",
-    "power_spectrum",
-    "spectral_distance",
-    "compare",
-    "format_comparison",
-    "score_restoration",
-    "SCORE_BANDS",
-    "SCORE_LOWPASS",
-    "SCORE_BORDER",
-]
+__all__ = ["contrast", "diffraction_limited", "nmse_variance", "nmse_power", "power_spectrum", "spectral_distance",
+           "compare", "format_comparison", "score_restoration", "SCORE_BANDS", "SCORE_LOWPASS", "SCORE_BORDER"]
 
 #: bands of the azimuthal power ratio, in units of the diffraction cutoff D/lambda
 SCORE_BANDS = ((0.05, 0.3), (0.3, 0.6), (0.6, 0.9))

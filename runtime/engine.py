@@ -45,6 +45,15 @@ class EngineIdentity:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def of_export(cls, backend: str, device, meta: dict, path, extra: dict) -> "EngineIdentity":
+        """The identity of an exported graph or plan (one instrument) from the metadata ``svrt export``
+        wrote into it; the model name defaults to the file's stem."""
+        p = Path(path)
+        return cls(backend=backend, device=str(device), precision=meta["precision"], instruments=[meta["instrument"]],
+                   n_modes=int(meta["n_modes"]), model=meta.get("model", p.stem), model_hash=meta.get("model_hash", ""),
+                   path=str(p), extra=extra)
+
 
 class Engine(ABC):
     """Base class of all back ends. Subclasses implement :meth:`_forward` and :meth:`_vjp` on sizes that

@@ -39,17 +39,8 @@ from svrt.fileio import (
     write_burst,
 )
 
-FAST = [
-    "--method",
-    "adam",
-    "--method",
-    "adam",
-    "--iterations",
-    "2",
-    "--grid",
-    "16",
-    "-q",
-]  # the adam path: fast, fixed iterations
+# the adam path: fast, fixed iterations
+FAST = ["--method", "adam", "--method", "adam", "--iterations", "2", "--grid", "16", "-q"]
 ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 
 

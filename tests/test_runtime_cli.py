@@ -138,38 +138,14 @@ def test_convolve(tiny, tmp_path):
     write_array(tmp_path / "coarse.fits", (0.1 * rng.standard_normal((44, 5, 5))).astype(np.float32))
     write_array(tmp_path / "fine.h5", (0.1 * rng.standard_normal((44, 40, 36))).astype(np.float32))
     eng = ["--engine", tiny / "tiny.safetensors", "--instrument", "crisp8542"]
-    r = run(
-        [
-            "convolve",
-            "--object",
-            tmp_path / "obj.fits",
-            "--modes",
-            tmp_path / "coarse.fits",
-            *eng,
-            "-o",
-            tmp_path / "out.fits",
-        ]
-    )
+    r = run(["convolve", "--object", tmp_path / "obj.fits", "--modes", tmp_path / "coarse.fits", *eng, "-o",
+             tmp_path / "out.fits"])
     assert r.exit_code == 0, (r.output, r.exception)
     out, header = read_array(tmp_path / "out.fits")
     assert out.shape == (40, 36) and np.all(np.isfinite(out)) and header["ENGINE_MODEL"] == "tiny"
     assert (tmp_path / "out.png").exists()
-    r = run(
-        [
-            "convolve",
-            "--object",
-            tmp_path / "obj.fits",
-            "--modes",
-            tmp_path / "fine.h5",
-            "--instrument",
-            "crisp6302",
-            "--engine",
-            tiny / "tiny.safetensors",
-            "-o",
-            tmp_path / "out.h5",
-            "--no-png",
-        ]
-    )
+    r = run(["convolve", "--object", tmp_path / "obj.fits", "--modes", tmp_path / "fine.h5", "--instrument",
+             "crisp6302", "--engine", tiny / "tiny.safetensors", "-o", tmp_path / "out.h5", "--no-png"])
     assert r.exit_code == 0, (r.output, r.exception)
     _error(run(["convolve", "--object", tmp_path / "obj.fits", "--modes", tmp_path / "coarse.fits", *eng,
                 "-o", tmp_path / "obj.fits"]), "input")
@@ -189,26 +165,8 @@ def test_convolve(tiny, tmp_path):
 
 def test_demo(tiny, tmp_path):
     out = tmp_path / "demo"
-    args = [
-        "demo",
-        "--size",
-        "32",
-        "--frames",
-        "2",
-        "--objects",
-        "1",
-        "--method",
-        "adam",
-        "--iterations",
-        "2",
-        "--grid",
-        "16",
-        "--engine",
-        tiny / "tiny.safetensors",
-        "--out-dir",
-        out,
-        "-q",
-    ]
+    args = ["demo", "--size", "32", "--frames", "2", "--objects", "1", "--method", "adam", "--iterations", "2",
+            "--grid", "16", "--engine", tiny / "tiny.safetensors", "--out-dir", out, "-q"]
     r = run(args)
     assert r.exit_code == 0, (r.output, r.exception)
     for name in ("burst.fits", "restored.fits", "restored.png"):

@@ -127,22 +127,10 @@ class OnnxRuntimeEngine(Engine):
         self.session, self.meta, self.path = session, meta, Path(path)
         self.vjp_session, self.vjp_path = vjp_session, vjp_path
         self._device = device
-        self.identity = EngineIdentity(
-            backend="onnxruntime",
-            device=str(device),
-            precision=meta["precision"],
-            instruments=[meta["instrument"]],
-            n_modes=int(meta["n_modes"]),
-            model=meta.get("model", self.path.stem),
-            model_hash=meta.get("model_hash", ""),
-            path=str(path),
-            extra={
-                "providers": session.get_providers(),
-                "vjp_graph": str(vjp_path) if vjp_session else "",
-                "svrt_version": meta.get("svrt_version", ""),
-                "opset": meta.get("opset", ""),
-            },
-        )
+        self.identity = EngineIdentity.of_export(
+            "onnxruntime", device, meta, path,
+            {"providers": session.get_providers(), "vjp_graph": str(vjp_path) if vjp_session else "",
+             "svrt_version": meta.get("svrt_version", ""), "opset": meta.get("opset", "")})
 
     @classmethod
     def load(cls, path, device: str = "cpu", vjp_path=None, providers=None, threads: int | None = None,

@@ -181,23 +181,11 @@ class TensorRTEngine(Engine):
     def __init__(self, plan: _Plan, vjp_plan: _Plan | None, device: torch.device, trt_version: str):
         self.plan, self.vjp_plan, self._device = plan, vjp_plan, device
         meta = plan.meta
-        self.identity = EngineIdentity(
-            backend="tensorrt",
-            device=str(device),
-            precision=meta["precision"],
-            instruments=[meta["instrument"]],
-            n_modes=int(meta["n_modes"]),
-            model=meta.get("model", plan.path.stem),
-            model_hash=meta.get("model_hash", ""),
-            path=str(plan.path),
-            extra={
-                "tensorrt_version": trt_version,
-                "gpu_name": meta["gpu_name"],
-                "compute_capability": meta["compute_capability"],
-                "profile": meta["profile"],
-                "vjp_plan": str(vjp_plan.path) if vjp_plan else "",
-            },
-        )
+        self.identity = EngineIdentity.of_export(
+            "tensorrt", device, meta, plan.path,
+            {"tensorrt_version": trt_version, "gpu_name": meta["gpu_name"],
+             "compute_capability": meta["compute_capability"], "profile": meta["profile"],
+             "vjp_plan": str(vjp_plan.path) if vjp_plan else ""})
 
     @classmethod
     def load(cls, path, device: str = "cuda", vjp_path=None, instrument: str | None = None,
