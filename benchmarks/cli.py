@@ -64,14 +64,17 @@ def _command_line(ctx: click.Context) -> str:
                    "simulated bursts; python -m svrt.benchmarks.peers --help lists its options, which are passed on).")
 @click.option("--model", "model", default=None, metavar="NAME|PATH",
               help="Bundled model name or .safetensors path (default svce-c16; a random width-16 network if absent).")
-@click.option("--full", is_flag=True, help="All sizes up to 1024^2, batches up to 16, every back end, the paper's restoration case.")
+@click.option("--full", is_flag=True, help="All sizes up to 1024^2, batches up to 16, every back end, the paper's "
+                                           "restoration case.")
 @click.option("--out-dir", "out_dir", type=click.Path(file_okay=False), default="bench-results", show_default=True,
               help="Where bench.json and bench.png are written.")
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda[:i].")
 @click.option("--backends", default=None, metavar="LIST",
               help="Comma-separated back ends among torch, torch-compiled, onnxruntime, tensorrt "
                    "(default: quick torch,onnxruntime on CPU, +tensorrt on CUDA; --full all).")
-@click.option("--precisions", default=None, metavar="LIST", help="fp32 and/or fp16 (default fp32 on CPU, both on CUDA).")
+@click.option(
+    "--precisions", default=None, metavar="LIST", help="fp32 and/or fp16 (default fp32 on CPU, both on CUDA)."
+)
 @click.option("--sizes", default=None, metavar="LIST", help="Image sizes, e.g. 64,128,256 (overrides the preset).")
 @click.option("--batches", default=None, metavar="LIST", help="Batch sizes, e.g. 1,4.")
 @click.option("--exact-sizes", "exact_sizes", default=None, metavar="LIST",
@@ -80,7 +83,8 @@ def _command_line(ctx: click.Context) -> str:
 @click.option("--warmup", type=click.IntRange(0), default=None, help="Untimed calls before timing.")
 @click.option("--restoration", default=None, metavar="CASES",
               help="SV-MOMFBD cases SIZExFRAMESxOBJECTSxNODES, comma-separated, or 'none' (quick: 128x4x2x16).")
-@click.option("--iterations", type=click.IntRange(1), default=None, help="SV-MOMFBD iterations per case (the first is not timed).")
+@click.option("--iterations", type=click.IntRange(1), default=None, help="SV-MOMFBD iterations per case (the first is "
+                                                                         "not timed).")
 @click.option("--results-page", "results_page", type=click.Path(dir_okay=False), default=None,
               help="Update this machine's section of a Markdown results page (e.g. benchmarks/RESULTS.md).")
 @click.option("--label", default=None, help="Machine name in the results page (default from the hardware).")

@@ -25,10 +25,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from svrt.benchmarks.roofline import count_bytes, roofline_time
 from svrt.benchmarks.timing import measure
+from svrt.mode_grid import per_pixel_modes
 
 PSF_NOTE = ("PSFs from svrt.optics.psf.PSFModel with its default field for the instrument "
             "(the exact method's cost is dominated by computing one PSF per pixel)")
@@ -40,7 +40,7 @@ def make_inputs(size: int, batch: int, n_modes: int, device="cpu", seed: int = 0
     g = torch.Generator().manual_seed(1000 * seed + 7 * size + batch)
     obj = 1.0 + 0.2 * torch.rand(batch, 1, size, size, generator=g)
     coarse = torch.randn(batch, n_modes, 8, 8, generator=g) * rms
-    modes = F.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=False)
+    modes = per_pixel_modes(coarse, (size, size))
     return obj.to(device), modes.to(device)
 
 
@@ -131,7 +131,9 @@ def run_case(case, settings: ConvolutionSettings, ctx: dict) -> dict:
     obj, modes = make_inputs(size, batch, ctx["n_modes"], device)
     if method == "emulator":
         eng, inst = entry.engine, settings.instrument
-        t = measure(lambda: eng.forward(obj, modes, inst), warmup=settings.warmup, repeats=settings.repeats, device=device)
+        t = measure(
+            lambda: eng.forward(obj, modes, inst), warmup=settings.warmup, repeats=settings.repeats, device=device
+        )
         cost = ctx["cost_model"].cost(size, batch)
         return _record(method, entry.backend, device, entry.precision, size, batch, t,
                        flops_source="counted (conv + linear MACs from forward hooks) x 2",
@@ -139,10 +141,13 @@ def run_case(case, settings: ConvolutionSettings, ctx: dict) -> dict:
     pm = ctx["psf_model"]
     o, a = obj[0], modes[0]
     if method == "exact":
-        t = measure(lambda: spatially_variant_convolve(o, a, pm), warmup=0, repeats=settings.exact_repeats, device=device)
+        t = measure(
+            lambda: spatially_variant_convolve(o, a, pm), warmup=0, repeats=settings.exact_repeats, device=device
+        )
         flops = exact_flops_per_pixel(pm) * size * size
         mem = ctx["exact_bytes_per_pixel"] * size * size
-        return _record(method, "torch", device, "fp32", size, 1, t, flops_source="analytic (PSF FFTs + S^2 dot products)",
+        return _record(method, "torch", device, "fp32", size, 1, t, flops_source="analytic (PSF FFTs + S^2 dot "
+                                                                                 "products)",
                        psf_size=pm.psf_size, **_ceiling_fields(flops, mem, t.median, peaks, "fp32"))
     if method == "overlap-add":
         run = lambda: overlap_add_convolve(o, a, pm, patch=settings.patch, overlap=settings.overlap)  # noqa: E731
@@ -150,7 +155,8 @@ def run_case(case, settings: ConvolutionSettings, ctx: dict) -> dict:
         t = measure(run, warmup=max(0, settings.warmup - 1), repeats=settings.repeats, device=device)
         work = overlap_add_flops((size, size), 1, pm, settings.patch, settings.overlap)
         mem = counted.bytes.get("memory", 0)
-        return _record(method, "torch", device, "fp32", size, 1, t, flops_source="analytic (tile FFTs + one PSF per tile)",
+        return _record(method, "torch", device, "fp32", size, 1, t, flops_source="analytic (tile FFTs + one PSF per "
+                                                                                 "tile)",
                        psf_size=pm.psf_size, patch=settings.patch, overlap=settings.overlap, tiles=work["tiles"],
                        fft_side=work["fft_side"], **_ceiling_fields(work["flops"], mem, t.median, peaks, "fp32"))
     raise ValueError(method)

@@ -9,6 +9,7 @@ work folder, and returns a reason for each one that cannot run here.
 
 from __future__ import annotations
 
+import importlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,7 +77,8 @@ def parse_backends(text: str | None) -> list | None:
     names = [s.strip() for s in str(text).split(",") if s.strip()]
     bad = [n for n in names if n not in BACKENDS]
     if bad:
-        raise SvrtError(f"unknown back end(s) {', '.join(bad)}; expected a comma-separated list of {', '.join(BACKENDS)}.")
+        raise SvrtError(f"unknown back end(s) {', '.join(bad)}; expected a comma-separated list of "
+                        f"{', '.join(BACKENDS)}.")
     return names
 
 
@@ -133,22 +135,25 @@ def _make(bm: BenchModel, backend: str, precision: str, dev: torch.device, instr
             raise _Skip("FP16 (autocast) is a CUDA option of the torch back end")
         if backend == "torch-compiled":
             try:
-                import torch._inductor  # noqa: F401
+                # importlib, not `import torch._inductor`: that statement would make `torch` a local name of
+                # this function, unbound in the CUDA check above
+                importlib.import_module("torch._inductor")
             except Exception as exc:
-                raise _Skip(f"torch.compile is not usable here ({exc})")
+                raise _Skip(f"torch.compile is not usable here ({exc})") from None
         return TorchEngine(bm.model, dict(bm.meta), device=str(dev), precision=precision,
                            compiled=backend == "torch-compiled", path=bm.info.get("path", ""))
     if backend == "onnxruntime":
         try:
             from svrt.export.onnx_export import export_onnx
         except ImportError as exc:
-            raise _Skip(f"the ONNX export module is not available ({exc})")
+            raise _Skip(f"the ONNX export module is not available ({exc})") from None
         try:
             import onnxruntime as ort
         except ImportError:
-            raise _Skip("onnxruntime is not installed (pip install onnxruntime, or onnxruntime-gpu for CUDA)")
+            raise _Skip("onnxruntime is not installed (pip install onnxruntime, or onnxruntime-gpu for CUDA)") from None
         if dev.type == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
-            raise _Skip(f"this ONNX Runtime has no CUDAExecutionProvider (it has {', '.join(ort.get_available_providers())}); "
+            raise _Skip("this ONNX Runtime has no CUDAExecutionProvider (it has "
+                        f"{', '.join(ort.get_available_providers())}); "
                         "install onnxruntime-gpu")
         if precision == "fp16" and dev.type != "cuda":
             raise _Skip("the FP16 graph is meant for GPUs; ONNX Runtime on CPU runs FP32")
@@ -164,18 +169,26 @@ def _make(bm: BenchModel, backend: str, precision: str, dev: torch.device, instr
         try:
             import tensorrt  # noqa: F401
         except ImportError:
-            raise _Skip("tensorrt is not installed (pip install tensorrt)")
+            raise _Skip("tensorrt is not installed (pip install tensorrt)") from None
         try:
             from svrt.export.tensorrt_build import export_tensorrt
         except ImportError as exc:
-            raise _Skip(f"the TensorRT export module is not available ({exc})")
+            raise _Skip(f"the TensorRT export module is not available ({exc})") from None
         from svrt.runtime.engine import load_engine
 
         path = workdir / f"{instrument}-{precision}.plan"
-        export_tensorrt(_cpu_copy(bm.model), {"name": bm.meta.get("name", "model"), "sha256": bm.meta.get("sha256", "")},
-                        instrument, path, precision=precision, vjp=vjp, min_shape=(1, min_size, min_size),
-                        opt_shape=(1, min(256, max_size), min(256, max_size)),
-                        max_shape=(max_batch, max_size, max_size), device=dev.index or 0)
+        export_tensorrt(
+            _cpu_copy(bm.model),
+            {"name": bm.meta.get("name", "model"), "sha256": bm.meta.get("sha256", "")},
+            instrument,
+            path,
+            precision=precision,
+            vjp=vjp,
+            min_shape=(1, min_size, min_size),
+            opt_shape=(1, min(256, max_size), min(256, max_size)),
+            max_shape=(max_batch, max_size, max_size),
+            device=dev.index or 0,
+        )
         engine = load_engine(path, backend="tensorrt", device=str(dev))
         engine.max_batch = max_batch
         return engine

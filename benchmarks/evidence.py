@@ -3,9 +3,9 @@ against the spatially invariant solution (P = 0: one wavefront per frame), on si
 bursts whose truth is known.
 
 For every seed: ``simulate_burst`` (crisp8542, r0 = 10 cm, theta0 = 2", 1 % noise by default), then
-the same solver settings with each grid, then :func:`svrt.runtime.metrics.compare` against the truth:
+the same solver settings with each grid, then :func:`svrt.benchmarks.metrics.compare` against the truth:
 NMSE after filtering both to the diffraction limit, raw and after registration (the headline:
-MOMFBD cannot know where the object sits, see :mod:`svrt.runtime.registration`), the RMS distance of
+MOMFBD cannot know where the object sits, see :mod:`svrt.benchmarks.registration`), the RMS distance of
 the log power spectra (shift-blind), the contrast. Writes ``evidence.json`` and ``evidence.png``
 (registered NMSE per seed and method) and prints markdown tables.
 
@@ -33,10 +33,10 @@ def evidence_case(engine, seed: int, size: int = 96, frames: int = 6, objects: i
                   config: dict | None = None, theta0_arcsec: float = 2.0) -> dict:
     """One simulated burst restored with each grid P in ``grids`` (0: spatially invariant).
 
-    Returns ``{"seed", "figures": {method: {"nmse": [K], "spectral_distance": [K], "contrast": [K]}},
+    Returns ``{"seed", "figures": {method: {"nmse_variance": [K], "spectral_distance": [K], "contrast": [K]}},
     "seconds": {method: s}}``, methods ``"average"`` and ``"P=<g>"``."""
+    from svrt.benchmarks.metrics import compare
     from svrt.instruments import get_instrument
-    from svrt.runtime.metrics import compare
     from svrt.runtime.solver import SVMOMFBD, SolverConfig
     from svrt.simulate import simulate_burst
 
@@ -45,7 +45,9 @@ def evidence_case(engine, seed: int, size: int = 96, frames: int = 6, objects: i
     estimates, seconds = {}, {}
     for g in grids:
         t0 = time.perf_counter()
-        result = SVMOMFBD(engine, SolverConfig(**{"method": "adam", "grid": g, "progress": False, **(config or {})})).solve(burst)
+        result = SVMOMFBD(
+            engine, SolverConfig(**{"method": "adam", "grid": g, "progress": False, **(config or {})})
+        ).solve(burst)
         seconds[f"P={g}"] = round(time.perf_counter() - t0, 2)
         estimates.setdefault(AVERAGE, result.frame_average)
         estimates[f"P={g}"] = result.objects
@@ -55,7 +57,7 @@ def evidence_case(engine, seed: int, size: int = 96, frames: int = 6, objects: i
             "figures": {k: {f: np.asarray(v).tolist() for f, v in fig.items()} for k, fig in figures.items()}}
 
 
-METRICS = ("nmse_registered", "nmse", "spectral_distance")
+METRICS = ("nmse_variance_registered", "nmse_variance", "spectral_distance")
 
 
 def summarize(cases: list, grids) -> dict:
@@ -72,11 +74,11 @@ def summarize(cases: list, grids) -> dict:
         if inv in methods and inv != sv:
             entry["sv_beats_invariant"] = int((values(sv) < values(inv)).sum())
         out[metric] = entry
-    out["n_objects_total"] = int(np.array([c["figures"][sv]["nmse"] for c in cases]).size)
+    out["n_objects_total"] = int(np.array([c["figures"][sv]["nmse_variance"] for c in cases]).size)
     return out
 
 
-def markdown_table(cases: list, grids, metric: str = "nmse_registered") -> str:
+def markdown_table(cases: list, grids, metric: str = "nmse_variance_registered") -> str:
     methods = [AVERAGE] + [f"P={g}" for g in grids]
     lines = [f"{metric}:", "", "| seed | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
     for c in cases:
@@ -91,30 +93,23 @@ def markdown_table(cases: list, grids, metric: str = "nmse_registered") -> str:
 
 
 def plot(path: Path, cases: list, grids, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from svrt.fileio import atomic_write
+    from svrt.pictures import save_png, subplots
 
     methods = [AVERAGE] + [f"P={g}" for g in grids]
-    labels = [f"{c['seed']}/{k}" if len(c["figures"][AVERAGE]["nmse"]) > 1 else str(c["seed"])
-              for c in cases for k in range(len(c["figures"][AVERAGE]["nmse"]))]
+    labels = [f"{c['seed']}/{k}" if len(c["figures"][AVERAGE]["nmse_variance"]) > 1 else str(c["seed"])
+              for c in cases for k in range(len(c["figures"][AVERAGE]["nmse_variance"]))]
     x = np.arange(len(labels))
-    fig, ax = plt.subplots(figsize=(max(5, 0.8 * len(labels) + 2), 3.2))
+    fig, ax = subplots(figsize=(max(5, 0.8 * len(labels) + 2), 3.2))
     for i, m in enumerate(methods):
-        v = [val for c in cases for val in c["figures"][m]["nmse_registered"]]
+        v = [val for c in cases for val in c["figures"][m]["nmse_variance_registered"]]
         ax.bar(x + (i - 1) * 0.27, v, 0.27, label={"P=0": "spatially invariant (P=0)"}.get(m, m))
     ax.set_xticks(x, labels)
     ax.set_xlabel("seed (/object)")
-    ax.set_ylabel("NMSE to truth (filtered, registered)")
+    ax.set_ylabel("NMSE (variance) to truth\n(filtered, registered)")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    with atomic_write(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_png(fig, path, dpi=110)
 
 
 @click.command("evidence")
@@ -125,8 +120,11 @@ def plot(path: Path, cases: list, grids, title: str) -> None:
 @click.option("--frames", default=6, show_default=True)
 @click.option("--objects", default=1, show_default=True)
 @click.option("--grid", default=8, show_default=True, help="P of the spatially variant solution.")
-@click.option("--iterations", default=SolverConfig.iterations, show_default=True, help="Solver iterations (method adam).")
-@click.option("--theta0", default=2.0, show_default=True, help="Isoplanatic angle of the simulation [arcsec at 5000 A].")
+@click.option("--iterations", default=SolverConfig.iterations, show_default=True,
+              help="Solver iterations (method adam).")
+@click.option(
+    "--theta0", default=2.0, show_default=True, help="Isoplanatic angle of the simulation [arcsec at 5000 A]."
+)
 @click.option("--out-dir", default="evidence", show_default=True, type=click.Path(file_okay=False))
 def evidence_command(model, backend, seeds, size, frames, objects, grid, iterations, theta0, out_dir):
     """Restore simulated bursts spatially variant (P = --grid) and invariant (P = 0); compare with the truth."""
@@ -145,14 +143,18 @@ def evidence_command(model, backend, seeds, size, frames, objects, grid, iterati
     out.mkdir(parents=True, exist_ok=True)
     engine_args = (f"--model {model} " if model else "") + (f"--backend {backend} " if backend else "")
     report = {"command": f"python -m svrt.benchmarks.evidence {engine_args}--seeds {seeds} "
-                         f"--size {size} --frames {frames} --objects {objects} --grid {grid} --iterations {iterations} --theta0 {theta0}",
+                         f"--size {size} --frames {frames} --objects {objects} --grid {grid} --iterations {iterations} "
+                         f"--theta0 {theta0}",
               "engine": f"{engine.identity.model} ({engine.identity.backend})", "burst": {
                   "instrument": "crisp8542", "size": size, "frames": frames, "objects": objects,
                   "r0_cm": 10.0, "theta0_arcsec": theta0, "noise": 0.01},
-              "metrics": {"nmse": "NMSE to the truth after filtering both to the diffraction limit, 8-px border cut",
-                          "nmse_registered": "the same after destretching the filtered estimate onto the filtered truth "
-                                             "(32-px blocks; svrt.runtime.registration)",
-                          "spectral_distance": "RMS of log10 of the power-spectrum ratio to the truth's, up to the cutoff"},
+              "metrics": {"nmse_variance": "NMSE (normalised by the variance of the truth) to the truth after "
+                                           "filtering both to the diffraction limit, 8-px border cut",
+                          "nmse_variance_registered": "the same after destretching the filtered estimate onto the "
+                                                      "filtered truth "
+                                             "(32-px blocks; svrt.benchmarks.registration)",
+                          "spectral_distance": "RMS of log10 of the power-spectrum ratio to the truth's, up to the "
+                                               "cutoff"},
               "cases": cases, "summary": summarize(cases, grids)}
     with atomic_write(out / "evidence.json") as tmp:
         Path(tmp).write_text(json.dumps(report, indent=1))

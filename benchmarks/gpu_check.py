@@ -10,13 +10,11 @@ its timeout is interrupted (SIGINT, so pytest still writes its JUnit file), then
 Steps (in order of value, since the later ones are the first to be cut):
 
 =================  =====================================================================================
-``versions``       torch, CUDA, cuDNN, GPU name, driver, Triton, CuPy, nvcc, how svrt was installed
+``versions``       torch, CUDA, cuDNN, GPU name, driver, Triton, nvcc, how svrt was installed
 ``pytest``         every CUDA and Triton test of tests/test_kernels.py and tests/test_engines.py
-                   (kernels against their references, FP32 and FP16, odd sizes, adjoints; the CUDA C
-                   sources through nvcc; the torch engine on CUDA) -> ``pytest.xml`` (JUnit); on the
+                   (kernels against their references, FP32 and FP16, odd sizes, adjoints; the Triton
+                   kernels compiled for sm_90; the torch engine on CUDA) -> ``pytest.xml`` (JUnit); on the
                    GPU a test skipped for want of CUDA, Triton or nvcc fails the step
-``cuda_c``         the CUDA C twins of the kernels (``kernels/cuda/*.cu``) compiled with NVRTC through
-                   CuPy and run against the PyTorch references (nothing else in svrt launches them)
 ``restore_fp16``   the paper's restoration case, 512^2 x 12 frames x 2 objects, FP16 + gradient
                    checkpointing, through the public solver API: seconds per iteration and peak
                    memory against the paper's 0.75 s on an RTX 4090 and 8 GB -> ``restoration.json``
@@ -37,7 +35,7 @@ Kolmogorov PSF per frame, invariant over the field, plus 1 % noise), not
 solver iteration does not depend on the content of the frames.
 
 ``--dry-run`` plans every step and runs the CPU-runnable ones small (tiny sizes, CPU device, FP32);
-the GPU-only ones (``cuda_c``, ``kernels``) report their plan as ``planned``. CI runs it
+the GPU-only one (``kernels``) reports their plan as ``planned``. CI runs it
 (tests/test_gpu_check.py).
 
 Output folder (at most 8 flat files, as the device machine returns no more): ``gpu-check.json`` (the
@@ -88,11 +86,11 @@ OUT_RESTORATION = "restoration.json"
 OUT_KERNELS = "kernels-bench.json"
 OUT_BENCH = ("bench.json", "bench.png")
 
-#: The CUDA and Triton tests: the GPU tests of the kernels, the Triton compile for sm_90, the CUDA C
-#: sources (nvcc, and their logic on the CPU), the dispatch between Triton and PyTorch, the torch engine
+#: The CUDA and Triton tests: the GPU tests of the kernels, the Triton compile for sm_90, the dispatch
+#: between Triton and PyTorch, the torch engine
 #: on CUDA, and the message for onnxruntime without its CUDA provider.
 PYTEST_FILES = ("tests/test_kernels.py", "tests/test_engines.py")
-PYTEST_SELECT = ("test_gpu_ or torch-cuda or for_cuda or cuda_sources or import_order or dispatch_choices "
+PYTEST_SELECT = ("test_gpu_ or torch-cuda or for_cuda or import_order or dispatch_choices "
                  "or available_impls or cuda_without_provider")
 PYTEST_SELECT_DRY = "test_gpu_ or dispatch_choices or available_impls"
 
@@ -200,11 +198,6 @@ def step_versions(ctx: Context) -> dict:
     except Exception as exc:  # noqa: BLE001 (a broken install raises anything)
         info["triton"] = f"not importable ({type(exc).__name__}: {exc})"
     try:
-        import cupy
-        info["cupy"] = cupy.__version__
-    except Exception as exc:  # noqa: BLE001
-        info["cupy"] = f"not importable ({type(exc).__name__})"
-    try:
         import onnxruntime as ort
         info["onnxruntime"] = f"{ort.__version__} ({', '.join(ort.get_available_providers())})"
     except Exception:  # noqa: BLE001
@@ -228,7 +221,7 @@ def step_versions(ctx: Context) -> dict:
         from svrt.benchmarks.kernels_bench import nominal_bandwidth_GBps
         info["nominal_GBps"] = nominal_bandwidth_GBps(p.name)
     for key in ("python", "torch", "cuda_runtime", "cudnn", "gpu", "capability", "gpu_memory_GiB", "driver",
-                "nominal_GBps", "triton", "cupy", "nvcc", "numpy", "astropy", "onnxruntime", "svrt", "svrt_install"):
+                "nominal_GBps", "triton", "nvcc", "numpy", "astropy", "onnxruntime", "svrt", "svrt_install"):
         if key in info:
             print(f"  {key:15s} {info[key]}")
     gpu = f"{info.get('gpu')}, driver {info.get('driver')}" if info.get("gpu") else "no CUDA GPU"
@@ -302,103 +295,6 @@ def parse_junit(path: Path) -> dict:
             "time_s": float(root.get("time") or next(iter(root), root).get("time") or 0.0)}
 
 
-# ------------------------------------------------------------------------------------------ CUDA C
-
-def step_cuda_c(ctx: Context) -> dict:
-    """The .cu kernels through NVRTC (CuPy) on CUDA tensors, against svrt.kernels.reference."""
-    sources = sorted((ctx.repo / "kernels" / "cuda").glob("*.cu"))
-    names = sorted({n for s in sources for n in re.findall(r'extern "C" __global__ void (\w+)', s.read_text())})
-    plan = {"sources": [s.name for s in sources], "kernels": names}
-    if ctx.dry:
-        return {"status": "planned", **plan, "reason": "needs a CUDA GPU and CuPy (NVRTC)"}
-    failed = _need_cuda(ctx)
-    if failed:
-        return {**failed, **plan}
-    try:
-        import cupy
-    except Exception as exc:  # noqa: BLE001
-        return {"status": "skipped", **plan, "reason": f"CuPy does not import here ({type(exc).__name__}: {exc})."}
-    import torch
-
-    mod = cupy.RawModule(code="\n".join(s.read_text() for s in sources))
-    fn = {n: mod.get_function(n) for n in names}
-    checks = []
-
-    def launch(name, grid, block, args):
-        torch.cuda.synchronize()
-        fn[name](grid, block, args)
-        cupy.cuda.Device().synchronize()         # raises on a launch or memory error
-
-    def record(what, err, tol):
-        checks.append({"check": what, "error": err, "tolerance": tol, "ok": bool(math.isfinite(err) and err <= tol)})
-        ctx.save({"status": "running", **plan, "checks": checks})
-
-    cuda_c_checks(launch, "cuda", record)
-    bad = [c["check"] for c in checks if not c["ok"]]
-    worst = max((c["error"] for c in checks), default=float("nan"))
-    return {"status": "failed" if bad else "ok", **plan, "checks": checks, "failed_checks": bad,
-            "headline": (f"{len(checks) - len(bad)}/{len(checks)} NVRTC launches match the reference "
-                         f"(largest error {worst:.1e})" + (f"; FAILED: {', '.join(bad)}" if bad else ""))}
-
-
-def cuda_c_checks(launch, device: str, record) -> None:
-    """Launch every CUDA C kernel on strided, odd-sized and paper-sized inputs (outputs poisoned with NaN)
-    and ``record(what, error, tolerance)`` against :mod:`svrt.kernels.reference`, with the tolerances of
-    tests/test_kernels.py. ``launch(name, grid, block, args)`` runs one kernel; pointers are passed as
-    uint64, the other arguments as numpy scalars of the kernel's C types (int, long long, float)."""
-    import numpy as np
-    import torch
-
-    from svrt.kernels import reference as R
-
-    i32, i64, f32 = np.int32, np.int64, np.float32
-    ptr = lambda t: np.uint64(t.data_ptr())                                           # noqa: E731
-    ncand = lambda n_in, n_out: i32(min(n_out, math.ceil(2.0 * n_out / n_in) + 4))   # noqa: E731
-    bx = 128
-    gen = torch.Generator(device=device).manual_seed(50)
-
-    def rel(a, b):
-        a, b = a.double(), b.double()
-        return float((a - b).abs().max() / b.abs().max().clamp_min(1e-30))
-
-    for b, m, (ih, iw), (oh, ow) in [(3, 2, (3, 5), (37, 29)), (1, 2, (1, 1), (9, 7)), (1, 1, (6, 5), (6, 5)),
-                                     (12, 44, (64, 64), (512, 512)), (2, 3, (129, 7), (129, 64))]:
-        case = f"B{b} M{m} {ih}x{iw}->{oh}x{ow}"
-        c = torch.randn(b, m, iw, ih, device=device, generator=gen).transpose(2, 3)       # strided source
-        out = torch.full((b, m, oh, ow), float("nan"), device=device)
-        launch("svrt_upsample_fwd", (-(-oh * ow // bx), b * m), (bx,),
-               (ptr(c), ptr(out), i32(m), i32(ih), i32(iw), i32(oh), i32(ow), *(i64(s) for s in c.stride()),
-                f32(np.float32(ih) / np.float32(oh)), f32(np.float32(iw) / np.float32(ow)), i64(0)))
-        record(f"upsample forward {case}", rel(out, R.upsample_modes(c, (oh, ow))), 1e-6)
-        g = torch.randn(b, m, oh, 2 * ow, device=device, generator=gen)[..., ::2]          # strided gradient
-        t = torch.full((b * m, oh, iw), float("nan"), device=device)
-        adj = torch.full((b, m, ih, iw), float("nan"), device=device)
-        launch("svrt_upsample_adj_x", (-(-oh * iw // bx), b * m), (bx,),
-               (ptr(g), ptr(t), i32(m), i32(iw), i32(oh), i32(ow), *(i64(s) for s in g.stride()),
-                f32(np.float32(iw) / np.float32(ow)), f32(ow / iw), ncand(iw, ow), i64(0)))
-        launch("svrt_upsample_adj_y", (-(-ih * iw // bx), b * m), (bx,),
-               (ptr(t), ptr(adj), i32(ih), i32(iw), i32(oh), f32(np.float32(ih) / np.float32(oh)), f32(oh / ih),
-                ncand(ih, oh), i64(0)))
-        bound = R.upsample_modes_adjoint(g.abs(), (ih, iw))
-        excess = ((adj - R.upsample_modes_adjoint(g, (ih, iw))).abs() / (bound + 1e-30)).max()
-        record(f"upsample adjoint {case} (error / sum of |contributions|)",
-               float(excess.nan_to_num(float("inf"))), 2e-6)
-    for (y, x), n in [((37, 29), 3), ((16, 16), 2), ((1, 1), 1), ((512, 512), 2)]:
-        obj = torch.randn(n, x, y, device=device, generator=gen).transpose(1, 2)
-        w = torch.rand(y, x, device=device, generator=gen) + 0.5
-        ap = torch.full((n, y, x), float("nan"), device=device)
-        launch("svrt_apodize", (-(-y * x // bx), n), (bx,),
-               (ptr(obj), ptr(w), ptr(ap), i32(y), i32(x), *(i64(s) for s in obj.stride()), i64(0)))
-        record(f"apodize {n}x{y}x{x}", rel(ap, obj * w), 0.0)
-        spec = torch.view_as_real(torch.fft.rfft2(obj * w)).contiguous()
-        nxh = x // 2 + 1
-        launch("svrt_erf_filter", (-(-y * nxh // bx), 2), (bx,),
-               (ptr(spec), ptr(spec), i64(n), i32(y), i32(nxh), i32(-(-n // 2)), f32(1.0 / y), f32(1.0 / x),
-                f32(1.0 / 0.2), f32(20.0), f32(0.9)))
-        out = torch.fft.irfft2(torch.view_as_complex(spec), s=(y, x))
-        record(f"erf filter {n}x{y}x{x} (in place)", rel(out, R.fourier_filter(obj, 0.2, 1.8, 20.0, w)), 2e-6)
-
-
 # ------------------------------------------------------------------------------------------ restoration
 
 def synthetic_burst(size: int, n_frames: int, n_objects: int, device: str = "cpu", seed: int = 0,
@@ -451,9 +347,9 @@ def _solver_config(**wanted):
 
 def _solve(engine, config, frames, device: str) -> tuple:
     """(result, seconds at the end of each iteration after the start, total seconds): one timed solve."""
-    from svrt.runtime.solver import SVMOMFBD
-
     import inspect
+
+    from svrt.runtime.solver import SVMOMFBD
 
     solver = SVMOMFBD(engine, config)
     stamps = []
@@ -775,13 +671,11 @@ class Step:
 
 
 STEPS = (
-    Step("versions", 60, 10, "versions of torch, CUDA, driver, GPU, Triton, CuPy, nvcc", "the same, on this machine",
+    Step("versions", 60, 10, "versions of torch, CUDA, driver, GPU, Triton, nvcc", "the same, on this machine",
          step_versions),
     Step("pytest", 170, 40, "every CUDA and Triton test (kernels vs references, FP32/FP16, odd sizes, adjoints; "
          "nvcc; torch engine on CUDA) -> pytest.xml", "the dispatch tests; the GPU tests report as skipped",
          step_pytest),
-    Step("cuda_c", 60, 15, "kernels/cuda/*.cu through NVRTC (CuPy) against the references",
-         "lists the kernels (planned)", step_cuda_c),
     Step("restore_fp16", 100, 30, "512^2 x 12 x 2, FP16 + checkpointing: s/iteration and peak memory vs the paper",
          "32^2 x 2 x 2, FP32, 2 iterations on the CPU", _restoration_step("restore_fp16", dry_run_too=True)),
     Step("kernels", 100, 30, "Triton vs PyTorch timings, share of copy and datasheet bandwidth",

@@ -569,7 +569,7 @@ def score_objects(objects, truth, instruments, destretch: bool = True) -> list:
     """:func:`score_restoration` of each object ``[K, Y, X]`` against the truth ``[K, Y, X]`` (with
     ``destretch``, also the NMSE after a smooth shift field, reported beside the headline)."""
     from svrt.instruments import get_instrument
-    from svrt.runtime.metrics import score_restoration
+    from svrt.benchmarks.metrics import score_restoration
 
     return [score_restoration(objects[k], truth[k], get_instrument(instruments[k]).cutoff_cycles_per_pixel,
                               destretch=destretch) for k in range(len(truth))]
@@ -821,7 +821,7 @@ def plot_picture(out: Path, data: dict, path: Path, case_id: str | None = None) 
     import matplotlib.pyplot as plt
 
     from svrt.fileio import atomic_write, read_burst
-    from svrt.runtime.registration import apply_shift_field
+    from svrt.benchmarks.registration import apply_shift_field
 
     case_id = _picture_case(data, case_id)
     if case_id is None:

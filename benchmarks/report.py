@@ -91,14 +91,16 @@ def format_summary(result: dict) -> list:
     records = result.get("records", [])
     model = result.get("model", {})
     if model.get("flops_per_pixel"):
-        lines.append(f"emulator work: {model['flops_per_pixel'] / 1e3:.1f} kFLOP per pixel (width {model.get('width')}, "
-                     f"counted from its convolutions), {model['bytes_per_pixel']['memory'] / 1e3:.1f} kB per pixel "
+        lines.append(f"emulator work: {model['flops_per_pixel'] / 1e3:.1f} kFLOP per pixel (width "
+                     f"{model.get('width')}, counted from its convolutions), "
+                     f"{model['bytes_per_pixel']['memory'] / 1e3:.1f} kB per pixel "
                      "through memory-bound operations")
     exact = [r for r in records if r.get("method") == "exact" and r.get("measured")]
     if exact:
         ref = max(exact, key=lambda r: r["size"])
-        lines.append(f"exact per-pixel method: {ref['per_pixel_s'] * 1e3:.3f} ms per pixel (measured at {ref['size']}^2, "
-                     f"PSF {ref.get('psf_size')} px), {100 * (ref.get('peak_fraction') or 0):.2f} % of the matmul peak")
+        lines.append(f"exact per-pixel method: {ref['per_pixel_s'] * 1e3:.3f} ms per pixel (measured at "
+                     f"{ref['size']}^2, PSF {ref.get('psf_size')} px), {100 * (ref.get('peak_fraction') or 0):.2f} % "
+                     "of the matmul peak")
     for row in result.get("speedups", []):
         parts = []
         best = row["emulator_best"]
@@ -110,16 +112,18 @@ def format_summary(result: dict) -> list:
             parts.append(f"best emulator ({best['backend']} {best['precision']}, batch {best['batch']}: "
                          f"{best['per_image_s'] * 1e3:.1f} ms/image) {row['speedup_exact_over_best']:,.0f}x")
         if "speedup_overlap_add_over_best" in row:
-            parts.append(f"overlap-add {row['overlap_add_s'] * 1e3:.1f} ms ({row['speedup_overlap_add_over_best']:.2g}x the best emulator time)")
+            parts.append(f"overlap-add {row['overlap_add_s'] * 1e3:.1f} ms "
+                         f"({row['speedup_overlap_add_over_best']:.2g}x the best emulator time)")
         if parts:
             lines.append(f"{row['size']}^2: " + "; ".join(parts))
     if any(row["size"] == 256 for row in result.get("speedups", [])):
         lines.append("paper (Sect. 2.4, Fig. 6), 256^2 on a CPU: ~100 ms emulated (C = 64) against ~12 min for the "
                      "per-pixel method, ~3000x (7200x by those two numbers)")
     for r in (r for r in records if r.get("kind") == "restoration"):
-        lines.append(f"SV-MOMFBD {r['size']}^2 x {r['frames']} frames x {r['objects']} objects, {r['grid_nodes']}^2 modes, "
-                     f"{r['backend']} {r['precision']}: {r['per_iteration_s']:.3f} s per iteration, peak "
-                     f"{r['peak_mb']:.0f} MiB ({r['memory_kind'].split(':')[0]}; +{r['growth_mb']:.0f} MiB during the solve)")
+        lines.append(f"SV-MOMFBD {r['size']}^2 x {r['frames']} frames x {r['objects']} objects, {r['grid_nodes']}^2 "
+                     f"modes, {r['backend']} {r['precision']}: {r['per_iteration_s']:.3f} s per iteration, peak "
+                     f"{r['peak_mb']:.0f} MiB ({r['memory_kind'].split(':')[0]}; +{r['growth_mb']:.0f} MiB during the "
+                     "solve)")
     if any(r.get("kind") == "restoration" and (r["size"], r["frames"], r["objects"]) == (512, 12, 2) for r in records):
         lines.append("paper (Sect. 3.3), 512^2 x 12 frames x 2 objects on an RTX 4090: 0.75 s per iteration (C = 64)")
     emu = [r for r in records if r.get("method") == "emulator" and r.get("peak_fraction") is not None]
@@ -139,23 +143,20 @@ def plot(result: dict, path) -> None:
     as a fraction of the measured matmul peak; (c) SV-MOMFBD seconds per iteration when measured."""
     import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from svrt.fileio import atomic_write
+    from svrt.pictures import save_png, subplots
 
     records = result.get("records", [])
     conv = [r for r in records if r.get("kind") == "convolution"]
     rest = [r for r in records if r.get("kind") == "restoration"]
     ncols = 3 if rest else 2
-    fig, axes = plt.subplots(1, ncols, figsize=(6.0 * ncols, 5.0))
+    fig, axes = subplots(1, ncols, figsize=(6.0 * ncols, 5.0))
     ax_t, ax_f = axes[0], axes[1]
     groups = {}
     for r in conv:
         key = (r["method"], r["backend"], r["precision"], r["batch"])
         groups.setdefault(key, []).append(r)
     colours = {}
-    palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    palette = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
     batches = sorted({k[3] for k in groups})
     markers = ["o", "s", "^", "D", "v", "P", "X"]
     for key in sorted(groups, key=lambda k: (METHOD_ORDER.get(k[0], 9), k[1], k[2], k[3])):
@@ -216,9 +217,7 @@ def plot(result: dict, path) -> None:
                  + (" random weights" if model.get("random_init") else "") + f", {result.get('created', '')}",
                  fontsize=10)
     fig.tight_layout()
-    with atomic_write(Path(path)) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_png(fig, path, dpi=110)
 
 
 # --------------------------------------------------------------------------- results page
@@ -242,16 +241,21 @@ def section_markdown(result: dict, png_path=None, page_dir=None) -> str:
     v = result.get("versions", {})
     git = result.get("git", {})
     model = result.get("model", {})
-    lines = [f"## {result.get('label')}", "",
-             f"- date: {result.get('created')}",
-             f"- command: `{result.get('command')}`",
-             f"- machine: {m.get('cpu')}, {m.get('cpus_usable')} usable cores of {m.get('cpu_count')}, "
-             f"{m.get('memory_gib')} GiB" + (f"; GPU {m.get('gpu')} ({m.get('gpu_memory_gib')} GiB)" if m.get("gpu") else "; no GPU"),
-             "- versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
-             f"- commit: {git.get('commit', 'unknown')}" + (" (with local changes)" if git.get("dirty") else ""),
-             f"- model: {model.get('name')} (width {model.get('width')}, {model.get('parameters')} parameters)"
-             + (" - random weights, the bundled model was not installed" if model.get("random_init") else ""),
-             f"- elapsed: {result.get('elapsed_s', 0):.0f} s", ""]
+    lines = [
+        f"## {result.get('label')}",
+        "",
+        f"- date: {result.get('created')}",
+        f"- command: `{result.get('command')}`",
+        f"- machine: {m.get('cpu')}, {m.get('cpus_usable')} usable cores of {m.get('cpu_count')}, "
+        f"{m.get('memory_gib')} GiB"
+        + (f"; GPU {m.get('gpu')} ({m.get('gpu_memory_gib')} GiB)" if m.get("gpu") else "; no GPU"),
+        "- versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
+        f"- commit: {git.get('commit', 'unknown')}" + (" (with local changes)" if git.get("dirty") else ""),
+        f"- model: {model.get('name')} (width {model.get('width')}, {model.get('parameters')} parameters)"
+        + (" - random weights, the bundled model was not installed" if model.get("random_init") else ""),
+        f"- elapsed: {result.get('elapsed_s', 0):.0f} s",
+        "",
+    ]
     for n in result.get("notes", []):
         lines.append(f"> note: {n}")
     if result.get("notes"):

@@ -57,7 +57,9 @@ class RestorationCase:
 
     @property
     def label(self) -> str:
-        return f"{self.size}^2 x {self.frames} frames x {self.objects} objects, {self.grid_nodes}x{self.grid_nodes} modes"
+        return (
+            f"{self.size}^2 x {self.frames} frames x {self.objects} objects, {self.grid_nodes}x{self.grid_nodes} modes"
+        )
 
 
 def solver_available() -> tuple[bool, str]:
@@ -156,7 +158,9 @@ def run_restoration_case(entry, case: RestorationCase, iterations: int, device, 
     if dev.type == "cuda":
         peak = torch.cuda.max_memory_allocated(dev) / 2 ** 20
         free, total = torch.cuda.mem_get_info(dev)
-        rec.update({"peak_mb": peak, "growth_mb": peak - before_mb, "cuda_used_delta_mb": (total - free - used0) / 2 ** 20})
+        rec.update(
+            {"peak_mb": peak, "growth_mb": peak - before_mb, "cuda_used_delta_mb": (total - free - used0) / 2**20}
+        )
     else:
         if reset:
             peak = (_status_kb("VmHWM") or 0.0) / 1024.0

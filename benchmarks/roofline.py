@@ -33,7 +33,6 @@ import torch.nn as nn
 
 from svrt.benchmarks.timing import measure
 
-
 # --------------------------------------------------------------------------- FLOPs from the layers
 
 @dataclass
@@ -223,8 +222,8 @@ def _dtype(precision: str) -> torch.dtype:
 
 def measure_peak_flops(device="cpu", n: int | None = None, precision: str = "fp32", repeats: int = 20,
                        warmup: int = 2) -> dict:
-    """FLOP/s of an ``n x n`` matrix product (best of ``repeats``; the median is kept too). Default n: 1024 on CPU, 8192 on CUDA.
-    On CUDA in fp32 TF32 is switched off for the measurement (true FP32 peak)."""
+    """FLOP/s of an ``n x n`` matrix product (best of ``repeats``; the median is kept too). Default n: 1024
+    on CPU, 8192 on CUDA. On CUDA in fp32 TF32 is switched off for the measurement (true FP32 peak)."""
     dev = torch.device(device)
     n = n or (8192 if dev.type == "cuda" else 1024)
     dt = _dtype(precision)
@@ -246,7 +245,8 @@ def measure_peak_flops(device="cpu", n: int | None = None, precision: str = "fp3
 
 
 def measure_bandwidth(device="cpu", mbytes: int | None = None, repeats: int = 10, warmup: int = 2) -> dict:
-    """Bytes/s of ``dst.copy_(src)`` on float32 buffers of ``mbytes`` MiB (read + write counted; best of ``repeats``)."""
+    """Bytes/s of ``dst.copy_(src)`` on float32 buffers of ``mbytes`` MiB (read + write counted; best of
+    ``repeats``)."""
     dev = torch.device(device)
     mbytes = mbytes or (1024 if dev.type == "cuda" else 128)
     n = mbytes * 2 ** 20 // 4

@@ -22,7 +22,7 @@ objects and each frame's modes). Per burst: ``latency_s`` (submission to
 result, queue wait included, bursts fed as fast as the queue takes them), ``solve_s``, the solver's
 work (``PATCH_EVALS``: loss evaluations of the patch wavefront stage; ``OBJ_ITERS``: conjugate-gradient
 iterations of the object solves; ``iterations``: rows of the loss table) and the restoration's score
-against the truth (:func:`svrt.runtime.metrics.score_restoration`, object 0; the frame average's too,
+against the truth (:func:`svrt.benchmarks.metrics.score_restoration`, object 0; the frame average's too,
 for scale). The summary compares bursts 2..N (burst 1 starts cold in every run): mean solve time,
 mean work, mean NMSE, each warm start over "off".
 """
@@ -70,8 +70,8 @@ def seeing_series(n: int, size: int, n_frames: int, n_objects: int, scene_seed: 
 
 
 def run_series(bursts: list, engine, config, warm: str) -> list[dict]:
+    from svrt.benchmarks.metrics import score_restoration
     from svrt.instruments import get_instrument
-    from svrt.runtime.metrics import score_restoration
     from svrt.runtime.streaming import Restorer
 
     cut = get_instrument(bursts[0].instruments[0]).cutoff_cycles_per_pixel
@@ -89,7 +89,8 @@ def run_series(bursts: list, engine, config, warm: str) -> list[dict]:
                          "wait_s": round(item.wait_s, 3), "solve_s": round(item.solve_s, 3),
                          "patch_evals": h.get("PATCH_EVALS"), "obj_iters": h.get("OBJ_ITERS"),
                          "iterations": item.iterations, "t_patch_s": h.get("T_PATCH"),
-                         "nmse": round(float(score["nmse"]), 5), "nmse_frame_average": round(float(average["nmse"]), 5)})
+                         "nmse_variance": round(float(score["nmse_variance"]), 5),
+                         "nmse_variance_frame_average": round(float(average["nmse_variance"]), 5)})
     return rows
 
 
@@ -100,7 +101,8 @@ def summarize(runs: dict[str, list[dict]]) -> dict:
         return round(statistics.mean(values), 4) if values else None
 
     out = {}
-    for key in ("solve_s", "latency_s", "patch_evals", "obj_iters", "iterations", "nmse", "nmse_frame_average"):
+    for key in ("solve_s", "latency_s", "patch_evals", "obj_iters", "iterations", "nmse_variance",
+                "nmse_variance_frame_average"):
         cold = mean(runs["off"], key)
         out[key] = {mode: mean(rows, key) for mode, rows in runs.items()}
         for mode in runs:
@@ -129,9 +131,14 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     config = SolverConfig(grid=args.grid, progress=False)
     engine = load_solver_engine(args.model)
-    record = {"machine": machine_info("cpu"), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-              "burst": {"size": args.size, "frames": args.frames, "objects": args.objects, "instrument": "crisp8542"},
-              "config": {k: v for k, v in config.to_dict().items() if k != "progress"}, "model": args.model, "series": {}}
+    record = {
+        "machine": machine_info("cpu"),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "burst": {"size": args.size, "frames": args.frames, "objects": args.objects, "instrument": "crisp8542"},
+        "config": {k: v for k, v in config.to_dict().items() if k != "progress"},
+        "model": args.model,
+        "series": {},
+    }
     for name, make in (("frozen", frozen_series), ("seeing", seeing_series)):
         t0 = time.perf_counter()
         bursts = make(args.bursts, args.size, args.frames, args.objects)

@@ -85,9 +85,19 @@ def _adaptive(settings: BenchSettings, seconds: float) -> int:
     return int(max(min(settings.repeats, 3), min(settings.repeats, settings.time_budget_s // seconds)))
 
 
-def run_benchmark(out_dir, *, model=None, device: str = "cpu", full: bool = False, settings: BenchSettings | None = None,
-                  command: str | None = None, progress: bool = True, results_page=None, label: str | None = None,
-                  echo=print) -> dict:
+def run_benchmark(
+    out_dir,
+    *,
+    model=None,
+    device: str = "cpu",
+    full: bool = False,
+    settings: BenchSettings | None = None,
+    command: str | None = None,
+    progress: bool = True,
+    results_page=None,
+    label: str | None = None,
+    echo=print,
+) -> dict:
     """Run the benchmark and write ``out_dir/bench.json`` and ``out_dir/bench.png``; returns the JSON dict.
 
     model: a bundled model name or a .safetensors path (default the bundled ``svce-c16``, or a random
@@ -110,7 +120,9 @@ def _run(out_dir, *, model, device, full, settings, command, progress, results_p
     t_start = time.perf_counter()
     device = str(device)
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise SvrtError(f"--device {device} was asked for but torch sees no CUDA GPU on this machine; use --device cpu.")
+        raise SvrtError(
+            f"--device {device} was asked for but torch sees no CUDA GPU on this machine; use --device cpu."
+        )
     settings = settings or (BenchSettings.full(device) if full else BenchSettings.quick(device))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -141,10 +153,20 @@ def _run(out_dir, *, model, device, full, settings, command, progress, results_p
     with tempfile.TemporaryDirectory(prefix="svrt-bench-") as work:
         live_restoration = bool(settings.restoration)
         max_batch = max(list(settings.batches) + [c[1] * c[2] for c in settings.restoration] or [1])
-        engines = build_engines(bm, settings.backends, settings.precisions, device, settings.instrument, Path(work),
-                                max_batch=max_batch, min_size=min(list(settings.sizes) + [c[0] for c in settings.restoration]),
-                                max_size=max(list(settings.sizes) + [c[0] for c in settings.restoration]),
-                                vjp=live_restoration, threads=settings.threads, echo=say)
+        engines = build_engines(
+            bm,
+            settings.backends,
+            settings.precisions,
+            device,
+            settings.instrument,
+            Path(work),
+            max_batch=max_batch,
+            min_size=min(list(settings.sizes) + [c[0] for c in settings.restoration]),
+            max_size=max(list(settings.sizes) + [c[0] for c in settings.restoration]),
+            vjp=live_restoration,
+            threads=settings.threads,
+            echo=say,
+        )
         for e in engines:
             if e.skip:
                 skipped.append({"what": f"emulator back end {e.label} on {device}", "reason": e.skip})
@@ -217,7 +239,9 @@ def _run(out_dir, *, model, device, full, settings, command, progress, results_p
                     bar.set_description(f"SV-MOMFBD {e.label} {rc.size}^2 x{rc.frames}x{rc.objects}")
                     try:
                         rec = rest.run_restoration_case(e, rc, settings.iterations, device, settings.instrument)
-                        rec["emulator_flops_per_iteration"] = 2 * rc.objects * rc.frames * cost_model.cost(rc.size).flops
+                        rec["emulator_flops_per_iteration"] = (
+                            2 * rc.objects * rc.frames * cost_model.cost(rc.size).flops
+                        )
                         records.append(rec)
                     except (RuntimeError, MemoryError, SvrtError) as exc:
                         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

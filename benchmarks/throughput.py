@@ -107,13 +107,20 @@ def measure_workers(paths: list[Path], workers: int, out_dir: Path, spec, config
     cpu = [o.extra.get("cpu_s") for o in done if o.name not in firsts and o.extra.get("cpu_s") is not None]
     n_workers = max(1, workers or 1)
     return {
-        "workers": workers, "cluster": info.get("kind", "in-process"), "cluster_start_s": round(info.get("start_s", 0.0), 2),
-        "bursts": len(done), "wall_s": round(wall, 2), "bursts_per_hour": round(3600 * len(done) / wall, 1),
+        "workers": workers,
+        "cluster": info.get("kind", "in-process"),
+        "cluster_start_s": round(info.get("start_s", 0.0), 2),
+        "bursts": len(done),
+        "wall_s": round(wall, 2),
+        "bursts_per_hour": round(3600 * len(done) / wall, 1),
         "first_burst_s": round(statistics.mean(o.seconds for o in done if o.name in firsts), 2),
-        "steady_s_per_burst": round(steady, 2), "steady_bursts_per_hour": round(n_workers * 3600 / steady, 1),
+        "steady_s_per_burst": round(steady, 2),
+        "steady_bursts_per_hour": round(n_workers * 3600 / steady, 1),
         "solve_s_median": round(statistics.median(o.solve_seconds for o in done), 2),
         "steady_cpu_s_per_burst": round(statistics.median(cpu), 2) if cpu else None,
-        "workers_used": len(by_worker), "load_before": load0, "load_after": _load(),
+        "workers_used": len(by_worker),
+        "load_before": load0,
+        "load_after": _load(),
     }
 
 
@@ -137,9 +144,17 @@ def measure_scaling(size: int, n_frames: int, n_objects: int, model: str, config
             solver.solve(burst)  # first-call costs out of the figures
         t0, c0 = time.perf_counter(), time.process_time()
         result = solver.solve(burst)
-        out["cases"].append({"size": s, "frames": frames, "objects": n_objects, "seconds": round(time.perf_counter() - t0, 2),
-                             "cpu_s": round(time.process_time() - c0, 2), "iterations": len(result.loss["total"]),
-                             "load": _load()})
+        out["cases"].append(
+            {
+                "size": s,
+                "frames": frames,
+                "objects": n_objects,
+                "seconds": round(time.perf_counter() - t0, 2),
+                "cpu_s": round(time.process_time() - c0, 2),
+                "iterations": len(result.loss["total"]),
+                "load": _load(),
+            }
+        )
         print(f"  {s}^2 x {frames}: {out['cases'][-1]}", flush=True)
     t = [c["cpu_s"] for c in out["cases"]]
     out["p_pixels"] = round(math.log(t[steps - 1] / t[steps - 2]) / math.log(4.0), 3)
@@ -175,10 +190,10 @@ def _table(rows: list[dict]) -> str:
     one = next((r for r in rows if r["workers"] == 1), rows[0])
     for r in rows:
         speed = r["steady_bursts_per_hour"] / one["steady_bursts_per_hour"]
-        lines.append(f"| {r['workers']} | {r['cluster']} | {r['bursts']} | {r['wall_s']:.1f} | {r['bursts_per_hour']:.0f} | "
-                     f"{r['first_burst_s']:.1f} | {r['steady_s_per_burst']:.1f} | {r.get('steady_cpu_s_per_burst') or float('nan'):.1f} | "
-                     f"{r['steady_bursts_per_hour']:.0f} | "
-                     f"{speed:.2f}x | {r['load_before']}->{r['load_after']} |")
+        lines.append(f"| {r['workers']} | {r['cluster']} | {r['bursts']} | {r['wall_s']:.1f} | "
+                     f"{r['bursts_per_hour']:.0f} | {r['first_burst_s']:.1f} | {r['steady_s_per_burst']:.1f} | "
+                     f"{r.get('steady_cpu_s_per_burst') or float('nan'):.1f} | "
+                     f"{r['steady_bursts_per_hour']:.0f} | {speed:.2f}x | {r['load_before']}->{r['load_after']} |")
     return "\n".join(lines)
 
 
@@ -205,14 +220,19 @@ def main(argv=None) -> int:
     config = SolverConfig(grid=args.grid, progress=False)
     spec = EngineSpec(paths=(args.model,), device="cpu") if Path(args.model).exists() else EngineSpec(model=args.model)
     counts = [int(w) for w in args.workers.split(",")]
-    record: dict = {"machine": machine_info("cpu"), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                    "burst": {"size": args.size, "frames": args.frames, "objects": args.objects, "instrument": "crisp8542"},
-                    "config": {k: v for k, v in config.to_dict().items() if k != "progress"}, "model": args.model}
+    record: dict = {
+        "machine": machine_info("cpu"),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "burst": {"size": args.size, "frames": args.frames, "objects": args.objects, "instrument": "crisp8542"},
+        "config": {k: v for k, v in config.to_dict().items() if k != "progress"},
+        "model": args.model,
+    }
     tmp = Path(tempfile.mkdtemp(prefix="svrt-throughput-"))
     try:
         t0 = time.perf_counter()
         paths = make_bursts(tmp / "bursts", args.bursts, args.size, args.frames, args.objects)
-        print(f"{len(paths)} bursts of {args.objects}x{args.frames}x{args.size}^2 simulated in {time.perf_counter() - t0:.1f} s")
+        print(f"{len(paths)} bursts of {args.objects}x{args.frames}x{args.size}^2 simulated in "
+              f"{time.perf_counter() - t0:.1f} s")
         rows = []
         for w in counts:
             rows.append(measure_workers(paths, w, tmp / f"out-{w}", spec, config))
@@ -222,7 +242,9 @@ def main(argv=None) -> int:
         if not args.no_scaling:
             night = {"bursts": args.night_bursts, "size": args.night_size, "frames": args.night_frames,
                      "objects": args.objects}
-            scaling = measure_scaling(args.size, args.frames, args.objects, args.model, config, args.scaling_steps, night)
+            scaling = measure_scaling(
+                args.size, args.frames, args.objects, args.model, config, args.scaling_steps, night
+            )
             record["scaling"] = scaling
             print(f"scaling: p = {scaling['p_pixels']}, q = {scaling['q_frames']}; memory plan "
                   f"{scaling.get('night_memory_plan')}")

@@ -18,30 +18,39 @@ def _print_checks(checks: dict, title: str) -> None:
     click.echo(title)
     for kind, entry in checks.items():
         for name, d in entry.items():
-            click.echo(f"  {kind:<7} {name:<11} max abs {d['max_abs']:.2e}  max rel {d['max_rel']:.2e}  L2 rel {d['l2_rel']:.2e}")
+            click.echo(f"  {kind:<7} {name:<11} max abs {d['max_abs']:.2e}  max rel {d['max_rel']:.2e}  L2 rel "
+                       f"{d['l2_rel']:.2e}")
 
 
 @click.command("export", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("model")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="name.onnx (ONNX graphs, plus name.plan with --tensorrt) or name.plan (TensorRT plans only).")
-@click.option("--instrument", required=True, help="Instrument whose conditioning is folded into the graph (one graph per instrument).")
+@click.option("--instrument", required=True, help="Instrument whose conditioning is folded into the graph (one graph "
+                                                  "per instrument).")
 @click.option("--fp16/--fp32", "fp16", default=False, show_default=True,
               help="Precision of the ONNX graph: FP16 convolutions, FP32 normalisation, inputs and outputs.")
-@click.option("--vjp/--no-vjp", default=True, show_default=True,
-              help="Also write the vector-Jacobian product graph name.vjp.onnx (gradients for ONNX Runtime / TensorRT).")
+@click.option(
+    "--vjp/--no-vjp",
+    default=True,
+    show_default=True,
+    help="Also write the vector-Jacobian product graph name.vjp.onnx (gradients for ONNX Runtime / TensorRT).",
+)
 @click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset (>= 17).")
 @click.option("--tensorrt", is_flag=True, help="Also build TensorRT plans name.plan (+ name.vjp.plan) on this GPU.")
 @click.option("--plan-precision", type=click.Choice(["fp16", "fp32"]), default="fp16", show_default=True,
               help="Precision of the TensorRT plans (fp16 keeps the normalisation and residual in fp32).")
-@click.option("--min-shape", default="1x64x64", show_default=True, help="Smallest BxYxX the plan accepts (multiples of 16).")
+@click.option("--min-shape", default="1x64x64", show_default=True, help="Smallest BxYxX the plan accepts (multiples of "
+                                                                        "16).")
 @click.option("--opt-shape", default="1x256x256", show_default=True, help="BxYxX TensorRT tunes the plan for.")
 @click.option("--max-shape", default="4x1024x1024", show_default=True, help="Largest BxYxX the plan accepts.")
 @click.option("--workspace-gb", type=float, default=4.0, show_default=True, help="TensorRT builder workspace.")
 @click.option("--gpu", type=int, default=0, show_default=True, help="CUDA device that builds (and will run) the plans.")
 @click.option("--check/--no-check", default=True, show_default=True,
-              help="Run the ONNX graphs with ONNX Runtime and compare with PyTorch (refuse to write on a gross mismatch).")
-@click.option("--check-size", type=int, default=64, show_default=True, help="Image size of the comparison (multiple of 16).")
+              help="Run the ONNX graphs with ONNX Runtime and compare with PyTorch (refuse to write on a gross "
+                   "mismatch).")
+@click.option("--check-size", type=int, default=64, show_default=True, help="Image size of the comparison (multiple of "
+                                                                            "16).")
 @click.option("--overwrite", is_flag=True, help="Replace existing output files.")
 def export_command(model, output, instrument, fp16, vjp, opset, tensorrt, plan_precision, min_shape, opt_shape,
                    max_shape, workspace_gb, gpu, check, check_size, overwrite):
@@ -59,8 +68,9 @@ def export_command(model, output, instrument, fp16, vjp, opset, tensorrt, plan_p
     Run the results with svrt.runtime.engine.load_engine("crisp8542.onnx") (ONNX Runtime) or
     load_engine("crisp8542.plan") (TensorRT); 'svrt engines' lists what this machine can run.
     """
-    from svrt.export.onnx_export import export_onnx, load_for_export, vjp_path_for
+    from svrt.export.onnx_export import export_onnx, load_for_export
     from svrt.fileio import check_output
+    from svrt.runtime.backends.gradient_companion import vjp_path_for
 
     out = Path(output)
     suffix = out.suffix.lower()
@@ -74,7 +84,7 @@ def export_command(model, output, instrument, fp16, vjp, opset, tensorrt, plan_p
         targets += [out] + ([vjp_path_for(out)] if vjp else [])
     if plans:
         from svrt.export.tensorrt_build import check_profile, parse_shape
-        from svrt.runtime.backends.tensorrt_backend import import_tensorrt, plan_metadata_path, vjp_plan_path
+        from svrt.runtime.backends.tensorrt_backend import import_tensorrt, plan_metadata_path
 
         shapes = (parse_shape(min_shape, "--min-shape"), parse_shape(opt_shape, "--opt-shape"),
                   parse_shape(max_shape, "--max-shape"))
@@ -83,7 +93,7 @@ def export_command(model, output, instrument, fp16, vjp, opset, tensorrt, plan_p
         plan = out.with_suffix(".plan")
         targets += [plan, plan_metadata_path(plan)]
         if vjp:
-            targets += [vjp_plan_path(plan), plan_metadata_path(vjp_plan_path(plan))]
+            targets += [vjp_path_for(plan), plan_metadata_path(vjp_path_for(plan))]
     for t in targets:
         check_output(t, overwrite)
 

@@ -46,10 +46,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from svrt.emulator import SVCE, ConvBNReLU
-
-from svrt.emulator import NORM_EPS, NORM_P, NORM_TINY, normalize_input  # noqa: E402  (shared with the model)
-
+from svrt.emulator import NORM_EPS, NORM_P, NORM_TINY, SVCE, ConvBNReLU, normalize_input  # noqa: E402  (shared with the model)
 
 # --------------------------------------------------------------------------- BatchNorm folding
 
@@ -167,7 +164,9 @@ class _Core(nn.Module):
             self._add(f"d{j}b", level.second[0])
         self._add("head", folded.head)
         self.skip_channels = [folded.encoder[self.n_enc - 2 - j].second[0].out_channels for j in range(self.n_dec)]
-        below = [folded.encoder[-1].second[0].out_channels] + [lvl.second[0].out_channels for lvl in folded.decoder[:-1]]
+        below = [folded.encoder[-1].second[0].out_channels] + [
+            lvl.second[0].out_channels for lvl in folded.decoder[:-1]
+        ]
         for j, c in enumerate(below):  # channels upsampled by decoder level j
             self.register_buffer(f"up{j}_k", upsample2x_adjoint_kernel(c, folded.head.weight.dtype))
 
@@ -314,9 +313,13 @@ class VJPGraph(_Graph):
         m = a.amax(dim=(-2, -1), keepdim=True).clamp_min(NORM_EPS)
         n_pixels = torch.ones_like(obj).sum(dim=(-2, -1), keepdim=True)
         q = (a / m).pow(NORM_P).mean(dim=(-2, -1), keepdim=True) + NORM_TINY
-        grad_c = dx / scale + torch.sign(centred) * (a / m).pow(NORM_P - 1) * q.pow(1.0 / NORM_P - 1) / n_pixels * dscale
+        grad_c = (
+            dx / scale + torch.sign(centred) * (a / m).pow(NORM_P - 1) * q.pow(1.0 / NORM_P - 1) / n_pixels * dscale
+        )
         if mean is None:
             return grad_c, dmodes
         # c = obj - <obj>: remove the mean of grad_c; out = ... + <obj>: every pixel gets sum(grad_out) / N
-        grad_obj = grad_c - grad_c.mean(dim=(-2, -1), keepdim=True) + grad_out.sum(dim=(-2, -1), keepdim=True) / n_pixels
+        grad_obj = (
+            grad_c - grad_c.mean(dim=(-2, -1), keepdim=True) + grad_out.sum(dim=(-2, -1), keepdim=True) / n_pixels
+        )
         return grad_obj, dmodes

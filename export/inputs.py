@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+
+from svrt.mode_grid import per_pixel_modes
 
 
 def random_inputs(batch: int, n_modes: int, size, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -33,5 +34,5 @@ def solar_inputs(instrument: str, batch: int, n_modes: int, size, seed: int = 0,
     sd = torch.from_numpy(kl_standard_deviations(inst, r0_cm, n_modes).astype(np.float32))
     g = torch.Generator().manual_seed(seed)
     coarse = torch.randn(batch, n_modes, grid, grid, generator=g) * sd.view(1, -1, 1, 1)
-    modes = F.interpolate(coarse, size=(y, x), mode="bilinear", align_corners=False)
+    modes = per_pixel_modes(coarse, (y, x))
     return obj.contiguous(), modes.contiguous()

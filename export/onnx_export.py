@@ -8,8 +8,9 @@ Files (one pair per instrument and precision)::
 
 Two files rather than one graph with both: a run that only needs the forward model loads half the
 weights, and each graph is an ordinary single-purpose ONNX model that any runtime (and TensorRT's
-parser) accepts. :func:`vjp_path_for` gives the companion's name; the runtime finds it beside the
-forward graph and checks that both carry the same instrument, model hash, modes and precision.
+parser) accepts. :func:`svrt.runtime.backends.gradient_companion.vjp_path_for` gives the companion's
+name; the runtime finds it beside the forward graph and checks that both carry the same instrument,
+model hash, modes and precision.
 
 All inputs and outputs are float32 (the FP16 variant casts at its boundaries, see
 :mod:`svrt.export.graphs`); B, Y and X are dynamic, Y and X must be multiples of 16 (the Engine
@@ -40,7 +41,7 @@ import torch
 from svrt.emulator import MULTIPLE, SVCE, load_model, resolve_model_path, state_hash
 from svrt.errors import SvrtError
 from svrt.export.graphs import ForwardGraph, VJPGraph
-from svrt.runtime.backends.onnxruntime_backend import vjp_path_for  # noqa: F401  (name.onnx -> name.vjp.onnx)
+from svrt.runtime.backends.gradient_companion import vjp_path_for
 
 OPSET = 17
 GRAPHS = ("forward", "vjp")

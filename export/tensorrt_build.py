@@ -45,14 +45,17 @@ def parse_shape(text: str, option: str = "shape") -> tuple[int, int, int]:
     except ValueError:
         raise SvrtError(f"{option} '{text}' is not BxYxX (batch x height x width, e.g. 2x256x256).") from None
     if b < 1 or y < MULTIPLE or x < MULTIPLE or y % MULTIPLE or x % MULTIPLE:
-        raise SvrtError(f"{option} '{text}' needs a batch >= 1 and a height and width that are multiples of {MULTIPLE}.")
+        raise SvrtError(
+            f"{option} '{text}' needs a batch >= 1 and a height and width that are multiples of {MULTIPLE}."
+        )
     return b, y, x
 
 
 def check_profile(min_shape, opt_shape, max_shape) -> None:
     if not all(a <= b <= c for a, b, c in zip(min_shape, opt_shape, max_shape)):
         raise SvrtError(f"the optimisation profile needs min <= opt <= max in batch, height and width; got "
-                        f"{'x'.join(map(str, min_shape))}, {'x'.join(map(str, opt_shape))}, {'x'.join(map(str, max_shape))}.")
+                        f"{'x'.join(map(str, min_shape))}, {'x'.join(map(str, opt_shape))}, "
+                        f"{'x'.join(map(str, max_shape))}.")
 
 
 def plan_metadata(onnx_meta: dict, *, gpu: dict, tensorrt_version: str, min_shape, opt_shape, max_shape,
@@ -148,12 +151,13 @@ def export_tensorrt(model, meta: dict, instrument: str, plan_path: str | Path, *
     """Export the graphs of ``model`` for ``instrument`` at ``precision`` (in memory) and build
     ``plan_path`` and, with ``vjp``, its VJP plan. Returns the paths written."""
     from svrt.export.onnx_export import OPSET, to_onnx
-    from svrt.runtime.backends.tensorrt_backend import import_tensorrt, plan_metadata_path, vjp_plan_path
+    from svrt.runtime.backends.gradient_companion import vjp_path_for
+    from svrt.runtime.backends.tensorrt_backend import import_tensorrt, plan_metadata_path
 
     import_tensorrt()  # fail early, before the export, with the install hint
     plan_path = Path(plan_path)
     written = []
-    graphs = [("forward", plan_path)] + ([("vjp", vjp_plan_path(plan_path))] if vjp else [])
+    graphs = [("forward", plan_path)] + ([("vjp", vjp_path_for(plan_path))] if vjp else [])
     for graph, path in graphs:
         proto = to_onnx(model, meta, instrument, graph, precision, opset or OPSET)
         build_plan(proto, path, min_shape=min_shape, opt_shape=opt_shape, max_shape=max_shape,

@@ -17,9 +17,9 @@ Both are linear; autograd differentiates them exactly (the filter's vector-Jacob
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from svrt.errors import SvrtError, require
+from svrt.mode_grid import per_pixel_modes
 from svrt.optics.filters import erf_filter
 
 __all__ = ["upsample_modes", "upsample_modes_adjoint", "fourier_filter", "compute_dtype"]
@@ -49,7 +49,7 @@ def upsample_modes(coarse: torch.Tensor, size) -> torch.Tensor:
     """
     _check_modes(coarse, "coarse modes")
     size = _check_size(size)
-    return F.interpolate(coarse, size=size, mode="bilinear", align_corners=False)
+    return per_pixel_modes(coarse, size)
 
 
 def upsample_modes_adjoint(grad_fine: torch.Tensor, coarse_size) -> torch.Tensor:

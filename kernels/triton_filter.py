@@ -26,8 +26,7 @@ import triton
 import triton.language as tl
 
 from svrt.errors import SvrtError
-from svrt.kernels._triton_runtime import (LAUNCH_OPTS, MAX_GRID_Y, check_device, check_dtype,
-                                          interpret_mode, jit)
+from svrt.kernels._triton_runtime import LAUNCH_OPTS, MAX_GRID_Y, check_device, check_dtype, interpret_mode, jit
 
 __all__ = ["erf_filter_spectrum", "apodize", "fourier_filter_triton", "FourierFilter"]
 

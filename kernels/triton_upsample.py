@@ -36,8 +36,7 @@ import triton
 import triton.language as tl
 
 from svrt.errors import SvrtError
-from svrt.kernels._triton_runtime import (LAUNCH_OPTS, MAX_GRID_Y, check_device, check_dtype,
-                                          interpret_mode, jit)
+from svrt.kernels._triton_runtime import LAUNCH_OPTS, MAX_GRID_Y, check_device, check_dtype, interpret_mode, jit
 
 __all__ = ["upsample_forward", "upsample_adjoint", "UpsampleModes", "UpsampleModesAdjoint"]
 

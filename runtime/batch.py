@@ -145,7 +145,8 @@ def find_bursts(patterns: Iterable[str | os.PathLike] = (), manifest: str | os.P
         if _GLOB_CHARS & set(text):
             matches = sorted(Path(m) for m in glob.glob(os.path.expanduser(text), recursive=True) if os.path.isfile(m))
             if not matches:
-                raise SvrtError(f"no burst file matches {text!r}; check the pattern (quote it so the shell does not expand it).")
+                raise SvrtError(f"no burst file matches {text!r}; check the pattern (quote it so the shell does not "
+                                "expand it).")
             found.extend(matches)
         else:
             found.append(Path(text).expanduser())
@@ -220,7 +221,9 @@ def cached_solver(spec: EngineSpec, config: dict):
             for p in spec.paths:
                 if not Path(p).exists():
                     raise SvrtError(f"engine file {p} does not exist on worker {socket.gethostname()}.")
-            engines = [load_solver_engine(n, backend=spec.backend, device=spec.device, precision=spec.precision) for n in names]
+            engines = [
+                load_solver_engine(n, backend=spec.backend, device=spec.device, precision=spec.precision) for n in names
+            ]
             _ENGINES[spec] = engines
             _LOADS[0] += 1
         solver = SVMOMFBD(engines if len(engines) > 1 else engines[0], SolverConfig(**config))
@@ -339,14 +342,22 @@ def _solve(job: Job, spec: EngineSpec, config: dict, opts: dict, logger: logging
         logger.info("memory bound %.0f MiB (half of this Dask worker's memory limit)", config["memory_mb"])
     _check_restoration_space(job.output, png, burst, SolverConfig(**config))
     solver = cached_solver(spec, config)
-    logger.info("engine %s", ", ".join(f"{e.identity.model} ({e.identity.backend}, {e.identity.device})" for e in solver.engines))
+    logger.info(
+        "engine %s",
+        ", ".join(f"{e.identity.model} ({e.identity.backend}, {e.identity.device})" for e in solver.engines),
+    )
 
     logged = []
 
     def log_iteration(rec: dict) -> None:
         logged.append(rec.get("iteration"))
-        logger.info("iteration %s: total %.5e data %.5e (%.3f s)", rec.get("iteration"), float(rec.get("total", float("nan"))),
-                    float(rec.get("data", float("nan"))), float(rec.get("time_s", float("nan"))))
+        logger.info(
+            "iteration %s: total %.5e data %.5e (%.3f s)",
+            rec.get("iteration"),
+            float(rec.get("total", float("nan"))),
+            float(rec.get("data", float("nan"))),
+            float(rec.get("time_s", float("nan"))),
+        )
 
     result = solver.solve(burst, callback=log_iteration)
     if not logged:  # a method that does not call back: its loss table, after the fact
@@ -369,9 +380,17 @@ def _write(job: Job, result, burst, opts: dict) -> None:
     if opts.get("png"):
         from svrt.runtime.quicklook import plot_restoration
 
-        plot_restoration(_png_path(job), burst.frames, result.objects, result.model, burst.instruments, truth=burst.truth,
-                         title=f"SV-MOMFBD {Path(job.input).name}", pixel_arcsec=burst.header.get("CDELT1"),
-                         mask=burst.mask)
+        plot_restoration(
+            _png_path(job),
+            burst.frames,
+            result.objects,
+            result.model,
+            burst.instruments,
+            truth=burst.truth,
+            title=f"SV-MOMFBD {Path(job.input).name}",
+            pixel_arcsec=burst.header.get("CDELT1"),
+            mask=burst.mask,
+        )
 
 
 # ------------------------------------------------------------------------------------------ the batch
@@ -387,9 +406,18 @@ def _config_dict(config) -> dict:
     return d
 
 
-def run_batch(jobs: Sequence[Job], spec: EngineSpec, config=None, *, workers: int = 0, scheduler: str | None = None,
-              threads: int | None = None, options: dict | None = None,
-              on_outcome: Callable[[Outcome, int, int], Any] | None = None, cluster_info: dict | None = None) -> list[Outcome]:
+def run_batch(
+    jobs: Sequence[Job],
+    spec: EngineSpec,
+    config=None,
+    *,
+    workers: int = 0,
+    scheduler: str | None = None,
+    threads: int | None = None,
+    options: dict | None = None,
+    on_outcome: Callable[[Outcome, int, int], Any] | None = None,
+    cluster_info: dict | None = None,
+) -> list[Outcome]:
     """Restore ``jobs`` (see :func:`plan_jobs`) and return one :class:`Outcome` per job, in the order
     they finished. Finished outputs are skipped before anything starts. ``on_outcome(outcome, n_done,
     n_total)`` is called as each burst finishes (status lines). ``cluster_info``, when given, receives
@@ -455,8 +483,8 @@ class _client:
         try:
             from distributed import Client, LocalCluster
         except ImportError:
-            raise SvrtError("a batch on Dask workers needs Dask distributed (pip install 'svrt[cluster]'); install it or "
-                            "run in this process with --workers 0.") from None
+            raise SvrtError("a batch on Dask workers needs Dask distributed (pip install 'svrt[cluster]'); install it "
+                            "or run in this process with --workers 0.") from None
         t0 = time.perf_counter()
         kind = "scheduler"
         if self.scheduler is not None:

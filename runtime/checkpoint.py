@@ -101,7 +101,8 @@ def load_checkpoint(path: str | os.PathLike, expected_fingerprint: str | None = 
             tensors = {name: fh.get_tensor(name) for name in fh.keys()}
     except Exception as exc:  # safetensors raises its own error types for a truncated or foreign file
         raise SvrtError(f"Checkpoint {p.name} is truncated or corrupt ({type(exc).__name__}: "
-                        f"{str(exc).splitlines()[0] if str(exc) else 'unreadable'}); delete it and run without --resume.") from None
+                        f"{str(exc).splitlines()[0] if str(exc) else 'unreadable'}); delete it and run without "
+                        "--resume.") from None
     try:
         meta = json.loads(raw) if raw is not None else None
     except ValueError:

@@ -7,7 +7,6 @@ traceback by ``svrt``); outputs are written atomically and never onto an input.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
@@ -221,22 +220,15 @@ def convolve_command(object_path, object_key, modes_path, modes_key, instrument,
 
 
 def _plot_convolve(path, obj, out, inst) -> None:
-    import matplotlib
+    from svrt.pictures import save_png, subplots
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from svrt.fileio import atomic_write
-
-    fig, axes = plt.subplots(1, 2, figsize=(8, 4))
+    fig, axes = subplots(1, 2, figsize=(8, 4))
     lo, hi = np.percentile(obj, [0.5, 99.5])
     for ax, img, name in zip(axes, (obj, out), ("object", f"emulated {inst.label}")):
         ax.imshow(img, origin="lower", cmap="gray", vmin=lo, vmax=hi)
         ax.set_title(name, fontsize=9)
     fig.tight_layout()
-    with atomic_write(path) as tmp:
-        fig.savefig(tmp, dpi=90, format="png")
-    plt.close(fig)
+    save_png(fig, path, dpi=90)
 
 
 # ------------------------------------------------------------------------------------------ deconvolve
@@ -264,8 +256,8 @@ def solver_config(config_file, solver_kw, **forced):
 def _comparison_text(burst, result) -> str | None:
     """The one score of DESIGN.md (``score_restoration``: registered, low-passed at 0.9 D/lambda, border
     dropped, NMSE over the truth's variance) of the frame average and the restoration, objects by '/'."""
+    from svrt.benchmarks.metrics import score_restoration
     from svrt.instruments import get_instrument
-    from svrt.runtime.metrics import score_restoration
 
     if burst.truth is None:
         return None
@@ -276,9 +268,9 @@ def _comparison_text(burst, result) -> str | None:
     def cell(values) -> str:
         return " / ".join(f"{v:.4f}" for v in values)
 
-    lines = [f"{'':15s} {'NMSE':>17s} {'contrast':>17s} {'power 0.3-0.6 D/lambda':>24s}"]
+    lines = [f"{'':15s} {'NMSE (variance)':>17s} {'contrast':>17s} {'power 0.3-0.6 D/lambda':>24s}"]
     for name, sc in scores.items():
-        lines.append(f"{name:15s} {cell([x['nmse'] for x in sc]):>17s} {cell([x['contrast'] for x in sc]):>17s} "
+        lines.append(f"{name:15s} {cell([x['nmse_variance'] for x in sc]):>17s} {cell([x['contrast'] for x in sc]):>17s} "
                      f"{cell([x['power_ratio']['0.3-0.6'] for x in sc]):>24s}")
     lines.append(f"{'truth':15s} {'':>17s} {cell([x['contrast_truth'] for x in scores['SV-MOMFBD']]):>17s} {'1':>24s}")
     return "\n".join(lines)
@@ -317,7 +309,6 @@ def deconvolve_command(burst_path, output, engine_paths, model, backend, device,
       svrt deconvolve burst.h5 -o restored.h5 --device cuda --iterations 50 --lambda-obj 0.05
       svrt deconvolve burst.fits -o restored.fits --config run.toml  # settings file: svrt config > run.toml
     """
-    from svrt.fileio import read_burst
     from svrt.runtime.quicklook import plot_restoration
     from svrt.runtime.solver import SVMOMFBD
 

@@ -45,6 +45,15 @@ class EngineIdentity:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def of_export(cls, backend: str, device, meta: dict, path, extra: dict) -> "EngineIdentity":
+        """The identity of an exported graph or plan (one instrument) from the metadata ``svrt export``
+        wrote into it; the model name defaults to the file's stem."""
+        p = Path(path)
+        return cls(backend=backend, device=str(device), precision=meta["precision"], instruments=[meta["instrument"]],
+                   n_modes=int(meta["n_modes"]), model=meta.get("model", p.stem), model_hash=meta.get("model_hash", ""),
+                   path=str(p), extra=extra)
+
 
 class Engine(ABC):
     """Base class of all back ends. Subclasses implement :meth:`_forward` and :meth:`_vjp` on sizes that
@@ -77,7 +86,7 @@ class Engine(ABC):
              grad_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(d<grad_out, f>/d obj, d<grad_out, f>/d modes); sizes multiples of 16."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027  (optional: most engines hold nothing to release)
         """Release device resources (optional)."""
 
     # --- the public interface ------------------------------------------------------------------
@@ -86,7 +95,8 @@ class Engine(ABC):
         if obj.dim() != 4 or obj.shape[1] != 1:
             raise SvrtError(f"object must be [B, 1, Y, X]; got {tuple(obj.shape)}.")
         if modes.dim() != 4 or modes.shape[0] != obj.shape[0] or modes.shape[-2:] != obj.shape[-2:]:
-            raise SvrtError(f"modes must be [B, M, Y, X] matching the object {tuple(obj.shape)}; got {tuple(modes.shape)}.")
+            raise SvrtError(f"modes must be [B, M, Y, X] matching the object {tuple(obj.shape)}; got "
+                            f"{tuple(modes.shape)}.")
         if modes.shape[1] != self.n_modes:
             raise SvrtError(f"the engine {self.identity.model} ({self.identity.backend}) was built for {self.n_modes} "
                             f"modes; got {modes.shape[1]}.")
@@ -139,8 +149,14 @@ class Engine(ABC):
             torch.autograd.backward([po, pm], [g_obj.to(po.dtype), g_modes.to(pm.dtype)])
         return o.grad, m.grad
 
-    def mse_gradient(self, obj: torch.Tensor, modes: torch.Tensor, instrument: str, observed: torch.Tensor,
-                     weights: torch.Tensor | float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def mse_gradient(
+        self,
+        obj: torch.Tensor,
+        modes: torch.Tensor,
+        instrument: str,
+        observed: torch.Tensor,
+        weights: torch.Tensor | float = 1.0,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """``loss = sum(weights * (f(obj, modes) - observed)^2)`` with its gradients:
         returns (loss, model output, d loss/d obj, d loss/d modes)."""
         out = self.forward(obj, modes, instrument)

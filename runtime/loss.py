@@ -12,14 +12,13 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
 from svrt.runtime.solver_config import TIPTILT_MODES, SolverConfig
+from svrt.windows import flat_top_window
 
-__all__ = ["filtered", "centred", "grad_sq_mean", "hann_window"]
+__all__ = ["filtered", "centred", "grad_sq_mean"]
 
 
 def fourier_filter(x: torch.Tensor, cutoff: float, width: float, sharpness: float, impl: str,
@@ -27,21 +26,6 @@ def fourier_filter(x: torch.Tensor, cutoff: float, width: float, sharpness: floa
     from svrt.kernels import fourier_filter as _kernel
 
     return _kernel(x, cutoff, width, sharpness, apodization=apodization, impl=impl)
-
-
-def hann_window(shape: tuple[int, int], ramp: int, device, dtype=torch.float32) -> torch.Tensor:
-    """[Y, X] window: 1 inside, raised-cosine ramps of ``ramp`` pixels at the four borders."""
-    def ramp1d(n: int) -> torch.Tensor:
-        w = torch.ones(n, dtype=dtype, device=device)
-        r = min(ramp, n // 2)
-        if r > 0:
-            t = (torch.arange(r, dtype=dtype, device=device) + 0.5) / r
-            edge = torch.sin(0.5 * math.pi * t) ** 2
-            w[:r] = edge
-            w[n - r:] = edge.flip(0)
-        return w
-
-    return ramp1d(shape[0])[:, None] * ramp1d(shape[1])[None, :]
 
 
 def grad_sq_mean(x: torch.Tensor) -> torch.Tensor:
@@ -71,7 +55,7 @@ def filtered(o: torch.Tensor, insts, cfg: SolverConfig, cache: dict) -> torch.Te
         elif cfg.apodization == "hann" and cfg.apodization_pixels > 0:
             key = ("hann", y, x, cfg.apodization_pixels, str(o.device))
             if key not in cache:
-                cache[key] = hann_window((y, x), cfg.apodization_pixels, o.device)
+                cache[key] = flat_top_window((y, x), cfg.apodization_pixels, o.device)
             win = cache[key]
             mean = oi.mean()
             out = mean + fourier_filter(oi - mean, cutoff, cfg.filter_width, cfg.filter_sharpness, cfg.kernels,

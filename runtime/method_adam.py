@@ -37,11 +37,13 @@ import torch
 import torch.nn.functional as F
 
 from svrt.errors import SvrtError
+from svrt.mode_grid import sample_coarse
 from svrt.runtime.forward_model import emulate
 from svrt.runtime.loss import grad_sq_mean
-from svrt.runtime.plan import batches, blend_weights, sample_coarse
+from svrt.runtime.plan import batches
 from svrt.runtime.problem import SolveContext
 from svrt.runtime.solver_config import grid_shape
+from svrt.windows import blend_weights
 
 __all__ = ["solve_field", "solve_tiled"]
 

@@ -24,15 +24,15 @@ Shapes: frames ``[K, L, Y, X]`` (normalised to a mean of 1 per object), wavefron
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from svrt.errors import SvrtError
+from svrt.windows import modified_hann
 
-__all__ = ["PatchLayout", "patch_layout", "patch_wavefronts", "modified_hann", "MODE_STEPS"]
+__all__ = ["PatchLayout", "patch_layout", "patch_wavefronts", "MODE_STEPS"]
 
 # modes freed in steps: tip-tilt, + defocus and astigmatism, + coma and trefoil, ..., all
 MODE_STEPS = (2, 5, 9, 14, 20, 27, 35, 44, 54, 65)
@@ -69,18 +69,6 @@ def patch_layout(image_shape: tuple[int, int], grid_shape: tuple[int, int], patc
         return tuple(int(np.clip(round(c - (size - 1) / 2), 0, n - size)) for c in centres)
 
     return PatchLayout(size=size, starts_y=starts(y, yg), starts_x=starts(x, xg))
-
-
-def modified_hann(n: int, ramp_fraction: float = 0.125, device=None) -> torch.Tensor:
-    """``[n, n]`` apodisation: flat, with raised-cosine ramps over ``ramp_fraction`` of the side at
-    each border (MOMFBD's modified Hann window: most of the patch keeps full weight)."""
-    r = max(1, int(round(ramp_fraction * n)))
-    w = torch.ones(n, dtype=torch.float32, device=device)
-    t = (torch.arange(r, dtype=torch.float32, device=device) + 0.5) / r
-    edge = torch.sin(0.5 * math.pi * t) ** 2
-    w[:r] = edge
-    w[n - r:] = edge.flip(0)
-    return w[:, None] * w[None, :]
 
 
 def _extract(frames: torch.Tensor, layout: PatchLayout) -> torch.Tensor:

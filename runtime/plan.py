@@ -1,6 +1,6 @@
 """How a burst is processed under the memory bound: frames per engine call (:class:`Plan`), the
 memory estimate, the (object, frames) batches and, when even one frame of the field does not fit,
-overlapping tiles blended with raised-cosine weights.
+overlapping tiles blended with raised-cosine weights (both from :mod:`svrt.windows`).
 
 The K x L engine calls are batched (``max_batch`` frames per call, or as many as the memory bound
 ``memory_mb`` allows) and gradients accumulated batch by batch, so the memory does not grow with L.
@@ -12,15 +12,14 @@ import math
 import os
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 
 from svrt.errors import SvrtError
 from svrt.runtime.forward_model import bytes_per_pixel_sample
 from svrt.runtime.solver_config import CPU_MAX_BATCH, MIN_SIZE, RUNTIME_OVERHEAD_MB, SolverConfig, grid_shape
+from svrt.windows import tiles
 
-__all__ = ["Plan", "make_plan", "batches", "tiles", "blend_weights", "sample_coarse", "default_batch_cap"]
+__all__ = ["Plan", "make_plan", "batches", "default_batch_cap"]
 
 
 @dataclass
@@ -85,8 +84,9 @@ def make_plan(cfg: SolverConfig, engines: list, n_modes: int, device: torch.devi
         side = math.sqrt(max(0.8 * room, 0.0) / bpp) - m2
         tile = int(max(side, 0) // 16) * 16
         if tile < 2 * MIN_SIZE:
-            raise SvrtError(f"the memory bound of {bound / 2 ** 20:.0f} MiB cannot hold one {2 * MIN_SIZE}x{2 * MIN_SIZE} tile "
-                            f"of one frame besides {RUNTIME_OVERHEAD_MB:.0f} MiB of runtime overhead; raise memory_mb (--memory-mb).")
+            raise SvrtError(f"the memory bound of {bound / 2 ** 20:.0f} MiB cannot hold one "
+                            f"{2 * MIN_SIZE}x{2 * MIN_SIZE} tile of one frame besides {RUNTIME_OVERHEAD_MB:.0f} MiB of "
+                            "runtime overhead; raise memory_mb (--memory-mb).")
     overlap = min(cfg.tile_overlap, tile // 4)
     field_tiles = tiles(shape, tile, overlap)
     ty, tx = field_tiles[0][2], field_tiles[0][3]
@@ -106,43 +106,3 @@ def batches(n_objects: int, n_frames: int, batch: int) -> list:
         for s in range(0, n_frames, batch):
             out.append((kk, list(range(s, min(n_frames, s + batch)))))
     return out
-
-
-def tiles(shape: tuple[int, int], tile: int, overlap: int) -> list:
-    """Overlapping tiles [(y0, x0, ty, tx)] covering the field, evenly spaced."""
-    def starts(length: int) -> tuple[list, int]:
-        size = min(tile, length)
-        if size >= length:
-            return [0], length
-        n = math.ceil((length - overlap) / (size - overlap))
-        n = max(n, 2)
-        return [int(round(i * (length - size) / (n - 1))) for i in range(n)], size
-
-    (ys, ty), (xs, tx) = starts(shape[0]), starts(shape[1])
-    return [(a, b, ty, tx) for a in ys for b in xs]
-
-
-def blend_weights(length: int, start: int, size: int, ramp: int, dtype=np.float64) -> np.ndarray:
-    """1-D raised-cosine blend weights of a tile [start, start + size) along an axis of ``length``:
-    ramps of ``ramp`` pixels on the sides that are inside the field, flat at the field's borders."""
-    w = np.ones(size, dtype=dtype)
-    r = min(ramp, size // 2)
-    if r > 0:
-        t = (np.arange(r) + 0.5) / r
-        edge = np.sin(0.5 * np.pi * t) ** 2
-        if start > 0:
-            w[:r] = edge
-        if start + size < length:
-            w[size - r:] = edge[::-1]
-    return w
-
-
-def sample_coarse(coarse: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
-    """The bilinear upsampling of ``coarse [L, M, Yg, Xg]`` to an image of ``shape`` (align_corners=False,
-    edges clamped), evaluated at the (fractional) pixel coordinates ``ys [n]`` x ``xs [m]``: ``[L, M, n, m]``."""
-    y, x = shape
-    gy = ((2.0 * ys.double() + 1.0) / y - 1.0).float()
-    gx = ((2.0 * xs.double() + 1.0) / x - 1.0).float()
-    grid = torch.stack(torch.meshgrid(gx, gy, indexing="xy"), dim=-1)          # [n, m, 2] as (x, y)
-    grid = grid.to(coarse.device, coarse.dtype)[None].expand(coarse.shape[0], -1, -1, -1)
-    return F.grid_sample(coarse, grid, mode="bilinear", padding_mode="border", align_corners=False)

@@ -33,8 +33,9 @@ import torch.nn.functional as F
 
 from svrt.errors import SvrtError
 from svrt.instruments import get_instrument
-from svrt.runtime.loss import centred, filtered, hann_window
+from svrt.runtime.loss import centred, filtered
 from svrt.runtime.solver_config import MIN_SIZE, SolverConfig, grid_shape
+from svrt.windows import flat_top_window as hann_window
 
 if TYPE_CHECKING:
     from svrt.runtime.plan import Plan

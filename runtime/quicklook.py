@@ -20,15 +20,11 @@ def plot_restoration(path: str | os.PathLike, frames, objects, model, instrument
                      title: str | None = None, pixel_arcsec: float | None = None, mask=None) -> str:
     """Write the Fig. 10-like PNG. ``frames [K, L, Y, X]``, ``objects [K, Y, X]``, ``model [K, L, Y, X]``,
     ``truth [K, Y, X]`` or None, ``instruments`` one label per object. Returns the path."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import matplotlib.ticker  # noqa: F401  (matplotlib.ticker.NullFormatter below)
 
-    from svrt.fileio import atomic_write
+    from svrt.benchmarks.metrics import contrast, nmse_power, power_spectrum
     from svrt.instruments import get_instrument
-    from svrt.runtime.metrics import contrast, nmse, power_spectrum
+    from svrt.pictures import save_png, subplots
 
     frames = np.asarray(frames, dtype=np.float64)
     objects = np.asarray(objects, dtype=np.float64)
@@ -46,15 +42,15 @@ def plot_restoration(path: str | os.PathLike, frames, objects, model, instrument
     unit = "arcsec" if ext else "pixel"
 
     n_img = 5 if truth is not None else 4
-    fig, axes = plt.subplots(k, n_img + 1, figsize=(3.0 * (n_img + 1.25), 3.0 * k + 0.6), squeeze=False,
+    fig, axes = subplots(k, n_img + 1, figsize=(3.0 * (n_img + 1.25), 3.0 * k + 0.6), squeeze=False,
                              gridspec_kw={"width_ratios": [1] * n_img + [1.25]})
     for i in range(k):
         inst = get_instrument(instruments[i]) if instruments else None
         resid = first[i] - model[i, 0]
-        r_nmse = float(nmse(model[i, 0], first[i], normalization="power"))
+        r_nmse = float(nmse_power(model[i, 0], first[i]))
         rr = float(np.percentile(np.abs(resid), 99.5)) or 1.0
         panels = [("frame 1", first[i], f"contrast {100 * float(contrast(first[i])):.1f} %", "gray"),
-                  ("frame 1 - model", resid, f"NMSE {r_nmse:.2e}", "RdBu_r"),
+                  ("frame 1 - model", resid, f"NMSE (power, Eq. 12) {r_nmse:.2e}", "RdBu_r"),
                   (f"average of {n_frames}", avg[i], f"contrast {100 * float(contrast(avg[i])):.1f} %", "gray"),
                   ("SV-MOMFBD", objects[i], f"contrast {100 * float(contrast(objects[i])):.1f} %", "gray")]
         if truth is not None:
@@ -66,8 +62,15 @@ def plot_restoration(path: str | os.PathLike, frames, objects, model, instrument
             ax.imshow(img, origin="lower", cmap=cmap, vmin=vmin, vmax=vmax, extent=ext, interpolation="nearest")
             head = f"{name}" + (f"  [{instruments[i]}]" if j == 0 and instruments else "")
             ax.set_title(head, fontsize=9)
-            ax.text(0.03, 0.03, label, transform=ax.transAxes, fontsize=8, color="yellow" if cmap == "gray" else "black",
-                    bbox=dict(facecolor="black" if cmap == "gray" else "white", alpha=0.5, lw=0, pad=1.5))
+            ax.text(
+                0.03,
+                0.03,
+                label,
+                transform=ax.transAxes,
+                fontsize=8,
+                color="yellow" if cmap == "gray" else "black",
+                bbox=dict(facecolor="black" if cmap == "gray" else "white", alpha=0.5, lw=0, pad=1.5),
+            )
             ax.tick_params(labelsize=7)
             if i == k - 1:
                 ax.set_xlabel(unit, fontsize=8)
@@ -89,7 +92,5 @@ def plot_restoration(path: str | os.PathLike, frames, objects, model, instrument
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    with atomic_write(path) as tmp:
-        fig.savefig(tmp, dpi=90, format="png")
-    plt.close(fig)
+    save_png(fig, path, dpi=90)
     return os.fspath(path)

@@ -31,12 +31,13 @@ Conventions and the degeneracies the solver handles:
 * **Grid.** ``grid`` = P pixels per node: ``Yg = ceil(Y / P)``, ``Xg = ceil(X / P)``; node (i, j) sits
   at pixel ``((i + 0.5) Y / Yg - 0.5, (j + 0.5) X / Xg - 0.5)`` (bilinear, ``align_corners=False``).
   ``grid = 0`` (or P >= max(Y, X)) gives a 1 x 1 grid: one wavefront per frame, the spatially
-  invariant MFBD, the baseline.
+  invariant MFBD, the baseline. The contract is :mod:`svrt.mode_grid`.
 * **Photometry.** Object k's frames are divided by one constant ``c_k`` (the mean of |valid pixels|,
   ``scaling="object"``; or one constant for all objects, ``scaling="global"``) before solving and the
   results multiplied back, so the objects and the model come out in the input's units. The emulator
-  is scale-equivariant (``f(c o) = c f(o)``: it divides by the object's mean |o| internally) and the
-  erf filter has ``H(0) = 1``, so this changes nothing but the conditioning of the optimisation.
+  is affine-equivariant (``f(a o + b) = a f(o) + b``: it removes the object's mean and divides by the
+  8-norm of the rest, :func:`svrt.emulator.normalize_input`) and the erf filter has ``H(0) = 1``, so
+  this changes nothing but the conditioning of the optimisation.
   ``scaling="object"`` is equivalent to ``gamma_kl ~ 1 / c_k^2``: every object's data term is relative.
 * **Tip-tilt.** Shifting the object and every frame's tip-tilt by the same amount leaves the data
   unchanged. The solver removes the mean over the frames of the tip and tilt coefficients (KL modes 1
@@ -78,7 +79,8 @@ raised-cosine weights (``tile_size``, ``tile_overlap``).
 
 Where each part lives (this module is the orchestrator and keeps the public names):
 
-* :mod:`svrt.runtime.solver_config`: :class:`SolverConfig`, its validation, the shared constants, :func:`grid_shape`;
+* :mod:`svrt.runtime.solver_config`: :class:`SolverConfig`, its validation, the shared constants;
+* :mod:`svrt.mode_grid`: the grid contract (:func:`grid_shape`, node positions, per-pixel modes);
 * :mod:`svrt.runtime.problem`: the validated burst, photometric scaling, masks, gamma_kl, noise variances;
 * :mod:`svrt.runtime.loss`: the erf filter o*, tip-tilt centring, the Tikhonov terms;
 * :mod:`svrt.runtime.forward_model`: f(o*_k, s_k alpha_l) through any engine, with its declared capabilities;
@@ -113,10 +115,18 @@ from svrt.errors import SvrtError
 from svrt.runtime.forward_model import ForwardModel, bytes_per_pixel_sample
 from svrt.runtime.method_adam import solve_field, solve_tiled
 from svrt.runtime.method_momfbd import solve_momfbd
-from svrt.runtime.plan import Plan, make_plan, sample_coarse as _sample_coarse  # noqa: F401  (re-exported for tests)
+from svrt.runtime.plan import Plan, make_plan
 from svrt.runtime.problem import Problem, SolveContext, initial_state, noise_variance, validate_burst
-from svrt.runtime.solver_config import (CPU_MAX_BATCH, MAX_ITERATIONS, MIN_SIZE, PRECISIONS,  # noqa: F401  (re-exported)
-                                        RUNTIME_OVERHEAD_MB, TIPTILT_MODES, SolverConfig, grid_shape)
+from svrt.runtime.solver_config import (  # noqa: F401  (re-exported)
+    CPU_MAX_BATCH,
+    MAX_ITERATIONS,
+    MIN_SIZE,
+    PRECISIONS,
+    RUNTIME_OVERHEAD_MB,
+    TIPTILT_MODES,
+    SolverConfig,
+    grid_shape,
+)
 
 __all__ = ["SolverConfig", "SVMOMFBD", "SolveResult", "Plan", "load_solver_engine", "default_backend", "grid_shape",
            "MIN_SIZE", "TIPTILT_MODES", "noise_variance", "RUNTIME_OVERHEAD_MB"]
@@ -186,9 +196,9 @@ class SolveResult:
     def to_restoration(self, extra_header: Mapping[str, Any] | None = None):
         """A :class:`svrt.fileio.Restoration` (OBJECT, MODES, MODEL, LOSS); ``extra_header`` (e.g. the
         burst's header: DATE-OBS, TELESCOP, CDELT1/2) is kept, the solver's cards win on conflicts."""
-        from svrt.fileio import Restoration
-
         import re
+
+        from svrt.fileio import Restoration
 
         header = {}
         for key, value in dict(extra_header or {}).items():
@@ -238,7 +248,8 @@ class SVMOMFBD:
                 raise SvrtError(f"expected an svrt Engine (svrt.runtime.engine.load_engine); got a {type(e).__name__}.")
         n_modes = {e.n_modes for e in self.engines}
         if len(n_modes) > 1:
-            raise SvrtError(f"the engines were built for different numbers of modes ({', '.join(map(str, sorted(n_modes)))}); "
+            raise SvrtError("the engines were built for different numbers of modes "
+                            f"({', '.join(map(str, sorted(n_modes)))}); "
                             "SV-MOMFBD needs one wavefront description shared by all objects.")
         self.n_modes = n_modes.pop()
         devices = {str(e.device) for e in self.engines}

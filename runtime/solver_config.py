@@ -1,6 +1,6 @@
 """The solver's settings (:class:`SolverConfig`), their validation, and the constants every part of the
 solver shares: the smallest image, the tip-tilt modes, the memory rule's overheads, the grid contract
-(:func:`grid_shape`).
+(:func:`grid_shape`, defined in :mod:`svrt.mode_grid`).
 
 Every field of :class:`SolverConfig` is written into the restoration header under its upper-cased name,
 so the settings that made a restoration travel with it.
@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass
 
 from svrt.errors import SvrtError
+from svrt.mode_grid import grid_shape
 from svrt.settings import setting
 
 __all__ = ["SolverConfig", "grid_shape", "MIN_SIZE", "TIPTILT_MODES", "MAX_ITERATIONS", "CPU_MAX_BATCH",
@@ -176,15 +177,4 @@ class SolverConfig:
         for k, v in self.to_dict().items():
             out[k.upper()] = ("none" if k == "checkpoint" else "auto") if v is None else (str(v) if k == "checkpoint" else v)
         return out
-
-
-def grid_shape(shape: tuple[int, int], grid: int) -> tuple[int, int]:
-    """(Yg, Xg) = (ceil(Y / P), ceil(X / P)); P = 0 gives (1, 1). Raises for P larger than the image."""
-    y, x = (int(v) for v in shape)
-    if grid == 0:
-        return 1, 1
-    if grid > max(y, x):
-        raise SvrtError(f"the grid factor P = {grid} is larger than the image ({y}x{x} pixels); "
-                        f"use P <= {max(y, x)}, or grid 0 for one wavefront per frame.")
-    return math.ceil(y / grid), math.ceil(x / grid)
 

@@ -165,8 +165,17 @@ class Restorer:
     read_options: keyword arguments of :func:`svrt.fileio.read_burst` for bursts given as paths.
     """
 
-    def __init__(self, engine, config=None, *, warm_start: str | bool = "off", max_pending: int = 2, backend: str | None = None,
-                 device: str = "cpu", read_options: dict | None = None):
+    def __init__(
+        self,
+        engine,
+        config=None,
+        *,
+        warm_start: str | bool = "off",
+        max_pending: int = 2,
+        backend: str | None = None,
+        device: str = "cpu",
+        read_options: dict | None = None,
+    ):
         import dataclasses
 
         from svrt.runtime.solver import SVMOMFBD, SolverConfig, load_solver_engine
@@ -343,7 +352,8 @@ class Restorer:
         feeder.join()
         if failure:
             exc = failure[0]
-            yield Restored(index=self._count, name=f"burst{self._count}", error=f"the burst source failed: {_one_sentence(exc)}")
+            yield Restored(index=self._count, name=f"burst{self._count}", error="the burst source failed: "
+                                                                                f"{_one_sentence(exc)}")
 
     def __enter__(self) -> "Restorer":
         return self

@@ -11,7 +11,7 @@
 # benchmarks/gpu_check.py), --dry-run, --fetch-wheels. Environment: OUT (output folder),
 # PYTHON (interpreter; default python3, or .venv/bin/python for --dry-run where it exists).
 #
-# The GPU machine has PyTorch, Triton, CuPy and nvcc but no package index, and no astropy, which svrt
+# The GPU machine has PyTorch, Triton and nvcc but no package index, and no astropy, which svrt
 # imports to read and write bursts (the solver imports svrt.fileio). Wheels fetched here with
 # --fetch-wheels into .gpu-wheels/ (ignored by git; name it in the device run's `carry`) are installed
 # there with --no-index into a temporary folder; without them a stub astropy stands in (FITS I/O then

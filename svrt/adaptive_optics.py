@@ -84,7 +84,8 @@ class AdaptiveOptics:
         except (TypeError, ValueError):
             lock = ()
         if len(lock) != 2 or not all(np.isfinite(lock)):
-            raise SvrtError(f"ao_lock_arcsec must be a (y, x) pair of finite field angles in arcsec; got {lock_arcsec!r}.")
+            raise SvrtError("ao_lock_arcsec must be a (y, x) pair of finite field angles in arcsec; got "
+                            f"{lock_arcsec!r}.")
         self.n_modes = int(n_modes)
         self.lock_arcsec = lock
         self.pupil_px = int(pupil_px)

@@ -11,6 +11,7 @@ import numpy as np
 
 from svrt.errors import SvrtError
 from svrt.instruments import Instrument, get_instrument
+from svrt.mode_grid import node_positions
 from svrt.optics.kl import kl_basis
 
 R0_REFERENCE_WAVELENGTH = 5000.0  # Angstrom
@@ -316,8 +317,8 @@ def node_field_angles(grid_shape, image_shape, pixel_arcsec: float) -> tuple[np.
     reproduces the node's value; the image centre is pixel ((Y - 1) / 2, (X - 1) / 2).
     """
     (yg, xg), (y, x) = tuple(grid_shape), tuple(image_shape)
-    ay = ((np.arange(yg) + 0.5) * y / yg - y / 2) * pixel_arcsec
-    ax = ((np.arange(xg) + 0.5) * x / xg - x / 2) * pixel_arcsec
+    ay = (node_positions(y, yg) - (y - 1) / 2) * pixel_arcsec
+    ax = (node_positions(x, xg) - (x - 1) / 2) * pixel_arcsec
     return ay, ax
 
 

@@ -162,7 +162,8 @@ def check_frames(frames: Any, source: str = "the burst", mask: Any = None, key: 
     """
     a = _numpy(frames)
     if a.dtype == bool:
-        raise SvrtError(f"{key} in {source} holds boolean data (a mask?); expected intensities as float or integer numbers.")
+        raise SvrtError(f"{key} in {source} holds boolean data (a mask?); expected intensities as float or integer "
+                        "numbers.")
     if a.dtype.kind not in "fiu":
         raise SvrtError(f"{key} in {source} holds {a.dtype} data; expected intensities as real numbers.")
     a = _4d(a, source, key)
@@ -186,12 +187,12 @@ def check_frames(frames: Any, source: str = "the burst", mask: Any = None, key: 
         )
     dead = has & (hi <= lo)
     if dead[has].all():
-        raise SvrtError(f"{key} in {source}: every one of its {k} x {n_frames} frames is {_level(lo[has])}, with no image "
-                        "in them; expected observed intensities.")
+        raise SvrtError(f"{key} in {source}: every one of its {k} x {n_frames} frames is {_level(lo[has])}, with no "
+                        "image in them; expected observed intensities.")
     for i in range(k):
         if has[i].any() and dead[i][has[i]].all():
-            raise SvrtError(f"{key} in {source}: every frame of object {i} is {_level(lo[i][has[i]])}, with no image in "
-                            f"them; expected observed intensities for each of the {k} objects.")
+            raise SvrtError(f"{key} in {source}: every frame of object {i} is {_level(lo[i][has[i]])}, with no image "
+                            f"in them; expected observed intensities for each of the {k} objects.")
     if dead.any():
         pairs = list(zip(*np.nonzero(dead)))
         values = sorted({float(lo[p]) for p in pairs})
@@ -204,8 +205,8 @@ def check_frames(frames: Any, source: str = "the burst", mask: Any = None, key: 
         )
     top = float(peak.max())
     if top < FRAME_MIN:
-        raise SvrtError(f"{key} in {source} peaks at {top:.3g}, below {FRAME_MIN:.0e}: too small for float32 arithmetic "
-                        "in the solver; rescale the frames (e.g. to counts or to a mean of 1).")
+        raise SvrtError(f"{key} in {source} peaks at {top:.3g}, below {FRAME_MIN:.0e}: too small for float32 "
+                        "arithmetic in the solver; rescale the frames (e.g. to counts or to a mean of 1).")
     lo_all, hi_all = float(lo[has].min()), float(hi[has].max())
     if lo_all >= 0 and hi_all <= 1:
         flat = a if valid is None else a[valid]
@@ -220,23 +221,27 @@ def check_frames(frames: Any, source: str = "the burst", mask: Any = None, key: 
         med_std = float(np.median(std[i][sel]))
         med_mean = float(np.median(mean[i][sel]))
         if med_mean <= 0:
-            warn(f"{key} in {source}: object {i} has a median frame mean of {med_mean:.3g}; intensities are expected to be "
-                 "positive (a dark or sky level subtracted twice?).")
+            warn(f"{key} in {source}: object {i} has a median frame mean of {med_mean:.3g}; intensities are expected "
+                 "to be positive (a dark or sky level subtracted twice?).")
         near = [(i, l) for l in range(n_frames) if sel[l] and std[i, l] < _NEAR_CONSTANT * med_std]
         if near:
             warn(f"{key} in {source}: frame(s) [k, l] = {_frame_list(near)} are nearly constant (contrast below "
                  f"{_NEAR_CONSTANT:g} of the median frame's); check them.")
         frac = zeros[i] / np.maximum(count[i], 1)
-        many = [(i, l) for l in range(n_frames) if sel[l] and frac[l] > _ZERO_FRACTION and frac[l] > 10 * float(np.median(frac[sel]))]
+        many = [
+            (i, l)
+            for l in range(n_frames)
+            if sel[l] and frac[l] > _ZERO_FRACTION and frac[l] > 10 * float(np.median(frac[sel]))
+        ]
         if many:
-            warn(f"{key} in {source}: frame(s) [k, l] = {_frame_list(many)} have more than {_ZERO_FRACTION:.0%} of their "
-                 "pixels exactly 0 (a partial readout?); check them or mask them.")
+            warn(f"{key} in {source}: frame(s) [k, l] = {_frame_list(many)} have more than {_ZERO_FRACTION:.0%} of "
+                 "their pixels exactly 0 (a partial readout?); check them or mask them.")
         if med_mean > 0:
             odd = [(i, l) for l in range(n_frames)
                    if sel[l] and not (med_mean / _MEAN_RATIO <= mean[i, l] <= med_mean * _MEAN_RATIO)]
             if odd:
-                warn(f"{key} in {source}: frame(s) [k, l] = {_frame_list(odd)} have a mean more than {_MEAN_RATIO:g} times "
-                     "away from the median frame's; check the exposure.")
+                warn(f"{key} in {source}: frame(s) [k, l] = {_frame_list(odd)} have a mean more than {_MEAN_RATIO:g} "
+                     "times away from the median frame's; check the exposure.")
 
 
 def check_image(image: Any, source: str, key: str = "the image") -> None:
@@ -246,15 +251,16 @@ def check_image(image: Any, source: str, key: str = "the image") -> None:
     if a.dtype == bool:
         raise SvrtError(f"{key} in {source} holds boolean data (a mask?); expected intensities.")
     if a.dtype.kind not in "fiu" or a.size == 0:
-        raise SvrtError(f"{key} in {source} holds {a.dtype} data of shape {tuple(a.shape)}; expected intensities as real numbers.")
+        raise SvrtError(f"{key} in {source} holds {a.dtype} data of shape {tuple(a.shape)}; expected intensities as "
+                        "real numbers.")
     finite = a[np.isfinite(a)] if a.dtype.kind == "f" else a
     peak = float(np.abs(finite).max()) if finite.size else 0.0
     if peak > FRAME_MAX:
-        raise SvrtError(f"{key} in {source} reaches {peak:.3g}, above {FRAME_MAX:.0e}: beyond any intensity unit and too "
-                        "close to the float32 limit (3.4e38); rescale it (e.g. to a mean of 1).")
+        raise SvrtError(f"{key} in {source} reaches {peak:.3g}, above {FRAME_MAX:.0e}: beyond any intensity unit and "
+                        "too close to the float32 limit (3.4e38); rescale it (e.g. to a mean of 1).")
     if 0 < peak < FRAME_MIN:
-        raise SvrtError(f"{key} in {source} peaks at {peak:.3g}, below {FRAME_MIN:.0e}: too small for float32 arithmetic; "
-                        "rescale it (e.g. to a mean of 1).")
+        raise SvrtError(f"{key} in {source} peaks at {peak:.3g}, below {FRAME_MIN:.0e}: too small for float32 "
+                        "arithmetic; rescale it (e.g. to a mean of 1).")
 
 
 def drop_dead_frames(burst, source: str = "the burst"):
@@ -335,13 +341,15 @@ def check_wavefront_units(modes: Any, instrument, source: str, training_r0_cm: f
     if not math.isfinite(top) or top > hard:
         r0 = r0_at_wavelength(PHYSICAL_R0_MIN_CM, lam)
         raise SvrtError(
-            f"the modes in {source} reach an RMS wavefront of {top:.4g} rad (set {where[0]}, pixel y={where[1]}, x={where[2]}), "
-            f"above the physical bound of {hard:.3g} rad for {inst.label} (3 x the Kolmogorov RMS of {n_modes} KL modes for "
-            f"r0 = {PHYSICAL_R0_MIN_CM:g} cm at 5000 A, {r0:.2f} cm at {lam:g} A, over D = {inst.diameter_cm:g} cm): "
-            f"the coefficients must be radians of phase at {lam:g} A, not nm, microns or waves."
+            f"the modes in {source} reach an RMS wavefront of {top:.4g} rad (set {where[0]}, pixel y={where[1]}, "
+            f"x={where[2]}), above the physical bound of {hard:.3g} rad for {inst.label} (3 x the Kolmogorov RMS of "
+            f"{n_modes} KL modes for r0 = {PHYSICAL_R0_MIN_CM:g} cm at 5000 A, {r0:.2f} cm at {lam:g} A, over D = "
+            f"{inst.diameter_cm:g} cm): the coefficients must be radians of phase at {lam:g} A, not nm, microns or "
+            "waves."
         )
     if top > soft:
         r0t = TRAINING_R0_MIN_CM if training_r0_cm is None else float(training_r0_cm)
-        warn(f"the modes in {source} reach an RMS wavefront of {top:.3g} rad, above the {soft:.3g} rad of the training range "
-             f"for {inst.label} (twice the Kolmogorov RMS for r0 = {r0t:g} cm at 5000 A): the emulator extrapolates there.")
+        warn(f"the modes in {source} reach an RMS wavefront of {top:.3g} rad, above the {soft:.3g} rad of the training "
+             f"range for {inst.label} (twice the Kolmogorov RMS for r0 = {r0t:g} cm at 5000 A): the emulator "
+             "extrapolates there.")
     return top

@@ -28,13 +28,19 @@ COMMANDS = {
     "instruments": ("svrt.instruments_cli:instruments", "List the instrumental configurations."),
     "simulate": ("svrt.simulate:simulate_command", "Simulate an anisoplanatic burst (FITS or HDF5)."),
     "train": ("svrt.trainer.cli:train_command", "Train the spatially variant convolution emulator."),
-    "validate": ("svrt.trainer.validate:validate_command", "Validate an emulator against exact convolutions."),
+    "validate": ("svrt.benchmarks.validate:validate_command", "Validate an emulator against exact convolutions."),
     "export": ("svrt.export.cli:export_command", "Export a model to ONNX or a TensorRT plan."),
     "engines": ("svrt.runtime.inventory:engines_command", "List the back ends and devices this machine can run."),
     "convolve": ("svrt.runtime.cli:convolve_command", "Emulated spatially variant convolution of an object."),
     "deconvolve": ("svrt.runtime.cli:deconvolve_command", "Restore a burst with SV-MOMFBD."),
-    "batch": ("svrt.runtime.batch_cli:batch_command", "Restore many bursts (glob or manifest), resumable, on Dask workers."),
-    "demo": ("svrt.runtime.cli:demo_command", "Simulate a burst, restore it with the shipped model, write FITS and PNG."),
+    "batch": (
+        "svrt.runtime.batch_cli:batch_command",
+        "Restore many bursts (glob or manifest), resumable, on Dask workers.",
+    ),
+    "demo": (
+        "svrt.runtime.cli:demo_command",
+        "Simulate a burst, restore it with the shipped model, write FITS and PNG.",
+    ),
     "bench": ("svrt.benchmarks.cli:bench_command", "Benchmark convolution and restoration on this machine."),
     "config": ("svrt.settings_cli:config_command", "Print the settings as a TOML file: svrt config > run.toml."),
 }
@@ -54,9 +60,11 @@ class LazyGroup(click.Group):
         except (ImportError, AttributeError) as exc:  # a part not built yet, or a broken install
             if _interrupted(exc):  # Ctrl-C inside an extension module's import surfaces as ImportError
                 raise KeyboardInterrupt from None
+            reason = str(exc)   # `exc` itself is unbound once the except clause ends
+
             @click.command(name=name, help=COMMANDS[name][1])
             def _missing():
-                raise click.ClickException(f"'svrt {name}' is not available in this install ({exc}).")
+                raise click.ClickException(f"'svrt {name}' is not available in this install ({reason}).")
             return _missing
 
     def format_commands(self, ctx, formatter):

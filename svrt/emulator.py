@@ -19,10 +19,11 @@ Architecture (one description shared by trainer, export and runtime):
   ``f(a o + b) = a f(o) + b`` exactly; so does the emulator, by construction: a solar image with a
   pedestal and 10 % contrast and a [0, 1] photograph are the same input to the network, the mean
   passes through untouched (photometry cannot drift) and the network spends nothing on learning the
-  pedestal. (Models before svrt 0.2 divided by the 8-norm of o itself, ``normalization="p8"``, which
-  is still read: trained on [0, 1] images, such a model was worse than the identity on a granulation
-  scene at the diffraction limit.) A high-order norm (close to the maximum but smooth, so gradients
-  have no kinks) keeps x of order 1 for every scene, point-source fields included;
+  pedestal. (Models trained before this normalisation, such as stages 1-2 of svce-c16, divided by the
+  8-norm of o itself, ``normalization="p8"``, which is still read: trained on [0, 1] images, such a
+  model was worse than the identity on a granulation scene at the diffraction limit.) A high-order
+  norm (close to the maximum but smooth, so gradients have no kinks) keeps x of order 1 for every
+  scene, point-source fields included;
   ``residual``: the network predicts the difference between the blurred and the sharp image.
 
 The core module needs Y and X to be multiples of 16; :func:`emulate` pads other sizes
@@ -43,12 +44,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from svrt.errors import SvrtError
+from svrt.instruments import default_conditioning
 
 MULTIPLE = 16  # four 2x2 poolings
 NORM_EPS = 1e-6
 NORM_P = 8
 NORM_TINY = 1e-30
-#: "centred-p8": x = (o - <o>) / 8-norm(o - <o>); "p8": x = o / 8-norm(o) (models before svrt 0.2)
+#: "centred-p8": x = (o - <o>) / 8-norm(o - <o>); "p8": x = o / 8-norm(o) (older models, still read)
 NORMALIZATIONS = ("centred-p8", "p8")
 
 
@@ -86,7 +88,7 @@ class EmulatorConfig:
 
     width: int = 64                    # C
     n_modes: int = 44                  # M
-    instruments: list = field(default_factory=lambda: ["crisp6302", "crisp8542", "chromis3934", "hifi6563"])
+    instruments: list = field(default_factory=default_conditioning)   # one-hot order
     film_hidden: int = 64
     normalize: bool = True
     residual: bool = True
@@ -332,10 +334,12 @@ def check_device(device, available: bool = True) -> "torch.device":
         return dev
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise SvrtError(f"device '{device}' was asked for but no CUDA GPU is visible to torch here; use --device cpu.")
+            raise SvrtError(f"device '{device}' was asked for but no CUDA GPU is visible to torch here; use --device "
+                            "cpu.")
         n = torch.cuda.device_count()
         if dev.index is not None and dev.index >= n:
-            raise SvrtError(f"device '{device}' does not exist: this machine has {n} CUDA GPU(s), cuda:0 to cuda:{n - 1}.")
+            raise SvrtError(f"device '{device}' does not exist: this machine has {n} CUDA GPU(s), cuda:0 to "
+                            f"cuda:{n - 1}.")
     elif dev.type == "mps":
         if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
             raise SvrtError(f"device '{device}' was asked for but Apple's MPS is not available here; use --device cpu.")
@@ -369,7 +373,8 @@ def load_model(name_or_path: str | Path | None = None, device="cpu") -> tuple[SV
         raise SvrtError(f"{path}: the metadata (safetensors key 'svrt') is not valid JSON ({exc.msg} at character "
                         f"{exc.pos}); the file is corrupt or was not written by svrt.") from None
     if not isinstance(meta, dict):
-        raise SvrtError(f"{path}: the metadata (safetensors key 'svrt') is a {type(meta).__name__}; expected a JSON object.")
+        raise SvrtError(f"{path}: the metadata (safetensors key 'svrt') is a {type(meta).__name__}; expected a JSON "
+                        "object.")
     config = _config_from_metadata(meta, path)
     try:
         model = SVCE(config)

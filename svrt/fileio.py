@@ -8,7 +8,7 @@ Formats are chosen by the file name when writing and by the file's first bytes w
 
 Nothing here unpickles anything.
 
-Burst file (see ``/work/shared/DESIGN.md``, "File contracts"), FITS layout::
+Burst file (the design card's "File contracts"; docs/ARCHITECTURE.md), FITS layout::
 
     PRIMARY  no data; SVRTFILE = 'burst', NOBJ = K, NFRAMES = L, INSTR0 .. INSTR{K-1}
              (instrument label of each object) and the extra header cards (DATE-OBS, TELESCOP,

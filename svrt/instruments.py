@@ -28,7 +28,8 @@ ARCSEC_PER_RADIAN = 180.0 / math.pi * 3600.0
 
 @dataclass(frozen=True)
 class Instrument:
-    """One telescope + camera + wavelength combination; ``index`` is its conditioning index."""
+    """One telescope + camera + wavelength combination. ``index``: its position in the emulator's default
+    conditioning vector (:func:`default_conditioning`); a trained model stores its own instrument list."""
 
     label: str
     telescope: str
@@ -80,21 +81,28 @@ def _parse(entries: list, source: str) -> dict[str, Instrument]:
             raise SvrtError(f"{source}: instruments[{i}] is not an object; expected keys {', '.join(_REQUIRED)}.")
         missing = [k for k in _REQUIRED if k not in e]
         if missing:
-            raise SvrtError(f"{source}: instruments[{i}] lacks {', '.join(missing)}; expected keys {', '.join(_REQUIRED)}.")
+            raise SvrtError(f"{source}: instruments[{i}] lacks {', '.join(missing)}; expected keys "
+                            f"{', '.join(_REQUIRED)}.")
         extra = [k for k in e if k not in known]
         if extra:
             raise SvrtError(f"{source}: instruments[{i}] has unknown keys {', '.join(extra)}.")
         bad = [k for k in ("label", "telescope", "instrument") if not isinstance(e[k], str)]
-        bad += [k for k in ("index", "spider_count") if k in e and (not isinstance(e[k], int) or isinstance(e[k], bool) or e[k] < 0)]
+        bad += [
+            k
+            for k in ("index", "spider_count")
+            if k in e and (not isinstance(e[k], int) or isinstance(e[k], bool) or e[k] < 0)
+        ]
         bad += [k for k in ("diameter_cm", "obscuration_cm", "pixel_arcsec", "wavelength_angstrom", "spider_width_cm")
                 if k in e and (not isinstance(e[k], (int, float)) or isinstance(e[k], bool))]
         if bad:
-            raise SvrtError(f"{source}: instruments[{i}] has values of the wrong type for {', '.join(bad)}; expected strings for "
-                            "label/telescope/instrument, integers >= 0 for index/spider_count and numbers for the rest.")
+            raise SvrtError(f"{source}: instruments[{i}] has values of the wrong type for {', '.join(bad)}; expected "
+                            "strings for label/telescope/instrument, integers >= 0 for index/spider_count and numbers "
+                            "for the rest.")
         inst = Instrument(**e)
         if not (inst.diameter_cm > 0 and 0 <= inst.obscuration_cm < inst.diameter_cm
                 and inst.pixel_arcsec > 0 and inst.wavelength_angstrom > 0):
-            raise SvrtError(f"{source}: instrument '{inst.label}' needs D > 0, 0 <= D2 < D, pixel > 0 and wavelength > 0.")
+            raise SvrtError(f"{source}: instrument '{inst.label}' needs D > 0, 0 <= D2 < D, pixel > 0 and wavelength > "
+                            "0.")
         out[inst.label] = inst
     return out
 
@@ -107,14 +115,21 @@ def _read_file(path: Path) -> list:
     except (OSError, UnicodeDecodeError) as exc:
         raise SvrtError(f"{path}: cannot read the instrument file ({exc}); expected a UTF-8 JSON file.") from None
     except json.JSONDecodeError as exc:
-        raise SvrtError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}); expected {{\"instruments\": [...]}}.") from None
+        raise SvrtError(
+            f'{path}: not valid JSON ({exc.msg} at line {exc.lineno}); expected {{"instruments": [...]}}.'
+        ) from None
     if not isinstance(data, dict) or not isinstance(data.get("instruments"), list):
         raise SvrtError(f"{path}: key 'instruments' missing or not a list; expected {{\"instruments\": [...]}}.")
     return data["instruments"]
 
 
 def load_instruments(extra_path: str | os.PathLike | None = None) -> dict[str, Instrument]:
-    """The registry: the bundled Table 1 plus ``extra_path`` (or ``$SVRT_INSTRUMENTS``) if given."""
+    """The registry: the bundled Table 1 plus ``extra_path`` (or ``$SVRT_INSTRUMENTS``) if given.
+
+    >>> reg = load_instruments()
+    >>> round(reg["crisp8542"].sampling, 2), round(reg["hifi6563"].sampling, 2)   # lambda / (D pix): HiFI below Nyquist
+    (2.99, 1.88)
+    """
     bundled = json.loads(resources.files("svrt").joinpath("data/instruments.json").read_text())
     registry = _parse(bundled["instruments"], "svrt/data/instruments.json")
     extra_path = extra_path or os.environ.get("SVRT_INSTRUMENTS")
@@ -146,6 +161,15 @@ def conditioning_size() -> int:
 #: the fields that make an instrument's PSFs: an emulator trained for a label learned these.
 PHYSICS_FIELDS = ("diameter_cm", "obscuration_cm", "pixel_arcsec", "wavelength_angstrom", "spider_count",
                   "spider_width_cm")
+
+
+def default_conditioning() -> list[str]:
+    """The emulator's default instrument list (its one-hot order): the bundled Table 1 sorted by ``index``.
+
+    >>> default_conditioning()
+    ['crisp6302', 'crisp8542', 'chromis3934', 'hifi6563']
+    """
+    return [inst.label for inst in sorted(builtin_instruments().values(), key=lambda inst: inst.index)]
 
 
 def builtin_instruments() -> dict[str, Instrument]:

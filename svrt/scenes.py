@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import os
 
 import numpy as np
 from scipy import ndimage
@@ -598,16 +597,14 @@ def plot_scenes(path, pixel_arcsec=0.059, size=256, seed=1) -> str:
 
     Axes are in arcsec; the grey scale spans the 0.2-99.8 percentiles of each image. Point
     sources are dilated to 3 x 3 pixels for display only. The file is
-    written atomically (``path + '.tmp.png'`` then ``os.replace``). Returns ``path``.
+    written atomically (:func:`svrt.pictures.save_png`). Returns ``path``.
     """
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from svrt.pictures import save_png, subplots
 
     p = _pixel(pixel_arcsec)
     shp = _shape2(size)
     ext = [0, shp[1] * p, 0, shp[0] * p]
-    fig, axes = plt.subplots(2, 3, figsize=(13.5, 9.2), constrained_layout=True)
+    fig, axes = subplots(2, 3, figsize=(13.5, 9.2), constrained_layout=True)
     names = {"granulation": "granulation", "sunspot": "sunspot", "points": "point sources"}
     for col, kind in enumerate(SCENE_KINDS):
         objs = make_objects(kind, 2, shp, p, seed)
@@ -630,10 +627,4 @@ def plot_scenes(path, pixel_arcsec=0.059, size=256, seed=1) -> str:
             fig.colorbar(im, ax=ax, shrink=0.8)
     fig.suptitle(f"svrt.scenes, {shp[0]}x{shp[1]} px at {p:g} arcsec/px, seed {seed} "
                  "(top: object 0, wide band; bottom: object 1, narrow band)")
-    tmp = os.fspath(path) + ".tmp.png"
-    try:
-        fig.savefig(tmp, dpi=110)
-    finally:
-        plt.close(fig)
-    os.replace(tmp, path)
-    return os.fspath(path)
+    return save_png(fig, path, dpi=110)

@@ -31,7 +31,7 @@ Gaussian noise (``noise``) and photon noise (``photons``). The recipe:
    projection of the true wavefront at the nodes. For ``"kl"`` the per-pixel coefficients are the
    bilinear upsampling
    ``torch.nn.functional.interpolate(coarse, size=(Y, X), mode="bilinear", align_corners=False)``,
-   the contract the SV-MOMFBD solver relies on (:func:`per_pixel_modes`).
+   the contract the SV-MOMFBD solver relies on (:func:`svrt.mode_grid.per_pixel_modes`).
 4. Frames: the exact per-pixel convolution (Eq. 1, :func:`svrt.optics.convolution.spatially_variant_convolve`),
    one call per frame for all K objects, with a :class:`~svrt.optics.psf.PSFModel` of S pixels
    computed on a pupil of at least ``MIN_PUPIL_PX`` grid pixels (:func:`burst_psf_model`). For
@@ -63,14 +63,15 @@ from pathlib import Path
 import click
 import numpy as np
 
-from svrt.atmosphere import DEFAULT_THETA0_ARCSEC
+from svrt.atmosphere import DEFAULT_THETA0_ARCSEC, R0_REFERENCE_WAVELENGTH
 from svrt.errors import SvrtError
+from svrt.mode_grid import per_pixel_modes
+from svrt.optics.kl import defocus_mode_index
 
 MAX_PSF_SIZE = 256          # cap on the PSF box (the cost of the exact convolution grows as S^2)
 MIN_PUPIL_PX = 24           # pupil sampling of the PSF model (grid pixels across D)
 PSF_ENERGY_FRACTION = 0.98  # the PSF box holds this fraction of the energy ...
 PSF_NODE_QUANTILE = 0.95    # ... for this fraction of the coarse-grid nodes
-R0_REFERENCE = 5000.0       # Angstrom
 MAX_MODES = 152             # KL modes from the Zernikes of radial orders 1..16 (svrt.optics.kl)
 WAVEFRONTS = ("kl", "screen")
 SAMPLES_PER_R0 = 3.0        # wavefront="screen": pupil samples per r0 (instrument wavelength) of the PSF model
@@ -115,23 +116,6 @@ def _register_header_comments() -> None:
 # ----------------------------------------------------------------------------------------------
 # building blocks
 # ----------------------------------------------------------------------------------------------
-
-def per_pixel_modes(coarse, shape):
-    """Bilinear upsampling of coarse modes ``[..., M, Yg, Xg]`` to ``[..., M, Y, X]`` (torch, float32).
-
-    Exactly ``torch.nn.functional.interpolate(coarse, size=shape, mode="bilinear", align_corners=False)``:
-    the contract between the simulation and the solver.
-    """
-    import torch
-    import torch.nn.functional as F
-
-    c = torch.as_tensor(np.asarray(coarse, dtype=np.float32))
-    squeeze = c.dim() == 3
-    if squeeze:
-        c = c[None]
-    out = F.interpolate(c, size=tuple(int(v) for v in shape), mode="bilinear", align_corners=False)
-    return out[0] if squeeze else out
-
 
 def burst_psf_model(instrument, psf_size: int, n_modes: int = 44, min_pupil_px: float = MIN_PUPIL_PX):
     """The :class:`~svrt.optics.psf.PSFModel` of a simulated burst: S = ``psf_size`` pixels cut from a
@@ -415,7 +399,7 @@ def simulate_burst(instrument="crisp8542", size: int = 256, n_frames: int = 12, 
         "CDELT2": float(inst.pixel_arcsec),
         "SIMULATE": True,
         "R0": float(r0_cm),
-        "R0WAVE": R0_REFERENCE,
+        "R0WAVE": R0_REFERENCE_WAVELENGTH,
         "R0INST": round(r0_at_wavelength(r0_cm, inst.wavelength_angstrom), 4),
         "THETA0": float(theta0_arcsec) if theta0_arcsec is not None else 0.0,
         "NOISE": float(noise),
@@ -522,13 +506,6 @@ def truth_with_margin(burst) -> np.ndarray:
 # quick look
 # ----------------------------------------------------------------------------------------------
 
-def defocus_index(n_modes: int) -> int:
-    """0-based index of the KL mode dominated by defocus (Noll 4)."""
-    from svrt.optics.kl import kl_basis
-
-    return int(np.argmax(np.abs(kl_basis(n_modes).coefficients[:, 2])))
-
-
 def local_contrast_ratio(frame: np.ndarray, truth: np.ndarray, block: int) -> np.ndarray:
     """RMS contrast of ``frame`` over that of ``truth`` in ``block`` x ``block`` pixel blocks:
     ``[Y // block, X // block]``, 1 = unblurred. A map of how strongly each part of the field is blurred."""
@@ -546,12 +523,7 @@ def plot_burst(burst, path, title: str | None = None) -> str:
     coefficient of frame 0 across the field (the bilinearly upsampled coarse modes) and, with a
     truth, the local contrast of frame 0 relative to the truth's (the spatially variant blur).
     Atomic write."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from svrt.fileio import atomic_write
+    from svrt.pictures import save_png, subplots
 
     k0 = burst.frames[0]
     y, x = burst.shape
@@ -566,14 +538,14 @@ def plot_burst(burst, path, title: str | None = None) -> str:
     block = max(16, min(y, x) // 8)
     show_contrast = burst.truth is not None and min(y, x) >= 2 * block
     n = len(panels) + (burst.modes is not None) + show_contrast
-    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 5.0), layout="constrained")
+    fig, axes = subplots(1, n, figsize=(4.2 * n, 5.0), layout="constrained")
     axes = np.atleast_1d(axes)
     for ax, (name, img) in zip(axes, panels):
         ax.imshow(img, origin="lower", cmap="gray", vmin=lo, vmax=hi, extent=ext, interpolation="nearest")
         ax.set_title(name)
         ax.set_xlabel(unit)
     if burst.modes is not None:
-        j = defocus_index(burst.modes.shape[1])
+        j = defocus_mode_index(burst.modes.shape[1])
         mode = per_pixel_modes(burst.modes[0], (y, x))[j].numpy()
         ax = axes[len(panels)]
         lim = float(np.max(np.abs(mode))) or 1.0
@@ -592,9 +564,7 @@ def plot_burst(burst, path, title: str | None = None) -> str:
         fig.colorbar(im, ax=ax, shrink=0.8)
     if title:
         fig.suptitle(title)
-    with atomic_write(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=90)
-    plt.close(fig)
+    save_png(fig, path, dpi=90)
     return os.fspath(path)
 
 

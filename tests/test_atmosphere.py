@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
 from scipy import integrate, special
 
 from svrt.atmosphere import (
@@ -325,7 +324,8 @@ def test_wavefront_modes_equal_anisoplanatic_modes():
 # x = 2 pi r / L0, with sigma^2 = int Phi d^2f = (6 pi / 5) C (L0 / r0)^(5/3) = 0.0863 (L0 / r0)^(5/3),
 # so D(r) = 2 (sigma^2 - B(r)). The covariance of Zernike coefficients j, j' (same |m| and parity;
 # Noll 1976, Eq. 12 with the filter Q_j(k) = sqrt(n + 1) J_{n+1}(2 pi k) / (pi k), k = f R) is
-#     <a_j a_j'> = int Phi(f) (-1)^((n + n' - 2m) / 2) sqrt((n+1)(n'+1)) J_{n+1}(2 pi f R) J_{n'+1}(2 pi f R) / (pi f R)^2 2 pi f df.
+#     <a_j a_j'> = int Phi(f) (-1)^((n + n' - 2m) / 2) sqrt((n+1)(n'+1))
+#                  J_{n+1}(2 pi f R) J_{n'+1}(2 pi f R) / (pi f R)^2 2 pi f df.
 # Both are checked against the Kolmogorov closed forms (6.88 (r/r0)^(5/3), Noll's covariance) and the
 # variance against its integral before they are trusted for a finite L0.
 

@@ -232,10 +232,12 @@ def test_evidence_command_writes_table_json_and_png(tmp_path):
     assert set(report["cases"][0]["figures"]) == {"average", "P=16", "P=0", "truth"}
     s = report["summary"]
     assert s["n_cases"] == 2
-    for metric in ("nmse_registered", "nmse", "spectral_distance"):
+    for metric in ("nmse_variance_registered", "nmse_variance", "spectral_distance"):
         assert 0 <= s[metric]["sv_beats_average"] <= 2 and 0 <= s[metric]["sv_beats_invariant"] <= 2
         assert all(np.isfinite(v) and v > 0 for v in s[metric]["mean"].values())
     fig = report["cases"][0]["figures"]["P=16"]
-    assert fig["nmse_registered"][0] <= fig["nmse"][0] * 1.05      # registration can only help (up to resampling)
+    assert (
+        fig["nmse_variance_registered"][0] <= fig["nmse_variance"][0] * 1.05
+    )  # registration can only help (up to resampling)
     assert "| 1 |" in res.output and "| 2 |" in res.output
     assert (tmp_path / "evidence.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

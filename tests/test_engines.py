@@ -234,7 +234,13 @@ def test_onnxruntime_engine_identity_and_dispatch(files):
     engine = load_engine(files["fp32"])
     assert type(engine).__name__ == "OnnxRuntimeEngine"
     i = engine.identity
-    assert (i.backend, i.device, i.precision, i.instruments, i.n_modes) == ("onnxruntime", "cpu", "fp32", [INSTRUMENT], M)
+    assert (i.backend, i.device, i.precision, i.instruments, i.n_modes) == (
+        "onnxruntime",
+        "cpu",
+        "fp32",
+        [INSTRUMENT],
+        M,
+    )
     assert i.model == "tiny" and i.model_hash == json.loads(files["model"].with_suffix(".json").read_text())["sha256"]
     assert "CPUExecutionProvider" in i.extra["providers"] and i.extra["vjp_graph"].endswith(".vjp.onnx")
     assert load_engine(files["fp16"]).identity.precision == "fp16"
@@ -268,7 +274,9 @@ def test_other_number_of_modes_is_refused(files):
 def test_corrupted_onnx_is_refused(files, tmp_path, damage):
     data = files["fp32"].read_bytes()
     bad = tmp_path / "bad.onnx"
-    bad.write_bytes({"truncated": data[: len(data) // 2], "garbage": b"\x00not an onnx file" * 50, "empty": b""}[damage])
+    bad.write_bytes(
+        {"truncated": data[: len(data) // 2], "garbage": b"\x00not an onnx file" * 50, "empty": b""}[damage]
+    )
     with pytest.raises(SvrtError) as exc:
         load_engine(bad)
     msg = str(exc.value)
@@ -375,8 +383,7 @@ def test_plan_checks_refuse_other_gpu_version_instrument_modes(tmp_path, changes
 
 
 def test_plan_metadata_missing_or_broken(tmp_path):
-    from svrt.runtime.backends.tensorrt_backend import (check_plan_metadata, plan_metadata_path,
-                                                         read_plan_metadata)
+    from svrt.runtime.backends.tensorrt_backend import check_plan_metadata, plan_metadata_path, read_plan_metadata
 
     plan = tmp_path / "p.plan"
     plan.write_bytes(b"x")

@@ -33,8 +33,7 @@ import torch.nn.functional as F
 
 from svrt.emulator import save_model
 from svrt.errors import SvrtError
-from svrt.export.graphs import (ForwardGraph, VJPGraph, fold_batchnorm, maxpool2x_adjoint, upsample2x,
-                                upsample2x_adjoint)
+from svrt.export.graphs import ForwardGraph, VJPGraph, fold_batchnorm, maxpool2x_adjoint, upsample2x, upsample2x_adjoint
 from svrt.export.inputs import random_inputs, solar_inputs
 from svrt.export.testing import tiny_model
 

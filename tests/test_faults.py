@@ -39,7 +39,8 @@ from svrt.fileio import (
     write_burst,
 )
 
-FAST = ["--method", "adam", "--method", "adam", "--iterations", "2", "--grid", "16", "-q"]  # the adam path: fast, fixed iterations
+# the adam path: fast, fixed iterations
+FAST = ["--method", "adam", "--method", "adam", "--iterations", "2", "--grid", "16", "-q"]
 ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 
 
@@ -315,7 +316,9 @@ def test_redefined_instrument_with_the_same_or_recorded_physics_is_accepted(mode
     custom = load_engine(tmp_path / "custom.safetensors")
     assert custom.check(x, a, "crisp8542") == "crisp8542"  # trained on that physics, as its metadata records
     monkeypatch.delenv("SVRT_INSTRUMENTS")
-    error_of(lambda: custom.check(x, a, "crisp8542"), "pixel_arcsec 0.059 (trained on 0.02)", "recorded in its metadata")
+    error_of(
+        lambda: custom.check(x, a, "crisp8542"), "pixel_arcsec 0.059 (trained on 0.02)", "recorded in its metadata"
+    )
 
 
 # ================================================================ silent wrong results: header
@@ -344,7 +347,9 @@ def test_restoration_keeps_input_header_cards(models, tmp_path):
     with fits.open(out) as hdul:
         for name in ("OBJECT", "MODEL"):
             img = hdul[name].header
-            assert img["BUNIT"] == "DN" and img["CTYPE1"] == "HPLN-TAN" and img["CRPIX2"] == 16.5 and img["PC1_2"] == -0.1
+            assert (
+                img["BUNIT"] == "DN" and img["CTYPE1"] == "HPLN-TAN" and img["CRPIX2"] == 16.5 and img["PC1_2"] == -0.1
+            )
 
 
 def test_merge_headers():

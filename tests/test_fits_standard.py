@@ -30,8 +30,9 @@ def _burst_file(path, instruments=("crisp8542", "crisp8542"), bunit="DN"):
     rng = np.random.default_rng(0)
     frames = (1000 + 50 * rng.standard_normal((K, L, Y, X))).astype(np.float32)
     prim = fits.Header([("INSTR0", instruments[0]), ("INSTR1", instruments[1]), ("SEED", 7), ("GRID", 4),
-                        ("TELESCOP", "SST"), ("INSTRUME", "CRISP"), ("WAVELNTH", 8542.1), ("DATE-OBS", "2024-06-01T08:30:00.5"),
-                        ("PRSTEP1", "CALIBRATION"), ("DSUN_OBS", 1.516e11), ("HGLN_OBS", 0.0), ("HGLT_OBS", 1.2)])
+                        ("TELESCOP", "SST"), ("INSTRUME", "CRISP"), ("WAVELNTH", 8542.1),
+                        ("DATE-OBS", "2024-06-01T08:30:00.5"), ("PRSTEP1", "CALIBRATION"), ("DSUN_OBS", 1.516e11),
+                        ("HGLN_OBS", 0.0), ("HGLT_OBS", 1.2)])
     own = fits.Header([("EXPTIME", 0.012), *WCS_CARDS] + ([("BUNIT", bunit)] if bunit else []))
     fits.HDUList([fits.PrimaryHDU(header=prim), fits.ImageHDU(frames, header=own, name="FRAMES")]).writeto(path)
     return path

@@ -48,7 +48,13 @@ def test_table1_entries():
     assert list(reg) == list(TABLE1)
     for label, (index, d, d2, pix, lam) in TABLE1.items():
         inst = reg[label]
-        assert (inst.index, inst.diameter_cm, inst.obscuration_cm, inst.pixel_arcsec, inst.wavelength_angstrom) == (index, d, d2, pix, lam)
+        assert (inst.index, inst.diameter_cm, inst.obscuration_cm, inst.pixel_arcsec, inst.wavelength_angstrom) == (
+            index,
+            d,
+            d2,
+            pix,
+            lam,
+        )
         assert inst.diffraction_arcsec == pytest.approx(lam * 1e-10 / (d / 100) * 180 / math.pi * 3600, rel=1e-12)
         assert round(inst.sampling, 3) == SAMPLING[label]
         assert inst.cutoff_cycles_per_pixel == pytest.approx(1 / inst.sampling, rel=1e-12)
@@ -169,3 +175,12 @@ def test_cli_bad_user_file_is_one_sentence(tmp_path, monkeypatch, capsys):
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("svrt: error: ") and "pixel_arcsec" in err and "Traceback" not in err
+
+
+def test_index_is_the_position_in_the_default_conditioning():
+    from svrt.emulator import EmulatorConfig
+    from svrt.instruments import builtin_instruments, default_conditioning
+
+    order = default_conditioning()
+    assert [builtin_instruments()[label].index for label in order] == list(range(len(order)))
+    assert EmulatorConfig().instruments == order

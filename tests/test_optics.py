@@ -565,7 +565,9 @@ def test_erf_filter_profile():
     assert torch.all(h <= 1) and torch.all(h >= 0) and torch.all(torch.diff(h) <= 0)
     tail = nu > w / 2
     np.testing.assert_allclose(h[tail].numpy(), special.erfc(n * (nu[tail].numpy() - w / 2)) / 2, rtol=1e-9, atol=1e-15)
-    assert erf_filter_profile(torch.tensor(1.05 * w / 2, dtype=F64), w, n).item() == pytest.approx(special.erfc(0.9) / 2, rel=1e-9)
+    assert erf_filter_profile(torch.tensor(1.05 * w / 2, dtype=F64), w, n).item() == pytest.approx(
+        special.erfc(0.9) / 2, rel=1e-9
+    )
     assert h[nu >= w / 2 + 3.5 / n].max() < 1e-6
     assert h[nu <= w / 2 - 3.5 / n].min() > 1 - 1e-6     # flat top
     assert erf_filter_profile(torch.tensor(1.0, dtype=F64), w, n).item() == pytest.approx(special.erfc(2) / 2, rel=1e-9)
@@ -690,7 +692,9 @@ def test_exact_convolution_with_one_psf_equals_fft(kl_model):
     valid = spatially_variant_convolve(big, coef, kl_model, boundary="valid")
     assert valid.shape == (1, y, x)
     before = s - 1 - c
-    torch.testing.assert_close(valid, fft_convolve(big, psf)[:, before:before + y, before:before + x], atol=2e-5, rtol=0)
+    torch.testing.assert_close(
+        valid, fft_convolve(big, psf)[:, before : before + y, before : before + x], atol=2e-5, rtol=0
+    )
 
 
 def test_exact_convolution_uses_each_pixels_own_psf():
@@ -784,7 +788,9 @@ def test_phase_rms_scales_as_one_over_lambda():
     np.testing.assert_allclose(ratio, 8542 / 6302, rtol=1e-12)
     # and the absolute size: KL 1 at r0 = 10 cm (5000 A) for the 1 m SST at 6302 A
     r0 = 10.0 * (6302 / 5000) ** 1.2
-    assert kl_standard_deviations("crisp6302", 10.0)[0] == pytest.approx(math.sqrt(kl_basis(44).variances[0] * (100 / r0) ** (5 / 3)))
+    assert kl_standard_deviations("crisp6302", 10.0)[0] == pytest.approx(
+        math.sqrt(kl_basis(44).variances[0] * (100 / r0) ** (5 / 3))
+    )
 
 
 def test_kolmogorov_coefficients_sample_variance():

@@ -7,8 +7,9 @@ import torch
 
 from svrt.errors import SvrtError
 from svrt.optics.convolution import fft_convolve, spatially_variant_convolve
-from svrt.optics.overlap_add import axis_tiling, overlap_add_convolve, overlap_add_flops, tile_weights
+from svrt.optics.overlap_add import overlap_add_convolve, overlap_add_flops
 from svrt.optics.psf import PSFModel
+from svrt.windows import axis_tiling, tile_weights
 
 N_MODES = 10
 

@@ -29,8 +29,12 @@ def tiny_burst():
     rng = np.random.default_rng(0)
     frames = np.stack([_blur(truth, 1.2 + 0.3 * i, rng.normal(0, 0.7), rng.normal(0, 0.7)) for i in range(3)])
     frames += 0.005 * truth.mean() * rng.standard_normal(frames.shape)
-    return Burst(frames=frames[None].astype(np.float32), instruments=["crisp8542"], truth=truth[None].astype(np.float32),
-                 header={"SIMULATE": True})
+    return Burst(
+        frames=frames[None].astype(np.float32),
+        instruments=["crisp8542"],
+        truth=truth[None].astype(np.float32),
+        header={"SIMULATE": True},
+    )
 
 
 def _cached(tmp_path, burst, case=CASE):
@@ -62,7 +66,9 @@ def test_harness_resume_and_outputs(tmp_path, tiny_burst):
     # no model named: the engine `svrt deconvolve` loads by default for the method (exact optics for momfbd)
     from svrt.runtime.solver import default_backend
 
-    assert svrt["method"]["engine"]["backend"] == (default_backend(svrt["method"]["solver_config"]["method"]) or "torch")
+    assert svrt["method"]["engine"]["backend"] == (
+        default_backend(svrt["method"]["solver_config"]["method"]) or "torch"
+    )
     assert svrt["versions"]["svrt"]
     on_disk = json.loads((out / "peers.json").read_text())
     assert on_disk["cases"][CASE.id]["results"]["svrt-tiny"]["score"]["nmse"] == pytest.approx(svrt["score"]["nmse"])
@@ -79,7 +85,9 @@ def test_harness_resume_and_outputs(tmp_path, tiny_burst):
     h = svrt["burst_hash"]
     same = peers.parse_method(FAST[1]).describe()
     assert peers.is_finished(again, CASE.id, "svrt-tiny", same, h)
-    assert not peers.is_finished(again, CASE.id, "svrt-tiny", peers.parse_method("svrt-tiny=grid:0,iterations:2").describe(), h)
+    assert not peers.is_finished(
+        again, CASE.id, "svrt-tiny", peers.parse_method("svrt-tiny=grid:0,iterations:2").describe(), h
+    )
     assert not peers.is_finished(again, CASE.id, "svrt-tiny", same, "another-burst")
     again["cases"][CASE.id]["results"]["svrt-tiny"]["status"] = "failed"
     assert not peers.is_finished(again, CASE.id, "svrt-tiny", same, h)
@@ -190,13 +198,23 @@ def test_torchmfbd_missing_is_one_sentence(monkeypatch):
 
 
 def test_bench_peers_hook(tmp_path):
-    """``svrt bench --peers`` passes its shared options (--out-dir) and the peer options on; bench alone refuses them."""
+    """``svrt bench --peers`` passes its shared options (--out-dir) and the peer options on; bench alone
+    refuses them."""
     from click.testing import CliRunner
 
     from svrt.benchmarks.cli import bench_command
 
-    data = {"schema": peers.SCHEMA, "command": "x", "settings": {"methods": ["frame_average"]}, "cases": {
-        "c0": {"params": {"size": 64, "r0_cm": 10.0, "ao_modes": 0, "seed": 1}, "results": {"frame_average": _record(0.5)}}}}
+    data = {
+        "schema": peers.SCHEMA,
+        "command": "x",
+        "settings": {"methods": ["frame_average"]},
+        "cases": {
+            "c0": {
+                "params": {"size": 64, "r0_cm": 10.0, "ao_modes": 0, "seed": 1},
+                "results": {"frame_average": _record(0.5)},
+            }
+        },
+    }
     (tmp_path / "peers.json").write_text(json.dumps(data))
     page = tmp_path / "page" / "PEERS.md"
     res = CliRunner().invoke(bench_command, ["--peers", "--out-dir", str(tmp_path), "--report-only",

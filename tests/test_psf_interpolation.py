@@ -5,9 +5,10 @@ import torch
 import torch.nn.functional as F
 
 from svrt.errors import SvrtError
+from svrt.mode_grid import bilinear_weights
 from svrt.optics.convolution import fft_convolve, spatially_variant_convolve
 from svrt.optics.psf import PSFModel
-from svrt.optics.psf_interpolation import bilinear_weights, interpolated_psf_convolve
+from svrt.optics.psf_interpolation import interpolated_psf_convolve
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -197,7 +196,9 @@ def test_cli_resume_needs_checkpoint_and_refuses_another_burst(tiny, tmp_path):
     opts = ["--engine", str(tiny), "--method", "adam", "--iterations", "2", "--grid", "32", "-q", "--no-png"]
     r = runner.invoke(cli, ["deconvolve", str(burst), "-o", str(tmp_path / "a.fits"), *opts, "--resume"])
     assert isinstance(r.exception, SvrtError) and "--resume needs --checkpoint" in str(r.exception)
-    r = runner.invoke(cli, ["deconvolve", str(burst), "-o", str(tmp_path / "a.fits"), *opts, "--checkpoint", str(burst)])
+    r = runner.invoke(
+        cli, ["deconvolve", str(burst), "-o", str(tmp_path / "a.fits"), *opts, "--checkpoint", str(burst)]
+    )
     assert isinstance(r.exception, SvrtError), (r.output, r.exception)
     r = runner.invoke(cli, ["deconvolve", str(burst), "-o", str(tmp_path / "a.fits"), *opts,
                             "--checkpoint", str(tmp_path / "a.fits")])

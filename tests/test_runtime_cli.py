@@ -14,8 +14,6 @@ from svrt.errors import SvrtError
 from svrt.fileio import Burst, read_array, read_restoration, write_array, write_burst
 
 
-
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     d = tmp_path_factory.mktemp("cli-models")
@@ -54,7 +52,8 @@ def _error(result, needle: str) -> str:
     return msg
 
 
-FAST = ["--method", "adam", "--method", "adam", "--iterations", "2", "--grid", "16", "-q"]  # the adam path: fast, fixed iterations
+# the adam path: fast, fixed iterations
+FAST = ["--method", "adam", "--method", "adam", "--iterations", "2", "--grid", "16", "-q"]
 
 
 def test_deconvolve_writes_fits_and_png(tiny, burst_file, tmp_path):
@@ -64,7 +63,9 @@ def test_deconvolve_writes_fits_and_png(tiny, burst_file, tmp_path):
     assert out.exists() and (tmp_path / "restored.png").exists()
     assert (tmp_path / "restored.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rest = read_restoration(out)
-    assert rest.objects.shape == (2, 32, 32) and rest.modes.shape == (2, 44, 2, 2) and rest.model.shape == (2, 2, 32, 32)
+    assert (
+        rest.objects.shape == (2, 32, 32) and rest.modes.shape == (2, 44, 2, 2) and rest.model.shape == (2, 2, 32, 32)
+    )
     assert rest.n_iterations == 2
     h = rest.header
     assert h["INPUT"] == "burst.fits" and h["TELESCOP"] == "SST" and h["ENGINE_MODEL"] == "tiny"
@@ -112,18 +113,22 @@ def test_deconvolve_bad_inputs(tiny, burst_file, tmp_path):
     write_burst(small, Burst(frames=_random_frames((1, 2, 8, 8)), instruments=["crisp8542"]))
     _error(run(["deconvolve", small, "-o", tmp_path / "o2.fits", *eng, *FAST]), "too small")
     # grid larger than the image
-    _error(run(["deconvolve", burst_file, "-o", tmp_path / "o3.fits", *eng, "--method", "adam", "--iterations", "1", "--grid", "64", "-q"]),
-           "grid factor")
+    _error(run(["deconvolve", burst_file, "-o", tmp_path / "o3.fits", *eng, "--method", "adam", "--iterations", "1",
+                "--grid", "64", "-q"]), "grid factor")
     # an engine with another number of modes is fine alone, but not with a 44-mode one
-    _error(run(["deconvolve", burst_file, "-o", tmp_path / "o4.fits", *eng, "--engine", tiny / "m10.safetensors", *FAST]),
-           "numbers of modes")
+    _error(
+        run(["deconvolve", burst_file, "-o", tmp_path / "o4.fits", *eng, "--engine", tiny / "m10.safetensors", *FAST]),
+        "numbers of modes",
+    )
     # an engine that does not know the instrument
     hifi = tmp_path / "other.fits"
     write_burst(hifi, Burst(frames=_random_frames((1, 2, 32, 32)), instruments=["nowhere"]))
     _error(run(["deconvolve", hifi, "-o", tmp_path / "o5.fits", *eng, *FAST]), "unknown instrument")
     _error(run(["deconvolve", burst_file, "-o", tmp_path / "o6.fits", *eng, "--model", "svce-c16", *FAST]), "not both")
-    _error(run(["deconvolve", burst_file, "-o", tmp_path / "o7.fits", "--engine", tmp_path / "none.safetensors", *FAST]),
-           "does not exist")
+    _error(
+        run(["deconvolve", burst_file, "-o", tmp_path / "o7.fits", "--engine", tmp_path / "none.safetensors", *FAST]),
+        "does not exist",
+    )
 
 
 def test_convolve(tiny, tmp_path):
@@ -133,13 +138,14 @@ def test_convolve(tiny, tmp_path):
     write_array(tmp_path / "coarse.fits", (0.1 * rng.standard_normal((44, 5, 5))).astype(np.float32))
     write_array(tmp_path / "fine.h5", (0.1 * rng.standard_normal((44, 40, 36))).astype(np.float32))
     eng = ["--engine", tiny / "tiny.safetensors", "--instrument", "crisp8542"]
-    r = run(["convolve", "--object", tmp_path / "obj.fits", "--modes", tmp_path / "coarse.fits", *eng, "-o", tmp_path / "out.fits"])
+    r = run(["convolve", "--object", tmp_path / "obj.fits", "--modes", tmp_path / "coarse.fits", *eng, "-o",
+             tmp_path / "out.fits"])
     assert r.exit_code == 0, (r.output, r.exception)
     out, header = read_array(tmp_path / "out.fits")
     assert out.shape == (40, 36) and np.all(np.isfinite(out)) and header["ENGINE_MODEL"] == "tiny"
     assert (tmp_path / "out.png").exists()
-    r = run(["convolve", "--object", tmp_path / "obj.fits", "--modes", tmp_path / "fine.h5", "--instrument", "crisp6302",
-             "--engine", tiny / "tiny.safetensors", "-o", tmp_path / "out.h5", "--no-png"])
+    r = run(["convolve", "--object", tmp_path / "obj.fits", "--modes", tmp_path / "fine.h5", "--instrument",
+             "crisp6302", "--engine", tiny / "tiny.safetensors", "-o", tmp_path / "out.h5", "--no-png"])
     assert r.exit_code == 0, (r.output, r.exception)
     _error(run(["convolve", "--object", tmp_path / "obj.fits", "--modes", tmp_path / "coarse.fits", *eng,
                 "-o", tmp_path / "obj.fits"]), "input")
@@ -159,8 +165,8 @@ def test_convolve(tiny, tmp_path):
 
 def test_demo(tiny, tmp_path):
     out = tmp_path / "demo"
-    args = ["demo", "--size", "32", "--frames", "2", "--objects", "1", "--method", "adam", "--iterations", "2", "--grid", "16",
-            "--engine", tiny / "tiny.safetensors", "--out-dir", out, "-q"]
+    args = ["demo", "--size", "32", "--frames", "2", "--objects", "1", "--method", "adam", "--iterations", "2",
+            "--grid", "16", "--engine", tiny / "tiny.safetensors", "--out-dir", out, "-q"]
     r = run(args)
     assert r.exit_code == 0, (r.output, r.exception)
     for name in ("burst.fits", "restored.fits", "restored.png"):
@@ -175,3 +181,12 @@ def test_help_has_examples():
     for cmd in ("convolve", "deconvolve", "demo"):
         r = run([cmd, "--help"])
         assert r.exit_code == 0 and "Example" in r.output
+
+
+def test_a_command_that_does_not_import_says_why(monkeypatch):
+    import svrt.cli as svrt_cli
+
+    monkeypatch.setitem(svrt_cli.COMMANDS, "ghost", ("svrt.no_such_module:command", "A part not built."))
+    res = CliRunner().invoke(cli, ["ghost"])
+    assert res.exit_code != 0 and "'svrt ghost' is not available in this install" in res.output
+    assert "No module named 'svrt.no_such_module'" in res.output

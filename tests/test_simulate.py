@@ -9,10 +9,11 @@ import pytest
 import torch
 from astropy.io import fits
 
-from svrt.cli import main
 from svrt.atmosphere import r0_at_wavelength
+from svrt.cli import main
 from svrt.errors import SvrtError
 from svrt.fileio import read_burst
+from svrt.mode_grid import per_pixel_modes
 from svrt.optics.convolution import fft_convolve, spatially_variant_convolve
 from svrt.scenes import make_objects
 from svrt.simulate import (
@@ -21,7 +22,6 @@ from svrt.simulate import (
     burst_psf_model,
     burst_screens,
     choose_psf_size,
-    per_pixel_modes,
     screen_pupil_samples,
     simulate_burst,
     truth_with_margin,
@@ -91,7 +91,9 @@ def test_truth_with_margin_refuses_a_burst_it_did_not_make(noiseless):
     with pytest.raises(SvrtError, match="TRUTH differs"):
         truth_with_margin(changed)
     with pytest.raises(SvrtError, match="SEED"):
-        truth_with_margin(dataclasses.replace(noiseless, header={k: v for k, v in noiseless.header.items() if k != "SEED"}))
+        truth_with_margin(
+            dataclasses.replace(noiseless, header={k: v for k, v in noiseless.header.items() if k != "SEED"})
+        )
 
 
 def test_isoplanatic_burst_equals_fft_convolution():
@@ -369,8 +371,25 @@ def test_photon_noise_level(noiseless):
 
 def test_cli_new_options(tmp_path, capsys):
     path = tmp_path / "screen.fits"
-    code, out, err = _run(CLI_TINY + ["--wavefront", "screen", "--outer-scale", "20", "--ao-modes", "10",
-                                      "--ao-lock", "0.5,-0.5", "--photons", "1000", "--no-png", "-o", str(path)], capsys)
+    code, out, err = _run(
+        CLI_TINY
+        + [
+            "--wavefront",
+            "screen",
+            "--outer-scale",
+            "20",
+            "--ao-modes",
+            "10",
+            "--ao-lock",
+            "0.5,-0.5",
+            "--photons",
+            "1000",
+            "--no-png",
+            "-o",
+            str(path),
+        ],
+        capsys,
+    )
     assert code == 0, err
     burst = read_burst(path)
     h = burst.header

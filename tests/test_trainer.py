@@ -15,12 +15,13 @@ import pytest
 import torch
 
 from svrt.atmosphere import kl_standard_deviations, kolmogorov_coefficients
+from svrt.benchmarks.metrics import nmse_power
 from svrt.emulator import SVCE, EmulatorConfig, load_model, save_model
 from svrt.errors import SvrtError
+from svrt.optics.convolution import fft_convolve
 from svrt.trainer import pairs as pairs_module
 from svrt.trainer.images import SOURCES
-from svrt.trainer.loss import LAMBDA_FLUX, LAMBDA_GRAD, emulator_loss, nmse
-from svrt.optics.convolution import fft_convolve
+from svrt.trainer.loss import LAMBDA_FLUX, LAMBDA_GRAD, emulator_loss
 from svrt.trainer.pairs import APODIZATION, CROP, R0_RANGE, WEAK_FRACTION, PairGenerator, fixed_set
 from svrt.trainer.train import TrainConfig, learning_rate, train
 
@@ -148,9 +149,10 @@ def test_reflect_targets_are_a_function_of_the_object(monkeypatch):
 
 
 def test_pair_point_source_flux_and_centre(monkeypatch):
-    """The paper's recipe (boundary="apodize"). A point at the centre of the apodised field: the target is the PSF itself (128 px, centred at 64
-    = the crop's 64), so all its flux lands inside the crop: sum(target) = 1 to float precision. Tests the
-    unit sum of the PSF, flux conservation of the convolution and the centring of the crop."""
+    """The paper's recipe (boundary="apodize"). A point at the centre of the apodised field: the target is
+    the PSF itself (128 px, centred at 64 = the crop's 64), so all its flux lands inside the crop:
+    sum(target) = 1 to float precision. Tests the unit sum of the PSF, flux conservation of the
+    convolution and the centring of the crop."""
     monkeypatch.setattr(pairs_module, "random_image", centred_point)
     gen = PairGenerator(INSTRUMENTS, boundary="apodize")
     rng = np.random.default_rng(13)
@@ -223,7 +225,10 @@ def test_loss_shifted_edge_moves_gradient_not_flux():
     assert LAMBDA_GRAD * float(bt["grad"]) > float(bt["mse"])
 
 
-def test_nmse_definition():
+def test_nmse_power_is_eq12():
+    def nmse(y, t):
+        return nmse_power(y, t, dims=(-3, -2, -1))
+
     t = torch.ones(3, 1, 8, 8)
     y = t * torch.tensor([1.0, 1.1, 0.5]).view(3, 1, 1, 1)
     s = nmse(y, t)
@@ -312,7 +317,7 @@ def test_training_writes_weights_with_recipe_and_validation(trained):
     assert meta["recipe"]["instruments"] == INSTRUMENTS
     assert meta["command"] == "pytest" and "Eq. 11" in meta["loss"]
     v = meta["validation"]
-    assert set(v["per_instrument"]) <= set(INSTRUMENTS) and v["nmse_mean"] > 0 and v["per_r0_bin"]
+    assert set(v["per_instrument"]) <= set(INSTRUMENTS) and v["nmse_power_mean"] > 0 and v["per_r0_bin"]
     assert v["loss"] == pytest.approx(trained["state"]["best"])
     model, meta2 = load_model(out)
     assert meta2 == meta and model.config.width == 4 and model.config.instruments == INSTRUMENTS
@@ -345,7 +350,7 @@ def test_training_resumes_from_checkpoint(trained):
 def _cli(args):
     from click.testing import CliRunner
 
-    from svrt.trainer.validate import validate_command
+    from svrt.benchmarks.validate import validate_command
 
     return CliRunner().invoke(validate_command, [str(a) for a in args], catch_exceptions=False)
 
@@ -360,7 +365,7 @@ def test_validate_quick_small(trained, tmp_path):
     assert report["held_out"]["n_pairs"] == 8 and report["held_out"]["seed"] == 20_000
     d = report["defocus"]
     assert d["size"] == 64 and len(d["positions"]) == 1 and d["defocus_kl_mode"] == 3
-    assert d["psf_truncation_nmse"] < 1e-4
+    assert d["psf_truncation_nmse_power"] < 1e-4
     assert report["timing"]["exact_per_pixel_s"] > 0 and report["timing"]["speedup"] > 0
     assert [r["r0_cm"] for r in report["psf"]["per_r0"]] == [3.0, 5.0, 8.0, 12.0, 15.0]
     assert "skipped" in report["simulate"] and report["targets"]["simulate_below_target"] is None
@@ -380,8 +385,7 @@ def test_validate_quick_as_shipped(trained, tmp_path):
 
 
 def test_defocus_mode_is_found_from_the_kl_basis():
-    from svrt.optics.kl import kl_basis
-    from svrt.trainer.validate import defocus_mode_index
+    from svrt.optics.kl import defocus_mode_index, kl_basis
 
     k = defocus_mode_index(44)
     row = np.abs(kl_basis(44).coefficients[k])
@@ -391,7 +395,7 @@ def test_defocus_mode_is_found_from_the_kl_basis():
 def test_simulate_part_is_skipped_without_svrt_simulate(monkeypatch):
     import sys
 
-    from svrt.trainer.validate import simulate_test
+    from svrt.benchmarks.validate import simulate_test
 
     monkeypatch.setitem(sys.modules, "svrt.simulate", None)     # import fails
     torch.manual_seed(0)
@@ -400,7 +404,7 @@ def test_simulate_part_is_skipped_without_svrt_simulate(monkeypatch):
 
 
 def test_validate_rejects_bad_arguments(tmp_path):
-    from svrt.trainer.validate import run_validation
+    from svrt.benchmarks.validate import run_validation
 
     path = tmp_path / "m.safetensors"
     torch.manual_seed(0)
@@ -442,25 +446,25 @@ class _ExactInvariant(SVCE):
 
 
 def test_psf_test_scores_an_exact_emulator_at_zero():
-    from svrt.trainer.validate import psf_test
+    from svrt.benchmarks.validate import psf_test
 
     summary, images = psf_test(_ExactInvariant().eval(), r0_values=(5.0, 12.0), realisations=2)
     for row in summary["per_r0"]:
-        assert max(row["nmse"]) < 1e-10 and row["flux_ratio_mean"] == pytest.approx(1.0, abs=1e-5)
+        assert max(row["nmse_power"]) < 1e-10 and row["flux_ratio_mean"] == pytest.approx(1.0, abs=1e-5)
     assert images["rows"][0]["exact"].max() == pytest.approx(1.0)
 
 
 def test_defocus_test_geometry():
     """An emulator that ignores the defocus must score exactly the defocus effect (residual / effect = 1):
     the emulator's margin, crop and normalisation line up with the exact method's pixels."""
-    from svrt.trainer.validate import defocus_test
+    from svrt.benchmarks.validate import defocus_test
 
     summary, images = defocus_test(_DiffractionOnly().eval(), size=64, positions=[32], repeats=1)
     row = summary["positions"][0]
     assert row["residual_over_effect"] == pytest.approx(1.0, abs=1e-4)
-    assert row["nmse"] == pytest.approx(row["defocus_effect_nmse"], rel=1e-4)
-    assert 1e-5 < row["defocus_effect_nmse"] < 1e-2           # the bump changes the image, not by much
-    assert summary["defocus_kl_mode"] == 3 and summary["psf_truncation_nmse"] < 1e-5
+    assert row["nmse_power"] == pytest.approx(row["defocus_effect_nmse_power"], rel=1e-4)
+    assert 1e-5 < row["defocus_effect_nmse_power"] < 1e-2           # the bump changes the image, not by much
+    assert summary["defocus_kl_mode"] == 3 and summary["psf_truncation_nmse_power"] < 1e-5
     assert float(images["rows"][0]["exact"].max()) == pytest.approx(1.0)
 
 

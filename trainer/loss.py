@@ -1,4 +1,4 @@
-"""The training loss of Eq. 11 and the NMSE of Eq. 12."""
+"""The training loss of Eq. 11 (its figure, the NMSE of Eq. 12, is :func:`svrt.benchmarks.metrics.nmse_power`)."""
 
 from __future__ import annotations
 
@@ -25,8 +25,3 @@ def emulator_loss(y: torch.Tensor, t: torch.Tensor, lambda_grad: float = LAMBDA_
     grad = F.mse_loss(sobel(y), sobel(t))
     flux = (y.mean(dim=(-2, -1)) - t.mean(dim=(-2, -1))).pow(2).mean()
     return {"total": mse + lambda_grad * grad + lambda_flux * flux, "mse": mse, "grad": grad, "flux": flux}
-
-
-def nmse(y: torch.Tensor, t: torch.Tensor, dims=(-3, -2, -1)) -> torch.Tensor:
-    """Eq. 12: ``||y - t||^2 / ||t||^2`` per sample."""
-    return (y - t).pow(2).sum(dim=dims) / t.pow(2).sum(dim=dims)

@@ -30,19 +30,11 @@ from svrt.optics.convolution import fft_convolve
 from svrt.optics.psf import PSFModel
 from svrt.trainer.images import random_image
 from svrt.trainer.train_config import BOUNDARIES, WEAK_FRACTION
+from svrt.windows import flat_top_window
 
 CROP = 128        # the network's training size
 APODIZATION = 12  # Hanning transition in pixels at each border
 R0_RANGE = (3.0, 15.0)  # cm at 5000 A
-
-
-def hanning_border(size: int, transition: int) -> np.ndarray:
-    """``[size, size]`` window: 1 inside, a half Hanning taper over ``transition`` pixels at each edge."""
-    w = np.ones(size, np.float32)
-    ramp = 0.5 * (1 - np.cos(np.pi * (np.arange(transition) + 0.5) / transition))
-    w[:transition] = ramp
-    w[-transition:] = ramp[::-1]
-    return np.outer(w, w)
 
 
 @dataclass
@@ -63,7 +55,7 @@ class PairGenerator:
             raise ValueError(f"unknown pair boundary '{self.boundary}'; expected one of {', '.join(BOUNDARIES)}.")
         margin = self.apodization if self.boundary == "apodize" else 0
         self.size = self.crop + 2 * margin
-        self.window = torch.from_numpy(hanning_border(self.size, self.apodization)) if margin else None
+        self.window = flat_top_window((self.size, self.size), self.apodization) if margin else None
         self._psf = {}
 
     def psf_model(self, label: str) -> PSFModel:

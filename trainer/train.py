@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import platform
-import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -15,9 +13,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from svrt.benchmarks.metrics import nmse_power
 from svrt.emulator import SVCE, EmulatorConfig, save_model
 from svrt.trainer.images import DEFAULT_MIX
-from svrt.trainer.loss import emulator_loss, nmse
+from svrt.trainer.loss import emulator_loss
 from svrt.trainer.pairs import PairGenerator, PairStream, fixed_set
 from svrt.trainer.train_config import TrainConfig  # noqa: F401  (re-exported: the recipe)
 
@@ -55,13 +54,15 @@ def evaluate(model: SVCE, val: dict, device, batch: int = 32) -> dict:
     scores, losses = [], []
     for i in range(0, len(val["obj"]), batch):
         sl = slice(i, i + batch)
-        obj, modes, idx, target = _batch_to({k: val[k][sl] for k in ("obj", "target", "coefficients", "instrument")}, device)
+        obj, modes, idx, target = _batch_to(
+            {k: val[k][sl] for k in ("obj", "target", "coefficients", "instrument")}, device
+        )
         cond = torch.nn.functional.one_hot(idx, model.config.n_conditions).float()
         y = model(obj, modes, cond)
-        scores.append(nmse(y, target).cpu())
+        scores.append(nmse_power(y, target, dims=(-3, -2, -1)).cpu())
         losses.append(float(emulator_loss(y, target)["total"]) * len(obj))
     s = torch.cat(scores).numpy()
-    out = {"loss": sum(losses) / len(s), "nmse_mean": float(s.mean()), "nmse_median": float(np.median(s)),
+    out = {"loss": sum(losses) / len(s), "nmse_power_mean": float(s.mean()), "nmse_power_median": float(np.median(s)),
            "per_instrument": {}, "per_r0_bin": {}, "per_source": {}}
     for k, label in enumerate(model.config.instruments):
         sel = val["instrument"].numpy() == k
@@ -83,7 +84,6 @@ def train(cfg: TrainConfig, out: str | Path, run_dir: str | Path, command: str =
     ``run_dir/checkpoint.safetensors`` when it exists (safetensors + JSON: nothing is unpickled)."""
     from tqdm import tqdm
 
-    from svrt.fileio import atomic_write
 
     device = torch.device(cfg.device)
     run_dir = Path(run_dir)
@@ -119,14 +119,16 @@ def train(cfg: TrainConfig, out: str | Path, run_dir: str | Path, command: str =
     meta_base = {
         "svrt_version": __import__("svrt").__version__, "command": command, "recipe": asdict(cfg),
         "loss": "Eq. 11: MSE + 10 * Sobel-gradient MSE + 1 * flux term", "image_source": {
-            "mix": DEFAULT_MIX, "description": "solar scenes of svrt.scenes (granulation, sunspot) at 0.03-0.07 arcsec/px; "
+            "mix": DEFAULT_MIX, "description": "solar scenes of svrt.scenes (granulation, sunspot) at 0.03-0.07 "
+                                               "arcsec/px; "
             "procedural textures (f^-beta random fields, 1 <= beta <= 4, thresholded, with discs/bars/lines); crops of "
             "matplotlib's sample images; point-source fields (20 %); random 90-degree rotations and flips"},
         "pairs": {"size": generator.size, "crop": generator.crop, "boundary": generator.boundary,
                   "apodization_px": generator.apodization if generator.boundary == "apodize" else None,
                   "r0_cm_at_5000A": list(generator.r0_range), "psf_field_px": generator.psf_field,
                   "weak_fraction": generator.weak_fraction,
-                  "weak": "that fraction of wavefronts scaled by u ~ U(0, 1): r0 -> r0 u^(-6/5), down to the diffraction limit",
+                  "weak": "that fraction of wavefronts scaled by u ~ U(0, 1): r0 -> r0 u^(-6/5), down to the "
+                          "diffraction limit",
                   "psf": "spatially invariant, Kolmogorov KL coefficients (Roddier 1990), FFT convolution"},
         "initialised_from": initialised_from,
         "pair_cache": cfg.pair_cache and {"path": Path(cfg.pair_cache).name, "pairs": cfg.cache_pairs},
@@ -163,15 +165,15 @@ def train(cfg: TrainConfig, out: str | Path, run_dir: str | Path, command: str =
             v = evaluate(model, val, device)
             model.train()
             state["history"].append({"step": state["step"], "train_loss": terms["total"].detach().item(), **{
-                k: v[k] for k in ("loss", "nmse_mean", "nmse_median")}})
+                k: v[k] for k in ("loss", "nmse_power_mean", "nmse_power_median")}})
             if v["loss"] < state["best"]:
                 state["best"] = v["loss"]
                 save_model(out, model.eval(), {**meta_base, "step": state["step"], "validation": v,
                                                "train_seconds": elapsed(),
                                                "history": state["history"]})
                 model.train()
-            log(f"step {state['step']}: val loss {v['loss']:.3e}, NMSE mean {v['nmse_mean']:.2e} "
-                f"median {v['nmse_median']:.2e} (best {state['best']:.3e})")
+            log(f"step {state['step']}: val loss {v['loss']:.3e}, NMSE (Eq. 12) mean {v['nmse_power_mean']:.2e} "
+                f"median {v['nmse_power_median']:.2e} (best {state['best']:.3e})")
         if state["step"] % cfg.checkpoint_every == 0 or last:
             save_checkpoint()
     if state["step"] < cfg.steps:
@@ -220,7 +222,7 @@ def _initialise(model: SVCE, cfg: TrainConfig) -> dict:
         raise SvrtError(f"{cfg.init_from}: architecture {source.config.to_dict()} differs from the one to train "
                         f"{model.config.to_dict()}; --init-from needs the same width, modes and instruments.")
     model.load_state_dict(source.state_dict())
-    from svrt.trainer.validate import file_sha256
+    from svrt.benchmarks.validate import file_sha256
 
     path = resolve_model_path(cfg.init_from)
     return {"model": path.name, "file_sha256": file_sha256(path), "step": meta.get("step"),

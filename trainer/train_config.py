@@ -9,13 +9,13 @@ import math
 from dataclasses import dataclass
 
 from svrt.errors import require
+from svrt.instruments import default_conditioning
 from svrt.settings import setting
 
-__all__ = ["TrainConfig", "WEAK_FRACTION", "BOUNDARIES", "DEFAULT_INSTRUMENTS"]
+__all__ = ["TrainConfig", "WEAK_FRACTION", "BOUNDARIES"]
 
 WEAK_FRACTION = 0.3     # wavefronts scaled towards the diffraction limit
 BOUNDARIES = ("reflect", "apodize")  # pair targets (trainer/pairs.py)
-DEFAULT_INSTRUMENTS = ("crisp6302", "crisp8542", "chromis3934", "hifi6563")  # the paper's Table 1
 
 
 @dataclass
@@ -25,7 +25,7 @@ class TrainConfig:
     width: int = setting(16, "channels C of the first U-Net level (the paper: 64)")
     n_modes: int = setting(44, "M, KL modes of the wavefronts (Noll 2..M+1; the paper: 44)")
     instruments: list[str] = setting(help="instrument labels, the conditioning order (svrt instruments)",
-                                     default_factory=lambda: list(DEFAULT_INSTRUMENTS))
+                                     default_factory=default_conditioning)
     steps: int = setting(20000, "optimiser steps (the cosine schedule's length)")
     batch: int = setting(16, "pairs per optimiser step")
     lr_start: float = setting(3e-4, "Adam learning rate at the start of the cosine decay")

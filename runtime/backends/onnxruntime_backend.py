@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from svrt.errors import SvrtError
+from svrt.runtime.backends.gradient_companion import check_pair, vjp_path_for
 from svrt.runtime.engine import Engine, EngineIdentity
 
 INSTALL_HINT = "pip install onnxruntime (CPU) or pip install onnxruntime-gpu (CUDA and TensorRT execution providers)"
@@ -34,14 +35,10 @@ def import_onnxruntime():
     try:
         import onnxruntime
     except ImportError:
-        raise SvrtError(f"the onnxruntime back end needs ONNX Runtime, which is not installed; {INSTALL_HINT}.") from None
+        raise SvrtError(
+            f"the onnxruntime back end needs ONNX Runtime, which is not installed; {INSTALL_HINT}."
+        ) from None
     return onnxruntime
-
-
-def vjp_path_for(path: str | Path) -> Path:
-    """``name.onnx -> name.vjp.onnx``."""
-    p = Path(path)
-    return p.with_name(f"{p.stem}.vjp{p.suffix}")
 
 
 def _first_line(exc: BaseException) -> str:
@@ -57,7 +54,8 @@ def check_graph_metadata(meta: dict, path, graph: str = "forward", instrument: s
             raise SvrtError(f"{path}: ONNX metadata key '{key}' missing; expected a graph written by 'svrt export'.")
     if meta["graph"] != graph:
         if meta["graph"] == "vjp" and graph == "forward":
-            raise SvrtError(f"{path} is a gradient (VJP) graph; load the forward graph, which finds its VJP graph beside it.")
+            raise SvrtError(f"{path} is a gradient (VJP) graph; load the forward graph, which finds its VJP graph "
+                            "beside it.")
         raise SvrtError(f"{path}: ONNX metadata key 'graph' is '{meta['graph']}'; expected '{graph}'.")
     try:
         int(meta["n_modes"])
@@ -76,10 +74,7 @@ def check_graph_metadata(meta: dict, path, graph: str = "forward", instrument: s
 def check_companion(forward_meta: dict, vjp_meta: dict, path, vjp_path) -> None:
     """The VJP graph must belong to the forward graph (same instrument, weights, modes, precision)."""
     check_graph_metadata(vjp_meta, vjp_path, graph="vjp")
-    for key in SHARED_KEYS:
-        if forward_meta.get(key) != vjp_meta.get(key):
-            raise SvrtError(f"{vjp_path}: metadata key '{key}' is '{vjp_meta.get(key)}' but the forward graph {path} has "
-                            f"'{forward_meta.get(key)}'; export both again with 'svrt export'.")
+    check_pair(forward_meta, vjp_meta, path, vjp_path, SHARED_KEYS, "graph", "export both again with 'svrt export'")
 
 
 def _device_and_providers(ort, device: str, providers):
@@ -94,8 +89,9 @@ def _device_and_providers(ort, device: str, providers):
     names = [p[0] if isinstance(p, (tuple, list)) else p for p in providers]
     missing = [n for n in names if n not in available]
     if missing:
-        raise SvrtError(f"ONNX Runtime {ort.__version__} here has no {', '.join(missing)} (it has {', '.join(available)}); "
-                        "install onnxruntime-gpu for CUDA and TensorRT: pip uninstall onnxruntime && pip install onnxruntime-gpu.")
+        raise SvrtError(f"ONNX Runtime {ort.__version__} here has no {', '.join(missing)} (it has "
+                        f"{', '.join(available)}); install onnxruntime-gpu for CUDA and TensorRT: pip uninstall "
+                        "onnxruntime && pip install onnxruntime-gpu.")
     if dev.type == "cuda":
         index = dev.index if dev.index is not None else 0
         dev = torch.device("cuda", index)
@@ -119,7 +115,8 @@ def _session(ort, path, providers, threads):
     try:
         session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
     except Exception as exc:  # onnxruntime's own exception types (InvalidProtobuf, Fail, ...)
-        raise SvrtError(f"{path}: not a readable ONNX graph ({_first_line(exc)}); the file may be truncated or corrupted.") from None
+        raise SvrtError(f"{path}: not a readable ONNX graph ({_first_line(exc)}); the file may be truncated or "
+                        "corrupted.") from None
     return session, dict(session.get_modelmeta().custom_metadata_map)
 
 
@@ -130,11 +127,10 @@ class OnnxRuntimeEngine(Engine):
         self.session, self.meta, self.path = session, meta, Path(path)
         self.vjp_session, self.vjp_path = vjp_session, vjp_path
         self._device = device
-        self.identity = EngineIdentity(
-            backend="onnxruntime", device=str(device), precision=meta["precision"], instruments=[meta["instrument"]],
-            n_modes=int(meta["n_modes"]), model=meta.get("model", self.path.stem), model_hash=meta.get("model_hash", ""),
-            path=str(path), extra={"providers": session.get_providers(), "vjp_graph": str(vjp_path) if vjp_session else "",
-                                   "svrt_version": meta.get("svrt_version", ""), "opset": meta.get("opset", "")})
+        self.identity = EngineIdentity.of_export(
+            "onnxruntime", device, meta, path,
+            {"providers": session.get_providers(), "vjp_graph": str(vjp_path) if vjp_session else "",
+             "svrt_version": meta.get("svrt_version", ""), "opset": meta.get("opset", "")})
 
     @classmethod
     def load(cls, path, device: str = "cpu", vjp_path=None, providers=None, threads: int | None = None,

@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from svrt.errors import SvrtError
+from svrt.runtime.backends.gradient_companion import check_pair, vjp_path_for
 from svrt.runtime.engine import Engine, EngineIdentity
 
 INSTALL_HINT = "install it on a host with an NVIDIA GPU: pip install tensorrt (with a CUDA build of torch)"
@@ -39,7 +40,9 @@ def import_tensorrt():
     try:
         import tensorrt
     except ImportError:
-        raise SvrtError(f"the tensorrt back end needs NVIDIA TensorRT, which is not installed; {INSTALL_HINT}.") from None
+        raise SvrtError(
+            f"the tensorrt back end needs NVIDIA TensorRT, which is not installed; {INSTALL_HINT}."
+        ) from None
     return tensorrt
 
 
@@ -62,12 +65,6 @@ def plan_metadata_path(plan: str | Path) -> Path:
     return p.with_name(p.name + ".json")
 
 
-def vjp_plan_path(plan: str | Path) -> Path:
-    """``name.plan -> name.vjp.plan``."""
-    p = Path(plan)
-    return p.with_name(f"{p.stem}.vjp{p.suffix}")
-
-
 def read_plan_metadata(plan: str | Path) -> dict:
     """The JSON metadata beside a plan; :class:`SvrtError` when missing or unreadable."""
     meta_path = plan_metadata_path(plan)
@@ -77,7 +74,9 @@ def read_plan_metadata(plan: str | Path) -> dict:
     try:
         meta = json.loads(meta_path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SvrtError(f"{meta_path}: not readable JSON ({exc}); rebuild the plan with 'svrt export --tensorrt'.") from None
+        raise SvrtError(
+            f"{meta_path}: not readable JSON ({exc}); rebuild the plan with 'svrt export --tensorrt'."
+        ) from None
     if not isinstance(meta, dict):
         raise SvrtError(f"{meta_path}: expected a JSON object of plan metadata.")
     return meta
@@ -114,8 +113,10 @@ def check_plan_metadata(meta: dict, path, *, gpu_name: str, compute_capability: 
         raise SvrtError(f"{path} was built for a {meta['gpu_name']} (compute capability {meta['compute_capability']}), "
                         f"not for this {gpu_name} (compute capability {compute_capability}); {rebuild}.")
     if meta["graph"] != graph:
-        raise SvrtError(f"{plan_metadata_path(path)}: key 'graph' is '{meta['graph']}'; expected '{graph}'"
-                        + (" (load the forward plan, which finds its VJP plan beside it)." if meta["graph"] == "vjp" else "."))
+        raise SvrtError(
+            f"{plan_metadata_path(path)}: key 'graph' is '{meta['graph']}'; expected '{graph}'"
+            + (" (load the forward plan, which finds its VJP plan beside it)." if meta["graph"] == "vjp" else ".")
+        )
     if instrument is not None and str(meta["instrument"]).lower() != str(instrument).lower():
         raise SvrtError(f"{path} was built for {meta['instrument']}, not '{instrument}'; export a plan for it with "
                         f"'svrt export MODEL -o {instrument}.onnx --instrument {instrument} --tensorrt'.")
@@ -124,11 +125,10 @@ def check_plan_metadata(meta: dict, path, *, gpu_name: str, compute_capability: 
 
 
 def check_plan_pair(forward_meta: dict, vjp_meta: dict, path, vjp_path) -> None:
-    """The VJP plan must belong to the forward plan."""
-    for key in ("instrument", "model_hash", "n_modes", "precision", "tensorrt_version", "gpu_name"):
-        if forward_meta.get(key) != vjp_meta.get(key):
-            raise SvrtError(f"{vjp_path}: plan metadata key '{key}' is '{vjp_meta.get(key)}' but the forward plan {path} "
-                            f"has '{forward_meta.get(key)}'; build both again with 'svrt export --tensorrt'.")
+    """The VJP plan must belong to the forward plan (and to the same TensorRT and GPU)."""
+    check_pair(forward_meta, vjp_meta, path, vjp_path,
+               ("instrument", "model_hash", "n_modes", "precision", "tensorrt_version", "gpu_name"), "plan",
+               "build both again with 'svrt export --tensorrt'")
 
 
 class _Plan:
@@ -151,8 +151,9 @@ class _Plan:
         b, _, y, x = next(iter(inputs.values())).shape
         profile = self.meta["profile"]
         if not profile_ok(profile, (b, y, x)):
-            raise SvrtError(f"{self.path} was built for batch x height x width from {'x'.join(map(str, profile['min']))} "
-                            f"to {'x'.join(map(str, profile['max']))}; got {b}x{y}x{x} (after padding to multiples "
+            raise SvrtError(f"{self.path} was built for batch x height x width from "
+                            f"{'x'.join(map(str, profile['min']))} to {'x'.join(map(str, profile['max']))}; got "
+                            f"{b}x{y}x{x} (after padding to multiples "
                             "of 16); rebuild it with other --min-shape/--max-shape.")
         with torch.cuda.device(device):
             stream = torch.cuda.current_stream(device)
@@ -180,12 +181,11 @@ class TensorRTEngine(Engine):
     def __init__(self, plan: _Plan, vjp_plan: _Plan | None, device: torch.device, trt_version: str):
         self.plan, self.vjp_plan, self._device = plan, vjp_plan, device
         meta = plan.meta
-        self.identity = EngineIdentity(
-            backend="tensorrt", device=str(device), precision=meta["precision"], instruments=[meta["instrument"]],
-            n_modes=int(meta["n_modes"]), model=meta.get("model", plan.path.stem), model_hash=meta.get("model_hash", ""),
-            path=str(plan.path), extra={"tensorrt_version": trt_version, "gpu_name": meta["gpu_name"],
-                                        "compute_capability": meta["compute_capability"], "profile": meta["profile"],
-                                        "vjp_plan": str(vjp_plan.path) if vjp_plan else ""})
+        self.identity = EngineIdentity.of_export(
+            "tensorrt", device, meta, plan.path,
+            {"tensorrt_version": trt_version, "gpu_name": meta["gpu_name"],
+             "compute_capability": meta["compute_capability"], "profile": meta["profile"],
+             "vjp_plan": str(vjp_plan.path) if vjp_plan else ""})
 
     @classmethod
     def load(cls, path, device: str = "cuda", vjp_path=None, instrument: str | None = None,
@@ -212,7 +212,7 @@ class TensorRTEngine(Engine):
             plan = _Plan(trt, path, meta, logger)
             vjp = None
             if vjp_path is None:
-                candidate = vjp_plan_path(path)
+                candidate = vjp_path_for(path)
                 vjp_path = candidate if candidate.exists() else None
             if vjp_path:
                 vjp_path = Path(vjp_path)
@@ -228,8 +228,9 @@ class TensorRTEngine(Engine):
 
     def _vjp(self, obj, modes, instrument, grad_out):
         if self.vjp_plan is None:
-            raise SvrtError(f"{self.plan.path}: no VJP plan ({vjp_plan_path(self.plan.path).name} not found beside it), "
-                            "so this TensorRT engine cannot give gradients; build it with 'svrt export ... --vjp --tensorrt'.")
+            raise SvrtError(f"{self.plan.path}: no VJP plan ({vjp_path_for(self.plan.path).name} not found beside it), "
+                            "so this TensorRT engine cannot give gradients; build it with 'svrt export ... --vjp "
+                            "--tensorrt'.")
         g_obj, g_modes = self.vjp_plan.execute({"obj": obj, "modes": modes, "grad_out": grad_out},
                                                {"grad_obj": tuple(obj.shape), "grad_modes": tuple(modes.shape)},
                                                self._device)

@@ -33,10 +33,16 @@ class TorchEngine(Engine):
         self.precision = precision
         self.net = torch.compile(self.model, dynamic=True) if compiled else self.model
         self.identity = EngineIdentity(
-            backend="torch-compiled" if compiled else "torch", device=str(torch.device(device)), precision=precision,
-            instruments=list(model.config.instruments), n_modes=model.config.n_modes,
-            model=meta.get("name", Path(path).stem if path else "model"), model_hash=meta.get("sha256", ""), path=str(path),
-            extra=_training_extra(meta))
+            backend="torch-compiled" if compiled else "torch",
+            device=str(torch.device(device)),
+            precision=precision,
+            instruments=list(model.config.instruments),
+            n_modes=model.config.n_modes,
+            model=meta.get("name", Path(path).stem if path else "model"),
+            model_hash=meta.get("sha256", ""),
+            path=str(path),
+            extra=_training_extra(meta),
+        )
 
     @classmethod
     def load(cls, path=None, device: str = "cpu", precision: str = "fp32", compiled: bool = False, **_):
@@ -64,8 +70,8 @@ class TorchEngine(Engine):
 
     def apply(self, obj, modes, instrument):
         """Native autograd (no extra forward in the backward pass)."""
-        from svrt.runtime.engine import _crop, _pad
         from svrt.emulator import padding_for
+        from svrt.runtime.engine import _crop, _pad
 
         instrument = self.check(obj, modes, instrument)
         pad = padding_for(*obj.shape[-2:])

@@ -111,7 +111,8 @@ def spatially_variant_convolve_psfs(obj: torch.Tensor, psf_rows, shape, psf_size
         r1 = min(y, r0 + rows)
         psf = psf_rows(r0, r1).to(dtype)
         if tuple(psf.shape) != ((r1 - r0) * x, s, s):
-            raise SvrtError(f"psf_rows({r0}, {r1}) gave PSFs of shape {tuple(psf.shape)}; expected {((r1 - r0) * x, s, s)}.")
+            raise SvrtError(f"psf_rows({r0}, {r1}) gave PSFs of shape {tuple(psf.shape)}; expected "
+                            f"{((r1 - r0) * x, s, s)}.")
         psf = psf.flip(-2, -1).reshape(1, r1 - r0, x, s, s)                # flipped for correlation
         strip = padded[:, r0:r1 + s - 1, :]                                # [K, rows + S - 1, X + S - 1]
         patches = strip.unfold(1, s, 1).unfold(2, s, 1)                   # [K, rows, X, S, S], a view

@@ -27,6 +27,9 @@ def erf_filter_profile(nu: torch.Tensor, width: float = 1.8, sharpness: float = 
     ``nu`` is the spatial frequency in units of the diffraction cutoff D/lambda. A flat top (H ~ 1)
     out to nu ~ w/2 with an erf roll-off of width ~1/n: the convolution of a rectangle of full width
     ``w`` and a Gaussian. With the paper's w = 1.8, n = 20 the filter falls to 1/2 at 0.9 of the cutoff.
+
+    >>> [round(float(h), 3) for h in erf_filter_profile(torch.tensor([0.0, 0.9, 1.0]))]
+    [1.0, 0.5, 0.002]
     """
     return 0.5 * (torch.erf(sharpness * (nu + 0.5 * width)) - torch.erf(sharpness * (nu - 0.5 * width)))
 

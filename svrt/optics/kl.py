@@ -14,6 +14,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from svrt.errors import SvrtError
 from svrt.optics.zernike import noll_covariance, noll_to_nm, zernike
 
 DEFAULT_ZERNIKE_ORDER = 16  # KL built from Zernikes 2..153 (radial orders 1..16)
@@ -61,6 +62,21 @@ def kl_basis(n_modes: int = 44, zernike_order: int = DEFAULT_ZERNIKE_ORDER) -> K
     modes.sort(key=lambda t: (-round(t[0], 12), t[1]))
     chosen = modes[:n_modes]
     return KLBasis(coefficients=np.stack([c[3] for c in chosen]), variances=np.array([c[0] for c in chosen]))
+
+
+def defocus_mode_index(n_modes: int = 44) -> int:
+    """0-based index, in a coefficient vector ``[M]`` (KL 1..M), of the KL mode dominated by Zernike 4
+    (n = 2, m = 0: defocus). Found from the KL rotation matrix rather than assumed.
+
+    >>> defocus_mode_index(44)     # KL 3, right after tip and tilt
+    2
+    """
+    c = np.abs(kl_basis(n_modes).coefficients)          # [M, J], column j-2 is Noll j
+    dominant = c.argmax(axis=1) + 2
+    hits = np.flatnonzero(dominant == 4)
+    if hits.size == 0:
+        raise SvrtError(f"no KL mode among the first {n_modes} is dominated by Zernike 4 (defocus).")
+    return int(hits[0])
 
 
 def kl_residual_variances(n_modes: int = 44) -> np.ndarray:

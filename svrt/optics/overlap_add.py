@@ -5,15 +5,8 @@ the wavefront at the tile's centre. Each tile is convolved by FFT and the tiles 
 apodising weights that form a partition of unity (they sum to exactly 1 at every pixel), so a
 field with the same PSF everywhere gives back the ordinary convolution.
 
-Weights. Along an axis of ``n`` pixels with ``T`` tiles, the boundaries between tiles sit at
-``b_i = i n / T`` (i = 1 .. T-1). Across a boundary the weight of the tile after it rises as
-``r_i(x) = sin^2(pi/2 * clip((x + 1/2 - b_i) / w + 1/2, 0, 1))`` over a transition of ``w`` pixels
-(``w = min(overlap, n / T)``) and the weight of the tile before it falls as ``1 - r_i(x)``
-(raised-cosine, Hann-like edges). Tile i has the weight ``r_i (1 - r_{i+1})`` with ``r_0 = 1`` and
-``r_T = 0``; since two transitions never overlap, the weights of neighbouring tiles add up to
-``cos^2 + sin^2 = 1``. The 2-D weight of tile (i, j) is the product of its row and column weights,
-hence again a partition of unity. A tile reaches ``n / T + w`` pixels, about ``patch`` with
-``T = round(n / (patch - overlap))``. Edge tiles keep weight 1 up to the image border.
+Weights: the raised-cosine partition of unity of :func:`svrt.windows.axis_tiling` (its docstring
+says how the tiles and their transitions are laid out).
 
 Two ways to blend (``blend``):
 
@@ -34,77 +27,12 @@ Cost: one PSF per tile (instead of one per pixel) plus, per tile and object, FFT
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from svrt.errors import SvrtError
-
-
-@dataclass
-class TileAxis:
-    """The tiling of one axis: ``weights [T, L]`` of each tile over its ``L`` pixels from ``starts[t]``,
-    the tile centres (pixel coordinates, pixel x covers [x, x+1)) and the transition width used."""
-
-    n: int
-    starts: list
-    length: int
-    weights: torch.Tensor
-    centres: list
-    transition: float
-
-    @property
-    def count(self) -> int:
-        return len(self.starts)
-
-    def full_weights(self) -> torch.Tensor:
-        """``[T, n]``: each tile's weight over the whole axis (zero outside its extent)."""
-        out = torch.zeros(self.count, self.n, dtype=self.weights.dtype)
-        for t, s in enumerate(self.starts):
-            out[t, s:s + self.length] = self.weights[t]
-        return out
-
-
-def n_tiles(n: int, patch: int, overlap: float) -> int:
-    """Number of tiles along an axis of ``n`` pixels for tiles of about ``patch`` pixels."""
-    return max(1, int(round(n / max(patch - overlap, 1e-9))))
-
-
-def axis_tiling(n: int, patch: int, overlap: float, dtype=torch.float64) -> TileAxis:
-    """Raised-cosine partition of unity of an axis of ``n`` pixels (see the module docstring)."""
-    if patch < 1 or n < 1:
-        raise SvrtError(f"overlap-add needs a patch of at least 1 pixel and a non-empty image; got patch {patch}, size {n}.")
-    if overlap < 0 or overlap > patch / 2:
-        raise SvrtError(f"overlap must lie between 0 and half the patch ({patch / 2:g} px); got {overlap}.")
-    tiles = n_tiles(n, patch, overlap)
-    spacing = n / tiles
-    w = min(float(overlap), spacing)
-    x = torch.arange(n, dtype=torch.float64) + 0.5
-    rises = [torch.ones(n, dtype=torch.float64)]
-    for i in range(1, tiles):
-        b = i * spacing
-        if w > 0:
-            t = ((x - b) / w + 0.5).clamp(0.0, 1.0)
-            rises.append(torch.sin(0.5 * math.pi * t) ** 2)
-        else:
-            rises.append((x >= b).to(torch.float64))
-    rises.append(torch.zeros(n, dtype=torch.float64))
-    full = torch.stack([rises[i] * (1.0 - rises[i + 1]) for i in range(tiles)])   # [T, n]
-    nz = [torch.nonzero(row > 0).flatten() for row in full]
-    lo = [int(z[0]) for z in nz]
-    hi = [int(z[-1]) + 1 for z in nz]
-    length = max(h - l for l, h in zip(lo, hi))
-    starts = [min(l, n - length) for l in lo]
-    weights = torch.stack([full[t, s:s + length] for t, s in enumerate(starts)]).to(dtype)
-    centres = [(i + 0.5) * spacing for i in range(tiles)]
-    return TileAxis(n=n, starts=starts, length=length, weights=weights, centres=centres, transition=w)
-
-
-def tile_weights(shape, patch: int, overlap: float) -> torch.Tensor:
-    """``[Ty, Tx, Y, X]``: the 2-D weight of every tile over the whole image (a partition of unity)."""
-    ay, ax = axis_tiling(shape[0], patch, overlap), axis_tiling(shape[1], patch, overlap)
-    return ay.full_weights()[:, None, :, None] * ax.full_weights()[None, :, None, :]
+from svrt.windows import TileAxis, axis_tiling
 
 
 def fast_length(n: int) -> int:
@@ -170,13 +98,18 @@ def overlap_add_convolve(obj: torch.Tensor, coefficients: torch.Tensor, psf_mode
         before, after = s - 1 - c, c
         mode = "constant" if boundary == "zero" else "reflect"
         if mode == "reflect" and max(before, after) >= min(y, x):
-            raise SvrtError(f"boundary='reflect' needs an image larger than the PSF's half size ({max(before, after)} px).")
+            raise SvrtError(f"boundary='reflect' needs an image larger than the PSF's half size ({max(before, after)} "
+                            "px).")
         padded = F.pad(obj[None], (before, after, before, after), mode=mode)[0]
         out = torch.zeros(k, y, x, dtype=dtype, device=device)
         for t0 in range(0, len(tiles), chunk):
             part = tiles[t0:t0 + chunk]
-            region = torch.stack([padded[:, ay.starts[i]:ay.starts[i] + ly + s - 1, ax.starts[j]:ax.starts[j] + lx + s - 1]
-                                  for i, j in part])                                    # [T, K, ly+S-1, lx+S-1]
+            region = torch.stack(
+                [
+                    padded[:, ay.starts[i] : ay.starts[i] + ly + s - 1, ax.starts[j] : ax.starts[j] + lx + s - 1]
+                    for i, j in part
+                ]
+            )                                    # [T, K, ly+S-1, lx+S-1]
             kern = torch.stack([psfs[i, j] for i, j in part])[:, None]                  # [T, 1, S, S]
             spec = torch.fft.rfft2(region, s=(ry, rx)) * torch.fft.rfft2(kern, s=(ry, rx))
             conv = torch.fft.irfft2(spec, s=(ry, rx))[..., s - 1:s - 1 + ly, s - 1:s - 1 + lx]   # [T, K, ly, lx]
@@ -184,7 +117,9 @@ def overlap_add_convolve(obj: torch.Tensor, coefficients: torch.Tensor, psf_mode
                 w2 = wy[i][:, None] * wx[j][None, :]
                 out[:, ay.starts[i]:ay.starts[i] + ly, ax.starts[j]:ax.starts[j] + lx] += w2 * conv[n]
     else:
-        canvas = torch.zeros(k, y + s - 1 + (ry - ly - s + 1), x + s - 1 + (rx - lx - s + 1), dtype=dtype, device=device)
+        canvas = torch.zeros(
+            k, y + s - 1 + (ry - ly - s + 1), x + s - 1 + (rx - lx - s + 1), dtype=dtype, device=device
+        )
         for t0 in range(0, len(tiles), chunk):
             part = tiles[t0:t0 + chunk]
             pieces = torch.stack([obj[:, ay.starts[i]:ay.starts[i] + ly, ax.starts[j]:ax.starts[j] + lx]

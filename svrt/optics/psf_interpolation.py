@@ -9,7 +9,7 @@ the curvature of the PSF as a function of the modes, which is small for smooth f
 Why it is here: it needs no training, it is differentiable (the PSF model is written in torch), and
 each node only convolves the patch of the image its weights cover, so it costs about four FFT
 convolutions of a (2P + S)^2 patch per node. It is the physics-exact reference forward model of the
-solver (``--forward psf-interpolation``) and the classical baseline of the benchmarks.
+solver (``--backend psf-interpolation``) and the classical baseline of the benchmarks.
 """
 
 from __future__ import annotations
@@ -17,20 +17,8 @@ from __future__ import annotations
 import torch
 
 from svrt.errors import SvrtError
+from svrt.mode_grid import bilinear_weights
 from svrt.optics.overlap_add import fast_length
-
-
-def bilinear_weights(n: int, n_grid: int, dtype=torch.float32, device=None) -> torch.Tensor:
-    """``[n, n_grid]``: the weights with which ``F.interpolate(bilinear, align_corners=False)`` maps
-    ``n_grid`` nodes onto ``n`` pixels (rows sum to 1)."""
-    src = ((torch.arange(n, dtype=torch.float64) + 0.5) * n_grid / n - 0.5).clamp(min=0)
-    i0 = src.floor().long().clamp(max=n_grid - 1)
-    i1 = (i0 + 1).clamp(max=n_grid - 1)
-    lam = src - i0
-    w = torch.zeros(n, n_grid, dtype=torch.float64)
-    w[torch.arange(n), i0] += 1 - lam
-    w[torch.arange(n), i1] += lam
-    return w.to(dtype=dtype, device=device)
 
 
 def _supports(w: torch.Tensor) -> tuple[torch.Tensor, int]:

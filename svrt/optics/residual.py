@@ -8,16 +8,16 @@ the pupil separation ``rho = lambda nu`` (Roddier 1981). The residual keeps the 
 turbulence, so ``D_res(rho) ~ 6.88 (rho / r0)^(5/3)`` for small ``rho``, and it saturates at
 ``2 sigma^2`` beyond the scale of the highest corrected radial order; we use the minimum of the two.
 So the halo leaves the lowest frequencies alone and lowers all others by ``exp(-sigma^2)``: for
-D / r0 = 7.7 (CRISP 8542 A, r0 = 7 cm at 5000 A) and M = 44, ``sigma^2 = 0.33 rad^2`` and the contrast
-of the fine structure is 0.72 of what the 44-mode PSF predicts. A deconvolution that ignores it
-restores too little contrast (about 0.5 of the power at mid frequencies).
+D / r0 = 7.7 (CRISP 8542 A, r0 = 7 cm at 5000 A) and M = 44 KL modes, ``sigma^2 = 0.26 rad^2`` (44
+Zernikes would leave 0.33) and the contrast of the fine structure is 0.77 of what the 44-mode PSF
+predicts. A deconvolution that ignores it restores too little contrast (about 0.6 of the power at mid frequencies).
 
 Example
 -------
 >>> import torch
 >>> a = fitting_error_otf(torch.tensor([0.0, 0.5]), d_over_r0=7.7, n_modes=44)
 >>> [round(float(v), 2) for v in a]
-[1.0, 0.72]
+[1.0, 0.77]
 """
 
 from __future__ import annotations

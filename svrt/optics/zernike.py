@@ -27,7 +27,11 @@ _NOLL_K = KOLMOGOROV_C * math.pi ** (8 / 3) * 2 ** (-5 / 3) * math.gamma(14 / 3)
 
 
 def noll_to_nm(j: int) -> tuple[int, int]:
-    """Radial order n and signed azimuthal order m of Noll index j >= 1 (m > 0: cos, m < 0: sin)."""
+    """Radial order n and signed azimuthal order m of Noll index j >= 1 (m > 0: cos, m < 0: sin).
+
+    >>> [noll_to_nm(j) for j in (1, 2, 3, 4, 5, 6)]    # piston, tip, tilt, defocus, the two astigmatisms
+    [(0, 0), (1, 1), (1, -1), (2, 0), (2, -2), (2, 2)]
+    """
     if j < 1:
         raise ValueError("Noll indices start at 1")
     n = 0

@@ -40,7 +40,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from svrt.benchmarks.metrics import nmse_power
 from svrt.errors import SvrtError
+from svrt.mode_grid import per_pixel_modes
+from svrt.optics.kl import defocus_mode_index
 
 HELD_OUT_SEED = 20_000          # + seed; training uses seed*1000+step and 10_000+seed
 DEFOCUS_INSTRUMENT = "crisp8542"
@@ -55,22 +58,15 @@ PARTS = ("pairs", "defocus", "psf", "simulate")
 # --------------------------------------------------------------------------------------------- helpers
 
 def nmse_value(y: torch.Tensor, t: torch.Tensor) -> float:
-    """Eq. 12 over a whole array: ``||y - t||^2 / ||t||^2`` (float64 sums)."""
-    y, t = y.double(), t.double()
-    return float((y - t).pow(2).sum() / t.pow(2).sum())
+    """:func:`~svrt.benchmarks.metrics.nmse_power` (Eq. 12) over a whole array, float64 sums."""
+    return float(nmse_power(y.double(), t.double(), dims=tuple(range(y.dim()))))
 
 
-def defocus_mode_index(n_modes: int = 44) -> int:
-    """0-based index, in a coefficient vector ``[M]`` (KL 1..M), of the KL mode dominated by Zernike 4
-    (n = 2, m = 0: defocus). Found from the KL rotation matrix rather than assumed."""
-    from svrt.optics.kl import kl_basis
-
-    c = np.abs(kl_basis(n_modes).coefficients)          # [M, J], column j-2 is Noll j
-    dominant = c.argmax(axis=1) + 2
-    hits = np.flatnonzero(dominant == 4)
-    if hits.size == 0:
-        raise SvrtError(f"no KL mode among the first {n_modes} is dominated by Zernike 4 (defocus).")
-    return int(hits[0])
+def _training_nmse_power_mean(meta: dict):
+    """The training loop's held-out mean Eq. 12 NMSE from a model's metadata (key ``nmse_mean`` before
+    the NMSEs were named by their normalisation, as in the shipped svce-c16)."""
+    v = meta.get("validation") or {}
+    return v.get("nmse_power_mean", v.get("nmse_mean"))
 
 
 def _sync(device: torch.device):
@@ -248,37 +244,37 @@ def defocus_test(model, size: int = 256, positions=None, amplitude: float = 1.5,
         near = ((yy - centre[0]) ** 2 + (xx - centre[1]) ** 2) <= (2 * sigma) ** 2
         rows.append({
             "centre_px": [int(p), int(p)],
-            "nmse": nmse_value(y_, e),
+            "nmse_power": nmse_value(y_, e),
             "max_abs_residual": float((y_ - e).abs().max()),
-            "nmse_within_2_sigma": nmse_value(y_[near], e[near]),
-            "defocus_effect_nmse": nmse_value(d_, e),
+            "nmse_power_within_2_sigma": nmse_value(y_[near], e[near]),
+            "defocus_effect_nmse_power": nmse_value(d_, e),
             "residual_over_effect": float((y_ - e).double().pow(2).sum() / (d_ - e).double().pow(2).sum()),
-            "nmse_without_margin": nmse_value(bare / norm, e),
-            "nmse_without_margin_interior": nmse_value(bare[inner, inner] / norm, e[inner, inner]),
+            "nmse_power_without_margin": nmse_value(bare / norm, e),
+            "nmse_power_without_margin_interior": nmse_value(bare[inner, inner] / norm, e[inner, inner]),
             "flux_ratio": float(emulated.double().sum() / exact.double().sum()),
             "exact_s": round(t_exact, 3),
             "emulator_s": round(t_emul, 4),
             "emulator_without_margin_s": round(t_bare, 4),
         })
         images.append({"centre": centre, "exact": e, "emulated": y_, "diffraction": d_})
-    nm = [r["nmse"] for r in rows]
+    nm = [r["nmse_power"] for r in rows]
     summary = {
         "instrument": DEFOCUS_INSTRUMENT, "pixel_arcsec": inst.pixel_arcsec, "size": size,
         "scene": f"granulation, svrt.scenes seed {HELD_OUT_SEED + seed}",
         "defocus_kl_index": k_def, "defocus_kl_mode": k_def + 1,
         "amplitude_rad": amplitude, "sigma_px": sigma, "psf_size": s, "psf_field": psf_model.field,
-        "psf_energy_in_cut_at_peak": energy_in_cut, "psf_truncation_nmse": floor,
+        "psf_energy_in_cut_at_peak": energy_in_cut, "psf_truncation_nmse_power": floor,
         "boundary": f"exact: boundary='valid' with a {before}/{after} px margin; emulator: the same object "
                     f"with a {em_margin} px margin, cropped",
         "normalisation": "images divided by the maximum of the exact image",
-        "reading": "defocus_effect_nmse is the NMSE of the diffraction-limited image against the exact one: what an "
-                   "emulator that ignored the defocus would score; residual_over_effect = ||emulated - exact||^2 / "
+        "reading": "defocus_effect_nmse_power is the NMSE of the diffraction-limited image against the exact one: what "
+                   "an emulator that ignored the defocus would score; residual_over_effect = ||emulated - exact||^2 / "
                    "||diffraction-limited - exact||^2 is the fraction of the defocus signal left unexplained",
-        "positions": rows, "nmse_max": max(nm), "nmse_mean": float(np.mean(nm)),
+        "positions": rows, "nmse_power_max": max(nm), "nmse_power_mean": float(np.mean(nm)),
         "max_abs_residual": max(r["max_abs_residual"] for r in rows),
-        "target_nmse": TARGET_NMSE, "paper_nmse": PAPER_DEFOCUS_NMSE,
+        "target_nmse_power": TARGET_NMSE, "paper_nmse_power": PAPER_DEFOCUS_NMSE,
         "passes_target": bool(max(nm) < TARGET_NMSE), "beats_paper": bool(max(nm) <= PAPER_DEFOCUS_NMSE),
-        "defocus_effect_nmse_min": min(r["defocus_effect_nmse"] for r in rows),
+        "defocus_effect_nmse_power_min": min(r["defocus_effect_nmse_power"] for r in rows),
         "residual_over_effect_max": max(r["residual_over_effect"] for r in rows),
     }
     return summary, {"original": scene[region, region] / scene[region, region].max(), "rows": images,
@@ -293,15 +289,12 @@ def _energy_in(psf: torch.Tensor, s: int) -> float:
 
 def plot_defocus(path, images: dict) -> str:
     """Fig. 5 (one row per defocus position): original, diffraction-limited, exact, emulated, residual."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.patches import Circle
 
-    from svrt.fileio import atomic_write
+    from svrt.pictures import save_png, subplots
 
     rows = images["rows"]
-    fig, axes = plt.subplots(len(rows), 5, figsize=(17, 3.5 * len(rows) + 0.6), squeeze=False,
+    fig, axes = subplots(len(rows), 5, figsize=(17, 3.5 * len(rows) + 0.6), squeeze=False,
                              constrained_layout=True)
     for i, (r, info) in enumerate(zip(rows, images["rows_summary"])):
         e = r["exact"]
@@ -322,16 +315,16 @@ def plot_defocus(path, images: dict) -> str:
         v = float(np.abs(res).max()) or 1.0
         ax = axes[i, 4]
         im = ax.imshow(res, origin="lower", cmap="RdBu_r", vmin=-v, vmax=v)
-        ax.set_title(f"exact - emulated\nNMSE {info['nmse']:.2e}, max |res| {info['max_abs_residual']:.3f}", fontsize=10)
+        ax.set_title(
+            f"exact - emulated\nNMSE {info['nmse_power']:.2e}, max |res| {info['max_abs_residual']:.3f}", fontsize=10
+        )
         fig.colorbar(im, ax=ax, shrink=0.8)
         for ax in axes[i]:
             ax.set_xticks([])
             ax.set_yticks([])
     fig.suptitle(f"Defocus bump (sigma {images['sigma']:g} px, dashed) along the diagonal, CRISP 8542, "
                  f"{images['size']}x{images['size']} px; images normalised to the exact maximum")
-    with atomic_write(path) as tmp:
-        fig.savefig(tmp, dpi=90)
-    plt.close(fig)
+    save_png(fig, path, dpi=90)
     return str(path)
 
 
@@ -364,45 +357,41 @@ def psf_test(model, r0_values=R0_VALUES, realisations: int = 8, size: int = 128,
         emulated = run(obj.expand(realisations, 1, size, size), modes, instrument)[:, 0]
         scores = [nmse_value(emulated[i], exact[i]) for i in range(realisations)]
         flux = [float(emulated[i].sum() / exact[i].sum()) for i in range(realisations)]
-        per_r0.append({"r0_cm": float(r0), "nmse": scores, "nmse_mean": float(np.mean(scores)),
-                       "nmse_median": float(np.median(scores)), "flux_ratio_mean": float(np.mean(flux))})
+        per_r0.append({"r0_cm": float(r0), "nmse_power": scores, "nmse_power_mean": float(np.mean(scores)),
+                       "nmse_power_median": float(np.median(scores)), "flux_ratio_mean": float(np.mean(flux))})
         norm = float(exact[0].max())
         images.append({"r0": float(r0), "exact": exact[0] / norm, "emulated": emulated[0] / norm,
-                       "nmse": scores[0]})
-    means = [r["nmse_mean"] for r in per_r0]
+                       "nmse_power": scores[0]})
+    means = [r["nmse_power_mean"] for r in per_r0]
     summary = {"instrument": instrument, "size": size, "object": "one point source at the centre",
                "r0_reference": "cm at 5000 A", "realisations": realisations,
                "exact": "fft_convolve with the PSFModel PSF (128-px field, as in training)",
                "per_r0": per_r0,
-               "nmse_decreases_with_r0": bool(all(a >= b for a, b in zip(means, means[1:])))}
+               "nmse_power_decreases_with_r0": bool(all(a >= b for a, b in zip(means, means[1:])))}
     return summary, {"rows": images, "per_r0": per_r0}
 
 
 def plot_psfs(path, images: dict) -> str:
     """Fig. 7 (exact and emulated PSF per r0, square-root stretch) and Fig. 8 (NMSE against r0)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from svrt.fileio import atomic_write
+    from svrt.pictures import new_figure, save_png
 
     rows = images["rows"]
     n = len(rows)
-    fig = plt.figure(figsize=(3 * n + 5, 6.4), constrained_layout=True)
+    fig = new_figure(figsize=(3 * n + 5, 6.4), constrained_layout=True)
     grid = fig.add_gridspec(2, n + 2)
     for j, r in enumerate(rows):
         for i, (key, label) in enumerate((("exact", "exact"), ("emulated", "emulated"))):
             ax = fig.add_subplot(grid[i, j])
             img = r[key].clamp(min=0).sqrt().numpy()
             ax.imshow(img, origin="lower", cmap="magma", vmin=0, vmax=1)
-            ax.set_title(f"{label}, r0 = {r['r0']:g} cm" + (f"\nNMSE {r['nmse']:.2e}" if i else ""), fontsize=9)
+            ax.set_title(f"{label}, r0 = {r['r0']:g} cm" + (f"\nNMSE {r['nmse_power']:.2e}" if i else ""), fontsize=9)
             ax.set_xticks([])
             ax.set_yticks([])
     ax = fig.add_subplot(grid[:, n:])
     r0 = [p["r0_cm"] for p in images["per_r0"]]
     for p in images["per_r0"]:
-        ax.scatter([p["r0_cm"]] * len(p["nmse"]), p["nmse"], s=10, color="0.6")
-    ax.plot(r0, [p["nmse_mean"] for p in images["per_r0"]], "o-", color="tab:blue", label="mean")
+        ax.scatter([p["r0_cm"]] * len(p["nmse_power"]), p["nmse_power"], s=10, color="0.6")
+    ax.plot(r0, [p["nmse_power_mean"] for p in images["per_r0"]], "o-", color="tab:blue", label="mean")
     ax.set_yscale("log")
     ax.set_xlabel("r0 [cm at 5000 A]")
     ax.set_ylabel("NMSE (Eq. 12)")
@@ -410,9 +399,7 @@ def plot_psfs(path, images: dict) -> str:
     ax.grid(alpha=0.3, which="both")
     ax.legend()
     fig.suptitle("Point source through Kolmogorov wavefronts, CRISP 8542 (sqrt stretch, normalised to the exact peak)")
-    with atomic_write(path) as tmp:
-        fig.savefig(tmp, dpi=90)
-    plt.close(fig)
+    save_png(fig, path, dpi=90)
     return str(path)
 
 
@@ -436,7 +423,7 @@ def simulate_test(model, size: int = 128, n_frames: int = 3, seed: int = 1, r0_c
     truth = torch.as_tensor(np.asarray(burst.truth), dtype=torch.float32)     # [K, Y, X]
     coarse = torch.as_tensor(np.asarray(burst.modes), dtype=torch.float32)    # [L, M, Yg, Xg]
     k, n_l, y, x = frames.shape
-    modes = F.interpolate(coarse, size=(y, x), mode="bilinear", align_corners=False)
+    modes = per_pixel_modes(coarse, (y, x))
     # The frames are the exact convolution of TRUTH plus a margin of the PSF size (S): the emulator gets
     # that same object, with the modes extended into the margin by repeating the edge values (the margin's
     # outputs are cropped away), so every compared pixel is physical. The bare-TRUTH figures show what a
@@ -455,18 +442,18 @@ def simulate_test(model, size: int = 128, n_frames: int = 3, seed: int = 1, r0_c
         em = run(big[kk].expand(n_l, 1, *big.shape[-2:]), modes_big, inst)[:, 0, before:before + y, before:before + x]
         bare = run(truth[kk].expand(n_l, 1, y, x), modes, inst)[:, 0]
         out.append({"instrument": inst,
-                    "nmse_per_frame": [nmse_value(em[i], frames[kk, i]) for i in range(n_l)],
-                    "nmse_per_frame_without_margin": [nmse_value(bare[i], frames[kk, i]) for i in range(n_l)],
-                    "nmse_per_frame_without_margin_interior": [
+                    "nmse_power_per_frame": [nmse_value(em[i], frames[kk, i]) for i in range(n_l)],
+                    "nmse_power_per_frame_without_margin": [nmse_value(bare[i], frames[kk, i]) for i in range(n_l)],
+                    "nmse_power_per_frame_without_margin_interior": [
                         nmse_value(bare[i, inner, inner], frames[kk, i, inner, inner]) for i in range(n_l)]})
     t_em = time.perf_counter() - t0
-    worst = max(max(o["nmse_per_frame"]) for o in out)
+    worst = max(max(o["nmse_power_per_frame"]) for o in out)
     return {"size": [y, x], "n_frames": n_l, "n_objects": k, "seed": seed, "r0_cm": r0_cm, "noise": 0.0,
-            "grid": list(coarse.shape[-2:]), "objects": out, "nmse_max": worst, "psf_size": s,
+            "grid": list(coarse.shape[-2:]), "objects": out, "nmse_power_max": worst, "psf_size": s,
             "boundary": f"exact: boundary='valid' on TRUTH + a {before}/{after} px margin; emulator: the same "
                         "object, modes extended into the margin by edge replication, cropped",
             "interior_border_px": border, "simulate_s": round(t_sim, 2), "emulator_s": round(t_em, 3),
-            "target_nmse": TARGET_NMSE, "passes_target": bool(worst < TARGET_NMSE)}
+            "target_nmse_power": TARGET_NMSE, "passes_target": bool(worst < TARGET_NMSE)}
 
 
 # --------------------------------------------------------------------------------------------- driver
@@ -500,7 +487,7 @@ def run_validation(model_name, out_dir, quick: bool = False, seed: int = 0, devi
                   "width": cfg.width, "n_modes": cfg.n_modes, "instruments": cfg.instruments,
                   "parameters": meta.get("parameters"), "step": meta.get("step"),
                   "train_seconds": meta.get("train_seconds"),
-                  "training_validation_nmse_mean": (meta.get("validation") or {}).get("nmse_mean")},
+                  "training_validation_nmse_power_mean": _training_nmse_power_mean(meta)},
         "machine": machine_info(), "device": str(device), "figures": [],
     }
     if "pairs" not in skip:
@@ -515,14 +502,20 @@ def run_validation(model_name, out_dir, quick: bool = False, seed: int = 0, devi
         ex = [r["exact_s"] for r in summary["positions"]]
         em = [r["emulator_s"] for r in summary["positions"]]
         report["timing"] = {
-            "size": size, "exact_per_pixel_s": float(np.median(ex)), "emulator_s": float(np.median(em)),
-            "emulator_without_margin_s": float(np.median([r["emulator_without_margin_s"] for r in summary["positions"]])),
-            "speedup": float(np.median(ex) / np.median(em)), "device": str(device),
+            "size": size,
+            "exact_per_pixel_s": float(np.median(ex)),
+            "emulator_s": float(np.median(em)),
+            "emulator_without_margin_s": float(
+                np.median([r["emulator_without_margin_s"] for r in summary["positions"]])
+            ),
+            "speedup": float(np.median(ex) / np.median(em)),
+            "device": str(device),
             "torch_threads": torch.get_num_threads(),
             "notes": "same image, same machine; exact: one PSF (a {0}x{0} FFT) per pixel, one run; emulator: the "
-                     "fastest of repeated forward passes after a warm-up, on the object with its margin "
-                     "({1}x{1})".format(summary["psf_field"], size + summary["psf_size"]),
-            "paper": PAPER_TIMING}
+            "fastest of repeated forward passes after a warm-up, on the object with its margin "
+            "({1}x{1})".format(summary["psf_field"], size + summary["psf_size"]),
+            "paper": PAPER_TIMING,
+        }
         if hasattr(os, "getloadavg"):
             report["timing"]["load_average_1min"] = round(os.getloadavg()[0], 2)
     if "psf" not in skip:
@@ -553,14 +546,14 @@ def _json_default(o):
 
 def targets(report: dict) -> dict:
     """Which figures meet the issue's targets (NMSE < 1e-3 on the defocus test and the simulated frames)."""
-    out = {"target_nmse": TARGET_NMSE, "paper_defocus_nmse": PAPER_DEFOCUS_NMSE}
+    out = {"target_nmse_power": TARGET_NMSE, "paper_defocus_nmse_power": PAPER_DEFOCUS_NMSE}
     d = report.get("defocus")
     out["defocus_below_target"] = d["passes_target"] if d else None
     out["defocus_at_or_below_paper"] = d["beats_paper"] if d else None
     # NMSE < 1e-3 alone does not show that the defocus is reproduced: ignoring it scores defocus_effect_nmse
     # (~1e-4 on these images). This asks that less than 10 % of the defocus signal be left unexplained.
     out["defocus_residual_below_10pct_of_effect"] = bool(d["residual_over_effect_max"] < 0.1) if d else None
-    out["defocus_effect_nmse"] = d["defocus_effect_nmse_min"] if d else None
+    out["defocus_effect_nmse_power"] = d["defocus_effect_nmse_power_min"] if d else None
     s = report.get("simulate") or {}
     out["simulate_below_target"] = s.get("passes_target") if "skipped" not in s else None
     return out
@@ -572,20 +565,20 @@ def format_table(report: dict) -> str:
     lines = [f"model {m['path']} (width {m['width']}, sha256 {m['sha256']}, step {m['step']})"]
     h = report.get("held_out")
     if h:
-        lines.append(f"a. held-out pairs (n={h['n_pairs']}): NMSE mean {h['nmse_mean']:.2e}, "
-                     f"median {h['nmse_median']:.2e}")
+        lines.append(f"a. held-out pairs (n={h['n_pairs']}): NMSE mean {h['nmse_power_mean']:.2e}, "
+                     f"median {h['nmse_power_median']:.2e}")
         lines.append("   per instrument: " + ", ".join(f"{k} {v:.2e}" for k, v in h["per_instrument"].items()))
         lines.append("   per r0 bin [cm]: " + ", ".join(f"{k} {v:.2e}" for k, v in h["per_r0_bin"].items()))
         lines.append("   per source: " + ", ".join(f"{k} {v:.2e}" for k, v in h["per_source"].items()))
     d = report.get("defocus")
     if d:
         lines.append(f"b. defocus {d['amplitude_rad']:g} rad (KL {d['defocus_kl_mode']}), sigma {d['sigma_px']:g} px, "
-                     f"{d['size']}^2, PSF cut {d['psf_size']} px (floor {d['psf_truncation_nmse']:.1e})")
+                     f"{d['size']}^2, PSF cut {d['psf_size']} px (floor {d['psf_truncation_nmse_power']:.1e})")
         lines.append("   centre      NMSE   max|res|  effect  res/effect  exact[s]  emul[s]")
         for r in d["positions"]:
-            lines.append(f"   ({r['centre_px'][0]:3d},{r['centre_px'][1]:3d})  {r['nmse']:.2e}  {r['max_abs_residual']:.4f}"
-                         f"  {r['defocus_effect_nmse']:.1e}  {r['residual_over_effect']:9.3f}  {r['exact_s']:8.1f}"
-                         f"  {r['emulator_s']:.3f}")
+            lines.append(f"   ({r['centre_px'][0]:3d},{r['centre_px'][1]:3d})  {r['nmse_power']:.2e}  "
+                         f"{r['max_abs_residual']:.4f}  {r['defocus_effect_nmse_power']:.1e}  "
+                         f"{r['residual_over_effect']:9.3f}  {r['exact_s']:8.1f}  {r['emulator_s']:.3f}")
     t = report.get("timing")
     if t:
         lines.append(f"d. timing {t['size']}^2: exact {t['exact_per_pixel_s']:.1f} s, emulator "
@@ -594,7 +587,9 @@ def format_table(report: dict) -> str:
                      "paper ~12 min vs ~100 ms at 256^2)")
     p = report.get("psf")
     if p:
-        lines.append("c. PSF NMSE vs r0: " + ", ".join(f"{r['r0_cm']:g} cm {r['nmse_mean']:.2e}" for r in p["per_r0"]))
+        lines.append(
+            "c. PSF NMSE vs r0: " + ", ".join(f"{r['r0_cm']:g} cm {r['nmse_power_mean']:.2e}" for r in p["per_r0"])
+        )
     s = report.get("simulate") or {}
     if "skipped" in s:
         lines.append(f"e. simulated frames: skipped ({s['skipped']})")
@@ -602,8 +597,10 @@ def format_table(report: dict) -> str:
         def per_frame(key):
             return ", ".join(f"{v:.2e}" for o in s["objects"] for v in o[key])
         lines.append(f"e. simulated frames {s['size'][0]}^2 (object with its margin): NMSE per frame "
-                     f"{per_frame('nmse_per_frame')}; bare TRUTH {per_frame('nmse_per_frame_without_margin')}, "
-                     f"its interior (border {s['interior_border_px']} px) {per_frame('nmse_per_frame_without_margin_interior')}")
+                     f"{per_frame('nmse_power_per_frame')}; bare TRUTH "
+                     f"{per_frame('nmse_power_per_frame_without_margin')}, "
+                     f"its interior (border {s['interior_border_px']} px) "
+                     f"{per_frame('nmse_power_per_frame_without_margin_interior')}")
     tg = report["targets"]
 
     def yn(v):
@@ -622,8 +619,12 @@ def format_table(report: dict) -> str:
 @click.option("--quick", is_flag=True, help="128^2, one defocus position, 48 pairs, 3 realisations per r0.")
 @click.option("--size", type=int, default=None, help="Side of the defocus test image (default 256, --quick 128).")
 @click.option("--pairs", "n_pairs", type=int, default=None, help="Held-out pairs (default 256, --quick 48).")
-@click.option("--realisations", type=int, default=None, help="Wavefronts per r0 in the PSF test (default 8, --quick 3).")
-@click.option("--defocus-rad", type=float, default=1.5, show_default=True, help="Peak defocus (rad RMS of the KL mode).")
+@click.option(
+    "--realisations", type=int, default=None, help="Wavefronts per r0 in the PSF test (default 8, --quick 3)."
+)
+@click.option(
+    "--defocus-rad", type=float, default=1.5, show_default=True, help="Peak defocus (rad RMS of the KL mode)."
+)
 @click.option("--sigma-px", type=float, default=20.0, show_default=True, help="Width of the defocus bump.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Held-out seed offset (seeds 20000 + seed).")
 @click.option("--device", default="cpu", show_default=True, help="Device of the emulator (cpu, cuda).")

@@ -27,11 +27,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from svrt.windows import hann
+
 __all__ = ["estimate_shift", "apply_shift_field", "destretch"]
-
-
-def _hann2(n: int, m: int) -> np.ndarray:
-    return np.outer(np.hanning(n), np.hanning(m))
 
 
 def estimate_shift(image: np.ndarray, reference: np.ndarray, max_shift: float = 8.0) -> tuple[float, float]:
@@ -39,7 +37,7 @@ def estimate_shift(image: np.ndarray, reference: np.ndarray, max_shift: float = 
     searched within ``max_shift`` pixels; sub-pixel by parabolic interpolation of the correlation peak."""
     a = np.asarray(image, np.float64)
     b = np.asarray(reference, np.float64)
-    w = _hann2(*a.shape)
+    w = hann(a.shape).numpy()
     a = (a - a.mean()) * w
     b = (b - b.mean()) * w
     cc = np.fft.irfft2(np.fft.rfft2(a) * np.conj(np.fft.rfft2(b)), s=a.shape)

@@ -8,9 +8,15 @@ All functions take numpy arrays or torch tensors ``[..., Y, X]`` and return nump
   power at the diffraction cutoff D/lambda), the images mirror-padded so that the periodic FFT does not
   ring at the borders. Compare a restoration with the truth only after both went through it: what lies
   beyond the cutoff is not in any frame.
-* :func:`nmse`: ``<(x - t)^2> / <(t - <t>)^2>``, the mean squared error normalised by the variance of
-  the reference t (so 1 is "as bad as a flat image at the right mean"); ``normalization="power"``
-  divides by ``<t^2>`` instead (the paper's emulator NMSE).
+Two normalised mean squared errors, named by what they divide by (they differ by orders of magnitude on
+the same images: the README's 2e-4 for the emulator is an ``nmse_power``, 0.24 for a restoration an
+``nmse_variance``):
+
+* :func:`nmse_variance`: ``sum (x - t)^2 / sum (t - <t>)^2``, normalised by the variance of the reference
+  t (1 is "as bad as a flat image at the right mean"). The score of a restoration (DESIGN.md): a
+  solar image's mean would swamp its contrast of a few per cent.
+* :func:`nmse_power`: ``sum (x - t)^2 / sum t^2``, normalised by the reference's power: the paper's
+  Eq. 12, the emulator's figure against the exact convolution (training, ``svrt validate``).
 * :func:`power_spectrum`: azimuthally averaged power of the mean-subtracted, Hann-apodised image in
   bins of ``1 / min(Y, X)`` cycles per pixel, up to the Nyquist frequency 0.5.
 * :func:`spectral_distance`: RMS of ``log10(P_x / P_t)`` over frequencies from the first bin to the
@@ -29,8 +35,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["contrast", "diffraction_limited", "nmse", "power_spectrum", "spectral_distance", "compare",
-           "format_comparison", "score_restoration", "SCORE_BANDS", "SCORE_LOWPASS", "SCORE_BORDER"]
+from svrt.windows import hann
+
+__all__ = ["contrast", "diffraction_limited", "nmse_variance", "nmse_power", "power_spectrum", "spectral_distance",
+           "compare", "format_comparison", "score_restoration", "SCORE_BANDS", "SCORE_LOWPASS", "SCORE_BORDER"]
 
 #: bands of the azimuthal power ratio, in units of the diffraction cutoff D/lambda
 SCORE_BANDS = ((0.05, 0.3), (0.3, 0.6), (0.6, 0.9))
@@ -38,6 +46,8 @@ SCORE_BANDS = ((0.05, 0.3), (0.3, 0.6), (0.6, 0.9))
 SCORE_LOWPASS = 0.9
 #: fraction of the image side dropped at each border before the score
 SCORE_BORDER = 1 / 8
+#: old score keys -> the keys written now (the variance-normalised NMSE was called plain "nmse")
+LEGACY_SCORE_KEYS = {"nmse": "nmse_variance", "nmse_destretched": "nmse_variance_destretched"}
 
 
 def _t(x) -> torch.Tensor:
@@ -78,18 +88,32 @@ def diffraction_limited(image, cutoff_cycles_per_pixel: float, width: float = 2.
     return out.reshape(shape).numpy()
 
 
-def nmse(estimate, reference, normalization: str = "variance", margin: int = 0) -> np.ndarray:
-    """Normalised mean squared error over the last two axes: ``<(x - t)^2> / <(t - <t>)^2>``
-    (``normalization="variance"``) or ``/ <t^2>`` (``"power"``); ``margin`` pixels cut at each border."""
+def nmse_variance(estimate, reference, margin: int = 0) -> np.ndarray:
+    """``sum (x - t)^2 / sum (t - <t>)^2`` over the last two axes (float64), ``margin`` pixels cut at each
+    border: the NMSE normalised by the reference's variance (the score's NMSE, DESIGN.md).
+
+    >>> t = np.array([[1.0, 3.0]])
+    >>> float(nmse_variance(np.full_like(t, 2.0), t))    # a flat image at the right mean scores 1
+    1.0
+    """
     x, t = _crop(_t(estimate), margin), _crop(_t(reference), margin)
-    err = (x - t).pow(2).mean(dim=(-2, -1))
-    if normalization == "variance":
-        den = (t - t.mean(dim=(-2, -1), keepdim=True)).pow(2).mean(dim=(-2, -1))
-    elif normalization == "power":
-        den = t.pow(2).mean(dim=(-2, -1))
-    else:
-        raise ValueError(f"normalization must be 'variance' or 'power'; got {normalization!r}")
+    err = (x - t).pow(2).sum(dim=(-2, -1))
+    den = (t - t.mean(dim=(-2, -1), keepdim=True)).pow(2).sum(dim=(-2, -1))
     return (err / den).numpy()
+
+
+def nmse_power(estimate, reference, dims=(-2, -1)):
+    """The paper's Eq. 12, ``sum (x - t)^2 / sum t^2`` over ``dims``: the NMSE normalised by the
+    reference's power. Two tensors give a tensor (their dtype and device, differentiable: the training
+    loop's held-out figure); anything else a float64 numpy array.
+
+    >>> float(nmse_power(np.array([[1.0, 3.0]]), np.array([[1.0, 2.0]])))
+    0.2
+    """
+    if isinstance(estimate, torch.Tensor) and isinstance(reference, torch.Tensor):
+        return (estimate - reference).pow(2).sum(dim=dims) / reference.pow(2).sum(dim=dims)
+    x, t = _t(estimate), _t(reference)
+    return ((x - t).pow(2).sum(dim=dims) / t.pow(2).sum(dim=dims)).numpy()
 
 
 def power_spectrum(image, margin: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -99,8 +123,7 @@ def power_spectrum(image, margin: int = 0) -> tuple[np.ndarray, np.ndarray]:
     averaged in rings of width ``1 / min(Y, X)``; the zero-frequency bin is left out."""
     x = _crop(_t(image), margin)
     y, xx = x.shape[-2:]
-    win = torch.outer(torch.hann_window(y, periodic=False, dtype=torch.float64),
-                      torch.hann_window(xx, periodic=False, dtype=torch.float64))
+    win = hann((y, xx))
     x = (x - x.mean(dim=(-2, -1), keepdim=True)) * win
     spec = torch.fft.fft2(x).abs().pow(2) / (win.pow(2).sum())
     fy = torch.fft.fftfreq(y, dtype=torch.float64)[:, None]
@@ -134,11 +157,11 @@ def compare(truth, estimates: Mapping[str, object], cutoff_cycles_per_pixel, mar
             register: bool = False) -> dict:
     """Figures of each estimate ``[K, Y, X]`` against the truth ``[K, Y, X]``.
 
-    ``cutoff_cycles_per_pixel``: one value, or one per object. Returns ``{name: {"nmse": [K],
+    ``cutoff_cycles_per_pixel``: one value, or one per object. Returns ``{name: {"nmse_variance": [K],
     "spectral_distance": [K], "contrast": [K]}}`` plus ``"truth": {"contrast": [K]}``; NMSE after both
     went through :func:`diffraction_limited`, ``margin`` pixels cut at each border (the emulator's and
-    the filter's boundary zone). ``register=True`` adds ``"nmse_registered"`` (the NMSE after the
-    filtered estimate is destretched onto the filtered truth, :func:`svrt.runtime.registration.destretch`:
+    the filter's boundary zone). ``register=True`` adds ``"nmse_variance_registered"`` (the NMSE after the
+    filtered estimate is destretched onto the filtered truth, :func:`svrt.benchmarks.registration.destretch`:
     the object's position is not determined by the data) and ``"shift_rms"`` (pixels)."""
     t = np.asarray(truth, dtype=np.float64)
     if t.ndim == 2:
@@ -153,22 +176,24 @@ def compare(truth, estimates: Mapping[str, object], cutoff_cycles_per_pixel, mar
             e = e[None]
         e_dl = np.stack([diffraction_limited(e[i], float(cut[i])) for i in range(k)])
         out[name] = {
-            "nmse": nmse(e_dl, t_dl, margin=margin),
-            "spectral_distance": np.array([spectral_distance(e_dl[i], t_dl[i], float(cut[i]), margin) for i in range(k)]),
+            "nmse_variance": nmse_variance(e_dl, t_dl, margin=margin),
+            "spectral_distance": np.array(
+                [spectral_distance(e_dl[i], t_dl[i], float(cut[i]), margin) for i in range(k)]
+            ),
             "contrast": contrast(e_dl, margin),
         }
         if register:
-            from svrt.runtime.registration import destretch
+            from svrt.benchmarks.registration import destretch
 
             reg = [destretch(e_dl[i], t_dl[i]) for i in range(k)]
-            out[name]["nmse_registered"] = nmse(np.stack([r[0] for r in reg]), t_dl, margin=margin)
+            out[name]["nmse_variance_registered"] = nmse_variance(np.stack([r[0] for r in reg]), t_dl, margin=margin)
             out[name]["shift_rms"] = np.array([float(np.sqrt(np.mean(r[1] ** 2 + r[2] ** 2))) for r in reg])
     return out
 
 
 def format_comparison(figures: dict) -> str:
     """A small text table of :func:`compare`'s output (one line per estimate, objects separated by '/')."""
-    lines = [f"{'':18s} {'NMSE':>20s} {'log-spectrum RMS':>20s} {'contrast':>20s}"]
+    lines = [f"{'':18s} {'NMSE (variance)':>20s} {'log-spectrum RMS':>20s} {'contrast':>20s}"]
 
     def cell(v) -> str:
         return " / ".join(f"{float(a):.4f}" for a in np.atleast_1d(v))
@@ -176,7 +201,8 @@ def format_comparison(figures: dict) -> str:
     for name, fig in figures.items():
         if name == "truth":
             continue
-        lines.append(f"{name:18s} {cell(fig['nmse']):>20s} {cell(fig['spectral_distance']):>20s} {cell(fig['contrast']):>20s}")
+        lines.append(f"{name:18s} {cell(fig['nmse_variance']):>20s} {cell(fig['spectral_distance']):>20s} "
+                     f"{cell(fig['contrast']):>20s}")
     lines.append(f"{'truth':18s} {'':>20s} {'':>20s} {cell(figures['truth']['contrast']):>20s}")
     return "\n".join(lines)
 
@@ -201,11 +227,11 @@ def score_restoration(restoration, truth, cutoff_cycles_per_pixel: float, *, des
        the NMSE depend on the registration; the erf's transition (~0.1 of the cutoff) does not ring
        measurably, yet nothing beyond ~1.05 of the cutoff, where no frame has information, is left.
        It is also the filter H the solver applies to its own object, with the same n.
-    2. Register r to t: the global sub-pixel shift of :func:`svrt.runtime.registration.estimate_shift`
+    2. Register r to t: the global sub-pixel shift of :func:`svrt.benchmarks.registration.estimate_shift`
        (cross-correlation peak, parabolic refinement), refined twice on the shifted image, applied
-       with :func:`~svrt.runtime.registration.apply_shift_field` (bicubic, mirrored borders).
+       with :func:`~svrt.benchmarks.registration.apply_shift_field` (bicubic, mirrored borders).
        ``destretch=True`` also reports the NMSE after a smooth shift field
-       (:func:`~svrt.runtime.registration.destretch`) on top of it (``nmse_destretched``).
+       (:func:`~svrt.benchmarks.registration.destretch`) on top of it (``nmse_variance_destretched``).
     3. Drop ``border`` (1/8) of the image side at every edge (the boundary zone of every method:
        patches, mirrored margins, the shift's resampling), then scale r to t's mean over what is left.
     4. NMSE = sum (r - t)^2 / sum (t - <t>)^2 (normalised by the truth's variance); the RMS contrast
@@ -213,13 +239,15 @@ def score_restoration(restoration, truth, cutoff_cycles_per_pixel: float, *, des
        ``bands`` (fractions of the cutoff; :func:`power_spectrum`, Hann window) -- 1 is the truth's
        power, < 1 a blurred restoration, > 1 noise or ringing.
 
-    Returns a dict of plain floats (JSON-ready): ``nmse``, ``contrast``, ``contrast_truth``,
+    Returns a dict of plain floats (JSON-ready): ``nmse_variance``, ``contrast``, ``contrast_truth``,
     ``power_ratio`` ``{"0.05-0.3": .., "0.3-0.6": .., "0.6-0.9": ..}``, ``shift_px`` ``[dy, dx]`` (where
-    r's content sat relative to t, the convention of :mod:`svrt.runtime.registration`), ``scale``
+    r's content sat relative to t, the convention of :mod:`svrt.benchmarks.registration`), ``scale``
     (the factor applied to r), ``border_px``, ``lowpass`` and ``filter`` (a description); with
-    ``destretch`` also ``nmse_destretched`` and ``destretch_rms_px``.
+    ``destretch`` also ``nmse_variance_destretched`` and ``destretch_rms_px``. The same two NMSEs also
+    under their old keys ``nmse`` and ``nmse_destretched`` (:data:`LEGACY_SCORE_KEYS`), which
+    ``benchmarks/peers.py`` and its ``peers.json`` files still use.
     """
-    from svrt.runtime.registration import apply_shift_field, estimate_shift
+    from svrt.benchmarks.registration import apply_shift_field, estimate_shift
 
     r = np.asarray(restoration.detach().cpu().numpy() if isinstance(restoration, torch.Tensor) else restoration,
                    dtype=np.float64)
@@ -260,9 +288,11 @@ def score_restoration(restoration, truth, cutoff_cycles_per_pixel: float, *, des
     ratios = {}
     for lo, hi in bands:
         sel = (f >= lo * cut) & (f < hi * cut)
-        ratios[_band_key((lo, hi))] = float(p_r[sel].sum() / p_t[sel].sum()) if sel.any() and p_t[sel].sum() > 0 else float("nan")
+        ratios[_band_key((lo, hi))] = (
+            float(p_r[sel].sum() / p_t[sel].sum()) if sel.any() and p_t[sel].sum() > 0 else float("nan")
+        )
     out = {
-        "nmse": err,
+        "nmse_variance": err,
         "contrast": float(r_c.std() / r_c.mean()),
         "contrast_truth": float(t_c.std() / t_c.mean()),
         "power_ratio": ratios,
@@ -273,9 +303,11 @@ def score_restoration(restoration, truth, cutoff_cycles_per_pixel: float, *, des
         "filter": f"erf (Eq. 16), half power at {lowpass:g} D/lambda, n = {sharpness:g}, mirror-padded",
     }
     if destretch:
-        from svrt.runtime.registration import destretch as _destretch
+        from svrt.benchmarks.registration import destretch as _destretch
 
         warped, sy, sx = _destretch(reg, t_lp)
-        out["nmse_destretched"] = figures(warped)[0]
+        out["nmse_variance_destretched"] = figures(warped)[0]
         out["destretch_rms_px"] = float(np.sqrt(np.mean((sy - sy.mean()) ** 2 + (sx - sx.mean()) ** 2)))
+    # the old names, until benchmarks/peers.py (another branch's file) reads the new ones
+    out.update({old: out[new] for old, new in LEGACY_SCORE_KEYS.items() if new in out})
     return out

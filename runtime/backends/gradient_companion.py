@@ -1,0 +1,34 @@
+"""The gradient-graph companion file of an exported back end (ONNX Runtime ``.onnx``, TensorRT ``.plan``).
+
+One rule for both: the vector-Jacobian product graph of ``name.ext`` is ``name.vjp.ext`` beside it
+(:func:`vjp_path_for`), written by ``svrt export`` together with the forward graph and found there by
+the back end; the pair belongs together only when the metadata keys both carry agree
+(:func:`check_pair`: same instrument, weights, modes, precision, and for plans the same TensorRT and GPU).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from svrt.errors import SvrtError
+
+__all__ = ["vjp_path_for", "check_pair"]
+
+
+def vjp_path_for(path: str | Path) -> Path:
+    """The companion of a forward graph: ``name.ext -> name.vjp.ext``.
+
+    >>> vjp_path_for("out/crisp8542.onnx").as_posix(), vjp_path_for("crisp8542.plan").as_posix()
+    ('out/crisp8542.vjp.onnx', 'crisp8542.vjp.plan')
+    """
+    p = Path(path)
+    return p.with_name(f"{p.stem}.vjp{p.suffix}")
+
+
+def check_pair(forward_meta: dict, vjp_meta: dict, path, vjp_path, keys, artefact: str, rebuild: str) -> None:
+    """:class:`SvrtError` unless the VJP file's metadata agrees with the forward file's on every key of
+    ``keys``; ``artefact`` ("graph", "plan") and ``rebuild`` (the command that writes both) word the error."""
+    for key in keys:
+        if forward_meta.get(key) != vjp_meta.get(key):
+            raise SvrtError(f"{vjp_path}: metadata key '{key}' is '{vjp_meta.get(key)}' but the forward {artefact} "
+                            f"{path} has '{forward_meta.get(key)}'; {rebuild}.")
