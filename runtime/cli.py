@@ -288,6 +288,9 @@ _solver_options = [
                  help="Stop an object solve when the loss falls by less than this (relative) in an iteration."),
     click.option("--time-budget", default=None, type=_Finite(0, 1e7, open_lo=True),
                  help="Seconds after which the restoration stops refining [default: no limit]."),
+    click.option("--select-frames", default=None, type=_Finite(0, 1e6, open_lo=True), metavar="F|N",
+                 help="Keep the sharpest frames by RMS contrast of object 0: a fraction in (0, 1) or a count >= 1 "
+                      "[default: all]; the kept frames are recorded in the header (FRSEL_KEPT)."),
     click.option("--iterations", default=_default("iterations"), show_default=True, type=click.IntRange(1, MAX_ITERATIONS),
                  help="AdamW iterations (method adam)."),
     click.option("--lambda-obj", default=_default("lambda_obj"), show_default=True, type=_Finite(0, 1e6),

@@ -80,6 +80,7 @@ class SolverConfig:
     progress: bool = True                # tqdm progress bar on stderr
     checkpoint: str | None = None        # path of the checkpoint file (svrt.runtime.checkpoint); None: no checkpoints
     checkpoint_every: int = 10           # adam: write the checkpoint every this many iterations (momfbd: after every stage)
+    select_frames: float | None = None   # keep the sharpest frames by RMS contrast: a fraction in (0, 1) or a count >= 1 (None: all)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -142,6 +143,9 @@ class SolverConfig:
              f"checkpoint must be None or a file path; got {self.checkpoint!r}.")
         need(isinstance(self.checkpoint_every, int) and 1 <= self.checkpoint_every <= MAX_ITERATIONS,
              f"checkpoint_every must be an integer in 1..{MAX_ITERATIONS}; got {self.checkpoint_every!r}.")
+        need(self.select_frames is None or (isinstance(self.select_frames, (int, float)) and not isinstance(self.select_frames, bool)
+                                            and math.isfinite(self.select_frames) and self.select_frames > 0),
+             f"select_frames must be None, a fraction in (0, 1) or a number of frames >= 1; got {self.select_frames!r}.")
         need(self.kernels in ("auto", "torch", "triton"), f"kernels must be auto, torch or triton; got {self.kernels!r}.")
         return self
 
