@@ -1101,7 +1101,9 @@ def read_burst(
     - Boolean FRAMES are refused. With ``check`` (the default) the frames go through
       :func:`svrt.checks.check_frames`: dead (constant, all-zero) frames, 0/1 masks, magnitudes near
       the float32 limit are refused, odd frames warned about. ``check=False`` reads them as they are
-      (then :func:`svrt.checks.drop_dead_frames` can leave dead frames out).
+      (then :func:`svrt.checks.drop_dead_frames` can leave dead frames out). It also warns on frames that
+      share a fixed pattern beyond the diffraction cutoff (dark or flat not applied,
+      :func:`svrt.checks.check_calibration`).
     - The header is the primary header's cards plus those of the FRAMES extension (dataset) that the
       primary lacks (BUNIT, EXPTIME, WCS cards such as CTYPE1, CRPIX1, CRVAL1, PC1_1, ...), so that a
       restoration keeps them.
@@ -1143,9 +1145,10 @@ def read_burst(
         _check_finite(modes, "MODES", where)
     instruments = _instruments_from(contents, k, instrument)
     if check:
-        from svrt.checks import check_frames
+        from svrt.checks import check_calibration, check_frames
 
         check_frames(frames, where, mask=mask)
+        check_calibration(frames, instruments, where, mask=mask)
     header = _extras(contents.root)
     header.update(_image_cards(frames_cards, header, contents.fmt))
     return Burst(frames=frames, instruments=instruments, truth=truth, modes=modes, header=header, mask=mask)
