@@ -291,6 +291,9 @@ _solver_options = [
     click.option("--select-frames", default=None, type=_Finite(0, 1e6, open_lo=True), metavar="F|N",
                  help="Keep the sharpest frames by RMS contrast of object 0: a fraction in (0, 1) or a count >= 1 "
                       "[default: all]; the kept frames are recorded in the header (FRSEL_KEPT)."),
+    click.option("--align-channels", is_flag=True, default=False,
+                 help="Register objects 1..K-1 to object 0 (shift, rotation, scale) before the solve: from the burst's "
+                      "ALIGNk = 'dy,dx,deg,scale' cards, else estimated from the frame averages (recorded as ALIGNk)."),
     click.option("--iterations", default=_default("iterations"), show_default=True, type=click.IntRange(1, MAX_ITERATIONS),
                  help="AdamW iterations (method adam)."),
     click.option("--lambda-obj", default=_default("lambda_obj"), show_default=True, type=_Finite(0, 1e6),

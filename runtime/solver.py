@@ -317,6 +317,12 @@ class SVMOMFBD:
             from svrt.runtime.frame_selection import select_frames
 
             burst, selection = select_frames(burst, cfg.select_frames)
+        if cfg.align_channels and burst.shape[0] > 1:
+            # channels 1..K-1 onto channel 0's grid: shift, rotation, scale (svrt.runtime.camera_alignment)
+            from svrt.runtime.camera_alignment import align_burst
+
+            burst, cards = align_burst(burst)
+            selection.update(cards)
         k, n_frames, y, x = burst.shape
         dev = self.device
         plan = self.plan(k, n_frames, (y, x))

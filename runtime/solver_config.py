@@ -81,6 +81,7 @@ class SolverConfig:
     checkpoint: str | None = None        # path of the checkpoint file (svrt.runtime.checkpoint); None: no checkpoints
     checkpoint_every: int = 10           # adam: write the checkpoint every this many iterations (momfbd: after every stage)
     select_frames: float | None = None   # keep the sharpest frames by RMS contrast: a fraction in (0, 1) or a count >= 1 (None: all)
+    align_channels: bool = False         # register channels 1..K-1 to channel 0 (shift, rotation, scale; ALIGNk cards or the frame averages)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -146,6 +147,7 @@ class SolverConfig:
         need(self.select_frames is None or (isinstance(self.select_frames, (int, float)) and not isinstance(self.select_frames, bool)
                                             and math.isfinite(self.select_frames) and self.select_frames > 0),
              f"select_frames must be None, a fraction in (0, 1) or a number of frames >= 1; got {self.select_frames!r}.")
+        need(isinstance(self.align_channels, bool), f"align_channels must be True or False; got {self.align_channels!r}.")
         need(self.kernels in ("auto", "torch", "triton"), f"kernels must be auto, torch or triton; got {self.kernels!r}.")
         return self
 
