@@ -17,6 +17,11 @@ Burst file (see ``/work/shared/DESIGN.md``, "File contracts"), FITS layout::
     TRUTH    float32 [K, Y, X]     object before the atmosphere (simulated bursts only)
     MODES    float32 [L, M, Yg, Xg] true KL coefficients, BUNIT = 'rad' (simulated bursts only)
 
+Optional cards of the primary header that the solver reads (``docs/OBSERVING.md``): phase diversity,
+``DIVERSk`` [waves P-V] or ``DIVMMk`` [mm] with ``FNUMk``/``FNUMBER``, and ``DIVOBJk`` (the channel whose
+object channel k images; :mod:`svrt.optics.diversity`); camera alignment ``ALIGNk = 'dy,dx,deg,scale'``
+(:mod:`svrt.runtime.camera_alignment`). A burst without them is read and solved as before.
+
 HDF5 layout: datasets ``frames``, ``truth``, ``modes`` (attributes ``units`` and ``axes``),
 root attributes ``svrt_file``, ``instruments`` (array of str) and one attribute per header key.
 
