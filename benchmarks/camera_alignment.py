@@ -21,16 +21,6 @@ from pathlib import Path
 import numpy as np
 
 
-def inverse(a):
-    """The transform q -> p of an :class:`~svrt.runtime.camera_alignment.Alignment` a (p -> q)."""
-    from svrt.runtime.camera_alignment import Alignment
-
-    t = math.radians(a.rotation_deg)
-    dy = -(math.cos(t) * a.dy + math.sin(t) * a.dx) / a.scale
-    dx = -(-math.sin(t) * a.dy + math.cos(t) * a.dx) / a.scale
-    return Alignment(dy, dx, -a.rotation_deg, 1.0 / a.scale)
-
-
 def trial(seed: int, size: int = 128, noise: float = 0.01) -> dict:
     from svrt.runtime.camera_alignment import Alignment, apply_alignment, estimate_alignment
     from svrt.scenes import make_objects
@@ -43,7 +33,7 @@ def trial(seed: int, size: int = 128, noise: float = 0.01) -> dict:
     truth = Alignment(rng.uniform(-5, 5), rng.uniform(-5, 5), rng.uniform(-2, 2), rng.uniform(0.98, 1.02))
     crop = (slice(32, 32 + size), slice(32, 32 + size))
     ref = big[crop] + noise * big.std() * rng.standard_normal((size, size))
-    img = apply_alignment(big, inverse(truth)).numpy()[crop] + noise * big.std() * rng.standard_normal((size, size))
+    img = apply_alignment(big, truth.inverse()).numpy()[crop] + noise * big.std() * rng.standard_normal((size, size))
     got = estimate_alignment(img, ref)
     r = size * (0.5 - 1 / 8)
     err = {"dy": got.dy - truth.dy, "dx": got.dx - truth.dx, "rotation_deg": got.rotation_deg - truth.rotation_deg,

@@ -46,6 +46,13 @@ class Alignment:
     def card(self) -> str:
         return f"{self.dy:.4f},{self.dx:.4f},{self.rotation_deg:.5f},{self.scale:.6f}"
 
+    def inverse(self) -> "Alignment":
+        """The transform q -> p: ``p = c + R(-t) (q - c - d) / s`` (how to make a misaligned channel from a reference)."""
+        t = math.radians(self.rotation_deg)
+        dy = -(math.cos(t) * self.dy + math.sin(t) * self.dx) / self.scale
+        dx = -(-math.sin(t) * self.dy + math.cos(t) * self.dx) / self.scale
+        return Alignment(dy, dx, -self.rotation_deg, 1.0 / self.scale)
+
 
 def parse_alignment(text, key: str) -> Alignment:
     """An :class:`Alignment` from the card text ``'dy,dx,t,s'``; one SvrtError sentence otherwise."""

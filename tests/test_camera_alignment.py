@@ -28,18 +28,10 @@ def scene():
     return _blur(big, 1.5)                                     # a frame average: seeing-blurred
 
 
-def _inverse(a: Alignment) -> Alignment:
-    """The transform q -> p of ``a`` (p -> q = c + s R(t) (p - c) + d): p = c + R(-t) (q - c - d) / s."""
-    t = math.radians(a.rotation_deg)
-    dy = -(math.cos(t) * a.dy + math.sin(t) * a.dx) / a.scale
-    dx = -(-math.sin(t) * a.dy + math.cos(t) * a.dx) / a.scale
-    return Alignment(dy, dx, -a.rotation_deg, 1.0 / a.scale)
-
-
 def _channel(scene, truth: Alignment, noise: float, rng):
     """Reference (the centre 96^2) and the channel that recorded reference pixel p at q(p) of ``truth``:
     channel(q) = reference(p), i.e. the scene sampled through the inverse transform."""
-    warped = apply_alignment(scene, _inverse(truth)).numpy()
+    warped = apply_alignment(scene, truth.inverse()).numpy()
     ref = scene[32:128, 32:128]
     img = warped[32:128, 32:128]
     # pixels of the 96^2 crop map through q about the crop's centre, which is the big image's centre
