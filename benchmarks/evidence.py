@@ -5,7 +5,7 @@ bursts whose truth is known.
 For every seed: ``simulate_burst`` (crisp8542, r0 = 10 cm, theta0 = 2", 1 % noise by default), then
 the same solver settings with each grid, then :func:`svrt.benchmarks.metrics.compare` against the truth:
 NMSE after filtering both to the diffraction limit, raw and after registration (the headline:
-MOMFBD cannot know where the object sits, see :mod:`svrt.benchmarks.registration`), the RMS distance of
+MOMFBD cannot know where the object sits, see :mod:`svrt.registration`), the RMS distance of
 the log power spectra (shift-blind), the contrast. Writes ``evidence.json`` and ``evidence.png``
 (registered NMSE per seed and method) and prints markdown tables.
 
@@ -152,7 +152,7 @@ def evidence_command(model, backend, seeds, size, frames, objects, grid, iterati
                                            "filtering both to the diffraction limit, 8-px border cut",
                           "nmse_variance_registered": "the same after destretching the filtered estimate onto the "
                                                       "filtered truth "
-                                             "(32-px blocks; svrt.benchmarks.registration)",
+                                             "(32-px blocks; svrt.registration)",
                           "spectral_distance": "RMS of log10 of the power-spectrum ratio to the truth's, up to the "
                                                "cutoff"},
               "cases": cases, "summary": summarize(cases, grids)}

@@ -161,7 +161,7 @@ def compare(truth, estimates: Mapping[str, object], cutoff_cycles_per_pixel, mar
     "spectral_distance": [K], "contrast": [K]}}`` plus ``"truth": {"contrast": [K]}``; NMSE after both
     went through :func:`diffraction_limited`, ``margin`` pixels cut at each border (the emulator's and
     the filter's boundary zone). ``register=True`` adds ``"nmse_variance_registered"`` (the NMSE after the
-    filtered estimate is destretched onto the filtered truth, :func:`svrt.benchmarks.registration.destretch`:
+    filtered estimate is destretched onto the filtered truth, :func:`svrt.registration.destretch`:
     the object's position is not determined by the data) and ``"shift_rms"`` (pixels)."""
     t = np.asarray(truth, dtype=np.float64)
     if t.ndim == 2:
@@ -183,7 +183,7 @@ def compare(truth, estimates: Mapping[str, object], cutoff_cycles_per_pixel, mar
             "contrast": contrast(e_dl, margin),
         }
         if register:
-            from svrt.benchmarks.registration import destretch
+            from svrt.registration import destretch
 
             reg = [destretch(e_dl[i], t_dl[i]) for i in range(k)]
             out[name]["nmse_variance_registered"] = nmse_variance(np.stack([r[0] for r in reg]), t_dl, margin=margin)
@@ -227,11 +227,11 @@ def score_restoration(restoration, truth, cutoff_cycles_per_pixel: float, *, des
        the NMSE depend on the registration; the erf's transition (~0.1 of the cutoff) does not ring
        measurably, yet nothing beyond ~1.05 of the cutoff, where no frame has information, is left.
        It is also the filter H the solver applies to its own object, with the same n.
-    2. Register r to t: the global sub-pixel shift of :func:`svrt.benchmarks.registration.estimate_shift`
+    2. Register r to t: the global sub-pixel shift of :func:`svrt.registration.estimate_shift`
        (cross-correlation peak, parabolic refinement), refined twice on the shifted image, applied
-       with :func:`~svrt.benchmarks.registration.apply_shift_field` (bicubic, mirrored borders).
+       with :func:`~svrt.registration.apply_shift_field` (bicubic, mirrored borders).
        ``destretch=True`` also reports the NMSE after a smooth shift field
-       (:func:`~svrt.benchmarks.registration.destretch`) on top of it (``nmse_variance_destretched``).
+       (:func:`~svrt.registration.destretch`) on top of it (``nmse_variance_destretched``).
     3. Drop ``border`` (1/8) of the image side at every edge (the boundary zone of every method:
        patches, mirrored margins, the shift's resampling), then scale r to t's mean over what is left.
     4. NMSE = sum (r - t)^2 / sum (t - <t>)^2 (normalised by the truth's variance); the RMS contrast
@@ -241,13 +241,13 @@ def score_restoration(restoration, truth, cutoff_cycles_per_pixel: float, *, des
 
     Returns a dict of plain floats (JSON-ready): ``nmse_variance``, ``contrast``, ``contrast_truth``,
     ``power_ratio`` ``{"0.05-0.3": .., "0.3-0.6": .., "0.6-0.9": ..}``, ``shift_px`` ``[dy, dx]`` (where
-    r's content sat relative to t, the convention of :mod:`svrt.benchmarks.registration`), ``scale``
+    r's content sat relative to t, the convention of :mod:`svrt.registration`), ``scale``
     (the factor applied to r), ``border_px``, ``lowpass`` and ``filter`` (a description); with
     ``destretch`` also ``nmse_variance_destretched`` and ``destretch_rms_px``. The same two NMSEs also
     under their old keys ``nmse`` and ``nmse_destretched`` (:data:`LEGACY_SCORE_KEYS`), which
     ``benchmarks/peers.py`` and its ``peers.json`` files still use.
     """
-    from svrt.benchmarks.registration import apply_shift_field, estimate_shift
+    from svrt.registration import apply_shift_field, estimate_shift
 
     r = np.asarray(restoration.detach().cpu().numpy() if isinstance(restoration, torch.Tensor) else restoration,
                    dtype=np.float64)
@@ -303,7 +303,7 @@ def score_restoration(restoration, truth, cutoff_cycles_per_pixel: float, *, des
         "filter": f"erf (Eq. 16), half power at {lowpass:g} D/lambda, n = {sharpness:g}, mirror-padded",
     }
     if destretch:
-        from svrt.benchmarks.registration import destretch as _destretch
+        from svrt.registration import destretch as _destretch
 
         warped, sy, sx = _destretch(reg, t_lp)
         out["nmse_variance_destretched"] = figures(warped)[0]

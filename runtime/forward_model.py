@@ -102,9 +102,13 @@ class ForwardModel:
     ratio: ``lambda_0 / lambda_k``, the factor from the reference wavelength's radians to this object's.
     kernels: the :mod:`svrt.kernels` implementation of the upsampling (auto, torch, triton).
     checkpointing: recompute the U-Net levels in the backward pass (when the engine allows it).
+    diversity: ``[M]`` known KL coefficients (radians at this object's wavelength) added to every frame's
+        wavefront after the wavelength scaling: a phase-diversity channel's defocus
+        (:mod:`svrt.optics.diversity`); None for an ordinary channel.
     """
 
-    def __init__(self, engine, instrument: str, ratio: float, kernels: str = "auto", checkpointing: bool = False):
+    def __init__(self, engine, instrument: str, ratio: float, kernels: str = "auto", checkpointing: bool = False,
+                 diversity: torch.Tensor | None = None):
         self.engine = engine
         self.instrument = instrument
         self.ratio = ratio
@@ -114,6 +118,14 @@ class ForwardModel:
         self.coarse_modes = bool(getattr(engine, "wants_coarse_modes", False))
         self.linear_in_object = bool(getattr(engine, "linear_in_object", False))
         self.checkpointable = _checkpointable(engine)
+        self.diversity = diversity
+
+    def _modes(self, a_eff: torch.Tensor, frames_idx) -> torch.Tensor:
+        """The modes this channel sees, ``[B, M, Yg, Xg]``: scaled to its wavelength, plus its known diversity."""
+        a = a_eff[frames_idx] * self.ratio
+        if self.diversity is not None:
+            a = a + self.diversity.to(a)[None, :, None, None]
+        return a
 
     @property
     def fp16(self) -> bool:
@@ -130,9 +142,9 @@ class ForwardModel:
         obj = o_star_k[None, None].expand(b, 1, *o_star_k.shape[-2:]).contiguous()
         if self.coarse_modes:
             # exact optics with PSFs interpolated between the grid nodes (psf-interpolation back end)
-            out = self.engine.apply_coarse(obj, a_eff[frames_idx] * self.ratio, self.instrument, margin=m)
+            out = self.engine.apply_coarse(obj, self._modes(a_eff, frames_idx), self.instrument, margin=m)
             return out[:, 0, m:m + y, m:m + x].float()
-        modes = upsample(a_eff[frames_idx] * self.ratio, size, self.kernels)
+        modes = upsample(self._modes(a_eff, frames_idx), size, self.kernels)
         if m > 0:
             modes = F.pad(modes, (m, m, m, m), mode="replicate")
         with level_checkpointing(self.engine, self.checkpointing and self.checkpointable):

@@ -16,6 +16,12 @@ beyond the diffraction cutoff (:func:`svrt.runtime.problem.noise_variances`), ti
 With ``high_order="kolmogorov"`` the wavefront beyond the fitted modes enters as its mean OTF, from the
 r0 of the fitted modes (:mod:`svrt.optics.residual`).
 
+Phase diversity (``ctx.diversity``, :mod:`svrt.optics.diversity`): channels that image one object (a
+focused channel and its defocused partners) share one unknown object: the patch stage eliminates it from
+all their frames together, the object stage solves one object per group (the data terms of all its
+channels, the preconditioner summed over them, one prior) and every channel's forward model adds its
+known defocus. The objects are returned once per channel (the group's object in every row).
+
 With a checkpoint (``config.checkpoint``, :mod:`svrt.runtime.checkpoint`) the state is written after the
 first object solve and after every refinement round but the last; a resumed solve skips the patch stage
 and continues with the next round, to the same result.
@@ -73,6 +79,12 @@ def solve_momfbd(ctx: SolveContext, data_n, pix_w, init_o, init_a, t_start: floa
     k, n_frames, y, x = data_n.shape
     insts = ctx.insts
     ratios = ctx.ratios                      # lambda_0 / lambda_k of each object
+    # phase diversity: the unknown objects are one per group of channels; owner[k] is channel k's row
+    spec = ctx.diversity
+    groups = [[i] for i in range(k)] if spec is None else spec.groups
+    owner = list(range(k)) if spec is None else spec.owner
+    k_obj = len(groups)
+    insts_obj = [insts[g[0]] for g in groups]
     m = cfg.margin
     yg, xg = grid_shape((y, x), cfg.grid)
     deadline = None if cfg.time_budget is None else t_start + float(cfg.time_budget)
@@ -93,7 +105,7 @@ def solve_momfbd(ctx: SolveContext, data_n, pix_w, init_o, init_a, t_start: floa
     if resumed is not None:
         # continue after the stage the checkpoint was written at: the patch stage is not repeated
         tensors, state, saved = resumed
-        prior, attenuation, o_saved, a_saved, rounds_saved = _restore(tensors, state, k, shape_p, ck.path.name, dev)
+        prior, attenuation, o_saved, a_saved, rounds_saved = _restore(tensors, state, k_obj, shape_p, ck.path.name, dev)
         info.update(state["info"])
         history.update({key: list(saved.get(key, [])) for key in history})
     else:
@@ -103,11 +115,13 @@ def solve_momfbd(ctx: SolveContext, data_n, pix_w, init_o, init_a, t_start: floa
             # coarse to fine: one wavefront per frame from the whole field (the most data, no patch edges),
             # then every node's patch starts from it
             glob, _ = patch_wavefronts(data_n, insts, ctx.n_modes, (1, 1), nvar.mean(dim=1), cfg.patch_size,
-                                       cfg.patch_iterations, tiptilt=cfg.tiptilt, fit_modes=cfg.fit_modes)
+                                       cfg.patch_iterations, tiptilt=cfg.tiptilt, fit_modes=cfg.fit_modes,
+                                       diversity=spec)
             init_a = glob.expand(-1, -1, yg, xg).contiguous()
         node_iterations = cfg.patch_iterations if (cfg.node_iterations is None or init_a is None) else cfg.node_iterations
         alpha, pinfo = patch_wavefronts(data_n, insts, ctx.n_modes, (yg, xg), nvar.mean(dim=1), cfg.patch_size,
-                                        max(1, node_iterations), tiptilt=cfg.tiptilt, init=init_a, fit_modes=cfg.fit_modes)
+                                        max(1, node_iterations), tiptilt=cfg.tiptilt, init=init_a, fit_modes=cfg.fit_modes,
+                                        diversity=spec)
         if init_a is not None and (yg, xg) != (1, 1) and node_iterations == 0:
             alpha = init_a                     # the nodes keep the start; the SV refinement moves them
         problem = pinfo["problem"]
@@ -137,9 +151,9 @@ def solve_momfbd(ctx: SolveContext, data_n, pix_w, init_o, init_a, t_start: floa
                                                      float(info["D_OVER_R0"]) * ratios[i] ** 1.2, n_fit)
                                    for i, inst in enumerate(insts)]
             problem.refit_object_power(alpha_p)
-        prior = torch.empty(k, *shape_p, device=dev)
-        for i in range(k):
-            law = problem.powers[i]
+        prior = torch.empty(k_obj, *shape_p, device=dev)
+        for i in range(k_obj):
+            law = problem.powers[groups[i][0]]
             info[f"POWER_SLOPE{i}"] = round(law.slope, 3)
             r = cfg.prior_scale / law(nu_p)
             r[0, 0] = 0.0
@@ -157,12 +171,12 @@ def solve_momfbd(ctx: SolveContext, data_n, pix_w, init_o, init_a, t_start: floa
         model = torch.empty(k, n_frames, y, x, device=dev)
         total = 0.0
         for kk, idx in field_batches:
-            ok = o[kk].detach().requires_grad_(True)
+            ok = o[owner[kk]].detach().requires_grad_(True)
             with torch.enable_grad():
                 pred = ctx.models[kk].predict(attenuate(ok, kk), a_eff, idx, (y, x))
                 term = (weights[kk, idx] * (pred - data_n[kk, idx]).pow(2)).sum()
                 (g,) = torch.autograd.grad(term, ok)
-            grad[kk] += g
+            grad[owner[kk]] += g
             model[kk, idx] = pred.detach()
             total += float(term.detach())
         return total, grad, model
@@ -171,29 +185,39 @@ def solve_momfbd(ctx: SolveContext, data_n, pix_w, init_o, init_a, t_start: floa
         out = torch.empty(k, n_frames, y, x, device=dev)
         with torch.no_grad():
             for kk, idx in field_batches:
-                out[kk, idx] = ctx.models[kk].predict(attenuate(o[kk], kk), a_eff, idx, (y, x))
+                out[kk, idx] = ctx.models[kk].predict(attenuate(o[owner[kk]], kk), a_eff, idx, (y, x))
         return out
 
     def weighted_sq(r):
         return float((weights * r.pow(2)).sum())
 
     def denominator(a_eff):
-        """2 (sum_l w_kl |S_kl|^2 + R_k) with S_kl the OTF of frame l's field-mean wavefront."""
+        """2 (sum_l w_kl |S_kl|^2 + R_k) with S_kl the OTF of frame l's field-mean wavefront (for an object
+        seen in several channels, the sum over them of the data part)."""
         from svrt.optics.psf import PSFModel
 
         s = min(64, *shape_p)
         s -= s % 2
         mean_a = a_eff.mean(dim=(-2, -1))                                                     # [L, M]
-        out = torch.empty(k, *shape_p, device=dev)
+        out = torch.empty(k_obj, *shape_p, device=dev)
+        data_part = []
         for i, inst in enumerate(insts):
-            psf = PSFModel(inst, ctx.n_modes, psf_size=s, device=dev)(mean_a * ratios[i])  # [L, s, s]
+            a_i = mean_a * ratios[i]
+            if ctx.models[i].diversity is not None:
+                a_i = a_i + ctx.models[i].diversity.to(a_i)
+            psf = PSFModel(inst, ctx.n_modes, psf_size=s, device=dev)(a_i)                    # [L, s, s]
             big = torch.zeros(n_frames, *shape_p, device=dev)
             big[:, :s, :s] = psf
             t = torch.fft.fft2(torch.roll(big, shifts=(-(s // 2), -(s // 2)), dims=(-2, -1)))
             if attenuation[i] is not None:
                 t = t * attenuation[i]
             mean_w = w_kl[i] * (float(pix_w[i].mean()) if pix_w is not None else 1.0)
-            out[i] = 2.0 * ((mean_w[:, None, None] * t.abs().pow(2)).sum(dim=0) + prior[i])
+            data_part.append((mean_w[:, None, None] * t.abs().pow(2)).sum(dim=0))
+        for g, members in enumerate(groups):
+            part = data_part[members[0]]
+            for j in members[1:]:
+                part = part + data_part[j]
+            out[g] = 2.0 * (part + prior[g])
         return out.clamp_min(1e-12 * float(out.max()))
 
     def record(j_total, j_data, j_prior, j_modes, dt):
@@ -226,6 +250,8 @@ def solve_momfbd(ctx: SolveContext, data_n, pix_w, init_o, init_a, t_start: floa
     if resumed is None:
         bar.stage("objects")
         o = init_o.detach().to(dev)
+        if spec is not None:
+            o = o[[g[0] for g in groups]]                # each object starts from its anchor channel's average
         if m > 0:
             o = F.pad(o[:, None], (m, m, m, m), mode="reflect" if m < min(y, x) else "replicate")[:, 0]
         a = ctx.centred(alpha.to(dev))
@@ -244,7 +270,7 @@ def solve_momfbd(ctx: SolveContext, data_n, pix_w, init_o, init_a, t_start: floa
             info["STOP"] = "time budget"
             break
         bar.stage(f"refine {rnd + 1}/{cfg.refine_rounds}")
-        a = refine_modes(ctx, o, a, data_n, weights, attenuate, (y, x), record)
+        a = refine_modes(ctx, o if spec is None else o[owner], a, data_n, weights, attenuate, (y, x), record)
         o = object_stage(o, a)
         rounds_done += 1
         if rounds_done < n_rounds:
@@ -254,9 +280,12 @@ def solve_momfbd(ctx: SolveContext, data_n, pix_w, init_o, init_a, t_start: floa
     bar.close()
 
     # the restoration: o through the erf filter of Eq. 16 (o is already band-limited by the prior)
-    o_star = ctx.filtered(o, insts)
+    o_star = ctx.filtered(o, insts_obj)
     with torch.no_grad():
         model = emulate(o, a)
+    if spec is not None:
+        o, o_star = o[owner], o_star[owner]              # the group's object in every channel's row
+        info["DIVERSITY"] = True
     history["iteration"] = np.asarray(history["iteration"], dtype=np.int64)
     for key in ("total", "data", "reg_object", "reg_modes", "time_s"):
         history[key] = np.asarray(history[key], dtype=np.float64)

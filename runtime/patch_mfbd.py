@@ -19,11 +19,19 @@ whose Adam iterations start from zero wavefronts; started from these wavefronts 
 them and solve for the whole-field object (no mosaic). With ``grid = 0`` the one patch is the whole
 field: the spatially invariant MFBD.
 
+Phase diversity (Paxman et al. 1992): channels that image one object (a focused channel and its
+defocused partners, :mod:`svrt.optics.diversity`) form a group; ``S_jl`` is then the OTF of
+``alpha_l lambda_0 / lambda_j + delta_j`` (``delta_j`` the channel's known defocus) and the object of the
+group is eliminated from all its channels' frames together. With noise variance ``n_j`` per channel the
+metric of a group is the same expression in whitened spectra ``D_jl / sqrt(n_j)``, ``S_jl / sqrt(n_j)``,
+summed over the group's channels and frames (:meth:`PatchProblem.group_metric`).
+
 Shapes: frames ``[K, L, Y, X]`` (normalised to a mean of 1 per object), wavefronts ``[L, M, Yg, Xg]``.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -97,7 +105,7 @@ class PatchProblem:
     """The spectra of every patch and the PSF models; :meth:`metric` is L(alpha) summed over patches."""
 
     def __init__(self, frames: torch.Tensor, insts, n_modes: int, layout: PatchLayout, noise_var: torch.Tensor,
-                 gamma_scale: float = 1.0, weights: torch.Tensor | None = None, attenuation=None):
+                 gamma_scale: float = 1.0, weights: torch.Tensor | None = None, attenuation=None, diversity=None):
         from svrt.optics.filters import frequency_radius
         from svrt.optics.psf import PSFModel
 
@@ -126,6 +134,10 @@ class PatchProblem:
         self.count = [float(mk.sum()) * layout.shape[0] * layout.shape[1] for mk in self.masks]
         self.gamma = [None] * k
         self.powers = [None] * k
+        # phase diversity: the channels of each object, and each channel's known KL offset [M] (or None)
+        self.groups = [[i] for i in range(k)] if diversity is None else [list(g) for g in diversity.groups]
+        self.offsets = [None] * k if diversity is None else [
+            None if d is None else torch.as_tensor(d, dtype=torch.float32, device=dev) for d in diversity.coefficients(n_modes)]
 
     def set_object_power(self, i: int, power) -> None:
         """The object prior P_O of object ``i`` (a callable of nu in cycles per pixel, power per pixel):
@@ -135,7 +147,10 @@ class PatchProblem:
 
     def otfs(self, alpha: torch.Tensor, i: int) -> torch.Tensor:
         """OTFs of object ``i`` for wavefronts ``alpha [L, Yg, Xg, M]``: ``[L, Yg, Xg, S, S/2+1]``."""
-        t = otf(self.models[i](alpha * self.ratios[i]))
+        a = alpha * self.ratios[i]
+        if self.offsets[i] is not None:
+            a = a + self.offsets[i]
+        t = otf(self.models[i](a))
         if self.attenuation[i] is not None:
             t = t * self.attenuation[i]
         return t
@@ -150,7 +165,11 @@ class PatchProblem:
         objects and wavefronts) prefers sharp PSFs, since a sharper PSF lets the object explain more
         of the noise; the log-determinant term is the price of that freedom and removes the bias."""
         total = alpha.new_zeros(())
-        for i in range(self.k):
+        for group in self.groups:
+            if len(group) > 1:
+                total = total + self.group_metric(alpha, group)
+                continue
+            i = group[0]
             t = self.otfs(alpha, i)
             d = self.spectra[i]
             g = self.gamma[i]
@@ -161,23 +180,44 @@ class PatchProblem:
             total = total + (per * self.masks[i]).sum() / self.count[i]
         return total
 
+    def group_metric(self, alpha: torch.Tensor, group: list) -> torch.Tensor:
+        """The metric of one object seen in several channels ``group`` (the anchor first; phase diversity):
+        with whitened spectra ``d_jl = D_jl / sqrt(n_j)`` and OTFs ``t_jl = S_jl / sqrt(n_j)`` and
+        ``r = 1 / (W P_O)`` of the anchor, ``sum |d|^2 - |sum d conj(t)|^2 / (sum |t|^2 + r) + log(1 + sum |t|^2 / r)``,
+        summed over the group's channels j and frames l: the single-channel metric when the group has one."""
+        a = group[0]
+        r = self.gamma[a] / (self.noise_var[a] * self.window_power)
+        cross = sq_d = sq_t = 0.0
+        for j in group:
+            scale = 1.0 / math.sqrt(self.noise_var[j] * self.window_power)
+            t = self.otfs(alpha, j) * scale
+            d = self.spectra[j] * scale
+            cross = cross + (d * t.conj()).sum(dim=0)
+            sq_d = sq_d + d.abs().pow(2).sum(dim=0)
+            sq_t = sq_t + t.abs().pow(2).sum(dim=0)
+        per = sq_d - cross.abs().pow(2) / (sq_t + r) + torch.log1p(sq_t / r)
+        return (per * self.masks[a]).sum() / self.count[a]
+
     def refit_object_power(self, alpha: torch.Tensor) -> None:
-        """Fit every object's P_O to the patches given the wavefronts ``alpha [L, Yg, Xg, M]``."""
+        """Fit every object's P_O to the patches given the wavefronts ``alpha [L, Yg, Xg, M]`` (an object seen
+        in several channels: on its anchor's frames, shared by the group)."""
         from svrt.runtime.object_prior import fit_object_power
 
         with torch.no_grad():
-            for i in range(self.k):
+            for group in self.groups:
+                i = group[0]
                 t = self.otfs(alpha, i)
                 law = fit_object_power(self.spectra[i].abs().pow(2).mean(dim=0), t.abs().pow(2).mean(dim=0),
                                        self.noise_var[i], self.window_power, self.cutoffs[i])
-                self.set_object_power(i, law)
+                for j in group:
+                    self.set_object_power(j, law)
 
 
 def patch_wavefronts(frames: torch.Tensor, insts, n_modes: int, grid_shape: tuple[int, int], noise_var,
                      patch_size: int = 64, iterations: int = 40, gamma_scale: float = 1.0,
                      tiptilt: bool = True, weights: torch.Tensor | None = None, attenuation=None,
                      init: torch.Tensor | None = None, progress=None, fit_modes: int | None = None,
-                     seed: int = 0) -> tuple[torch.Tensor, dict]:
+                     seed: int = 0, diversity=None) -> tuple[torch.Tensor, dict]:
     """Wavefronts ``[L, M, Yg, Xg]`` (radians at object 0's wavelength) at the grid nodes, from one
     object-eliminated MOMFBD per node's patch.
 
@@ -185,12 +225,14 @@ def patch_wavefronts(frames: torch.Tensor, insts, n_modes: int, grid_shape: tupl
     ``noise_var [K]`` the noise variance per pixel of each object's frames (same units);
     ``iterations`` L-BFGS iterations per mode step (:data:`MODE_STEPS` up to ``n_modes``);
     ``weights [K, L]`` gamma_kl; ``attenuation(i, nu)`` the OTF factor of the unmodelled high orders;
-    ``init [L, M, Yg, Xg]`` a starting point (e.g. the previous burst's). Returns the wavefronts and a
+    ``init [L, M, Yg, Xg]`` a starting point (e.g. the previous burst's); ``diversity`` a
+    :class:`~svrt.optics.diversity.DiversitySpec` (channels tied to one object, their known defocus) or
+    None. Returns the wavefronts and a
     dict with the metric before and after and the number of function evaluations."""
     k, n_frames, y, x = frames.shape
     layout = patch_layout((y, x), grid_shape, patch_size)
     noise = torch.as_tensor(noise_var, dtype=torch.float32).reshape(-1)
-    problem = PatchProblem(frames, insts, n_modes, layout, noise, gamma_scale, weights, attenuation)
+    problem = PatchProblem(frames, insts, n_modes, layout, noise, gamma_scale, weights, attenuation, diversity)
     problem.refit_object_power(torch.zeros(n_frames, *layout.shape, n_modes, device=frames.device) if init is None
                                else init.permute(0, 2, 3, 1).to(frames.device, torch.float32))
     yg, xg = layout.shape

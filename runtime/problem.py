@@ -53,6 +53,8 @@ class ValidatedBurst:
     instruments: the labels given, one per object; labels: as the engines spell them.
     insts: the :class:`~svrt.instruments.Instrument` of each object; engines: the engine of each object.
     gamma: user weights gamma_kl [K, L] or None. header: the Burst's header ({} for arrays).
+    diversity: the :class:`~svrt.optics.diversity.DiversitySpec` of the header's DIVERSk/DIVOBJk cards
+        (channels that image another channel's object through a known defocus), or None.
     """
 
     frames: torch.Tensor
@@ -63,6 +65,7 @@ class ValidatedBurst:
     engines: list
     gamma: torch.Tensor | None
     header: dict
+    diversity: Any = None
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
@@ -139,8 +142,12 @@ def validate_burst(frames, instruments, mask, weights, engine_for: Callable[[str
         if tuple(g.shape) != (k, n_frames) or not bool(torch.isfinite(g).all()) or bool((g < 0).any()):
             raise SvrtError(f"weights must be finite, >= 0 and of shape [K, L] = {(k, n_frames)}; got {tuple(g.shape)}.")
         gamma = g.clone()
+    from svrt.optics.diversity import read_diversity
+
+    diversity = read_diversity(header, instruments, "the burst's header")
     return ValidatedBurst(frames=frames_t, valid=valid, instruments=instruments, labels=labels, insts=insts,
-                          engines=engines, gamma=gamma, header=header)
+                          engines=engines, gamma=gamma, header=header,
+                          diversity=diversity if diversity is not None and diversity.active else None)
 
 
 @dataclass
@@ -252,6 +259,7 @@ class SolveContext:
     cache: buffers kept between calls (the hann window of the object filter).
     checkpoint: the :class:`~svrt.runtime.checkpoint.Checkpointer` of this solve (writes the state,
         holds the state to resume from), or None.
+    diversity: the burst's :class:`~svrt.optics.diversity.DiversitySpec`, or None (every channel its own object).
     """
 
     config: SolverConfig
@@ -264,6 +272,7 @@ class SolveContext:
     callback: Callable[[dict], Any] | None = None
     cache: dict = field(default_factory=dict)
     checkpoint: Any = None        # a svrt.runtime.checkpoint.Checkpointer, or None (no checkpoints)
+    diversity: Any = None         # a svrt.optics.diversity.DiversitySpec (channels tied to one object), or None
 
     def filtered(self, o: torch.Tensor, insts: list | None = None) -> torch.Tensor:
         """o* = F^-1(H F(o)) of ``o [K, Y, X]`` (instruments ``insts``, default every object's)."""

@@ -212,6 +212,18 @@ class SolveResult:
 
 
 
+def _attach_diversity(spec, models: list, cfg: SolverConfig, plan: Plan, n_modes: int) -> None:
+    """Give every diversity channel's forward model its known defocus (KL coefficients at its own wavelength);
+    one SvrtError sentence where the solve cannot honour it (method adam, tiles)."""
+    if cfg.method != "momfbd" or plan.tiled:
+        why = "method adam" if cfg.method != "momfbd" else f"a solve in {len(plan.tiles)} tiles"
+        raise SvrtError(f"the burst declares phase diversity (DIVERSk/DIVOBJk cards), which {why} does not support; "
+                        "use method momfbd on a field that fits in memory (raise memory_mb, unset tile_size).")
+    for model, coefficients in zip(models, spec.coefficients(n_modes)):
+        if coefficients is not None:
+            model.diversity = torch.as_tensor(coefficients, dtype=torch.float32)
+
+
 def _peak_rss_mb() -> float:
     """Peak resident memory of this process so far (MiB); Linux reports ru_maxrss in KiB."""
     r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -310,6 +322,18 @@ class SVMOMFBD:
         cfg = self.config
         t_start = time.perf_counter()
         burst = validate_burst(frames, instruments, mask, weights, self.engine_for, self.n_modes)
+        selection: dict = {}
+        if cfg.select_frames is not None:
+            # the sharpest frames only (svrt.runtime.frame_selection); the modes and model keep their order
+            from svrt.runtime.frame_selection import select_frames
+
+            burst, selection = select_frames(burst, cfg.select_frames)
+        if cfg.align_channels and burst.shape[0] > 1:
+            # channels 1..K-1 onto channel 0's grid: shift, rotation, scale (svrt.runtime.camera_alignment)
+            from svrt.runtime.camera_alignment import align_burst
+
+            burst, cards = align_burst(burst)
+            selection.update(cards)
         k, n_frames, y, x = burst.shape
         dev = self.device
         plan = self.plan(k, n_frames, (y, x))
@@ -323,9 +347,11 @@ class SVMOMFBD:
             torch.cuda.reset_peak_memory_stats(dev)
         models = [ForwardModel(e, label, ratio, kernels=cfg.kernels, checkpointing=plan.checkpointing)
                   for e, label, ratio in zip(burst.engines, burst.labels, problem.ratios)]
+        if burst.diversity is not None:
+            _attach_diversity(burst.diversity, models, cfg, plan, self.n_modes)
         ctx = SolveContext(config=cfg, device=dev, n_modes=self.n_modes, models=models, insts=burst.insts,
                            gamma=problem.gamma, plan=plan, callback=callback, cache=self._cache,
-                           checkpoint=self._checkpointer(burst, plan, resume))
+                           checkpoint=self._checkpointer(burst, plan, resume), diversity=burst.diversity)
         data_n, pix_w = problem.data, problem.pix_w
         stage_info: dict = {}
         if cfg.method == "momfbd" and not plan.tiled:
@@ -337,7 +363,7 @@ class SVMOMFBD:
             o, o_star, a, model, history = solve_tiled(ctx, data_n, pix_w, init_o, init_a)
 
         t_total = time.perf_counter() - t_start
-        return self._result(problem, plan, o, o_star, a, model, history, stage_info, t_total)
+        return self._result(problem, plan, o, o_star, a, model, history, {**stage_info, **selection}, t_total)
 
     def _checkpointer(self, burst, plan: Plan, resume):
         """The :class:`~svrt.runtime.checkpoint.Checkpointer` of this solve (None without checkpoints);

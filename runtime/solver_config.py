@@ -103,6 +103,10 @@ class SolverConfig:
                                            "(svrt.runtime.checkpoint; none: no checkpoints)")
     checkpoint_every: int = setting(10, "adam: write the checkpoint every this many iterations (momfbd: after every "
                                         "stage)")
+    select_frames: float | None = setting(None, "keep the sharpest frames by RMS contrast of object 0: a fraction in "
+                                                "(0, 1) or a count >= 1 (none: all); the kept frames go in the header")
+    align_channels: bool = setting(False, "register channels 1..K-1 to channel 0 (shift, rotation, scale) before the "
+                                          "solve, from the ALIGNk cards or the frame averages")
 
     def __post_init__(self) -> None:
         self.validate()
@@ -165,6 +169,10 @@ class SolverConfig:
              f"checkpoint must be None or a file path; got {self.checkpoint!r}.")
         need(isinstance(self.checkpoint_every, int) and 1 <= self.checkpoint_every <= MAX_ITERATIONS,
              f"checkpoint_every must be an integer in 1..{MAX_ITERATIONS}; got {self.checkpoint_every!r}.")
+        need(self.select_frames is None or (isinstance(self.select_frames, (int, float)) and not isinstance(self.select_frames, bool)
+                                            and math.isfinite(self.select_frames) and self.select_frames > 0),
+             f"select_frames must be None, a fraction in (0, 1) or a number of frames >= 1; got {self.select_frames!r}.")
+        need(isinstance(self.align_channels, bool), f"align_channels must be True or False; got {self.align_channels!r}.")
         need(self.kernels in _KERNELS, f"kernels must be one of {', '.join(_KERNELS)}; got {self.kernels!r}.")
         return self
 

@@ -14,6 +14,15 @@ input that is suspicious but usable. ``svrt`` prints both without a traceback.
   means. :func:`read_burst <svrt.fileio.read_burst>` calls it; the solver's input stage may too.
 - :func:`dead_frames` and :func:`drop_dead_frames`: find dead frames, and leave them out (frames dead
   in every object are dropped, frames dead in some objects get zero weight through the mask).
+- :func:`fixed_pattern_fraction` and :func:`check_calibration`: uncalibrated frames. svrt expects dark-
+  and flat-corrected frames (calibration is a precondition, done by the observatory's pipeline). A flat
+  field that was not divided out (pixel gain, dust, fringes) or a dark not subtracted leaves a pattern that
+  is the same in every frame, while the seeing-blurred scene changes from frame to frame and has no power
+  beyond the diffraction cutoff D/lambda at all. So beyond the cutoff each frame holds only noise (new in
+  every frame) and the fixed pattern (the same): the fraction of that power common to all frames is ~0 for
+  calibrated frames and grows with the pattern. :func:`read_burst <svrt.fileio.read_burst>` warns above
+  ``FIXED_PATTERN_WARN``. Cameras sampled so coarsely that almost no frequency lies beyond the cutoff
+  (fewer than 2 %: a cutoff above ~0.6 cycles per pixel) cannot be checked this way and are not.
 - :func:`check_wavefront_units`: KL coefficients given to ``svrt convolve``. The RMS wavefront over
   the pupil at one pixel is ``sqrt(sum_l alpha_l^2)`` radians (the KL modes are orthonormal). It is
   refused above :func:`wavefront_bounds`' physical bound: three times the Kolmogorov RMS of the M
@@ -40,11 +49,13 @@ __all__ = [
     "PHYSICAL_R0_MIN_CM",
     "TRAINING_R0_MIN_CM",
     "SvrtWarning",
+    "check_calibration",
     "check_frames",
     "check_image",
     "check_wavefront_units",
     "dead_frames",
     "drop_dead_frames",
+    "fixed_pattern_fraction",
     "warn",
     "wavefront_bounds",
 ]
@@ -68,6 +79,9 @@ _NEAR_CONSTANT = 1e-3    # std below this fraction of the object's median frame 
 _ZERO_FRACTION = 0.05    # more than this fraction of exactly-zero pixels (where the others have none)
 _MEAN_RATIO = 10.0       # mean further than this factor from the object's median frame mean
 _LIST = 6                # frames named in one sentence
+#: warn when more than this fraction of the power beyond the diffraction cutoff is common to all frames
+FIXED_PATTERN_WARN = 0.1
+_PATTERN_BEYOND = 1.1    # frequencies beyond this multiple of the cutoff (clear of the PSF's edge)
 
 
 class SvrtWarning(UserWarning):
@@ -353,3 +367,51 @@ def check_wavefront_units(modes: Any, instrument, source: str, training_r0_cm: f
              f"range for {inst.label} (twice the Kolmogorov RMS for r0 = {r0t:g} cm at 5000 A): the emulator "
              "extrapolates there.")
     return top
+
+
+def fixed_pattern_fraction(frames: Any, cutoff_cycles_per_pixel: float, mask: Any = None) -> float | None:
+    """The fraction of the power beyond the diffraction cutoff that is common to all frames of one object,
+    ``frames [L, Y, X]``: with ``h_l`` the spectrum of frame l / its mean beyond 1.1 cutoffs (Hann window),
+    ``P1 = <sum |h_l|^2>_l`` and ``Pm = sum |<h_l>_l|^2``, independent noise gives ``E Pm = P1 / L`` and a
+    pattern in every frame ``Pm = P1``, so ``(L Pm / P1 - 1) / (L - 1)`` is ~0 (std ~ 1 / sqrt(number of
+    frequencies)) for calibrated frames and 1 for a pure fixed pattern. None when it cannot be told: fewer than
+    3 frames, fewer than 2 % of the frequencies beyond the cutoff, masked pixels, or no power there."""
+    a = _numpy(frames).astype(np.float64)
+    if a.ndim != 3 or a.shape[0] < 3 or (mask is not None and not np.all(_numpy(mask))) or not np.isfinite(a).all():
+        return None
+    n, y, x = a.shape
+    fy, fx = np.meshgrid(np.fft.fftfreq(y), np.fft.fftfreq(x), indexing="ij")
+    beyond = np.hypot(fy, fx) > _PATTERN_BEYOND * float(cutoff_cycles_per_pixel)
+    if beyond.mean() < 0.02:
+        return None
+    mean = a.mean(axis=(1, 2), keepdims=True)
+    if np.any(mean == 0):
+        return None
+    win = np.outer(np.hanning(y), np.hanning(x))
+    rel = a / mean                                   # a flat field multiplies the scene: compare relative frames
+    spec = np.fft.fft2((rel - rel.mean(axis=(1, 2), keepdims=True)) * win)[:, beyond]
+    p_each = float(np.mean(np.sum(np.abs(spec) ** 2, axis=1)))
+    p_mean = float(np.sum(np.abs(spec.mean(axis=0)) ** 2))
+    if p_each <= 0:
+        return None
+    return (n * p_mean / p_each - 1.0) / (n - 1.0)
+
+
+def check_calibration(frames: Any, instruments, source: str = "the burst", mask: Any = None) -> list:
+    """Warn (:class:`SvrtWarning`) for every object whose frames share a fixed pattern beyond the diffraction
+    cutoff (:func:`fixed_pattern_fraction` above ``FIXED_PATTERN_WARN``): dark and flat not applied.
+    ``frames [K, L, Y, X]``; ``instruments`` one label per object. Returns the fractions (None: not checked)."""
+    from svrt.instruments import get_instrument
+
+    a = _4d(_numpy(frames), source, "FRAMES")
+    m = None if mask is None else _4d(_numpy(mask), source, "mask")
+    out = []
+    for i in range(a.shape[0]):
+        c = fixed_pattern_fraction(a[i], get_instrument(instruments[i]).cutoff_cycles_per_pixel,
+                                   None if m is None else m[i])
+        out.append(c)
+        if c is not None and c > FIXED_PATTERN_WARN:
+            warn(f"FRAMES in {source}: {c:.0%} of the power of object {i} beyond the diffraction cutoff is the same in "
+                 "every frame, a fixed pattern (flat field, dust or dark not applied?); svrt expects dark- and "
+                 "flat-corrected frames: calibrate them first.")
+    return out

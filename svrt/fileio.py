@@ -17,6 +17,11 @@ Burst file (the design card's "File contracts"; docs/ARCHITECTURE.md), FITS layo
     TRUTH    float32 [K, Y, X]     object before the atmosphere (simulated bursts only)
     MODES    float32 [L, M, Yg, Xg] true KL coefficients, BUNIT = 'rad' (simulated bursts only)
 
+Optional cards of the primary header that the solver reads (``docs/OBSERVING.md``): phase diversity,
+``DIVERSk`` [waves P-V] or ``DIVMMk`` [mm] with ``FNUMk``/``FNUMBER``, and ``DIVOBJk`` (the channel whose
+object channel k images; :mod:`svrt.optics.diversity`); camera alignment ``ALIGNk = 'dy,dx,deg,scale'``
+(:mod:`svrt.runtime.camera_alignment`). A burst without them is read and solved as before.
+
 HDF5 layout: datasets ``frames``, ``truth``, ``modes`` (attributes ``units`` and ``axes``),
 root attributes ``svrt_file``, ``instruments`` (array of str) and one attribute per header key.
 
@@ -1101,7 +1106,9 @@ def read_burst(
     - Boolean FRAMES are refused. With ``check`` (the default) the frames go through
       :func:`svrt.checks.check_frames`: dead (constant, all-zero) frames, 0/1 masks, magnitudes near
       the float32 limit are refused, odd frames warned about. ``check=False`` reads them as they are
-      (then :func:`svrt.checks.drop_dead_frames` can leave dead frames out).
+      (then :func:`svrt.checks.drop_dead_frames` can leave dead frames out). It also warns on frames that
+      share a fixed pattern beyond the diffraction cutoff (dark or flat not applied,
+      :func:`svrt.checks.check_calibration`).
     - The header is the primary header's cards plus those of the FRAMES extension (dataset) that the
       primary lacks (BUNIT, EXPTIME, WCS cards such as CTYPE1, CRPIX1, CRVAL1, PC1_1, ...), so that a
       restoration keeps them.
@@ -1143,9 +1150,10 @@ def read_burst(
         _check_finite(modes, "MODES", where)
     instruments = _instruments_from(contents, k, instrument)
     if check:
-        from svrt.checks import check_frames
+        from svrt.checks import check_calibration, check_frames
 
         check_frames(frames, where, mask=mask)
+        check_calibration(frames, instruments, where, mask=mask)
     header = _extras(contents.root)
     header.update(_image_cards(frames_cards, header, contents.fmt))
     return Burst(frames=frames, instruments=instruments, truth=truth, modes=modes, header=header, mask=mask)

@@ -109,8 +109,10 @@ for _i in range(8):
 def _register_header_comments() -> None:
     """Give svrt.fileio the comments of our cards (it writes a comment for the keys it knows)."""
     from svrt.fileio import register_header_comments
+    from svrt.optics.diversity import DIVERSITY_COMMENTS
 
     register_header_comments(HEADER_COMMENTS)
+    register_header_comments(DIVERSITY_COMMENTS)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -273,7 +275,7 @@ def simulate_burst(instrument="crisp8542", size: int = 256, n_frames: int = 12, 
                    noise: float = 0.01, scene: str = "granulation", grid: int | None = None,
                    n_modes: int = 44, progress: bool = True, psf_size: int | None = None,
                    wavefront: str = "kl", outer_scale_m: float | None = None, ao_modes: int = 0,
-                   ao_lock_arcsec=(0.0, 0.0), photons: float | None = None):
+                   ao_lock_arcsec=(0.0, 0.0), photons: float | None = None, diversity: float | None = None):
     """Simulate an anisoplanatic burst; returns a :class:`svrt.fileio.Burst`.
 
     Parameters
@@ -304,6 +306,11 @@ def simulate_burst(instrument="crisp8542", size: int = 256, n_frames: int = 12, 
     ao_lock_arcsec : (y, x) of the lock point, arcsec from the field centre (default: the centre).
     photons : photo-electrons per pixel at each frame's mean: Poisson noise (variance = mean / photons
         in units of the frame's mean), drawn before the Gaussian ``noise``. None or 0: none.
+    diversity : W, waves peak-to-valley of defocus (:mod:`svrt.optics.diversity`). Adds one phase-diversity
+        channel K (so the burst holds K + 1 channels): object 0 seen through the same wavefronts plus the
+        defocus (``"kl"``: its KL projection added to the coefficients; ``"screen"``: the exact phase
+        ``a4 sqrt(3) (2 rho^2 - 1)`` added to the screens' phase), with cards ``DIVERSK = W`` and
+        ``DIVOBJK = 0``; TRUTH K is TRUTH 0. Its noise is drawn after the other channels'. None or 0: none.
 
     Returns a Burst with ``frames [K, L, Y, X]``, ``truth [K, Y, X]``, ``modes [L, M, Yg, Xg]`` (radians
     at the instrument's wavelength, after the AO), the instrument label per object and a header with
@@ -391,6 +398,11 @@ def simulate_burst(instrument="crisp8542", size: int = 256, n_frames: int = 12, 
                                                       rows_per_chunk=rows, progress=bar.update, dtype=model.dtype)
             frames[:, frame] = out.numpy()
     frames = add_noise(frames, noise, photons, noise_rng)
+    if diversity:
+        defocused = _diversity_frames(diversity, obj[:1], coarse, screens, model, inst, (y, x), rows, progress,
+                                      (pixel_y, pixel_x) if screens is not None else None)
+        frames = np.concatenate([frames, add_noise(defocused, noise, photons, noise_rng)])
+        truth = np.concatenate([truth, truth[:1]])
     header = {
         "TELESCOP": inst.telescope,
         "INSTRUME": inst.instrument,
@@ -421,8 +433,46 @@ def simulate_burst(instrument="crisp8542", size: int = 256, n_frames: int = 12, 
     for i, (h, w) in enumerate(zip(atmosphere.heights_m, atmosphere.fractions)):
         header[f"LAYH{i}"] = round(h, 1)
         header[f"LAYW{i}"] = round(w, 4)
+    if diversity:
+        header.update({f"DIVERS{n_objects}": float(diversity), f"DIVOBJ{n_objects}": 0})
     _register_header_comments()
-    return Burst(frames=frames, instruments=[inst.label] * n_objects, truth=truth, modes=coarse, header=header)
+    return Burst(frames=frames, instruments=[inst.label] * len(frames), truth=truth, modes=coarse, header=header)
+
+
+def _diversity_frames(waves_pv: float, obj, coarse, screens, model, inst, shape, rows: int, progress: bool, pixel_angles):
+    """The frames ``[1, L, Y, X]`` (noiseless) of the object ``obj [1, Y + S - 1, X + S - 1]`` through every
+    frame's wavefront plus a defocus of ``waves_pv`` waves P-V: with ``screens`` (wavefront "screen") the
+    exact defocus phase added to each pixel's full phase, else its KL projection added to the coefficients."""
+    import torch
+    from tqdm import tqdm
+
+    from svrt.optics.convolution import spatially_variant_convolve, spatially_variant_convolve_psfs
+    from svrt.optics.diversity import defocus_phase, diversity_coefficients
+
+    y, x = shape
+    n_frames, n_modes = coarse.shape[:2]
+    out = np.empty((1, n_frames, y, x), dtype=np.float32)
+    d_kl = torch.as_tensor(diversity_coefficients(waves_pv, n_modes), dtype=torch.float32)[:, None, None]
+    px, py = model.pupil_points_m
+    d_phase = torch.as_tensor(defocus_phase(waves_pv, px, py, inst.diameter_m), dtype=model.dtype)[None]   # [1, N]
+    with tqdm(total=n_frames * y, desc=f"simulate diversity channel ({waves_pv:g} waves P-V)", unit="row",
+              disable=not progress, leave=False, dynamic_ncols=True) as bar:
+        for frame in range(n_frames):
+            if screens is None:
+                coef = per_pixel_modes(coarse[frame], (y, x)) + d_kl
+                img = spatially_variant_convolve(obj, coef, model, boundary="valid", rows_per_chunk=rows,
+                                                 progress=bar.update)
+            else:
+                pixel_y, pixel_x = pixel_angles
+
+                def psf_rows(r0, r1, screen=screens[frame]):
+                    phi = screen.phase(np.repeat(pixel_y[r0:r1], x), np.tile(pixel_x, r1 - r0), px, py, dtype=model.dtype)
+                    return model.psf_from_phase((phi + d_phase).reshape(-1, model.box, model.box))
+
+                img = spatially_variant_convolve_psfs(obj, psf_rows, (y, x), model.psf_size, boundary="valid",
+                                                      rows_per_chunk=rows, progress=bar.update, dtype=model.dtype)
+            out[:, frame] = img.numpy()
+    return out
 
 
 def burst_screens(instrument, atmosphere, n_frames: int, image_shape, rng: np.random.Generator, ao=None,
@@ -613,6 +663,8 @@ def _title(burst) -> str:
               help="AO lock point 'Y,X' [arcsec from the field centre].")
 @click.option("--photons", default="0", show_default=True, metavar="P",
               help="Photon noise: photo-electrons per pixel at the frame mean (Poisson); 0: none.")
+@click.option("--diversity", "diversity", default="0", show_default=True, metavar="W",
+              help="Phase diversity: add a channel of object 0 defocused by W waves peak-to-valley (cards DIVERSk, DIVOBJk); 0: none.")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Output burst: .fits (default format of the solar community) or .h5.")
 @click.option("--overwrite", is_flag=True, help="Replace existing output files.")
@@ -621,7 +673,8 @@ def _title(burst) -> str:
 @click.option("--no-png", is_flag=True, help="Do not write the quick-look PNG.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def simulate_command(instrument, size, n_frames, n_objects, seed, r0_cm, theta0, noise, scene, grid, n_modes,
-                     psf_size, wavefront, outer_scale, ao_modes, ao_lock, photons, output, overwrite, png, no_png, quiet):
+                     psf_size, wavefront, outer_scale, ao_modes, ao_lock, photons, diversity, output, overwrite, png, no_png,
+                     quiet):
     """Simulate a burst of K objects x L frames blurred by an anisoplanatic atmosphere.
 
     Each frame is the exact per-pixel convolution (one PSF per pixel) of a solar scene with the
@@ -638,6 +691,7 @@ def simulate_command(instrument, size, n_frames, n_objects, seed, r0_cm, theta0,
       svrt simulate --size 128 --frames 4 --r0 7 --theta0 1.5 --scene sunspot -o spot.h5
       svrt simulate --size 128 --frames 8 --r0 7 --wavefront screen --outer-scale 20 \\
           --ao-modes 36 --photons 2000 -o realistic.fits
+      svrt simulate --size 128 --frames 6 --objects 1 --r0 8 --wavefront screen --diversity 1 -o pd.fits
     """
     from svrt.fileio import check_output, file_format, write_burst
 
@@ -656,6 +710,8 @@ def simulate_command(instrument, size, n_frames, n_objects, seed, r0_cm, theta0,
                            for v in parts)
     photons = _parse_option(photons, "--photons", float, "photo-electrons per pixel at the frame mean, 0 for none",
                             minimum=0.0)
+    diversity = _parse_option(diversity, "--diversity", float, "a defocus in waves peak-to-valley (about 1), 0 for none",
+                              minimum=-20.0, maximum=20.0)
     file_format(output)
     check_output(output, overwrite)
     png_path = None if no_png else (png or str(_png_name(output)))
@@ -668,7 +724,7 @@ def simulate_command(instrument, size, n_frames, n_objects, seed, r0_cm, theta0,
     burst = simulate_burst(instrument, size, n_frames, n_objects, seed, r0_cm=r0_cm, theta0_arcsec=theta0_arcsec,
                            noise=noise, scene=scene, grid=grid, n_modes=n_modes, progress=not quiet,
                            psf_size=psf_size, wavefront=wavefront, outer_scale_m=outer_scale_m, ao_modes=ao_modes,
-                           ao_lock_arcsec=ao_lock_arcsec, photons=photons or None)
+                           ao_lock_arcsec=ao_lock_arcsec, photons=photons or None, diversity=diversity or None)
     write_burst(output, burst, overwrite=overwrite)
     k, n, y, x = burst.frames.shape
     msg = f"wrote {output}: {k} objects x {n} frames of {y}x{x}, modes {tuple(burst.modes.shape)}, PSF {burst.header['PSFSIZE']} px"

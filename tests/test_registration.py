@@ -1,10 +1,10 @@
-"""svrt.benchmarks.registration: shifts and warps of a granulation scene, known exactly, are found and undone."""
+"""svrt.registration: shifts and warps of a granulation scene, known exactly, are found and undone."""
 
 import numpy as np
 import pytest
 
 from svrt.benchmarks.metrics import compare
-from svrt.benchmarks.registration import apply_shift_field, destretch, estimate_shift
+from svrt.registration import apply_shift_field, destretch, estimate_shift
 from svrt.scenes import make_scene
 
 N = 96
