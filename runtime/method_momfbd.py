@@ -256,6 +256,9 @@ def solve_momfbd(ctx: SolveContext, data_n, pix_w, init_o, init_a, t_start: floa
             o = F.pad(o[:, None], (m, m, m, m), mode="reflect" if m < min(y, x) else "replicate")[:, 0]
         a = ctx.centred(alpha.to(dev))
         o = object_stage(o, a)
+        # chi^2 per weighted sample of this first solution (one wavefront per frame when coarse_to_fine):
+        # ~1 where it explains the data down to the noise
+        info["CHI2_FIRST"] = round(history["data"][-1] / max(1, int((weights > 0).expand_as(data_n).sum())), 4)
         rounds_done = 0
         save(o, a, rounds_done)
     else:
@@ -265,6 +268,11 @@ def solve_momfbd(ctx: SolveContext, data_n, pix_w, init_o, init_a, t_start: floa
     # with one wavefront per frame the whole-field object-eliminated solve is the refined solution already;
     # refining it against fixed objects only degraded it on every burst measured (benchmarks/PEERS.md)
     n_rounds = cfg.refine_rounds if (cfg.refine_iterations > 0 and (yg, xg) != (1, 1)) else 0
+    # an isoplanatic burst: the first solution already explains the data to the noise, and per-node
+    # wavefronts only fit the noise (they lost 7-15 % NMSE on theta0 = 20" bursts; benchmarks/PEERS-ISO.md)
+    if n_rounds and cfg.refine_above > 0 and info.get("CHI2_FIRST", float("inf")) <= cfg.refine_above:
+        n_rounds = 0
+        info["SV"] = "skipped: isoplanatic"
     for rnd in range(rounds_done, n_rounds):
         if deadline is not None and time.perf_counter() > deadline:
             info["STOP"] = "time budget"
@@ -318,8 +326,10 @@ def refine_modes(ctx: SolveContext, o, a, data_n, weights, attenuate, size, reco
     k, n_frames = data_n.shape[:2]
     field_batches = batches(k, n_frames, ctx.plan.batch)
     o_in = [attenuate(o[kk], kk).detach() for kk in range(k)]
-    p = a.detach().clone().requires_grad_(True)
-    opt = torch.optim.LBFGS([p], lr=1.0, max_iter=cfg.refine_iterations, history_size=10,
+    n_node = a.shape[1] if cfg.node_modes is None else min(int(cfg.node_modes), a.shape[1])
+    free = a[:, :n_node].detach().clone().requires_grad_(True)
+    fixed = a[:, n_node:].detach()
+    opt = torch.optim.LBFGS([free], lr=1.0, max_iter=cfg.refine_iterations, history_size=10,
                             line_search_fn="strong_wolfe", tolerance_grad=1e-10, tolerance_change=1e-12)
     scale = [None]
 
@@ -328,17 +338,17 @@ def refine_modes(ctx: SolveContext, o, a, data_n, weights, attenuate, size, reco
         t0 = time.perf_counter()
         total = 0.0
         for kk, idx in field_batches:
-            pred = ctx.models[kk].predict(o_in[kk], ctx.centred(p), idx, size)
+            pred = ctx.models[kk].predict(o_in[kk], ctx.centred(torch.cat([free, fixed], dim=1)), idx, size)
             term = (weights[kk, idx] * (pred - data_n[kk, idx]).pow(2)).sum()
             term.backward()
             total += float(term.detach())
         if scale[0] is None:
             scale[0] = total / max(1, n_frames)       # lambda_alpha relative to one frame's data term
-        reg = cfg.lambda_modes * scale[0] * grad_sq_mean(ctx.centred(p)).sum()
+        reg = cfg.lambda_modes * scale[0] * grad_sq_mean(ctx.centred(torch.cat([free, fixed], dim=1))).sum()
         if reg.requires_grad:
             reg.backward()
         record(total + float(reg.detach()), total, float("nan"), float(reg.detach()), time.perf_counter() - t0)
         return torch.as_tensor(total + float(reg.detach()))
 
     opt.step(closure)
-    return ctx.centred(p.detach())
+    return ctx.centred(torch.cat([free.detach(), fixed], dim=1))

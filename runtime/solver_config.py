@@ -50,11 +50,15 @@ class SolverConfig:
     node_iterations: int | None = setting(0, "L-BFGS iterations of each node's own patch after the whole field "
                                              "(none: patch_iterations; 0: none, the SV refinement moves the nodes)")
     coarse_to_fine: bool = setting(True, "start every patch from the whole field's wavefronts (method momfbd)")
-    fit_modes: int | None = setting(20, "fit KL 1..fit_modes in the patch stage, the rest 0 (none: all M); more "
-                                        "modes fit the noise")
+    fit_modes: int | None = setting(35, "fit KL 1..fit_modes in the patch stage, the rest 0 (none: all M); 35 "
+                                        "is best over r0 7-15 cm (benchmarks/PEERS-MATRIX.md)")
     object_iterations: int = setting(20, "most conjugate-gradient iterations of each object solve")
     refine_rounds: int = setting(2, "rounds of (SV wavefront refinement, object solve) after the first object solve")
     refine_iterations: int = setting(10, "L-BFGS iterations of each SV wavefront refinement (0: none)")
+    refine_above: float = setting(1.25, "refine the node wavefronts only when the first solution's chi^2 per "
+                                        "pixel exceeds this (the field is anisoplanatic beyond the noise); 0: always")
+    node_modes: int | None = setting(None, "KL modes 1..node_modes vary from node to node in the SV refinement; the "
+                                           "higher ones keep the whole field's value (none: all M)")
     prior_scale: float = setting(1.0, "multiplies the Wiener prior 1/P_O (1: the minimum-mean-square-error estimate)")
     high_order: str = setting("none", "wavefront beyond the fitted modes: none, or kolmogorov (its mean OTF from "
                                       "the fitted r0)", choices=_HIGH_ORDERS)
@@ -128,8 +132,10 @@ class SolverConfig:
         need(isinstance(self.coarse_to_fine, bool), f"coarse_to_fine must be True or False; got {self.coarse_to_fine!r}.")
         need(self.fit_modes is None or (isinstance(self.fit_modes, int) and self.fit_modes >= 2),
              f"fit_modes must be None or an integer >= 2; got {self.fit_modes!r}.")
+        need(self.node_modes is None or (isinstance(self.node_modes, int) and self.node_modes >= 1),
+             f"node_modes must be None or an integer >= 1; got {self.node_modes!r}.")
         need(isinstance(self.patch_size, int) and self.patch_size >= 16, f"patch_size must be an integer >= 16 pixels; got {self.patch_size!r}.")
-        for name in ("prior_scale", "tolerance"):
+        for name in ("prior_scale", "tolerance", "refine_above"):
             v = getattr(self, name)
             need(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0, f"{name} must be a number >= 0; got {v!r}.")
         need(self.time_budget is None or (isinstance(self.time_budget, (int, float)) and self.time_budget > 0),
