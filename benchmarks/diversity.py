@@ -104,7 +104,7 @@ def solve_and_score(b, burst, engine, config) -> dict:
     res = SVMOMFBD(engine, config).solve(b)
     score = score_restoration(res.objects[0], burst.truth[0], cut)
     return {
-        "nmse": score["nmse"],
+        "nmse": score["nmse_variance"],
         "contrast": score["contrast"],
         "contrast_truth": score["contrast_truth"],
         "power_ratio": score["power_ratio"],

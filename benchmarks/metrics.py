@@ -46,7 +46,8 @@ SCORE_BANDS = ((0.05, 0.3), (0.3, 0.6), (0.6, 0.9))
 SCORE_LOWPASS = 0.9
 #: fraction of the image side dropped at each border before the score
 SCORE_BORDER = 1 / 8
-#: old score keys -> the keys written now (the variance-normalised NMSE was called plain "nmse")
+#: old score keys -> the keys written now (the variance-normalised NMSE was called plain "nmse"); read from
+#: results files written before the rename (benchmarks/peers.py)
 LEGACY_SCORE_KEYS = {"nmse": "nmse_variance", "nmse_destretched": "nmse_variance_destretched"}
 
 
@@ -243,9 +244,7 @@ def score_restoration(restoration, truth, cutoff_cycles_per_pixel: float, *, des
     ``power_ratio`` ``{"0.05-0.3": .., "0.3-0.6": .., "0.6-0.9": ..}``, ``shift_px`` ``[dy, dx]`` (where
     r's content sat relative to t, the convention of :mod:`svrt.registration`), ``scale``
     (the factor applied to r), ``border_px``, ``lowpass`` and ``filter`` (a description); with
-    ``destretch`` also ``nmse_variance_destretched`` and ``destretch_rms_px``. The same two NMSEs also
-    under their old keys ``nmse`` and ``nmse_destretched`` (:data:`LEGACY_SCORE_KEYS`), which
-    ``benchmarks/peers.py`` and its ``peers.json`` files still use.
+    ``destretch`` also ``nmse_variance_destretched`` and ``destretch_rms_px``.
     """
     from svrt.registration import apply_shift_field, estimate_shift
 
@@ -308,6 +307,4 @@ def score_restoration(restoration, truth, cutoff_cycles_per_pixel: float, *, des
         warped, sy, sx = _destretch(reg, t_lp)
         out["nmse_variance_destretched"] = figures(warped)[0]
         out["destretch_rms_px"] = float(np.sqrt(np.mean((sy - sy.mean()) ** 2 + (sx - sx.mean()) ** 2)))
-    # the old names, until benchmarks/peers.py (another branch's file) reads the new ones
-    out.update({old: out[new] for old, new in LEGACY_SCORE_KEYS.items() if new in out})
     return out

@@ -529,7 +529,19 @@ def load_results(path: Path) -> dict:
     data.setdefault("cases", {})
     data.setdefault("methods", {})
     data.setdefault("runs", [])
+    for case in data["cases"].values():
+        for record in case.get("results", {}).values():
+            _rename_score_keys(record.get("score") or {})
     return data
+
+
+def _rename_score_keys(score: dict) -> None:
+    """Files written before the two NMSEs had distinct names call the variance-normalised one ``nmse``."""
+    from svrt.benchmarks.metrics import LEGACY_SCORE_KEYS
+
+    for old, new in LEGACY_SCORE_KEYS.items():
+        if old in score:
+            score.setdefault(new, score.pop(old))
 
 
 def save_results(path: Path, data: dict) -> None:
@@ -662,7 +674,7 @@ def run_peers(out_dir, settings: PeerSettings, *, bursts_dir=None, results_page=
                             "torch_threads": torch.get_num_threads()})
                 (out / "restorations").mkdir(exist_ok=True)
                 np.save(out / "restorations" / f"{case.id}--{runner.name}.npy", objects[0])
-                bar.write(f"{case.id} {runner.name:16s} NMSE {scores[0]['nmse']:.4f}  {wall:7.1f} s")
+                bar.write(f"{case.id} {runner.name:16s} NMSE {scores[0]['nmse_variance']:.4f}  {wall:7.1f} s")
             except SvrtError as exc:
                 rec["error"] = str(exc)
                 bar.write(f"{case.id} {runner.name}: {exc}")
@@ -728,8 +740,8 @@ def summarize(data: dict) -> dict:
         if not recs:
             out[m] = {"cases": 0}
             continue
-        nm = [r["score"]["nmse"] for r in recs]
-        nd = [r["score"]["nmse_destretched"] for r in recs if "nmse_destretched" in r["score"]]
+        nm = [r["score"]["nmse_variance"] for r in recs]
+        nd = [r["score"]["nmse_variance_destretched"] for r in recs if "nmse_variance_destretched" in r["score"]]
         s = {"cases": len(recs), "nmse_median": statistics.median(nm), "nmse_mean": statistics.fmean(nm),
              "nmse_min": min(nm), "nmse_max": max(nm),
              "nmse_destretched_median": statistics.median(nd) if nd else None,
@@ -742,7 +754,7 @@ def summarize(data: dict) -> dict:
             for c in cases:
                 a, b = _ok(data, c, m), _ok(data, c, ref)
                 if a and b:
-                    x, y = a["score"]["nmse"], b["score"]["nmse"]
+                    x, y = a["score"]["nmse_variance"], b["score"]["nmse_variance"]
                     if abs(x - y) <= 0.01 * max(x, y):
                         t += 1
                     elif x < y:
@@ -762,23 +774,18 @@ def _case_label(params: dict) -> str:
 
 def plot_nmse(data: dict, path: Path) -> None:
     """NMSE per case (x) and method (markers), log scale; a second panel with the 0.3-0.6 band power ratio."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from svrt.fileio import atomic_write
+    from svrt.pictures import save_png, subplots
 
     methods = method_names(data)
     cases = [c for c in data["cases"] if any(_ok(data, c, m) for m in methods)]
     if not cases:
         return
-    fig, axes = plt.subplots(2, 1, figsize=(max(7.0, 0.45 * len(cases) + 3), 7), sharex=True)
+    fig, axes = subplots(2, 1, figsize=(max(7.0, 0.45 * len(cases) + 3), 7), sharex=True)
     markers = "osD^vP*X"
     xs = np.arange(len(cases))
     for i, m in enumerate(methods):
         vals = [(_ok(data, c, m) or {}).get("score") for c in cases]
-        ys = [v["nmse"] if v else np.nan for v in vals]
+        ys = [v["nmse_variance"] if v else np.nan for v in vals]
         hp = [v["power_ratio"].get("0.3-0.6", np.nan) if v else np.nan for v in vals]
         off = (i - (len(methods) - 1) / 2) * 0.08
         axes[0].plot(xs + off, ys, markers[i % len(markers)], label=m, alpha=0.85)
@@ -795,9 +802,7 @@ def plot_nmse(data: dict, path: Path) -> None:
     axes[1].set_xticklabels([_case_label(data["cases"][c]["params"]) for c in cases], rotation=70, fontsize=7)
     axes[0].set_title("svrt peers: same bursts, same score, same run")
     fig.tight_layout()
-    with atomic_write(path) as tmp:
-        fig.savefig(tmp, dpi=100)
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def _picture_case(data: dict, wanted: str | None) -> str | None:
@@ -815,12 +820,10 @@ def _picture_case(data: dict, wanted: str | None) -> str | None:
 def plot_picture(out: Path, data: dict, path: Path, case_id: str | None = None) -> str | None:
     """Truth / frame average / torchmfbd / svrt (those present) for one case, registered to the truth by the
     score's shift and shown on the truth's grey scale. Returns the case shown."""
-    import matplotlib
+    from matplotlib.patches import Rectangle
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from svrt.fileio import atomic_write, read_burst
+    from svrt.fileio import read_burst
+    from svrt.pictures import save_png, subplots
     from svrt.registration import apply_shift_field
 
     case_id = _picture_case(data, case_id)
@@ -850,22 +853,20 @@ def plot_picture(out: Path, data: dict, path: Path, case_id: str | None = None) 
         sc = _ok(data, case_id, m)["score"]
         dy, dx = sc["shift_px"]
         img = apply_shift_field(img, np.full(img.shape, dy), np.full(img.shape, dx)) * sc["scale"]
-        panels.append((m, img, sc["nmse"]))
+        panels.append((m, img, sc["nmse_variance"]))
     b = int(round(truth.shape[0] / 8))
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.6))
+    fig, axes = subplots(1, len(panels), figsize=(3.2 * len(panels), 3.6))
     axes = np.atleast_1d(axes)
     for ax, (name, img, err) in zip(axes, panels):
         ax.imshow(img, cmap="gray", vmin=lo, vmax=hi, origin="lower")
-        ax.add_patch(plt.Rectangle((b - 0.5, b - 0.5), img.shape[1] - 2 * b, img.shape[0] - 2 * b, fill=False,
+        ax.add_patch(Rectangle((b - 0.5, b - 0.5), img.shape[1] - 2 * b, img.shape[0] - 2 * b, fill=False,
                                    ec="y", lw=0.6, ls="--"))
         ax.set_title(name if err is None else f"{name}\nNMSE {err:.3f}", fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
     fig.suptitle(f"{case_id} (dashed: the scored region)", fontsize=9)
     fig.tight_layout(rect=(0, 0, 1, 0.92))
-    with atomic_write(path) as tmp:
-        fig.savefig(tmp, dpi=100)
-    plt.close(fig)
+    save_png(fig, path)
     return case_id
 
 
@@ -937,12 +938,12 @@ def markdown_page(data: dict, page_dir: Path | None = None, out_dir: Path | None
     for c in cases:
         p = data["cases"][c]["params"]
         vals = []
-        best = min((r["score"]["nmse"] for mm in methods if (r := _ok(data, c, mm))), default=None)
+        best = min((r["score"]["nmse_variance"] for mm in methods if (r := _ok(data, c, mm))), default=None)
         for mm in methods:
             r = _ok(data, c, mm)
             if r:
-                t = _f(r["score"]["nmse"])
-                vals.append(f"**{t}**" if best is not None and r["score"]["nmse"] == best else t)
+                t = _f(r["score"]["nmse_variance"])
+                vals.append(f"**{t}**" if best is not None and r["score"]["nmse_variance"] == best else t)
             else:
                 rec = data["cases"][c].get("results", {}).get(mm)
                 vals.append("failed" if rec else ("skipped" if data["cases"][c].get("skipped") else "-"))

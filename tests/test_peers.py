@@ -59,7 +59,7 @@ def test_harness_resume_and_outputs(tmp_path, tiny_burst):
     for name, rec in res.items():
         assert rec["status"] == "ok", (name, rec.get("error"))
         s = rec["score"]
-        assert np.isfinite(s["nmse"]) and set(s["power_ratio"]) == {"0.05-0.3", "0.3-0.6", "0.6-0.9"}
+        assert np.isfinite(s["nmse_variance"]) and set(s["power_ratio"]) == {"0.05-0.3", "0.3-0.6", "0.6-0.9"}
         assert rec["wall_s"] >= 0
     svrt = res["svrt-tiny"]
     assert svrt["method"]["solver_config"]["iterations"] == 1 and svrt["method"]["solver_config"]["grid"] == 0
@@ -71,7 +71,8 @@ def test_harness_resume_and_outputs(tmp_path, tiny_burst):
     )
     assert svrt["versions"]["svrt"]
     on_disk = json.loads((out / "peers.json").read_text())
-    assert on_disk["cases"][CASE.id]["results"]["svrt-tiny"]["score"]["nmse"] == pytest.approx(svrt["score"]["nmse"])
+    saved = on_disk["cases"][CASE.id]["results"]["svrt-tiny"]["score"]
+    assert saved["nmse_variance"] == pytest.approx(svrt["score"]["nmse_variance"]) and "nmse" not in saved
     assert on_disk["machine"]["cpu"] and on_disk["versions"]["torch"] and on_disk["torch_threads"] == 1
     for f in ("peers.png", "peers-picture.png", "PEERS.md"):
         assert (out / f).stat().st_size > 0
@@ -99,7 +100,7 @@ def test_harness_resume_and_outputs(tmp_path, tiny_burst):
 
 
 def _record(nmse, wall=1.0):
-    return {"status": "ok", "wall_s": wall, "score": {"nmse": nmse, "contrast": 0.1, "contrast_truth": 0.12,
+    return {"status": "ok", "wall_s": wall, "score": {"nmse_variance": nmse, "contrast": 0.1, "contrast_truth": 0.12,
                                                       "power_ratio": {"0.05-0.3": 1.0, "0.3-0.6": 0.5, "0.6-0.9": 0.3},
                                                       "shift_px": [0, 0], "scale": 1.0}, "method": {"kind": "x"}}
 
@@ -183,7 +184,7 @@ def test_torchmfbd_peer(tiny_burst):
     assert out.shape == (1, N, N) and np.isfinite(out).all()
     assert runner.info["patches"] == 1
     score = peers.score_objects(out, tiny_burst.truth, tiny_burst.instruments)[0]
-    assert np.isfinite(score["nmse"])
+    assert np.isfinite(score["nmse_variance"])
 
 
 def test_torchmfbd_missing_is_one_sentence(monkeypatch):
@@ -224,3 +225,15 @@ def test_bench_peers_hook(tmp_path):
     assert "](../peers.png)" in page.read_text()
     res = CliRunner().invoke(bench_command, ["--report-only"])
     assert res.exit_code != 0 and "--report-only" in res.output
+
+
+def test_results_written_before_the_rename_are_read_under_the_new_names(tmp_path):
+    """peers.json files from before the two NMSEs had distinct names call the score's NMSE ``nmse``."""
+    from svrt.benchmarks.peers import SCHEMA, load_results
+
+    old = {"schema": SCHEMA, "cases": {"c": {"results": {"svrt": {"status": "ok", "score": {
+        "nmse": 0.05, "nmse_destretched": 0.04}}}}}}
+    path = tmp_path / "peers.json"
+    path.write_text(json.dumps(old))
+    score = load_results(path)["cases"]["c"]["results"]["svrt"]["score"]
+    assert score == {"nmse_variance": 0.05, "nmse_variance_destretched": 0.04}
