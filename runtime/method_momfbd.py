@@ -116,12 +116,12 @@ def solve_momfbd(ctx: SolveContext, data_n, pix_w, init_o, init_a, t_start: floa
             # then every node's patch starts from it
             glob, _ = patch_wavefronts(data_n, insts, ctx.n_modes, (1, 1), nvar.mean(dim=1), cfg.patch_size,
                                        cfg.patch_iterations, tiptilt=cfg.tiptilt, fit_modes=cfg.fit_modes,
-                                       diversity=spec)
+                                       diversity=spec, start_rms=cfg.start_rms)
             init_a = glob.expand(-1, -1, yg, xg).contiguous()
         node_iterations = cfg.patch_iterations if (cfg.node_iterations is None or init_a is None) else cfg.node_iterations
         alpha, pinfo = patch_wavefronts(data_n, insts, ctx.n_modes, (yg, xg), nvar.mean(dim=1), cfg.patch_size,
                                         max(1, node_iterations), tiptilt=cfg.tiptilt, init=init_a, fit_modes=cfg.fit_modes,
-                                        diversity=spec)
+                                        diversity=spec, start_rms=cfg.start_rms)
         if init_a is not None and (yg, xg) != (1, 1) and node_iterations == 0:
             alpha = init_a                     # the nodes keep the start; the SV refinement moves them
         problem = pinfo["problem"]

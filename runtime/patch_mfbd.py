@@ -44,7 +44,10 @@ __all__ = ["PatchLayout", "patch_layout", "patch_wavefronts", "MODE_STEPS"]
 
 # modes freed in steps: tip-tilt, + defocus and astigmatism, + coma and trefoil, ..., all
 MODE_STEPS = (2, 5, 9, 14, 20, 27, 35, 44, 54, 65)
-START_RMS_RAD = 0.1   # [rad] the random start of newly freed modes (seeded)
+# [rad] RMS of the random start of newly freed modes (seeded). It also regularises: the marginal likelihood
+# keeps falling as the fit follows the noise, and from 0.3 rad the 30 L-BFGS steps of a mode step end nearer
+# the truth than from 0.1 (NMSE 0.024-0.072 vs 0.036-0.083 on 5 of 5 128^2 bursts; 0.6 rad diverges)
+START_RMS_RAD = 0.3
 
 
 @dataclass(frozen=True)
@@ -217,7 +220,7 @@ def patch_wavefronts(frames: torch.Tensor, insts, n_modes: int, grid_shape: tupl
                      patch_size: int = 64, iterations: int = 40, gamma_scale: float = 1.0,
                      tiptilt: bool = True, weights: torch.Tensor | None = None, attenuation=None,
                      init: torch.Tensor | None = None, progress=None, fit_modes: int | None = None,
-                     seed: int = 0, diversity=None) -> tuple[torch.Tensor, dict]:
+                     seed: int = 0, diversity=None, start_rms: float = START_RMS_RAD) -> tuple[torch.Tensor, dict]:
     """Wavefronts ``[L, M, Yg, Xg]`` (radians at object 0's wavelength) at the grid nodes, from one
     object-eliminated MOMFBD per node's patch.
 
@@ -225,7 +228,8 @@ def patch_wavefronts(frames: torch.Tensor, insts, n_modes: int, grid_shape: tupl
     ``noise_var [K]`` the noise variance per pixel of each object's frames (same units);
     ``iterations`` L-BFGS iterations per mode step (:data:`MODE_STEPS` up to ``n_modes``);
     ``weights [K, L]`` gamma_kl; ``attenuation(i, nu)`` the OTF factor of the unmodelled high orders;
-    ``init [L, M, Yg, Xg]`` a starting point (e.g. the previous burst's); ``diversity`` a
+    ``init [L, M, Yg, Xg]`` a starting point (e.g. the previous burst's); ``start_rms`` [rad] the random
+    start of newly freed modes; ``diversity`` a
     :class:`~svrt.optics.diversity.DiversitySpec` (channels tied to one object, their known defocus) or
     None. Returns the wavefronts and a
     dict with the metric before and after and the number of function evaluations."""
@@ -254,7 +258,7 @@ def patch_wavefronts(frames: torch.Tensor, insts, n_modes: int, grid_shape: tupl
         if n_free > n_before:
             # a wavefront without even modes is a saddle point of the metric for them (an even aberration of
             # either sign gives the same MTF): start the newly freed modes off zero
-            kick = START_RMS_RAD * torch.randn(alpha[..., n_before:n_free].shape, generator=gen)
+            kick = start_rms * torch.randn(alpha[..., n_before:n_free].shape, generator=gen)
             alpha = torch.cat([alpha[..., :n_before], alpha[..., n_before:n_free] + kick.to(alpha), alpha[..., n_free:]], -1)
             alpha = _centred(alpha, tiptilt)
             n_before = n_free

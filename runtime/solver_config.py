@@ -52,6 +52,8 @@ class SolverConfig:
     coarse_to_fine: bool = setting(True, "start every patch from the whole field's wavefronts (method momfbd)")
     fit_modes: int | None = setting(35, "fit KL 1..fit_modes in the patch stage, the rest 0 (none: all M); 35 "
                                         "is best over r0 7-15 cm (benchmarks/PEERS-MATRIX.md)")
+    start_rms: float = setting(0.3, "[rad] RMS of the random start of the modes freed at each step of the patch "
+                                    "stage (method momfbd; also regularises: 0.1 fits more noise, 0.6 diverges)")
     object_iterations: int = setting(20, "most conjugate-gradient iterations of each object solve")
     refine_rounds: int = setting(2, "rounds of (SV wavefront refinement, object solve) after the first object solve")
     refine_iterations: int = setting(10, "L-BFGS iterations of each SV wavefront refinement (0: none)")
@@ -135,7 +137,7 @@ class SolverConfig:
         need(self.node_modes is None or (isinstance(self.node_modes, int) and self.node_modes >= 1),
              f"node_modes must be None or an integer >= 1; got {self.node_modes!r}.")
         need(isinstance(self.patch_size, int) and self.patch_size >= 16, f"patch_size must be an integer >= 16 pixels; got {self.patch_size!r}.")
-        for name in ("prior_scale", "tolerance", "refine_above"):
+        for name in ("prior_scale", "tolerance", "refine_above", "start_rms"):
             v = getattr(self, name)
             need(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0, f"{name} must be a number >= 0; got {v!r}.")
         need(self.time_budget is None or (isinstance(self.time_budget, (int, float)) and self.time_budget > 0),
