@@ -445,12 +445,12 @@ def test_full_disk_during_write_is_one_sentence(tmp_path):
 def test_no_space_left_sentence(tmp_path, monkeypatch):
     import errno
 
-    import svrt.fileio as fileio
+    import svrt.fileio.hdf5file as hdf5file
 
     def full(tmp, data):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(fileio, "_write_bytes", full)
+    monkeypatch.setattr(hdf5file, "_write_bytes", full)
     error_of(lambda: write_array(tmp_path / "a.h5", np.ones((4, 4))), "a.h5", "no space left", "free some space")
     assert no_temporaries(tmp_path)
 
