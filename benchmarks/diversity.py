@@ -120,15 +120,12 @@ def solve_and_score(b, burst, engine, config) -> dict:
 
 def plot(results: dict, path: Path) -> None:
     """Bars, per setting (mean over the cases): NMSE and the wavefront errors, focus alone against diversity."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from svrt.pictures import save_png, subplots
 
     summary = results["summary"]
     labels = list(summary)
     x = np.arange(len(labels))
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    fig, axes = subplots(1, 3, figsize=(13, 3.8))
     panels = (("nmse", "restoration NMSE (score_restoration)"), ("wavefront_low", "wavefront RMS error, KL 3-9 [rad]"),
               ("wavefront_fitted", "wavefront RMS error, fitted KL [rad]"))
     for ax, (key, title) in zip(axes, panels):
@@ -144,8 +141,7 @@ def plot(results: dict, path: Path) -> None:
         fontsize=11,
     )
     fig.tight_layout()
-    fig.savefig(path, dpi=100, format="png")
-    plt.close(fig)
+    save_png(fig, path, dpi=100)
 
 
 def summarise(cases: list) -> dict:

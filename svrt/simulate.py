@@ -1,4 +1,4 @@
-"""``svrt simulate``: bursts of solar frames blurred by an anisoplanatic (spatially variant) atmosphere.
+"""Bursts of solar frames blurred by an anisoplanatic (spatially variant) atmosphere.
 
 A burst is K objects (e.g. wide band and narrow band, :func:`svrt.scenes.make_objects`) seen through
 L short exposures. In frame l every object sees the same wavefront; the wavefront differs across the
@@ -45,6 +45,8 @@ Gaussian noise (``noise``) and photon noise (``photons``). The recipe:
 Random streams: the scene uses ``seed``; the atmosphere ``numpy.random.default_rng([seed, 1])``, the
 noise ``default_rng([seed, 2])``. The same arguments give the same burst.
 
+The quick look: :mod:`svrt.simulate_plot`; the command ``svrt simulate``: :mod:`svrt.simulate_cli`.
+
 Example
 -------
 >>> from svrt.simulate import simulate_burst
@@ -57,16 +59,12 @@ from __future__ import annotations
 
 import math
 import numbers
-import os
-from pathlib import Path
 
-import click
 import numpy as np
 
 from svrt.atmosphere import DEFAULT_THETA0_ARCSEC, R0_REFERENCE_WAVELENGTH
 from svrt.errors import SvrtError
 from svrt.mode_grid import per_pixel_modes
-from svrt.optics.kl import defocus_mode_index
 
 MAX_PSF_SIZE = 256          # cap on the PSF box (the cost of the exact convolution grows as S^2)
 MIN_PUPIL_PX = 24           # pupil sampling of the PSF model (grid pixels across D)
@@ -566,198 +564,3 @@ def local_contrast_ratio(frame: np.ndarray, truth: np.ndarray, block: int) -> np
         return b.std(axis=(1, 3)) / np.abs(b.mean(axis=(1, 3))).clip(1e-12)
 
     return contrast(frame) / contrast(truth).clip(1e-12)
-
-
-def plot_burst(burst, path, title: str | None = None) -> str:
-    """PNG quick look of a burst (object 0): truth, first frame, frame average, the defocus
-    coefficient of frame 0 across the field (the bilinearly upsampled coarse modes) and, with a
-    truth, the local contrast of frame 0 relative to the truth's (the spatially variant blur).
-    Atomic write."""
-    from svrt.pictures import save_png, subplots
-
-    k0 = burst.frames[0]
-    y, x = burst.shape
-    pix = burst.header.get("CDELT1")
-    ext = [0, x * pix, 0, y * pix] if isinstance(pix, (int, float)) else None
-    unit = "arcsec" if ext else "pixel"
-    ref = burst.truth[0] if burst.truth is not None else k0.mean(axis=0)
-    lo, hi = np.percentile(ref, [0.5, 99.5])
-    panels = [("truth (object 0)", burst.truth[0] if burst.truth is not None else None),
-              ("frame 0", k0[0]), (f"average of {burst.n_frames} frames", k0.mean(axis=0))]
-    panels = [p for p in panels if p[1] is not None]
-    block = max(16, min(y, x) // 8)
-    show_contrast = burst.truth is not None and min(y, x) >= 2 * block
-    n = len(panels) + (burst.modes is not None) + show_contrast
-    fig, axes = subplots(1, n, figsize=(4.2 * n, 5.0), layout="constrained")
-    axes = np.atleast_1d(axes)
-    for ax, (name, img) in zip(axes, panels):
-        ax.imshow(img, origin="lower", cmap="gray", vmin=lo, vmax=hi, extent=ext, interpolation="nearest")
-        ax.set_title(name)
-        ax.set_xlabel(unit)
-    if burst.modes is not None:
-        j = defocus_mode_index(burst.modes.shape[1])
-        mode = per_pixel_modes(burst.modes[0], (y, x))[j].numpy()
-        ax = axes[len(panels)]
-        lim = float(np.max(np.abs(mode))) or 1.0
-        im = ax.imshow(mode, origin="lower", cmap="RdBu_r", vmin=-lim, vmax=lim, extent=ext)
-        ax.set_title(f"frame 0: KL {j + 1} (defocus) [rad]")
-        ax.set_xlabel(unit)
-        fig.colorbar(im, ax=ax, shrink=0.8)
-    if show_contrast:
-        ratio = local_contrast_ratio(k0[0], burst.truth[0], block)
-        ax = axes[-1]
-        by, bx = ratio.shape
-        cext = [0, bx * block * pix, 0, by * block * pix] if ext else None
-        im = ax.imshow(ratio, origin="lower", cmap="magma", vmin=0, vmax=max(1.0, float(ratio.max())), extent=cext)
-        ax.set_title(f"frame 0: contrast / truth's ({block} px blocks)")
-        ax.set_xlabel(unit)
-        fig.colorbar(im, ax=ax, shrink=0.8)
-    if title:
-        fig.suptitle(title)
-    save_png(fig, path, dpi=90)
-    return os.fspath(path)
-
-
-def _title(burst) -> str:
-    h = burst.header
-    th = h.get("THETA0")
-    th = f"{th:g}\"" if th else "none (isoplanatic)"
-    extra = [f"L0 = {h['L0']:g} m" if h.get("L0") else "",
-             f"AO {h['AOMODES']} modes" if h.get("AOMODES") else "",
-             f"{h['PHOTONS']:g} e-/px" if h.get("PHOTONS") else ""]
-    extra = "".join(", " + e for e in extra if e)
-    return (f"{burst.instruments[0]} ({h.get('WAVEFRNT', 'kl')}): r0 = {h.get('R0', 0):g} cm at 5000 A, theta0 = {th}{extra}, "
-            f"noise = {h.get('NOISE', 0):g}, grid {h.get('GRID')}x{h.get('GRID')}, PSF {h.get('PSFSIZE')} px, "
-            f"seed {h.get('SEED')}")
-
-
-# ----------------------------------------------------------------------------------------------
-# command line
-# ----------------------------------------------------------------------------------------------
-
-@click.command("simulate", context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--instrument", default="crisp8542", show_default=True, help="Instrument label (see `svrt instruments`).")
-@click.option("--size", default=256, show_default=True, type=int, help="Frame side Y = X in pixels.")
-@click.option("--frames", "n_frames", default=12, show_default=True, type=int, help="L, frames (short exposures).")
-@click.option("--objects", "n_objects", default=2, show_default=True, type=int,
-              help="K, objects sharing the wavefront (e.g. wide band, narrow band).")
-@click.option("--seed", default=1, show_default=True, type=int, help="Random seed (scene, atmosphere, noise).")
-@click.option("--r0", "r0_cm", default=10.0, show_default=True, type=float, help="Fried radius [cm at 5000 A].")
-@click.option("--theta0", "theta0", default=str(DEFAULT_THETA0_ARCSEC), show_default=True,
-              help="Isoplanatic angle [arcsec at 5000 A]; 'none' for a single ground layer (no anisoplanatism).")
-@click.option("--noise", default=0.01, show_default=True, type=float,
-              help="Gaussian noise sigma as a fraction of each frame's mean (0: none).")
-@click.option("--scene", default="granulation", show_default=True, help="granulation, sunspot or points.")
-@click.option("--grid", default=None, type=int, help="Nodes per side of the coarse mode grid [default: size // 16].")
-@click.option("--modes", "n_modes", default=44, show_default=True, type=int, help="M, number of KL modes.")
-@click.option("--psf-size", default=None, type=int,
-              help="PSF box in pixels [default: holds >= 98 % of the energy of 95 % of the PSFs].")
-@click.option("--wavefront", default="kl", show_default=True, metavar="kl|screen",
-              help="Wavefront model: 'kl' (44 KL modes on the coarse grid, bilinear per pixel: the solver's own "
-                   "model, an inverse crime) or 'screen' (the full layered phase screens at every pixel).")
-@click.option("--outer-scale", "outer_scale", default="none", show_default=True, metavar="M",
-              help="Von Karman outer scale L0 [m]; 'none' for Kolmogorov (infinite).")
-@click.option("--ao-modes", "ao_modes", default="0", show_default=True, metavar="N",
-              help="Adaptive optics: KL modes 1..N (tip/tilt included) corrected, locked on the field centre; 0: no AO.")
-@click.option("--ao-lock", "ao_lock", default="0,0", show_default=True, metavar="Y,X",
-              help="AO lock point 'Y,X' [arcsec from the field centre].")
-@click.option("--photons", default="0", show_default=True, metavar="P",
-              help="Photon noise: photo-electrons per pixel at the frame mean (Poisson); 0: none.")
-@click.option("--diversity", "diversity", default="0", show_default=True, metavar="W",
-              help="Phase diversity: add a channel of object 0 defocused by W waves peak-to-valley (cards DIVERSk, DIVOBJk); 0: none.")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
-              help="Output burst: .fits (default format of the solar community) or .h5.")
-@click.option("--overwrite", is_flag=True, help="Replace existing output files.")
-@click.option("--png", "png", default=None, type=click.Path(dir_okay=False),
-              help="Quick-look PNG [default: the output name with .png].")
-@click.option("--no-png", is_flag=True, help="Do not write the quick-look PNG.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def simulate_command(instrument, size, n_frames, n_objects, seed, r0_cm, theta0, noise, scene, grid, n_modes,
-                     psf_size, wavefront, outer_scale, ao_modes, ao_lock, photons, diversity, output, overwrite, png, no_png,
-                     quiet):
-    """Simulate a burst of K objects x L frames blurred by an anisoplanatic atmosphere.
-
-    Each frame is the exact per-pixel convolution (one PSF per pixel) of a solar scene with the
-    wavefront of a layered Kolmogorov (or von Karman) atmosphere (a ground layer plus high layers set
-    by THETA0), optionally corrected by adaptive optics, plus photon and Gaussian noise. With
-    --wavefront kl (default) each pixel's wavefront is 44 KL modes interpolated from a coarse grid, the
-    model svrt deconvolve fits; --wavefront screen uses the full phase screens at every pixel, data
-    that do not follow the solver's model. The file holds FRAMES [K, L, Y, X], TRUTH [K, Y, X] and the
-    true MODES [L, M, Yg, Xg] (KL coefficients in radians); a PNG quick look is written next to it.
-
-    \b
-    Example:
-      svrt simulate --instrument crisp8542 --size 256 --frames 12 --objects 2 --seed 1 -o burst.fits
-      svrt simulate --size 128 --frames 4 --r0 7 --theta0 1.5 --scene sunspot -o spot.h5
-      svrt simulate --size 128 --frames 8 --r0 7 --wavefront screen --outer-scale 20 \\
-          --ao-modes 36 --photons 2000 -o realistic.fits
-      svrt simulate --size 128 --frames 6 --objects 1 --r0 8 --wavefront screen --diversity 1 -o pd.fits
-    """
-    from svrt.fileio import check_output, file_format, write_burst
-
-    theta0_arcsec = _parse_option(theta0, "--theta0", float, "a number of arcsec at 5000 A or 'none'", none_words=True)
-    if str(wavefront).strip().lower() not in WAVEFRONTS:
-        raise SvrtError(f"--wavefront must be 'kl' or 'screen'; got '{wavefront}'.")
-    wavefront = str(wavefront).strip().lower()
-    outer_scale_m = _parse_option(outer_scale, "--outer-scale", float, "a positive number of metres or 'none'",
-                                  none_words=True, minimum=0.0, strict=True)
-    ao_modes = _parse_option(ao_modes, "--ao-modes", int, "an integer number of KL modes from 0 (no AO) to 152",
-                             minimum=0, maximum=MAX_MODES)
-    parts = str(ao_lock).split(",")
-    if len(parts) != 2:
-        raise SvrtError(f"--ao-lock must be 'Y,X' in arcsec from the field centre; got '{ao_lock}'.")
-    ao_lock_arcsec = tuple(_parse_option(v, "--ao-lock", float, "'Y,X' in arcsec from the field centre")
-                           for v in parts)
-    photons = _parse_option(photons, "--photons", float, "photo-electrons per pixel at the frame mean, 0 for none",
-                            minimum=0.0)
-    diversity = _parse_option(diversity, "--diversity", float, "a defocus in waves peak-to-valley (about 1), 0 for none",
-                              minimum=-20.0, maximum=20.0)
-    file_format(output)
-    check_output(output, overwrite)
-    png_path = None if no_png else (png or str(_png_name(output)))
-    if png_path is not None:
-        if Path(png_path).resolve() == Path(output).resolve():
-            raise SvrtError(f"the PNG {png_path} and the output {output} are the same file; choose another --png.")
-        if not str(png_path).lower().endswith(".png"):
-            raise SvrtError(f"the quick look {png_path} must be a .png file.")
-        check_output(png_path, overwrite)
-    burst = simulate_burst(instrument, size, n_frames, n_objects, seed, r0_cm=r0_cm, theta0_arcsec=theta0_arcsec,
-                           noise=noise, scene=scene, grid=grid, n_modes=n_modes, progress=not quiet,
-                           psf_size=psf_size, wavefront=wavefront, outer_scale_m=outer_scale_m, ao_modes=ao_modes,
-                           ao_lock_arcsec=ao_lock_arcsec, photons=photons or None, diversity=diversity or None)
-    write_burst(output, burst, overwrite=overwrite)
-    k, n, y, x = burst.frames.shape
-    msg = f"wrote {output}: {k} objects x {n} frames of {y}x{x}, modes {tuple(burst.modes.shape)}, PSF {burst.header['PSFSIZE']} px"
-    if png_path is not None:
-        plot_burst(burst, png_path, _title(burst))
-        msg += f"; quick look {png_path}"
-    click.echo(msg)
-
-
-def _parse_option(text, option: str, kind, expected: str, none_words: bool = False, minimum=None, maximum=None,
-                  strict: bool = False):
-    """Value of a command-line option given as text: ``kind(text)`` (int or float), None for 'none' / 'inf'
-    when ``none_words``, within [minimum, maximum] (``strict``: above minimum); else one SvrtError
-    sentence naming the option and what it expects."""
-    word = str(text).strip().lower()
-    if none_words and word in ("none", "inf", "infinity"):
-        return None
-    try:
-        value = kind(word)
-    except ValueError:
-        value = None
-    if value is None or (kind is float and not math.isfinite(value)) or \
-            (minimum is not None and (value < minimum or (strict and value == minimum))) or \
-            (maximum is not None and value > maximum):
-        raise SvrtError(f"{option} must be {expected}; got '{text}'.")
-    return value
-
-
-def _png_name(output) -> Path:
-    p = Path(output)
-    name = p.name
-    low = name.lower()
-    for suffix in (".fits.gz", ".fit.gz", ".fts.gz", ".fits", ".fit", ".fts", ".hdf5", ".h5", ".hdf", ".he5"):
-        if low.endswith(suffix):
-            return p.with_name(name[: -len(suffix)] + ".png")
-    return p.with_name(name + ".png")
