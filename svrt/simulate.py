@@ -2,7 +2,7 @@
 
 A burst is K objects (e.g. wide band and narrow band, :func:`svrt.scenes.make_objects`) seen through
 L short exposures. In frame l every object sees the same wavefront; the wavefront differs across the
-field because of high turbulent layers (:func:`svrt.atmosphere.anisoplanatic_modes`).
+field because of high turbulent layers (:func:`svrt.phase_screens.anisoplanatic_modes`).
 
 Two wavefront models (``wavefront=``):
 
@@ -35,7 +35,7 @@ Gaussian noise (``noise``) and photon noise (``photons``). The recipe:
 4. Frames: the exact per-pixel convolution (Eq. 1, :func:`svrt.optics.convolution.spatially_variant_convolve`),
    one call per frame for all K objects, with a :class:`~svrt.optics.psf.PSFModel` of S pixels
    computed on a pupil of at least ``MIN_PUPIL_PX`` grid pixels (:func:`burst_psf_model`). For
-   ``"screen"`` the PSF of each pixel is :meth:`~svrt.atmosphere.LayeredScreens.psfs` of its own field
+   ``"screen"`` the PSF of each pixel is :meth:`~svrt.phase_screens.LayeredScreens.psfs` of its own field
    angle (:func:`svrt.optics.convolution.spatially_variant_convolve_psfs`), on a pupil of at least
    ``SAMPLES_PER_R0`` samples per r0 (at the instrument's wavelength).
 5. Noise: photon noise first if ``photons`` (Poisson, ``photons`` photo-electrons per pixel at the
@@ -345,10 +345,11 @@ def simulate_burst(instrument="crisp8542", size: int = 256, n_frames: int = 12, 
     from tqdm import tqdm
 
     from svrt.adaptive_optics import AdaptiveOptics
-    from svrt.atmosphere import Atmosphere, anisoplanatic_modes, node_field_angles, r0_at_wavelength, wavefront_modes
+    from svrt.atmosphere import Atmosphere, r0_at_wavelength
     from svrt.fileio import Burst
     from svrt.instruments import ARCSEC_PER_RADIAN
     from svrt.optics.convolution import spatially_variant_convolve, spatially_variant_convolve_psfs
+    from svrt.phase_screens import anisoplanatic_modes, node_field_angles, wavefront_modes
     from svrt.scenes import make_objects
 
     (inst, size, n_frames, n_objects, seed, r0_cm, theta0_arcsec, noise, grid, n_modes, psf_size, outer_scale_m,
@@ -475,12 +476,12 @@ def _diversity_frames(waves_pv: float, obj, coarse, screens, model, inst, shape,
 
 def burst_screens(instrument, atmosphere, n_frames: int, image_shape, rng: np.random.Generator, ao=None,
                   screen_px: int = SCREEN_PUPIL_PX) -> list:
-    """The turbulence of a ``wavefront="screen"`` burst: ``n_frames`` :class:`~svrt.atmosphere.LayeredScreens`
+    """The turbulence of a ``wavefront="screen"`` burst: ``n_frames`` :class:`~svrt.phase_screens.LayeredScreens`
     (pixel D / ``screen_px``) drawn from ``rng`` (the burst's ``default_rng([seed, 1])``), large enough for
     every pixel of an ``image_shape`` field and the AO lock point, each seen through ``ao`` (an
     :class:`~svrt.adaptive_optics.AdaptiveOptics`; None: none)."""
-    from svrt.atmosphere import layered_screens
     from svrt.instruments import ARCSEC_PER_RADIAN, get_instrument
+    from svrt.phase_screens import layered_screens
 
     inst = get_instrument(instrument)
     y, x = image_shape
@@ -492,11 +493,11 @@ def burst_screens(instrument, atmosphere, n_frames: int, image_shape, rng: np.ra
 
 def _screen_node_psfs(screens, inst, grid_shape, image_shape):
     """``node_psfs`` for :func:`choose_psf_size`: the full-phase PSFs of coarse-grid nodes (flat indices
-    into [L, Yg, Xg], sorted) from a frame's :class:`~svrt.atmosphere.LayeredScreens`."""
+    into [L, Yg, Xg], sorted) from a frame's :class:`~svrt.phase_screens.LayeredScreens`."""
     import torch
 
-    from svrt.atmosphere import node_field_angles
     from svrt.instruments import ARCSEC_PER_RADIAN
+    from svrt.phase_screens import node_field_angles
 
     ay, ax = (a / ARCSEC_PER_RADIAN for a in node_field_angles(grid_shape, image_shape, inst.pixel_arcsec))
 
