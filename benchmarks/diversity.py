@@ -50,16 +50,10 @@ CONFIGS = {"default": {}, "kolmogorov": {"high_order": "kolmogorov"}, "fit44": {
 def wavefront_rms(solved: np.ndarray, true: np.ndarray, shape, modes: tuple[int, int]) -> float:
     """RMS (rad) over the pupil and the field of ``solved - true`` on KL indices ``modes`` [lo, hi):
     both ``[L, M, Yg, Xg]`` upsampled bilinearly (align_corners=False, the solver's contract) to ``shape``."""
-    import torch
-    import torch.nn.functional as F
+    from svrt.mode_grid import per_pixel_modes
 
     lo, hi = modes
-
-    def per_pixel(a):
-        t = torch.as_tensor(np.asarray(a, dtype=np.float32)[:, lo:hi])
-        return F.interpolate(t, size=tuple(shape), mode="bilinear", align_corners=False)
-
-    diff = per_pixel(solved) - per_pixel(true)
+    diff = per_pixel_modes(np.asarray(solved)[:, lo:hi], shape) - per_pixel_modes(np.asarray(true)[:, lo:hi], shape)
     return float(diff.pow(2).sum(dim=1).mean().sqrt())
 
 

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from svrt.errors import SvrtError
-from svrt.mode_grid import sample_coarse
+from svrt.mode_grid import node_positions, sample_coarse
 from svrt.runtime.forward_model import emulate
 from svrt.runtime.loss import grad_sq_mean
 from svrt.runtime.plan import batches
@@ -233,16 +233,14 @@ def solve_tiled(ctx: SolveContext, data_n, pix_w, init_o, init_a):
     acc_a = torch.zeros(n_frames, ctx.n_modes, yg, xg)
     acc_aw = torch.zeros(yg, xg)
     # pixel coordinates of the global nodes (bilinear, align_corners=False)
-    py = (torch.arange(yg, dtype=torch.float64) + 0.5) * y / yg - 0.5
-    px = (torch.arange(xg, dtype=torch.float64) + 0.5) * x / xg - 0.5
+    py, px = torch.from_numpy(node_positions(y, yg)), torch.from_numpy(node_positions(x, xg))
     init_a = init_a.detach().to("cpu")
     history = None
     for t, (y0, x0, ty, tx) in enumerate(field_tiles):
         sl = (slice(y0, y0 + ty), slice(x0, x0 + tx))
         tyg, txg = (math.ceil(ty / cfg.grid), math.ceil(tx / cfg.grid)) if cfg.grid else (1, 1)
         # the tile's initial modes: the global field sampled at the tile's node positions
-        ty_n = y0 + (torch.arange(tyg, dtype=torch.float64) + 0.5) * ty / tyg - 0.5
-        tx_n = x0 + (torch.arange(txg, dtype=torch.float64) + 0.5) * tx / txg - 0.5
+        ty_n, tx_n = torch.from_numpy(y0 + node_positions(ty, tyg)), torch.from_numpy(x0 + node_positions(tx, txg))
         ia = sample_coarse(init_a, ty_n, tx_n, (y, x)).to(dev)
         pw = None if pix_w is None else pix_w[..., sl[0], sl[1]].contiguous().to(dev)
         o, o_star, a, model, hist = solve_field(ctx, data_n[..., sl[0], sl[1]].contiguous().to(dev), pw,

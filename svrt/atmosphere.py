@@ -29,6 +29,17 @@ def r0_at_wavelength(r0_cm: float, wavelength_angstrom: float,
     return r0_cm * (wavelength_angstrom / reference_angstrom) ** 1.2
 
 
+def d_over_r0_at_wavelength(d_over_r0: float, reference_over_wavelength: float) -> float:
+    """D / r0 at a wavelength lambda from ``d_over_r0`` at a reference wavelength, given
+    ``reference_over_wavelength`` = lambda_ref / lambda: r0 grows as lambda^(6/5) (:func:`r0_at_wavelength`),
+    so D / r0 scales as (lambda_ref / lambda)^(6/5).
+
+    >>> round(d_over_r0_at_wavelength(10.0, 2.0), 4)    # half the wavelength: 2^(6/5) times D / r0
+    22.974
+    """
+    return float(d_over_r0) / r0_at_wavelength(1.0, 1.0, reference_over_wavelength)
+
+
 def kl_standard_deviations(instrument: str | Instrument, r0_cm: float, n_modes: int = 44,
                            reference_angstrom: float = R0_REFERENCE_WAVELENGTH) -> np.ndarray:
     """RMS (radians) of each KL coefficient ``[n_modes]``: sqrt(variance_l (D/r0(lambda))^(5/3))."""
