@@ -59,6 +59,8 @@ from __future__ import annotations
 
 import math
 import numbers
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -342,14 +344,10 @@ def simulate_burst(instrument="crisp8542", size: int = 256, n_frames: int = 12, 
     ``torch.set_num_threads(1)``.
     """
     import torch
-    from tqdm import tqdm
 
     from svrt.adaptive_optics import AdaptiveOptics
-    from svrt.atmosphere import Atmosphere, r0_at_wavelength
+    from svrt.atmosphere import Atmosphere
     from svrt.fileio import Burst
-    from svrt.instruments import ARCSEC_PER_RADIAN
-    from svrt.optics.convolution import spatially_variant_convolve, spatially_variant_convolve_psfs
-    from svrt.phase_screens import anisoplanatic_modes, node_field_angles, wavefront_modes
     from svrt.scenes import make_objects
 
     (inst, size, n_frames, n_objects, seed, r0_cm, theta0_arcsec, noise, grid, n_modes, psf_size, outer_scale_m,
@@ -358,50 +356,134 @@ def simulate_burst(instrument="crisp8542", size: int = 256, n_frames: int = 12, 
     ao = AdaptiveOptics(inst, ao_modes, ao_lock_arcsec)
     y = x = size
     atmosphere = Atmosphere.from_theta0(r0_cm, theta0_arcsec, outer_scale_m=outer_scale_m)
-    atmosphere_rng = np.random.default_rng([seed, 1])
-    screens, node_psfs, min_pupil_px, screen_px = None, None, MIN_PUPIL_PX, SCREEN_PUPIL_PX
-    if wavefront == "kl":
-        coarse = anisoplanatic_modes(inst, r0_cm, theta0_arcsec, n_frames, (grid, grid), (y, x), n_modes=n_modes,
-                                     rng=atmosphere_rng, atmosphere=atmosphere, pupil_px=screen_px,
-                                     ao_modes=ao.n_modes, ao_lock_arcsec=ao.lock_arcsec)
-    else:
-        screen_px, min_pupil_px = screen_pupil_samples(inst, r0_cm)
-        screens = burst_screens(inst, atmosphere, n_frames, (y, x), atmosphere_rng, ao, screen_px)
-        # pixel field angles (rad) from the image centre: the nodes of a grid of one node per pixel
-        pixel_y, pixel_x = (a / ARCSEC_PER_RADIAN for a in node_field_angles((y, x), (y, x), inst.pixel_arcsec))
-        coarse = wavefront_modes(screens, inst, (grid, grid), (y, x), n_modes, pupil_px=screen_px)
-        node_psfs = _screen_node_psfs(screens, inst, (grid, grid), (y, x))
+    waves = _burst_wavefronts(inst, atmosphere, n_frames, (grid, grid), (y, x), n_modes, ao, wavefront,
+                              np.random.default_rng([seed, 1]))
     if psf_size is None:
-        psf_size = choose_psf_size(inst, coarse, node_psfs=node_psfs)
+        psf_size = choose_psf_size(inst, waves.coarse, node_psfs=waves.node_psfs)
     s = psf_size
-    model = burst_psf_model(inst, s, n_modes, min_pupil_px)
+    model = burst_psf_model(inst, s, n_modes, waves.min_pupil_px)
     scene_big = make_objects(scene, n_objects, (y + s - 1, x + s - 1), inst.pixel_arcsec, seed)
     b = s - 1 - s // 2
     truth = scene_big[:, b:b + y, b:b + x].copy()
     obj = torch.as_tensor(scene_big)
-    frames = np.empty((n_objects, n_frames, y, x), dtype=np.float32)
-    rows = max(1, 256 // x)  # ~256 PSFs per block: fastest on a CPU (cache); memory ~ K S^2 256 floats
     noise_rng = np.random.default_rng([seed, 2])
-    with tqdm(total=n_frames * y, desc=f"simulate {inst.label} {y}x{x}x{n_frames} ({wavefront})", unit="row",
-              disable=not progress, leave=False, dynamic_ncols=True) as bar:
-        for frame in range(n_frames):
-            if screens is None:
-                coef = per_pixel_modes(coarse[frame], (y, x))                       # [M, Y, X]
-                out = spatially_variant_convolve(obj, coef, model, boundary="valid", rows_per_chunk=rows,
-                                                 progress=bar.update)
-            else:
-                def psf_rows(r0, r1, screen=screens[frame]):                      # PSFs of rows r0..r1-1
-                    return screen.psfs(model, np.repeat(pixel_y[r0:r1], x), np.tile(pixel_x, r1 - r0))
-
-                out = spatially_variant_convolve_psfs(obj, psf_rows, (y, x), s, boundary="valid",
-                                                      rows_per_chunk=rows, progress=bar.update, dtype=model.dtype)
-            frames[:, frame] = out.numpy()
+    frames = _frames_through(obj, waves, model, (y, x), f"simulate {inst.label} {y}x{x}x{n_frames} ({wavefront})",
+                             progress)
     frames = add_noise(frames, noise, photons, noise_rng)
     if diversity:
-        defocused = _diversity_frames(diversity, obj[:1], coarse, screens, model, inst, (y, x), rows, progress,
-                                      (pixel_y, pixel_x) if screens is not None else None)
+        defocused = _diversity_frames(diversity, obj[:1], waves, model, inst, (y, x), progress)
         frames = np.concatenate([frames, add_noise(defocused, noise, photons, noise_rng)])
         truth = np.concatenate([truth, truth[:1]])
+    header = _burst_header(inst, atmosphere, model, ao, r0_cm=r0_cm, theta0_arcsec=theta0_arcsec, noise=noise,
+                           seed=seed, scene=scene, grid=grid, n_modes=n_modes, psf_size=s, wavefront=wavefront,
+                           outer_scale_m=outer_scale_m, photons=photons, screen_px=waves.screen_px)
+    if diversity:
+        header.update({f"DIVERS{n_objects}": float(diversity), f"DIVOBJ{n_objects}": 0})
+    _register_header_comments()
+    return Burst(frames=frames, instruments=[inst.label] * len(frames), truth=truth, modes=waves.coarse, header=header)
+
+
+@dataclass
+class _Wavefronts:
+    """The wavefronts of a burst: ``coarse [L, M, Yg, Xg]`` (MODES) and, for ``wavefront="screen"``, the
+    frames' :class:`~svrt.phase_screens.LayeredScreens`, the PSFs at the nodes (to choose the PSF size),
+    the pixels' field angles ``(ay [Y], ax [X])`` (rad) and the pupil sampling of the screens' PSFs."""
+
+    coarse: np.ndarray
+    screens: list | None = None
+    node_psfs: Any = None
+    pixel_angles: tuple | None = None
+    min_pupil_px: float = MIN_PUPIL_PX
+    screen_px: int = SCREEN_PUPIL_PX
+
+
+def _burst_wavefronts(inst, atmosphere, n_frames: int, grid_shape, shape, n_modes: int, ao, wavefront: str,
+                      rng: np.random.Generator) -> _Wavefronts:
+    """The KL coefficients at the nodes of every frame (after the AO), and the screens for "screen"."""
+    from svrt.instruments import ARCSEC_PER_RADIAN
+    from svrt.phase_screens import anisoplanatic_modes, node_field_angles, wavefront_modes
+
+    if wavefront == "kl":
+        return _Wavefronts(anisoplanatic_modes(inst, atmosphere.r0_cm, None, n_frames, grid_shape, shape,
+                                               n_modes=n_modes, rng=rng, atmosphere=atmosphere,
+                                               pupil_px=SCREEN_PUPIL_PX, ao_modes=ao.n_modes,
+                                               ao_lock_arcsec=ao.lock_arcsec))
+    screen_px, min_pupil_px = screen_pupil_samples(inst, atmosphere.r0_cm)
+    screens = burst_screens(inst, atmosphere, n_frames, shape, rng, ao, screen_px)
+    # pixel field angles (rad) from the image centre: the nodes of a grid of one node per pixel
+    pixel_angles = tuple(a / ARCSEC_PER_RADIAN for a in node_field_angles(shape, shape, inst.pixel_arcsec))
+    return _Wavefronts(wavefront_modes(screens, inst, grid_shape, shape, n_modes, pupil_px=screen_px), screens,
+                       _screen_node_psfs(screens, inst, grid_shape, shape), pixel_angles, min_pupil_px, screen_px)
+
+
+def _frames_through(obj, waves: _Wavefronts, model, shape, desc: str, progress: bool, d_kl=None,
+                    d_phase=None) -> np.ndarray:
+    """The noiseless frames ``[K, L, Y, X]`` of ``obj [K, Y + S - 1, X + S - 1]`` through every frame's
+    wavefront: per pixel the bilinear KL coefficients of the coarse grid (plus ``d_kl [M, 1, 1]``) or,
+    with screens, the full phase of the screens over the pixel's footprints (plus ``d_phase [1, N]``)."""
+    from tqdm import tqdm
+
+    from svrt.optics.convolution import spatially_variant_convolve, spatially_variant_convolve_psfs
+
+    y, x = shape
+    n_frames = waves.coarse.shape[0]
+    out = np.empty((obj.shape[0], n_frames, y, x), dtype=np.float32)
+    rows = max(1, 256 // x)  # ~256 PSFs per block: fastest on a CPU (cache); memory ~ K S^2 256 floats
+    with tqdm(total=n_frames * y, desc=desc, unit="row", disable=not progress, leave=False,
+              dynamic_ncols=True) as bar:
+        for frame in range(n_frames):
+            if waves.screens is None:
+                coef = per_pixel_modes(waves.coarse[frame], (y, x))                 # [M, Y, X]
+                if d_kl is not None:
+                    coef = coef + d_kl
+                img = spatially_variant_convolve(obj, coef, model, boundary="valid", rows_per_chunk=rows,
+                                                 progress=bar.update)
+            else:
+                img = spatially_variant_convolve_psfs(obj, _psf_rows(waves.screens[frame], model, waves.pixel_angles,
+                                                                     x, d_phase),
+                                                      (y, x), model.psf_size, boundary="valid", rows_per_chunk=rows,
+                                                      progress=bar.update, dtype=model.dtype)
+            out[:, frame] = img.numpy()
+    return out
+
+
+def _psf_rows(screen, model, pixel_angles, x: int, d_phase=None):
+    """``psf_rows(r0, r1)``: the PSFs ``[(r1 - r0) X, S, S]`` of pixel rows r0..r1-1 from the full phase of
+    ``screen`` over each pixel's footprints (:meth:`~svrt.phase_screens.LayeredScreens.psfs`), plus
+    ``d_phase``."""
+    pixel_y, pixel_x = pixel_angles
+    px, py = model.pupil_points_m
+
+    def psf_rows(r0, r1):
+        phi = screen.phase(np.repeat(pixel_y[r0:r1], x), np.tile(pixel_x, r1 - r0), px, py, dtype=model.dtype)
+        if d_phase is not None:
+            phi = phi + d_phase
+        return model.psf_from_phase(phi.reshape(-1, model.box, model.box))
+
+    return psf_rows
+
+
+def _diversity_frames(waves_pv: float, obj, waves: _Wavefronts, model, inst, shape, progress: bool):
+    """The frames ``[1, L, Y, X]`` (noiseless) of the object ``obj [1, Y + S - 1, X + S - 1]`` through every
+    frame's wavefront plus a defocus of ``waves_pv`` waves P-V: with screens (wavefront "screen") the
+    exact defocus phase added to each pixel's full phase, else its KL projection added to the coefficients."""
+    import torch
+
+    from svrt.optics.diversity import defocus_phase, diversity_coefficients
+
+    n_modes = waves.coarse.shape[1]
+    d_kl = torch.as_tensor(diversity_coefficients(waves_pv, n_modes), dtype=torch.float32)[:, None, None]
+    px, py = model.pupil_points_m
+    d_phase = torch.as_tensor(defocus_phase(waves_pv, px, py, inst.diameter_m), dtype=model.dtype)[None]   # [1, N]
+    return _frames_through(obj, waves, model, shape, f"simulate diversity channel ({waves_pv:g} waves P-V)", progress,
+                           d_kl=d_kl, d_phase=d_phase)
+
+
+def _burst_header(inst, atmosphere, model, ao, *, r0_cm, theta0_arcsec, noise, seed, scene, grid, n_modes, psf_size,
+                  wavefront, outer_scale_m, photons, screen_px) -> dict:
+    """The header of a simulated burst: the instrument's cards and every setting (the module doc)."""
+    from svrt.atmosphere import r0_at_wavelength
+
     header = {
         "TELESCOP": inst.telescope,
         "INSTRUME": inst.instrument,
@@ -418,7 +500,7 @@ def simulate_burst(instrument="crisp8542", size: int = 256, n_frames: int = 12, 
         "SCENE": scene,
         "GRID": int(grid),
         "NMODES": int(n_modes),
-        "PSFSIZE": int(s),
+        "PSFSIZE": int(psf_size),
         "NLAYERS": len(atmosphere.heights_m),
         "WAVEFRNT": wavefront,
         "L0": float(outer_scale_m or 0.0),
@@ -432,46 +514,7 @@ def simulate_burst(instrument="crisp8542", size: int = 256, n_frames: int = 12, 
     for i, (h, w) in enumerate(zip(atmosphere.heights_m, atmosphere.fractions)):
         header[f"LAYH{i}"] = round(h, 1)
         header[f"LAYW{i}"] = round(w, 4)
-    if diversity:
-        header.update({f"DIVERS{n_objects}": float(diversity), f"DIVOBJ{n_objects}": 0})
-    _register_header_comments()
-    return Burst(frames=frames, instruments=[inst.label] * len(frames), truth=truth, modes=coarse, header=header)
-
-
-def _diversity_frames(waves_pv: float, obj, coarse, screens, model, inst, shape, rows: int, progress: bool, pixel_angles):
-    """The frames ``[1, L, Y, X]`` (noiseless) of the object ``obj [1, Y + S - 1, X + S - 1]`` through every
-    frame's wavefront plus a defocus of ``waves_pv`` waves P-V: with ``screens`` (wavefront "screen") the
-    exact defocus phase added to each pixel's full phase, else its KL projection added to the coefficients."""
-    import torch
-    from tqdm import tqdm
-
-    from svrt.optics.convolution import spatially_variant_convolve, spatially_variant_convolve_psfs
-    from svrt.optics.diversity import defocus_phase, diversity_coefficients
-
-    y, x = shape
-    n_frames, n_modes = coarse.shape[:2]
-    out = np.empty((1, n_frames, y, x), dtype=np.float32)
-    d_kl = torch.as_tensor(diversity_coefficients(waves_pv, n_modes), dtype=torch.float32)[:, None, None]
-    px, py = model.pupil_points_m
-    d_phase = torch.as_tensor(defocus_phase(waves_pv, px, py, inst.diameter_m), dtype=model.dtype)[None]   # [1, N]
-    with tqdm(total=n_frames * y, desc=f"simulate diversity channel ({waves_pv:g} waves P-V)", unit="row",
-              disable=not progress, leave=False, dynamic_ncols=True) as bar:
-        for frame in range(n_frames):
-            if screens is None:
-                coef = per_pixel_modes(coarse[frame], (y, x)) + d_kl
-                img = spatially_variant_convolve(obj, coef, model, boundary="valid", rows_per_chunk=rows,
-                                                 progress=bar.update)
-            else:
-                pixel_y, pixel_x = pixel_angles
-
-                def psf_rows(r0, r1, screen=screens[frame]):
-                    phi = screen.phase(np.repeat(pixel_y[r0:r1], x), np.tile(pixel_x, r1 - r0), px, py, dtype=model.dtype)
-                    return model.psf_from_phase((phi + d_phase).reshape(-1, model.box, model.box))
-
-                img = spatially_variant_convolve_psfs(obj, psf_rows, (y, x), model.psf_size, boundary="valid",
-                                                      rows_per_chunk=rows, progress=bar.update, dtype=model.dtype)
-            out[:, frame] = img.numpy()
-    return out
+    return header
 
 
 def burst_screens(instrument, atmosphere, n_frames: int, image_shape, rng: np.random.Generator, ao=None,
