@@ -45,6 +45,31 @@ Gaussian noise (``noise``) and photon noise (``photons``). The recipe:
 Random streams: the scene uses ``seed``; the atmosphere ``numpy.random.default_rng([seed, 1])``, the
 noise ``default_rng([seed, 2])``. The same arguments give the same burst.
 
+``wavefront="screen"``. The screens (pixel D / ``SCREEN_PUPIL_PX``, :func:`screen_pupil_samples`)
+are sampled, for every pixel, at that pixel's own footprint in every layer, on the PSF model's
+pupil grid (>= 3 samples per r0), and the PSF is ``|FFT(A exp(i phase))|^2`` with the conventions of
+:class:`~svrt.optics.psf.PSFModel` (:meth:`~svrt.optics.psf.PSFModel.psf_from_phase`). This is
+exact per pixel, not an interpolation of phase maps between coarser field points: the bilinear
+screen samples (two high layers x ~1200 pupil points, torch ``grid_sample``: ~20 us of CPU per
+pixel) cost a fifth of the PSF itself (~90 us at S = 96) and of the convolution (~26 us), so
+evaluating the phase on a coarser grid of field points and interpolating the maps would save
+< 15 % and add an interpolation error. The PSF box is chosen from the screens' own PSFs: their
+seeing halo (the high orders) is wider than the 44 modes' (r0 = 7 cm: S = 96 against 72 px).
+
+Cost, measured on this machine (2 cores shared with other jobs, load ~5; one torch thread, one
+burst at a time), CRISP 8542, r0 = 7 cm at 5000 A, theta0 = 2", K = 2, wall (CPU):
+
+==============  =================  ===================
+wavefront       128^2 x 8 frames   256^2 x 12 frames
+==============  =================  ===================
+"kl" (S = 72)   12 s (9 s)         74 s (53 s)
+"screen" (96)   23 s (22 s)        136 s (110 s)
+==============  =================  ===================
+
+i.e. ~70 and ~140 us of CPU per pixel and frame. With torch's default two threads the same machine
+under that load took 78 s for the 128^2 x 8 screen burst (thread contention): on a busy host use
+``torch.set_num_threads(1)``.
+
 The quick look: :mod:`svrt.simulate_plot`; the command ``svrt simulate``: :mod:`svrt.simulate_cli`.
 
 Example
@@ -318,30 +343,7 @@ def simulate_burst(instrument="crisp8542", size: int = 256, n_frames: int = 12, 
     NOISE, SEED, SCENE, GRID, NMODES, PSFSIZE, NLAYERS, LAYHi [m], LAYWi, WAVEFRNT, L0 [m], AOMODES,
     AOLOCKY/X [arcsec], PHOTONS, PUPILPX, SCREENPX). No DATE-OBS: a simulation has none.
 
-    ``wavefront="screen"``. The screens (pixel D / ``SCREEN_PUPIL_PX``, :func:`screen_pupil_samples`)
-    are sampled, for every pixel, at that pixel's own footprint in every layer, on the PSF model's
-    pupil grid (>= 3 samples per r0), and the PSF is ``|FFT(A exp(i phase))|^2`` with the conventions of
-    :class:`~svrt.optics.psf.PSFModel` (:meth:`~svrt.optics.psf.PSFModel.psf_from_phase`). This is
-    exact per pixel, not an interpolation of phase maps between coarser field points: the bilinear
-    screen samples (two high layers x ~1200 pupil points, torch ``grid_sample``: ~20 us of CPU per
-    pixel) cost a fifth of the PSF itself (~90 us at S = 96) and of the convolution (~26 us), so
-    evaluating the phase on a coarser grid of field points and interpolating the maps would save
-    < 15 % and add an interpolation error. The PSF box is chosen from the screens' own PSFs: their
-    seeing halo (the high orders) is wider than the 44 modes' (r0 = 7 cm: S = 96 against 72 px).
-
-    Cost, measured on this machine (2 cores shared with other jobs, load ~5; one torch thread, one
-    burst at a time), CRISP 8542, r0 = 7 cm at 5000 A, theta0 = 2", K = 2, wall (CPU):
-
-    ==============  =================  ===================
-    wavefront       128^2 x 8 frames   256^2 x 12 frames
-    ==============  =================  ===================
-    "kl" (S = 72)   12 s (9 s)         74 s (53 s)
-    "screen" (96)   23 s (22 s)        136 s (110 s)
-    ==============  =================  ===================
-
-    i.e. ~70 and ~140 us of CPU per pixel and frame. With torch's default two threads the same machine
-    under that load took 78 s for the 128^2 x 8 screen burst (thread contention): on a busy host use
-    ``torch.set_num_threads(1)``.
+    The model and cost of ``wavefront="screen"``: the module doc.
     """
     import torch
 
