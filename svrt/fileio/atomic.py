@@ -129,6 +129,16 @@ def _check_free_space(path: Any, folder: Path, nbytes: int | None) -> None:
         )
 
 
+def _fsync(path: Any) -> None:
+    """Flush a file, or a folder's entries, to the disk; best effort (never raises)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, suffix: str | None = None, size_hint: int | None = None) -> Iterator[str]:
     """Write ``path`` atomically: yield a temporary path in the same folder, then move it in place.
@@ -172,12 +182,7 @@ def atomic_write(path: str | os.PathLike, suffix: str | None = None, size_hint: 
             raise SvrtError(_write_error(path, exc, parent)) from None
         if not tmp.exists():
             raise SvrtError(f"Nothing was written for output {_name(path)} (the temporary file {tmp.name} is missing).")
-        with contextlib.suppress(OSError):
-            fd = os.open(tmp, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+        _fsync(tmp)
         try:
             os.replace(tmp, target)
         except OSError as exc:
@@ -186,12 +191,7 @@ def atomic_write(path: str | os.PathLike, suffix: str | None = None, size_hint: 
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
-    with contextlib.suppress(OSError):  # make the rename itself durable (best effort, POSIX only)
-        dfd = os.open(parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+    _fsync(parent)  # make the rename itself durable (best effort, POSIX only)
 
 
 def check_free_space(path: str | os.PathLike, nbytes: int | None) -> None:

@@ -10,21 +10,22 @@ import numpy as np
 from astropy.io import fits
 
 from svrt.errors import SvrtError
-from svrt.fileio.atomic import _nbytes, _size_hint, atomic_write
-from svrt.fileio.contents import _Contents, _name
-from svrt.fileio.fitsfile import _image_hdu, _primary_header, _write_fits
-from svrt.fileio.formats import _read_contents, _write_guard
+from svrt.fileio.atomic import _nbytes, _size_hint
+from svrt.fileio.contents import _Contents
+from svrt.fileio.fitsfile import _image_hdu, _primary_header, _write_hdus
+from svrt.fileio.formats import _read_contents, _writing
 from svrt.fileio.hdf5file import _h5_dataset, _h5_write_header, _write_h5
 from svrt.fileio.header import _clean_header, _extras, _image_cards
 from svrt.fileio.validation import (
     _burst_arrays,
     _check_finite,
     _check_instruments,
+    _FourAxes,
 )
 
 
 @dataclass
-class Burst:
+class Burst(_FourAxes):
     """K objects observed through L frames of Y x X pixels.
 
     frames: float32 [K, L, Y, X] (``[L, Y, X]`` is taken as K = 1 and ``[Y, X]`` as K = L = 1).
@@ -58,21 +59,6 @@ class Burst:
         self.header = dict(self.header or {})
 
     @property
-    def n_objects(self) -> int:
-        """K, the number of objects (e.g. wide band and narrow band)."""
-        return int(self.frames.shape[0])
-
-    @property
-    def n_frames(self) -> int:
-        """L, the number of frames per object."""
-        return int(self.frames.shape[1])
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        """(Y, X), the image size in pixels (``frames.shape`` is [K, L, Y, X])."""
-        return (int(self.frames.shape[2]), int(self.frames.shape[3]))
-
-    @property
     def n_modes(self) -> int | None:
         """M, the number of KL modes of ``modes``, or None without modes."""
         return None if self.modes is None else int(self.modes.shape[1])
@@ -84,10 +70,7 @@ def write_burst(path: str | os.PathLike, burst: Burst, overwrite: bool = False) 
     Raises :class:`SvrtError` if ``path`` exists and ``overwrite`` is false, if the extension is
     not a FITS or HDF5 one, or if a header card cannot be stored. ``burst.mask`` is not written.
     """
-    if not isinstance(burst, Burst):
-        raise SvrtError(f"write_burst({_name(path)}) needs a Burst; got a {type(burst).__name__}.")
-    fmt = _write_guard(path, overwrite)
-    where = _name(path)
+    fmt, where = _writing("write_burst", path, burst, Burst, overwrite)
     extras = _clean_header(burst.header, where)
     k, n_frames = burst.n_objects, burst.n_frames
     bunit = str(extras.get("BUNIT", "arbitrary"))
@@ -99,9 +82,7 @@ def write_burst(path: str | os.PathLike, burst: Burst, overwrite: bool = False) 
             hdus.append(_image_hdu("TRUTH", burst.truth, bunit, "[K, Y, X]", "objects before the atmosphere", extras, where))
         if burst.modes is not None:
             hdus.append(_image_hdu("MODES", burst.modes, "rad", "[L, M, Yg, Xg]", "KL wavefront coefficients (radians of phase) on the coarse grid", extras, where))
-        hdus[0].header["NEXTEND"] = (len(hdus) - 1, "number of extensions (a shorter file is truncated)")
-        with atomic_write(path, size_hint=hint) as tmp:
-            _write_fits(tmp, hdus)
+        _write_hdus(path, hdus, hint)
     else:
         def build(f):
             _h5_write_header(f, "burst", burst.instruments, extras)

@@ -4,7 +4,7 @@ the messages about files."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -14,11 +14,13 @@ import numpy as np
 class _Contents:
     path: str
     fmt: str
-    root: dict[str, Any]  # primary header cards / root attributes (raw, upper-case keys)
-    instruments_attr: list[str] | None  # HDF5 'instruments' attribute
-    arrays: dict[str, tuple[np.ndarray, dict[str, Any]]]  # NAME (upper) -> (data, own header)
-    tables: dict[str, dict[str, np.ndarray]]  # NAME (upper) -> column -> 1-D array
-    names: list[str]  # keys as found, for messages
+    # primary header cards / root attributes (raw, upper-case keys)
+    root: dict[str, Any] = field(default_factory=dict)
+    instruments_attr: list[str] | None = None  # HDF5 'instruments' attribute
+    # NAME (upper) -> (data, own header)
+    arrays: dict[str, tuple[np.ndarray, dict[str, Any]]] = field(default_factory=dict)
+    tables: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # NAME (upper) -> column -> 1-D array
+    names: list[str] = field(default_factory=list)  # keys as found, for messages
 
     def found(self) -> str:
         return ", ".join(self.names) if self.names else "none"

@@ -13,6 +13,7 @@ import numpy as np
 from astropy.io import fits
 
 from svrt.errors import SvrtError
+from svrt.fileio.atomic import atomic_write
 from svrt.fileio.contents import _Contents, _short
 from svrt.fileio.header import _fits_header_dict, _set_card
 
@@ -30,28 +31,21 @@ def _decompress(path: str) -> bytes | None:
 
     with open(path, "rb") as fh:
         head = fh.read(3)
-        if head.startswith(b"\x1f\x8b"):
-            fh.seek(0)
-            try:
-                return gzip.decompress(fh.read())
-            except (EOFError, OSError, zlib.error) as exc:
-                raise SvrtError(f"Compressed FITS file {path} is truncated or corrupt: its gzip stream is incomplete or "
-                                f"damaged ({_short(exc)}).") from None
-        if head.startswith(b"BZh"):
-            fh.seek(0)
-            try:
-                return bz2.decompress(fh.read())
-            except (EOFError, OSError, ValueError) as exc:
-                raise SvrtError(f"Compressed FITS file {path} is truncated or corrupt: its bzip2 stream is incomplete or "
-                                f"damaged ({_short(exc)}).") from None
+        for magic, name, decompress, errors in ((b"\x1f\x8b", "gzip", gzip.decompress, (EOFError, OSError, zlib.error)),
+                                                (b"BZh", "bzip2", bz2.decompress, (EOFError, OSError, ValueError))):
+            if head.startswith(magic):
+                fh.seek(0)
+                try:
+                    return decompress(fh.read())
+                except errors as exc:
+                    raise SvrtError(f"Compressed FITS file {path} is truncated or corrupt: its {name} stream is "
+                                    f"incomplete or damaged ({_short(exc)}).") from None
     return None
 
 
 def _read_fits(path: str) -> _Contents:
-    arrays: dict[str, tuple[np.ndarray, dict[str, Any]]] = {}
-    tables: dict[str, dict[str, np.ndarray]] = {}
-    names: list[str] = []
-    root: dict[str, Any] = {}
+    contents = _Contents(path, "fits")
+    arrays, tables, names = contents.arrays, contents.tables, contents.names
     data_bytes = _decompress(path)
     if data_bytes is not None:
         if not data_bytes.startswith(b"SIMPLE"):
@@ -74,7 +68,7 @@ def _read_fits(path: str) -> _Contents:
                     name = (hdu.name or ("PRIMARY" if index == 0 else f"HDU{index}")).upper()
                     names.append(name)
                     if index == 0:
-                        root = _fits_header_dict(hdu.header)
+                        contents.root = _fits_header_dict(hdu.header)
                     data = hdu.data
                     if data is None:
                         continue
@@ -103,13 +97,13 @@ def _read_fits(path: str) -> _Contents:
             f"FITS file {path} is truncated or corrupt: {size - end} bytes after its last complete HDU "
             "do not form a FITS header."
         )
-    announced = root.get("NEXTEND")
+    announced = contents.root.get("NEXTEND")
     if isinstance(announced, int) and not isinstance(announced, bool) and len(names) - 1 < announced:
         raise SvrtError(
             f"FITS file {path} is truncated: its primary header announces NEXTEND = {announced} extensions but only "
             f"{len(names) - 1} ({', '.join(names[1:]) or 'none'}) are there."
         )
-    return _Contents(path, "fits", root, None, arrays, tables, names)
+    return contents
 
 
 def _fits_problem(message: str, names: list[str], size: int) -> str:
@@ -176,6 +170,14 @@ _WCS_IMAGE_RE = re.compile(
     r"^((CTYPE|CRPIX|CRVAL|CDELT|CUNIT|CROTA|CRDER|CSYER|CNAME)[12]|(PC|CD)[12]_[12]|WCSNAME|LONPOLE|LATPOLE|"
     r"RADESYS|EQUINOX|DSUN_OBS|HGLN_OBS|HGLT_OBS|CRLN_OBS|CRLT_OBS|RSUN_REF|RSUN_ARC|RSUN_OBS)$"
 )
+
+
+def _write_hdus(path: str | os.PathLike, hdus: list[Any], size_hint: int | None) -> None:
+    """Write a burst's or restoration's HDUs to ``path`` atomically, NEXTEND on the primary (a file with
+    fewer extensions than it announces is truncated: :func:`_read_fits` says so)."""
+    hdus[0].header["NEXTEND"] = (len(hdus) - 1, "number of extensions (a shorter file is truncated)")
+    with atomic_write(path, size_hint=size_hint) as tmp:
+        _write_fits(tmp, hdus)
 
 
 def _write_fits(tmp: str, hdus: list[Any]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
+from typing import Any
 
 import h5py
 
@@ -77,3 +78,11 @@ def _write_guard(path: str | os.PathLike, overwrite: bool) -> str:
     fmt = file_format(path)
     check_output(path, overwrite)
     return fmt
+
+
+def _writing(call: str, path: str | os.PathLike, value: Any, kind: type, overwrite: bool) -> tuple[str, str]:
+    """``(format, name)`` of the output of ``call`` (write_burst, ...), once ``value`` is known to be a
+    ``kind`` and ``path`` a FITS or HDF5 name that may be written (:func:`_write_guard`)."""
+    if not isinstance(value, kind):
+        raise SvrtError(f"{call}({_name(path)}) needs a {kind.__name__}; got a {type(value).__name__}.")
+    return _write_guard(path, overwrite), _name(path)

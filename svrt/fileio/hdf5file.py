@@ -17,17 +17,14 @@ from svrt.fileio.header import _H5_RESERVED, _h5_attr_value
 
 
 def _read_hdf5(path: str) -> _Contents:
-    arrays: dict[str, tuple[np.ndarray, dict[str, Any]]] = {}
-    tables: dict[str, dict[str, np.ndarray]] = {}
-    names: list[str] = []
-    root: dict[str, Any] = {}
-    instruments: list[str] | None = None
+    contents = _Contents(path, "hdf5")
+    arrays, tables, names, root = contents.arrays, contents.tables, contents.names, contents.root
     try:
         with h5py.File(path, "r") as f:
             for key, value in f.attrs.items():
                 if key == "instruments":
                     arr = np.atleast_1d(np.asarray(value))
-                    instruments = [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in arr.tolist()]
+                    contents.instruments_attr = [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in arr.tolist()]
                     continue
                 val = _h5_attr_value(value)
                 if val is not None:
@@ -59,7 +56,7 @@ def _read_hdf5(path: str) -> _Contents:
         raise
     except (OSError, ValueError, TypeError, KeyError, RuntimeError, EOFError) as exc:
         raise SvrtError(f"Cannot read HDF5 file {path}; it is truncated or corrupt ({_short(exc)}).") from None
-    return _Contents(path, "hdf5", root, instruments, arrays, tables, names)
+    return contents
 
 
 def _h5_image(build) -> bytes:

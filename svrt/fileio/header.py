@@ -62,14 +62,20 @@ def _is_hidden_key(key: str) -> bool:
     return key in _STRUCTURAL or bool(_STRUCTURAL_RE.match(key)) or key in _MANAGED or bool(_INSTR_RE.match(key))
 
 
+def _python_scalar(value: Any) -> Any:
+    """A numpy scalar as the Python one, a path as its text; anything else as it is."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    return value
+
+
 def _clean_value(key: str, value: Any, where: str) -> Any:
     """A FITS- and HDF5-safe Python scalar, or raise."""
     if isinstance(value, np.ndarray) and value.size == 1:
         value = value.reshape(()).item()
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, os.PathLike):
-        value = os.fspath(value)
+    value = _python_scalar(value)
     if isinstance(value, bytes):
         value = value.decode("ascii", errors="replace")
     if isinstance(value, bool):

@@ -13,10 +13,9 @@ import numpy as np
 from astropy.io import fits
 
 from svrt.errors import SvrtError
-from svrt.fileio.atomic import _nbytes, _size_hint, atomic_write
-from svrt.fileio.contents import _name
-from svrt.fileio.fitsfile import _image_hdu, _primary_header, _write_fits
-from svrt.fileio.formats import _read_contents, _write_guard
+from svrt.fileio.atomic import _nbytes, _size_hint
+from svrt.fileio.fitsfile import _image_hdu, _primary_header, _write_hdus
+from svrt.fileio.formats import _read_contents, _writing
 from svrt.fileio.hdf5file import _h5_dataset, _h5_write_header, _write_h5
 from svrt.fileio.header import _COMMENTS, FILE_KEYS, _clean_header, _extras, merge_headers
 from svrt.fileio.solarnet import _object_wavelengths, _obs_cards, _obs_hdu, _provenance
@@ -26,12 +25,13 @@ from svrt.fileio.validation import (
     _check_finite,
     _check_instruments,
     _check_loss,
+    _FourAxes,
     _restoration_arrays,
 )
 
 
 @dataclass
-class Restoration:
+class Restoration(_FourAxes):
     """Result of ``svrt deconvolve``.
 
     objects: float32 [K, Y, X] restored objects.
@@ -53,6 +53,7 @@ class Restoration:
     header: dict[str, Any] = field(default_factory=dict)
     instruments: list[str] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
+    _four_axes = "model"
 
     def __post_init__(self) -> None:
         where = "the Restoration"
@@ -62,19 +63,6 @@ class Restoration:
         self.header = dict(self.header or {})
         self.instruments = [] if not self.instruments else _check_instruments(self.instruments, self.n_objects, where)
         self.config = _check_config(self.config, where)
-
-    @property
-    def n_objects(self) -> int:
-        return int(self.objects.shape[0])
-
-    @property
-    def n_frames(self) -> int:
-        return int(self.model.shape[1])
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        """(Y, X), the image size in pixels."""
-        return (int(self.objects.shape[1]), int(self.objects.shape[2]))
 
     @property
     def n_iterations(self) -> int:
@@ -161,10 +149,7 @@ def write_restoration(path: str | os.PathLike, rest: Restoration, overwrite: boo
     LOSS table and the CONFIG table (``rest.config``). HDF5: datasets object, modes, model and the
     groups loss and config; the header as root attributes.
     """
-    if not isinstance(rest, Restoration):
-        raise SvrtError(f"write_restoration({_name(path)}) needs a Restoration; got a {type(rest).__name__}.")
-    fmt = _write_guard(path, overwrite)
-    where = _name(path)
+    fmt, where = _writing("write_restoration", path, rest, Restoration, overwrite)
     config = _check_config(rest.config, where)
     extras = _clean_header(_without_config(rest.header, config), where)
     bunit = str(extras.get("BUNIT", "arbitrary"))
@@ -193,9 +178,7 @@ def write_restoration(path: str | os.PathLike, rest: Restoration, overwrite: boo
         table.header.add_comment("LOSS: one row per solver iteration (data term and regularisation terms)")
         hdus.append(table)
         hdus.append(_config_hdu(config, where))
-        hdus[0].header["NEXTEND"] = (len(hdus) - 1, "number of extensions (a shorter file is truncated)")
-        with atomic_write(path, size_hint=hint) as tmp:
-            _write_fits(tmp, hdus)
+        _write_hdus(path, hdus, hint)
     else:
         def build(f):
             _h5_write_header(f, "restoration", rest.instruments or None, extras)

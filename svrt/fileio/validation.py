@@ -3,12 +3,12 @@ restorations, shared by the dataclasses and the readers: one sentence naming the
 
 from __future__ import annotations
 
-import os
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from svrt.errors import SvrtError
+from svrt.fileio.header import _python_scalar
 
 LOSS_KEYS = ("iteration", "total", "data", "reg_object", "reg_modes")
 
@@ -165,11 +165,30 @@ def _check_config(config: Any, where: str) -> dict[str, Any]:
         key = str(raw).strip().upper()
         if not _is_name(key):
             raise SvrtError(f"Config key {raw!r} of {where} is not a valid name; expected printable ASCII without spaces.")
-        if isinstance(value, np.generic):
-            value = value.item()
-        if isinstance(value, os.PathLike):
-            value = os.fspath(value)
+        value = _python_scalar(value)
         if value is not None and not isinstance(value, (str, bool, int, float)):
             raise SvrtError(f"Config key {key} of {where} holds a {type(value).__name__}; expected str, int, float, bool or None.")
         out[key] = value
     return out
+
+
+class _FourAxes:
+    """K, L and (Y, X) of a burst or restoration from its ``[K, L, Y, X]`` array, the attribute that
+    ``_four_axes`` names (frames, or the restoration's model)."""
+
+    _four_axes = "frames"
+
+    @property
+    def n_objects(self) -> int:
+        """K, the number of objects (e.g. wide band and narrow band)."""
+        return int(getattr(self, self._four_axes).shape[0])
+
+    @property
+    def n_frames(self) -> int:
+        """L, the number of frames per object."""
+        return int(getattr(self, self._four_axes).shape[1])
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(Y, X), the image size in pixels."""
+        return tuple(int(v) for v in getattr(self, self._four_axes).shape[2:])
