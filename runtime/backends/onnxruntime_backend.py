@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from svrt.errors import SvrtError
-from svrt.runtime.backends.gradient_companion import check_pair, vjp_path_for
+from svrt.runtime.backends.gradient_companion import CompanionPair, check_pair, missing_vjp, vjp_path_for
 from svrt.runtime.engine import Engine, EngineIdentity
 
 INSTALL_HINT = "pip install onnxruntime (CPU) or pip install onnxruntime-gpu (CUDA and TensorRT execution providers)"
@@ -120,7 +120,7 @@ def _session(ort, path, providers, threads):
     return session, dict(session.get_modelmeta().custom_metadata_map)
 
 
-class OnnxRuntimeEngine(Engine):
+class OnnxRuntimeEngine(CompanionPair, Engine):
     """An exported graph (one instrument) in ONNX Runtime; gradients from its VJP graph."""
 
     def __init__(self, session, meta: dict, path, device: torch.device, vjp_session=None, vjp_path=None):
@@ -181,17 +181,9 @@ class OnnxRuntimeEngine(Engine):
 
     def _vjp(self, obj, modes, instrument, grad_out):
         if self.vjp_session is None:
-            raise SvrtError(f"{self.path}: no VJP graph ({vjp_path_for(self.path).name} not found beside it), so this "
-                            "onnxruntime engine cannot give gradients; export it with 'svrt export ... --vjp', "
-                            "or use the torch back end.")
+            raise missing_vjp(self.path, "graph", "onnxruntime",
+                              "export it with 'svrt export ... --vjp', or use the torch back end")
         g_obj, g_modes = self._run(self.vjp_session, {"obj": obj, "modes": modes, "grad_out": grad_out},
                                    {"grad_obj": tuple(obj.shape), "grad_modes": tuple(modes.shape)}, obj.device)
         return g_obj, g_modes
 
-    @property
-    def has_gradient(self) -> bool:
-        return self.vjp_session is not None
-
-    def close(self) -> None:
-        self.session = None
-        self.vjp_session = None
