@@ -25,12 +25,9 @@ function returns ``{"status": "skipped", "reason": ...}``.
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
 import statistics
 import sys
-import tempfile
 
 import torch
 
@@ -286,19 +283,6 @@ def _format(res: dict) -> str:
     return "\n".join(lines)
 
 
-def _write_json_atomic(path: str, obj) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".kernels_bench.", suffix=".json", dir=folder)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(obj, fh, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="Time the svrt Triton kernels against PyTorch (needs CUDA).")
     ap.add_argument("--device", default="cuda")
@@ -309,7 +293,9 @@ def main(argv=None) -> int:
     res = run_kernel_benchmark(args.device, repeats=args.repeats, warmup=args.warmup)
     print(_format(res))
     if args.json:
-        _write_json_atomic(args.json, res)
+        from svrt.benchmarks.gpu_check import write_json
+
+        write_json(args.json, res)
     return 0
 
 

@@ -13,8 +13,6 @@ batches up to 16 and the paper's restoration case (512^2, 12 frames, 2 objects, 
 from __future__ import annotations
 
 import datetime
-import json
-import math
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -289,13 +287,12 @@ def _with_ceilings(records: list, peak_info: dict, again: dict, peak_precisions)
 
 def _write_and_report(result: dict, out_dir: Path, results_page, echo) -> None:
     """Write bench.json and bench.png (and the results page's section), and print the tables."""
+    from svrt.benchmarks.gpu_check import write_json
     from svrt.benchmarks.report import format_restoration_table, format_summary, format_table, plot, update_results_page
-    from svrt.fileio import atomic_write
 
     json_path = out_dir / "bench.json"
     png_path = out_dir / "bench.png"
-    with atomic_write(json_path) as tmp:
-        Path(tmp).write_text(json.dumps(_clean(result), indent=1) + "\n")
+    write_json(json_path, result)
     plot(result, png_path)
     result["files"] = [str(json_path), str(png_path)]
     echo("")
@@ -370,21 +367,3 @@ def _progress(total: int, enabled: bool, echo=print):
     from tqdm import tqdm
 
     return tqdm(total=total, unit="case", dynamic_ncols=True, leave=False)
-
-
-def _clean(obj):
-    """JSON-safe: NaN/inf -> None, tuples -> lists, tensors -> lists."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, torch.Tensor):
-        return _clean(obj.tolist())
-    if hasattr(obj, "item") and callable(obj.item):
-        try:
-            return _clean(obj.item())
-        except Exception:
-            return str(obj)
-    return obj
