@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
@@ -31,22 +31,15 @@ SCHEMA = "svrt-bench/1"
 
 
 @dataclass
-class BenchSettings:
-    """Everything that selects what is run; the presets are :meth:`quick` and :meth:`full`."""
+class BenchSettings(conv.ConvolutionSettings):
+    """Everything that selects what is run: the convolution timings' settings (sizes, batches, exact sizes,
+    repeats, warm-up, overlap-add patch, instrument) and the rest; the presets are :meth:`quick` and
+    :meth:`full`."""
 
-    sizes: tuple = (64, 128, 256)
-    batches: tuple = (1, 4)
-    exact_sizes: tuple = (64, 128)
     backends: tuple = ("torch", "onnxruntime")
     precisions: tuple = ("fp32",)
-    repeats: int = 5
-    warmup: int = 1
-    exact_repeats: int = 1
     restoration: tuple = rest.QUICK_CASES          # (size, frames, objects, grid nodes per side)
     iterations: int = 3
-    patch: int = 64
-    overlap: int = 32
-    instrument: str = "crisp8542"
     peak_n: int | None = None                      # matrix side for the peak FLOP/s (default per device)
     bandwidth_mb: int | None = None                # buffer for the bandwidth (default per device)
     time_budget_s: float = 20.0                    # per emulator case: fewer repeats (>= 3) past this
@@ -227,11 +220,9 @@ def _first_line(exc: BaseException) -> str:
 def _timed_cases(engines: list, settings: BenchSettings, ctx: dict, skipped: list, progress: bool, echo) -> list:
     """The records of the convolution cases (Fig. 6, the exact ones extrapolated where too slow) and of
     the restorations; a case that fails (out of memory, ...) is skipped with its reason."""
-    cs = conv.ConvolutionSettings(sizes=tuple(settings.sizes), batches=tuple(settings.batches),
-                                  exact_sizes=tuple(s for s in settings.exact_sizes if s in settings.sizes),
-                                  warmup=settings.warmup, repeats=settings.repeats,
-                                  exact_repeats=settings.exact_repeats, patch=settings.patch,
-                                  overlap=settings.overlap, instrument=settings.instrument)
+    own = {f.name: getattr(settings, f.name) for f in fields(conv.ConvolutionSettings)}
+    cs = conv.ConvolutionSettings(**dict(own, sizes=tuple(settings.sizes), batches=tuple(settings.batches),
+                                         exact_sizes=tuple(s for s in settings.exact_sizes if s in settings.sizes)))
     cases = conv.convolution_cases(cs, engines)
     rcases, grad_engines = _restoration_engines(settings, engines, skipped, echo)
     records = []
