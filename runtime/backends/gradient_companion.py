@@ -12,7 +12,7 @@ from pathlib import Path
 
 from svrt.errors import SvrtError
 
-__all__ = ["vjp_path_for", "check_pair", "missing_vjp", "CompanionPair"]
+__all__ = ["vjp_path_for", "find_companion", "check_pair", "missing_vjp", "CompanionPair"]
 
 
 def vjp_path_for(path: str | Path) -> Path:
@@ -23,6 +23,15 @@ def vjp_path_for(path: str | Path) -> Path:
     """
     p = Path(path)
     return p.with_name(f"{p.stem}.vjp{p.suffix}")
+
+
+def find_companion(path: str | Path, vjp_path: str | Path | bool | None = None) -> Path | None:
+    """The VJP file to load with ``path``: ``vjp_path`` when given, none when it is False, else
+    ``name.vjp.ext`` when it exists beside ``path`` (a forward file alone gives no gradients)."""
+    if vjp_path is None:
+        candidate = vjp_path_for(path)
+        return candidate if candidate.exists() else None
+    return Path(vjp_path) if vjp_path else None
 
 
 def check_pair(forward_meta: dict, vjp_meta: dict, path, vjp_path, keys, artefact: str, rebuild: str) -> None:

@@ -21,7 +21,12 @@ import numpy as np
 import torch
 
 from svrt.errors import SvrtError
-from svrt.runtime.backends.gradient_companion import CompanionPair, check_pair, missing_vjp, vjp_path_for
+from svrt.runtime.backends.gradient_companion import (
+    CompanionPair,
+    check_pair,
+    find_companion,
+    missing_vjp,
+)
 from svrt.runtime.engine import Engine, EngineIdentity
 
 INSTALL_HINT = "pip install onnxruntime (CPU) or pip install onnxruntime-gpu (CUDA and TensorRT execution providers)"
@@ -145,13 +150,11 @@ class OnnxRuntimeEngine(CompanionPair, Engine):
         session, meta = _session(ort, path, provider_list, threads)
         check_graph_metadata(meta, path, "forward", instrument, n_modes, precision)
         vjp_session = None
-        if vjp_path is None:
-            candidate = vjp_path_for(path)
-            vjp_path = candidate if candidate.exists() else None
+        vjp_path = find_companion(path, vjp_path)
         if vjp_path:
             vjp_session, vjp_meta = _session(ort, vjp_path, provider_list, threads)
             check_companion(meta, vjp_meta, path, vjp_path)
-        return cls(session, meta, path, dev, vjp_session, vjp_path or None)
+        return cls(session, meta, path, dev, vjp_session, vjp_path)
 
     # --- running -------------------------------------------------------------------------------
     def _run(self, session, inputs: dict, output_shapes: dict, device: torch.device) -> list:

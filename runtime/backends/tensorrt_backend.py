@@ -27,7 +27,12 @@ from pathlib import Path
 import torch
 
 from svrt.errors import SvrtError
-from svrt.runtime.backends.gradient_companion import CompanionPair, check_pair, missing_vjp, vjp_path_for
+from svrt.runtime.backends.gradient_companion import (
+    CompanionPair,
+    check_pair,
+    find_companion,
+    missing_vjp,
+)
 from svrt.runtime.engine import Engine, EngineIdentity
 
 INSTALL_HINT = "install it on a host with an NVIDIA GPU: pip install tensorrt (with a CUDA build of torch)"
@@ -213,11 +218,8 @@ class TensorRTEngine(CompanionPair, Engine):
         with torch.cuda.device(dev):
             plan = _Plan(trt, path, meta, logger)
             vjp = None
-            if vjp_path is None:
-                candidate = vjp_path_for(path)
-                vjp_path = candidate if candidate.exists() else None
+            vjp_path = find_companion(path, vjp_path)
             if vjp_path:
-                vjp_path = Path(vjp_path)
                 vmeta = read_plan_metadata(vjp_path)
                 check_plan_metadata(vmeta, vjp_path, tensorrt_version=trt.__version__, graph="vjp", **gpu)
                 check_plan_pair(meta, vmeta, path, vjp_path)
