@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import statistics
 import sys
 
 import torch
@@ -76,22 +75,12 @@ def _skipped(reason: str, device) -> dict:
     return {"status": "skipped", "reason": reason, "device": str(device), "results": [], "speedups": {}}
 
 
-def _time_ms(fn, repeats: int, warmup: int, inner: int = 1) -> float:
-    """Median over ``repeats`` of the per-call time of ``inner`` back-to-back calls (CUDA events)."""
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(repeats):
-        start = torch.cuda.Event(enable_timing=True)
-        end = torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(inner):
-            fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / inner)
-    return float(statistics.median(times))
+def _time_ms(fn, repeats: int, warmup: int, inner: int = 1, device="cuda") -> float:
+    """Median over ``repeats`` of the per-call time in ms of ``inner`` back-to-back calls (CUDA events:
+    :func:`svrt.benchmarks.timing.measure`)."""
+    from svrt.benchmarks.timing import measure
+
+    return measure(fn, warmup, repeats, device, inner).median * 1e3
 
 
 def _inner_for(fn, target_ms: float = 2.0) -> int:
