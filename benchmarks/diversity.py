@@ -159,7 +159,7 @@ def summarise(cases: list) -> dict:
 def main(argv=None) -> dict:
     import torch
 
-    from svrt.fileio import atomic_write
+    from svrt.benchmarks.gpu_check import write_json
     from svrt.runtime.solver import load_solver_engine
 
     p = argparse.ArgumentParser(prog="python -m svrt.benchmarks.diversity", description=__doc__.split("\n\n")[0])
@@ -202,12 +202,9 @@ def main(argv=None) -> dict:
                 flush=True,
             )
     results = {"settings": settings, "machine": platform.node(), "cases": cases, "summary": summarise(cases)}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(out) as tmp:
-        Path(tmp).write_text(json.dumps(results, indent=1))
+    write_json(out, results)
     png = out.with_suffix(".png")
-    with atomic_write(png) as tmp:
-        plot(results, Path(tmp))
+    plot(results, png)
     print(f"wrote {out} and {png}")
     return results
 
