@@ -41,25 +41,27 @@ def plot_burst(burst, path, title: str | None = None) -> str:
     if burst.modes is not None:
         j = defocus_mode_index(burst.modes.shape[1])
         mode = per_pixel_modes(burst.modes[0], (y, x))[j].numpy()
-        ax = axes[len(panels)]
         lim = float(np.max(np.abs(mode))) or 1.0
-        im = ax.imshow(mode, origin="lower", cmap="RdBu_r", vmin=-lim, vmax=lim, extent=ext)
-        ax.set_title(f"frame 0: KL {j + 1} (defocus) [rad]")
-        ax.set_xlabel(unit)
-        fig.colorbar(im, ax=ax, shrink=0.8)
+        _colour_panel(fig, axes[len(panels)], mode, f"frame 0: KL {j + 1} (defocus) [rad]", unit, cmap="RdBu_r",
+                      vmin=-lim, vmax=lim, extent=ext)
     if show_contrast:
         ratio = local_contrast_ratio(k0[0], burst.truth[0], block)
-        ax = axes[-1]
         by, bx = ratio.shape
         cext = [0, bx * block * pix, 0, by * block * pix] if ext else None
-        im = ax.imshow(ratio, origin="lower", cmap="magma", vmin=0, vmax=max(1.0, float(ratio.max())), extent=cext)
-        ax.set_title(f"frame 0: contrast / truth's ({block} px blocks)")
-        ax.set_xlabel(unit)
-        fig.colorbar(im, ax=ax, shrink=0.8)
+        _colour_panel(fig, axes[-1], ratio, f"frame 0: contrast / truth's ({block} px blocks)", unit, cmap="magma",
+                      vmin=0, vmax=max(1.0, float(ratio.max())), extent=cext)
     if title:
         fig.suptitle(title)
     save_png(fig, path, dpi=90)
     return os.fspath(path)
+
+
+def _colour_panel(fig, ax, image, title: str, unit: str, **imshow) -> None:
+    """One map with its colour bar."""
+    im = ax.imshow(image, origin="lower", **imshow)
+    ax.set_title(title)
+    ax.set_xlabel(unit)
+    fig.colorbar(im, ax=ax, shrink=0.8)
 
 
 def burst_title(burst) -> str:
