@@ -47,11 +47,8 @@ ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 # ------------------------------------------------------------------------------------------ helpers
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    d = tmp_path_factory.mktemp("fault-models")
-    torch.manual_seed(0)
-    save_model(d / "tiny.safetensors", SVCE(EmulatorConfig(width=4)), {"name": "tiny"})
-    return d
+def models(tiny_model):
+    return tiny_model.parent
 
 
 def tiny_engine(models):

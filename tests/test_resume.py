@@ -13,11 +13,9 @@ import time
 
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
 
 from svrt.cli import cli
-from svrt.emulator import SVCE, EmulatorConfig, save_model
 from svrt.errors import SvrtError
 from svrt.fileio import Burst, read_restoration, write_burst
 from svrt.runtime import method_momfbd
@@ -40,11 +38,8 @@ def _frames(seed: int = 0, shape=(1, 2, 64, 64)) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    d = tmp_path_factory.mktemp("resume-model")
-    torch.manual_seed(0)
-    save_model(d / "tiny.safetensors", SVCE(EmulatorConfig(width=4)), {"name": "tiny"})
-    return d / "tiny.safetensors"
+def tiny(tiny_model):
+    return tiny_model
 
 
 @pytest.fixture(scope="module")
