@@ -23,11 +23,11 @@ import pytest
 import torch
 from astropy.io import fits
 from click.testing import CliRunner
+from sentences import error_of, one_sentence
 
 from svrt.checks import SvrtWarning, check_frames, check_wavefront_units, dead_frames, wavefront_bounds
 from svrt.cli import cli
 from svrt.emulator import SVCE, EmulatorConfig, load_model, save_model
-from svrt.errors import SvrtError
 from svrt.fileio import (
     Burst,
     check_writable,
@@ -68,27 +68,6 @@ def burst_file(path, data, instruments=None, **header):
 
 def run(args):
     return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=True)
-
-
-def one_sentence(result, *needles) -> str:
-    """The command failed with one SvrtError sentence that contains every needle."""
-    assert result.exit_code != 0, result.output
-    assert isinstance(result.exception, SvrtError), (result.output, repr(result.exception))
-    msg = str(result.exception)
-    assert "\n" not in msg and msg.rstrip().endswith("."), msg
-    for needle in needles:
-        assert needle in msg, msg
-    return msg
-
-
-def error_of(fn, *needles) -> str:
-    with pytest.raises(SvrtError) as info:
-        fn()
-    msg = str(info.value)
-    assert "\n" not in msg and msg.rstrip().endswith("."), msg
-    for needle in needles:
-        assert needle in msg, msg
-    return msg
 
 
 @pytest.fixture()
