@@ -519,10 +519,14 @@ def test_ctrl_c_in_the_first_tenth_of_a_second(tmp_path):
 
 # ================================================================ late or misleading errors
 
-def test_truncated_fits_gz_is_reported_truncated(tmp_path):
+def _burst_with_truth_and_modes() -> Burst:
     rng = np.random.default_rng(0)
-    burst = Burst(frames=frames(), instruments=["crisp8542"], truth=rng.random((1, 32, 32)).astype(np.float32) + 1,
-                  modes=rng.standard_normal((3, 44, 4, 4)).astype(np.float32))
+    return Burst(frames=frames(), instruments=["crisp8542"], truth=rng.random((1, 32, 32)).astype(np.float32) + 1,
+                 modes=rng.standard_normal((3, 44, 4, 4)).astype(np.float32))
+
+
+def test_truncated_fits_gz_is_reported_truncated(tmp_path):
+    burst = _burst_with_truth_and_modes()
     write_burst(tmp_path / "b.fits.gz", burst)
     raw = (tmp_path / "b.fits.gz").read_bytes()
     for frac in (0.1, 0.5, 0.9, 0.99):
@@ -533,9 +537,7 @@ def test_truncated_fits_gz_is_reported_truncated(tmp_path):
 
 
 def test_fits_cut_between_extensions_is_truncated(tmp_path):
-    rng = np.random.default_rng(0)
-    burst = Burst(frames=frames(), instruments=["crisp8542"], truth=rng.random((1, 32, 32)).astype(np.float32) + 1,
-                  modes=rng.standard_normal((3, 44, 4, 4)).astype(np.float32))
+    burst = _burst_with_truth_and_modes()
     write_burst(tmp_path / "b.fits", burst)
     with fits.open(tmp_path / "b.fits") as hdul:
         fits.HDUList([hdul[0].copy(), hdul[1].copy()]).writeto(tmp_path / "cut.fits")  # TRUTH and MODES lost

@@ -103,11 +103,17 @@ def test_momfbd_interrupted_after_a_round_and_resumed_equals_uninterrupted(optic
     assert resumed.header["OBJ_ITERS"] == ref.header["OBJ_ITERS"]
 
 
-def test_checkpoint_of_another_burst_or_settings_is_refused(emulator, tmp_path):
+def _interrupted_run(emulator, tmp_path):
+    """The checkpoint of an adam run stopped by Ctrl-C after 3 iterations."""
     ck = tmp_path / "run.ckpt"
     solver = SVMOMFBD(emulator, SolverConfig(**ADAM, checkpoint=str(ck)))
     with pytest.raises(KeyboardInterrupt):
         solver.solve(_frames(), "crisp8542", callback=_interrupt_after(3))
+    return ck
+
+
+def test_checkpoint_of_another_burst_or_settings_is_refused(emulator, tmp_path):
+    ck = _interrupted_run(emulator, tmp_path)
     for frames, cfg in ((_frames(2), ADAM), (_frames(), dict(ADAM, lambda_obj=0.5))):
         with pytest.raises(SvrtError, match="belongs to another burst or other settings") as err:
             SVMOMFBD(emulator, SolverConfig(**cfg)).solve(frames, "crisp8542", resume=ck)
@@ -119,10 +125,7 @@ def test_checkpoint_of_another_burst_or_settings_is_refused(emulator, tmp_path):
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "missing"])
 def test_corrupt_or_missing_checkpoint_is_one_sentence(emulator, tmp_path, damage):
-    ck = tmp_path / "run.ckpt"
-    solver = SVMOMFBD(emulator, SolverConfig(**ADAM, checkpoint=str(ck)))
-    with pytest.raises(KeyboardInterrupt):
-        solver.solve(_frames(), "crisp8542", callback=_interrupt_after(3))
+    ck = _interrupted_run(emulator, tmp_path)
     raw = ck.read_bytes()
     if damage == "truncated":
         ck.write_bytes(raw[: len(raw) // 2])
@@ -131,7 +134,7 @@ def test_corrupt_or_missing_checkpoint_is_one_sentence(emulator, tmp_path, damag
     else:
         ck.unlink()
     with pytest.raises(SvrtError) as err:
-        solver.solve(_frames(), "crisp8542", resume=ck)
+        SVMOMFBD(emulator, SolverConfig(**ADAM, checkpoint=str(ck))).solve(_frames(), "crisp8542", resume=ck)
     msg = str(err.value)
     assert "\n" not in msg and msg.startswith("Checkpoint run.ckpt") and msg.endswith(".")
     assert ("does not exist" if damage == "missing" else "truncated or corrupt") in msg
