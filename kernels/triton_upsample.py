@@ -37,6 +37,7 @@ import triton.language as tl
 
 from svrt.errors import SvrtError
 from svrt.kernels._triton_runtime import LAUNCH_OPTS, MAX_GRID_Y, check_device, check_dtype, interpret_mode, jit
+from svrt.kernels.reference import _check_size
 
 __all__ = ["upsample_forward", "upsample_adjoint", "UpsampleModes", "UpsampleModesAdjoint"]
 
@@ -174,16 +175,6 @@ def _block(n: int, compiled: int) -> int:
 def _planes(n_planes: int):
     for p0 in range(0, n_planes, MAX_GRID_Y):
         yield p0, min(MAX_GRID_Y, n_planes - p0)
-
-
-def _check_size(size) -> tuple[int, int]:
-    try:
-        y, x = (int(s) for s in size)
-    except (TypeError, ValueError):
-        raise SvrtError(f"size must be a pair of positive integers (Y, X), got {size!r}.") from None
-    if y <= 0 or x <= 0:
-        raise SvrtError(f"size must be a pair of positive integers (Y, X), got {size!r}.")
-    return y, x
 
 
 def _new_output(t: torch.Tensor, name: str, what: str, size, out_dtype) -> torch.Tensor:
