@@ -247,7 +247,8 @@ def _check_float(value, name: str, positive: bool, unit: str) -> float:
     except (TypeError, ValueError):
         raise SvrtError(f"{name} must be a number ({unit}); got {value!r}.") from None
     if not math.isfinite(v) or v < 0 or (positive and v == 0):
-        raise SvrtError(f"{name} must be {'positive' if positive else 'zero or positive'} and finite ({unit}); got {value!r}.")
+        raise SvrtError(f"{name} must be {'positive' if positive else 'zero or positive'} and finite ({unit}); got "
+                        f"{value!r}.")
     return v
 
 
@@ -285,7 +286,8 @@ def _validate(instrument, size, n_frames, n_objects, seed, r0_cm, theta0_arcsec,
     else:
         outer_scale_m = None                                      # infinite: Kolmogorov
     if photons is not None:
-        photons = _check_float(photons, "photons", False, "photo-electrons per pixel at the frame mean, 0 or None for none")
+        photons = _check_float(photons, "photons", False,
+                               "photo-electrons per pixel at the frame mean, 0 or None for none")
         photons = photons or None
     return (inst, size, n_frames, n_objects, seed, r0_cm, theta0_arcsec, noise, grid, n_modes, psf_size, outer_scale_m,
             photons)
@@ -585,7 +587,8 @@ def truth_with_margin(burst) -> np.ndarray:
     h = burst.header
     missing = [k for k in ("SCENE", "SEED", "PSFSIZE", "CDELT1") if k not in h]
     if missing or burst.truth is None:
-        raise SvrtError(f"burst header lacks {', '.join(missing) or 'TRUTH'}; expected a burst written by svrt simulate.")
+        raise SvrtError(f"burst header lacks {', '.join(missing) or 'TRUTH'}; expected a burst written by svrt "
+                        "simulate.")
     k, y, x = np.shape(burst.truth)
     s = int(h["PSFSIZE"])
     big = make_objects(str(h["SCENE"]), k, (y + s - 1, x + s - 1), float(h["CDELT1"]), int(h["SEED"]))

@@ -44,7 +44,8 @@ def read_array(
             raise SvrtError(f"{where} holds no image array (found: {contents.found()}); expected one array.")
         else:
             raise SvrtError(
-                f"{where} holds several arrays ({', '.join(contents.arrays)}); choose one with key=, e.g. '{next(iter(contents.arrays))}'."
+                f"{where} holds several arrays ({', '.join(contents.arrays)}); choose one with key=, e.g. "
+                f"'{next(iter(contents.arrays))}'."
             )
     else:
         name = key.strip().strip("/").upper()

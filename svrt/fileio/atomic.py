@@ -95,16 +95,19 @@ def _write_error(path: Any, exc: OSError, folder: Any = None) -> str:
     folder = _name(folder if folder is not None else (Path(path).parent if str(Path(path).parent) else "."))
     code = exc.errno
     if code == errno.ENOSPC:
-        return f"Cannot write {_name(path)}: no space left on the device of {folder}; free some space or choose another folder."
+        return (f"Cannot write {_name(path)}: no space left on the device of {folder}; free some space or choose "
+                "another folder.")
     if code == getattr(errno, "EDQUOT", -1):
-        return f"Cannot write {_name(path)}: the disk quota of {folder} is exhausted; free some space or choose another folder."
+        return (f"Cannot write {_name(path)}: the disk quota of {folder} is exhausted; free some space or choose "
+                "another folder.")
     if code == errno.EFBIG:
         return (f"Cannot write {_name(path)}: the file is larger than the file system of {folder} or this process's "
                 "file-size limit (ulimit -f) allows; choose another folder.")
     if code == errno.EROFS:
         return f"Cannot write {_name(path)}: {folder} is on a read-only file system; choose another folder."
     if code in (errno.EACCES, errno.EPERM):
-        return f"Cannot write {_name(path)}: permission denied in the folder {folder}; choose a folder you can write to."
+        return (f"Cannot write {_name(path)}: permission denied in the folder {folder}; choose a folder you can "
+                "write to.")
     if code == errno.ENOTDIR:
         return f"Cannot write {_name(path)}: a part of the folder {folder} is a file, not a folder."
     if code == errno.ENOENT:
@@ -218,8 +221,8 @@ def check_writable(path: str | os.PathLike, overwrite: bool = False, size_hint: 
         raise SvrtError(f"Cannot write {_name(path)}: {_name(existing)} is a file, not a folder.")
     if existing != folder:
         if not os.access(existing, os.W_OK | os.X_OK):
-            raise SvrtError(f"Cannot write {_name(path)}: the folder {_name(folder)} does not exist and {_name(existing)} "
-                            "is not writable, so it cannot be created.")
+            raise SvrtError(f"Cannot write {_name(path)}: the folder {_name(folder)} does not exist and "
+                            f"{_name(existing)} is not writable, so it cannot be created.")
     else:
         probe = _temp_path(target, ".probe")
         try:

@@ -54,7 +54,8 @@ class Burst(_FourAxes):
             if mask.ndim < 4:
                 mask = mask.reshape((1,) * (4 - mask.ndim) + mask.shape)
             if mask.shape != self.frames.shape:
-                raise SvrtError(f"The mask of the Burst has shape {mask.shape}; expected {self.frames.shape} like frames.")
+                raise SvrtError(f"The mask of the Burst has shape {mask.shape}; expected {self.frames.shape} like "
+                                "frames.")
             self.mask = np.ascontiguousarray(mask)
         self.header = dict(self.header or {})
 
@@ -76,12 +77,16 @@ def write_burst(path: str | os.PathLike, burst: Burst, overwrite: bool = False) 
     bunit = str(extras.get("BUNIT", "arbitrary"))
     hint = _size_hint(path, _nbytes(burst.frames, burst.truth, burst.modes))
     if fmt == "fits":
-        hdus: list[Any] = [fits.PrimaryHDU(header=_primary_header("burst", k, n_frames, burst.instruments, extras, where))]
-        hdus.append(_image_hdu("FRAMES", burst.frames, bunit, "[K, L, Y, X]", "observed frames, object k, frame l", extras, where))
+        primary = _primary_header("burst", k, n_frames, burst.instruments, extras, where)
+        hdus: list[Any] = [fits.PrimaryHDU(header=primary)]
+        hdus.append(_image_hdu("FRAMES", burst.frames, bunit, "[K, L, Y, X]", "observed frames, object k, frame l",
+                               extras, where))
         if burst.truth is not None:
-            hdus.append(_image_hdu("TRUTH", burst.truth, bunit, "[K, Y, X]", "objects before the atmosphere", extras, where))
+            hdus.append(_image_hdu("TRUTH", burst.truth, bunit, "[K, Y, X]", "objects before the atmosphere", extras,
+                                   where))
         if burst.modes is not None:
-            hdus.append(_image_hdu("MODES", burst.modes, "rad", "[L, M, Yg, Xg]", "KL wavefront coefficients (radians of phase) on the coarse grid", extras, where))
+            hdus.append(_image_hdu("MODES", burst.modes, "rad", "[L, M, Yg, Xg]",
+                                   "KL wavefront coefficients (radians of phase) on the coarse grid", extras, where))
         _write_hdus(path, hdus, hint)
     else:
         def build(f):
@@ -103,7 +108,8 @@ def _instruments_from(contents: _Contents, k: int, instrument: str | Sequence[st
     if contents.instruments_attr is not None:
         found: list[str | None] = list(contents.instruments_attr)
         if len(found) != k:
-            raise SvrtError(f"The instruments attribute of {where} names {len(found)} instruments for {k} objects; expected {k}.")
+            raise SvrtError(f"The instruments attribute of {where} names {len(found)} instruments for {k} objects; "
+                            f"expected {k}.")
         source = "attribute instruments"
     else:
         found = [contents.root.get(f"INSTR{i}") for i in range(k)]
@@ -177,7 +183,8 @@ def read_burst(
         )
     raw_frames, frames_cards = contents.arrays["FRAMES"]
     if np.asarray(raw_frames).dtype == bool:
-        raise SvrtError(f"FRAMES in {where} holds boolean data (a mask?); expected intensities as float or integer numbers.")
+        raise SvrtError(f"FRAMES in {where} holds boolean data (a mask?); expected intensities as float or integer "
+                        "numbers.")
     frames, truth, modes = _burst_arrays(raw_frames, _data_of(contents, "TRUTH"), _data_of(contents, "MODES"), where,
                                          ("FRAMES", "TRUTH", "MODES"))
     k = frames.shape[0]
@@ -185,10 +192,12 @@ def read_burst(
     for key in ("TRUTH", "MODES"):
         if key in present and key not in contents.arrays:
             kind = "a table" if key in contents.tables else "no data"
-            raise SvrtError(f"{key} in {where} is present but holds {kind}; expected an image array (or no {key} at all).")
+            raise SvrtError(f"{key} in {where} is present but holds {kind}; expected an image array (or no {key} at "
+                            "all).")
     nobj = contents.root.get("NOBJ")
     if isinstance(nobj, int) and not isinstance(nobj, bool) and nobj != k:
-        raise SvrtError(f"{where} says NOBJ = {nobj} but FRAMES has shape {tuple(frames.shape)} with K = {k}; expected them to agree.")
+        raise SvrtError(f"{where} says NOBJ = {nobj} but FRAMES has shape {tuple(frames.shape)} with K = {k}; "
+                        "expected them to agree.")
     mask = None
     if allow_nonfinite:
         mask = np.isfinite(frames)

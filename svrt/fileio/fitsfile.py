@@ -49,7 +49,8 @@ def _read_fits(path: str) -> _Contents:
     data_bytes = _decompress(path)
     if data_bytes is not None:
         if not data_bytes.startswith(b"SIMPLE"):
-            raise SvrtError(f"Compressed file {path} does not hold a FITS file (it does not start with SIMPLE once decompressed).")
+            raise SvrtError(f"Compressed file {path} does not hold a FITS file (it does not start with SIMPLE once "
+                            "decompressed).")
         size = len(data_bytes)
         source: Any = io.BytesIO(data_bytes)
     else:
@@ -82,8 +83,10 @@ def _read_fits(path: str) -> _Contents:
                         tables[name] = cols
                     else:
                         arr = np.asarray(data)
-                        arrays[name] = (arr.astype(arr.dtype.newbyteorder("="), copy=True), _fits_header_dict(hdu.header))
-        problems = [str(w.message) for w in caught if any(word in str(w.message).lower() for word in _FITS_PROBLEM_WORDS)]
+                        arrays[name] = (arr.astype(arr.dtype.newbyteorder("="), copy=True),
+                                        _fits_header_dict(hdu.header))
+        problems = [str(w.message) for w in caught
+                    if any(word in str(w.message).lower() for word in _FITS_PROBLEM_WORDS)]
     except SvrtError:
         raise
     except (OSError, EOFError, ValueError, TypeError, KeyError, IndexError, RuntimeError, fits.VerifyError) as exc:
@@ -136,7 +139,8 @@ def _fits_data_bytes(hdr: fits.Header) -> int:
     return abs(int(hdr.get("BITPIX", 8))) // 8 * int(hdr.get("GCOUNT", 1)) * (int(hdr.get("PCOUNT", 0)) + count)
 
 
-def _primary_header(kind: str, k: int, n_frames: int, instruments: Sequence[str], extras: dict[str, Any], where: str) -> fits.Header:
+def _primary_header(kind: str, k: int, n_frames: int, instruments: Sequence[str], extras: dict[str, Any],
+                    where: str) -> fits.Header:
     hdr = fits.Header()
     _set_card(hdr, "SVRTFILE", kind, "svrt file type (burst or restoration)", where)
     _set_card(hdr, "NOBJ", k, "K, number of objects (e.g. wide band, narrow band)", where)
@@ -148,7 +152,8 @@ def _primary_header(kind: str, k: int, n_frames: int, instruments: Sequence[str]
     return hdr
 
 
-def _image_hdu(name: str, data: np.ndarray, bunit: str, axes: str, what: str, extras: dict[str, Any], where: str) -> fits.ImageHDU:
+def _image_hdu(name: str, data: np.ndarray, bunit: str, axes: str, what: str, extras: dict[str, Any],
+               where: str) -> fits.ImageHDU:
     hdr = fits.Header()
     _set_card(hdr, "BUNIT", bunit, "unit of the data", where)
     if name in ("FRAMES", "TRUTH", "OBJECT", "MODEL"):

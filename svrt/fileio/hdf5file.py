@@ -16,6 +16,11 @@ from svrt.fileio.contents import _Contents, _short
 from svrt.fileio.header import _H5_RESERVED, _h5_attr_value
 
 
+def _text(value: Any) -> str:
+    """An HDF5 string (bytes in UTF-8, or str) as str."""
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
 def _read_hdf5(path: str) -> _Contents:
     contents = _Contents(path, "hdf5")
     arrays, tables, names, root = contents.arrays, contents.tables, contents.names, contents.root
@@ -24,7 +29,7 @@ def _read_hdf5(path: str) -> _Contents:
             for key, value in f.attrs.items():
                 if key == "instruments":
                     arr = np.atleast_1d(np.asarray(value))
-                    contents.instruments_attr = [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in arr.tolist()]
+                    contents.instruments_attr = [_text(v) for v in arr.tolist()]
                     continue
                 val = _h5_attr_value(value)
                 if val is not None:
@@ -40,13 +45,14 @@ def _read_hdf5(path: str) -> _Contents:
                         data = obj[()]
                         tables[name.upper()] = {c: np.asarray(data[c]) for c in obj.dtype.names}
                         return
-                    attrs = {k.upper(): v for k, v in ((k, _h5_attr_value(a)) for k, a in obj.attrs.items()) if v is not None}
+                    attrs = {k.upper(): v for k, v in ((k, _h5_attr_value(a)) for k, a in obj.attrs.items())
+                             if v is not None}
                     arrays[name.upper()] = (np.asarray(obj[()]), attrs)
                 elif isinstance(obj, h5py.Group):
                     members = list(obj.values())
                     if members and all(isinstance(m, h5py.Dataset) and m.ndim == 1 for m in members):
                         order = obj.attrs.get("columns")
-                        cols = [c.decode() if isinstance(c, bytes) else str(c) for c in np.atleast_1d(order)] if order is not None else list(obj.keys())
+                        cols = list(obj.keys()) if order is None else [_text(c) for c in np.atleast_1d(order)]
                         cols = [c for c in cols if c in obj] + [c for c in obj.keys() if c not in cols]
                         tables[name.upper()] = {c: np.asarray(obj[c][()]) for c in cols}
                         names.append(name)

@@ -89,7 +89,8 @@ def _clean_value(key: str, value: Any, where: str) -> Any:
     if isinstance(value, str):
         if not all(32 <= ord(c) < 127 for c in value):
             raise SvrtError(
-                f"Header key {key} for {where} holds non-ASCII or control characters; FITS headers hold printable ASCII."
+                f"Header key {key} for {where} holds non-ASCII or control characters; FITS headers hold printable "
+                "ASCII."
             )
         return value
     raise SvrtError(
@@ -200,7 +201,8 @@ def _image_cards(own: Mapping[str, Any], root: Mapping[str, Any], fmt: str) -> d
 FILE_KEYS = ("DATE", "ORIGIN", "FILENAME", "CREATOR", "SVRT_VERSION")
 
 
-def merge_headers(kept: Mapping[str, Any] | None, added: Mapping[str, Any] | None, prefix: str = "SVRT_") -> dict[str, Any]:
+def merge_headers(kept: Mapping[str, Any] | None, added: Mapping[str, Any] | None,
+                  prefix: str = "SVRT_") -> dict[str, Any]:
     """The header of a file derived from another: ``kept`` (the input's cards: DATE-OBS, TELESCOP,
     SEED, GRID, BUNIT, EXPTIME, WCS, ...) keeps every card under its own name; ``added`` (svrt's:
     solver settings, engine identity) keeps its names too, except where ``kept`` already uses one:

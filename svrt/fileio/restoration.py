@@ -112,9 +112,11 @@ def _config_hdu(config: Mapping[str, Any], where: str) -> fits.BinTableHDU:
 
     def col(name, items):
         width = max([1] + [len(v) for v in items])
-        return fits.Column(name=name, format=f"{width}A", array=np.array(items or [""], dtype=f"U{width}")[: len(items)])
+        return fits.Column(name=name, format=f"{width}A",
+                           array=np.array(items or [""], dtype=f"U{width}")[: len(items)])
 
-    table = fits.BinTableHDU.from_columns([col("KEY", keys), col("VALUE", values), col("COMMENT", comments)], name="CONFIG")
+    table = fits.BinTableHDU.from_columns([col("KEY", keys), col("VALUE", values), col("COMMENT", comments)],
+                                          name="CONFIG")
     table.header.add_comment("CONFIG: every solver setting, the engine identity and the run's figures; VALUE is JSON")
     return table
 
@@ -127,7 +129,8 @@ def _read_config(table: Mapping[str, np.ndarray] | None, where: str) -> dict[str
         return {}
     cols = {str(c).upper(): v for c, v in table.items()}
     if "KEY" not in cols or "VALUE" not in cols:
-        raise SvrtError(f"The CONFIG table of {where} has columns {', '.join(map(str, table)) or 'none'}; expected KEY and VALUE.")
+        raise SvrtError(f"The CONFIG table of {where} has columns {', '.join(map(str, table)) or 'none'}; expected "
+                        "KEY and VALUE.")
 
     def text(v):
         return v.decode("utf-8", errors="replace") if isinstance(v, bytes) else str(v)
@@ -137,7 +140,8 @@ def _read_config(table: Mapping[str, np.ndarray] | None, where: str) -> dict[str
         try:
             out[text(key).strip()] = json.loads(text(value))
         except ValueError:
-            raise SvrtError(f"CONFIG entry {text(key).strip()} of {where} is not JSON ({text(value)[:40]!r}).") from None
+            raise SvrtError(f"CONFIG entry {text(key).strip()} of {where} is not JSON "
+                            f"({text(value)[:40]!r}).") from None
     return out
 
 
@@ -164,15 +168,18 @@ def write_restoration(path: str | os.PathLike, rest: Restoration, overwrite: boo
         labels = list(rest.instruments) or [None] * k
         waves = _object_wavelengths(extras, rest.instruments, k)
         for i in range(k):
-            cards = _obs_cards(extras, config, prov, name, f"restored object {i}" + (f" ({labels[i]})" if labels[i] else ""),
-                               labels[i], waves[i], i)
-            hdus.append(_obs_hdu(f"OBJECT{i}", rest.objects[i], "[Y, X]", f"restored object {i} (SV-MOMFBD)", cards, where))
+            bname = f"restored object {i}" + (f" ({labels[i]})" if labels[i] else "")
+            cards = _obs_cards(extras, config, prov, name, bname, labels[i], waves[i], i)
+            hdus.append(_obs_hdu(f"OBJECT{i}", rest.objects[i], "[Y, X]", f"restored object {i} (SV-MOMFBD)", cards,
+                                 where))
         cube = _obs_cards(extras, config, prov, name, "restored objects")
         hdus.append(_obs_hdu("OBJECT", rest.objects, "[K, Y, X]", "restored objects", cube, where))
-        hdus.append(_image_hdu("MODES", rest.modes, "rad", "[L, M, Yg, Xg]", "inferred KL wavefront coefficients (radians of phase) on the coarse grid", {}, where))
+        hdus.append(_image_hdu("MODES", rest.modes, "rad", "[L, M, Yg, Xg]",
+                               "inferred KL wavefront coefficients (radians of phase) on the coarse grid", {}, where))
         hdus[-1].header["BTYPE"] = ("Wavefront KL coefficients", "type of data")
         model = _obs_cards(extras, config, prov, name, "emulated frames of the restored objects and modes")
-        hdus.append(_obs_hdu("MODEL", rest.model, "[K, L, Y, X]", "emulated frames of the restored objects and modes", model, where))
+        hdus.append(_obs_hdu("MODEL", rest.model, "[K, L, Y, X]", "emulated frames of the restored objects and modes",
+                             model, where))
         cols = [fits.Column(name=key, format=_loss_format(arr), array=arr) for key, arr in rest.loss.items()]
         table = fits.BinTableHDU.from_columns(cols, name="LOSS")
         table.header.add_comment("LOSS: one row per solver iteration (data term and regularisation terms)")
@@ -194,7 +201,8 @@ def write_restoration(path: str | os.PathLike, rest: Restoration, overwrite: boo
             keys = list(config)
             for col, items in (("key", keys), ("value", [_json_value(key, config[key], where) for key in keys]),
                                ("comment", [_COMMENTS.get(key, "") for key in keys])):
-                c.create_dataset(col, data=np.array(items, dtype=object), dtype=h5py.string_dtype(), shape=(len(items),))
+                c.create_dataset(col, data=np.array(items, dtype=object), dtype=h5py.string_dtype(),
+                                 shape=(len(items),))
 
         _write_h5(path, build, hint)
 
@@ -221,11 +229,13 @@ def read_restoration(path: str | os.PathLike, allow_nonfinite: bool = False) -> 
         contents.arrays["OBJECT"] = (np.stack(planes), {})
     for key in ("OBJECT", "MODES", "MODEL"):
         if key not in contents.arrays:
-            raise SvrtError(f"{where} has no {key} {unit} (found: {contents.found()}); expected a restoration file from svrt deconvolve.")
+            raise SvrtError(f"{where} has no {key} {unit} (found: {contents.found()}); expected a restoration file "
+                            "from svrt deconvolve.")
     if "LOSS" not in contents.tables:
-        raise SvrtError(f"{where} has no LOSS table (found: {contents.found()}); expected a restoration file from svrt deconvolve.")
-    objects, modes, model = _restoration_arrays(*(contents.arrays[key][0] for key in ("OBJECT", "MODES", "MODEL")), where,
-                                                ("OBJECT", "MODES", "MODEL"))
+        raise SvrtError(f"{where} has no LOSS table (found: {contents.found()}); expected a restoration file from "
+                        "svrt deconvolve.")
+    keys = ("OBJECT", "MODES", "MODEL")
+    objects, modes, model = _restoration_arrays(*(contents.arrays[key][0] for key in keys), where, keys)
     if not allow_nonfinite:
         for key, data in (("OBJECT", objects), ("MODES", modes), ("MODEL", model)):
             _check_finite(data, key, where, "; read with allow_nonfinite=True to inspect them")

@@ -20,7 +20,8 @@ SOLARNET_LEVEL = 0.5
 _PRPARA_KEYS = ("METHOD_USED", "GRID", "ITERATIONS", "PATCH_SIZE", "REFINE_ROUNDS", "LAMBDA_OBJ", "LAMBDA_MODES",
                 "WEIGHTS", "ENGINE_MODEL", "ENGINE_BACKEND")
 # WCS cards with an axis number (or WCSAXES): those of axes other than 1 and 2 are left off the images
-_WCS_AXIS_RE = re.compile(r"^(?:(?:CTYPE|CRPIX|CRVAL|CDELT|CUNIT|CROTA|CRDER|CSYER|CNAME)(\d+)|(?:PC|CD|PV|PS)(\d+)_(\d+)|WCSAXES)[A-Z]?$")
+_WCS_AXIS_RE = re.compile(r"^(?:(?:CTYPE|CRPIX|CRVAL|CDELT|CUNIT|CROTA|CRDER|CSYER|CNAME)(\d+)"
+                          r"|(?:PC|CD|PV|PS)(\d+)_(\d+)|WCSAXES)[A-Z]?$")
 _PRSTEP_RE = re.compile(r"^PRSTEP(\d+)$")
 
 

@@ -79,11 +79,13 @@ def _burst_arrays(frames: Any, truth: Any, modes: Any, where: str, names: Sequen
     if truth is not None:
         truth = _check_truth(_as_float32(truth, truth_name, where), k, (y, x), where)
     if modes is not None:
-        modes = _check_modes(_as_float32(modes, modes_name, where), n_frames, modes_name, where, f"the L of {frames_name}")
+        modes = _check_modes(_as_float32(modes, modes_name, where), n_frames, modes_name, where,
+                             f"the L of {frames_name}")
     return frames, truth, modes
 
 
-def _restoration_arrays(objects: Any, modes: Any, model: Any, where: str, names: Sequence[str]) -> tuple[np.ndarray, ...]:
+def _restoration_arrays(objects: Any, modes: Any, model: Any, where: str,
+                        names: Sequence[str]) -> tuple[np.ndarray, ...]:
     """The arrays of a restoration as float32, checked against one another: objects [K, Y, X] ([Y, X]
     is K = 1), model [K, L, Y, X] with the objects' K, Y, X, modes [L, M, Yg, Xg] with the model's L.
     ``names`` are those of objects, modes, model in the messages (OBJECT, ... or the fields)."""
@@ -98,7 +100,8 @@ def _restoration_arrays(objects: Any, modes: Any, model: Any, where: str, names:
     if model.ndim != 4 or model.shape[0] != k or tuple(model.shape[2:]) != (y, x):
         raise SvrtError(f"{model_name} in {where} has shape {tuple(model.shape)}; expected [K, L, Y, X] with K, Y, X "
                         f"= {(k, y, x)} as {objects_name}.")
-    modes = _check_modes(_as_float32(modes, modes_name, where), model.shape[1], modes_name, where, f"the L of {model_name}")
+    modes = _check_modes(_as_float32(modes, modes_name, where), model.shape[1], modes_name, where,
+                         f"the L of {model_name}")
     return objects, modes, model
 
 
@@ -115,10 +118,12 @@ def _check_instruments(instruments: Any, k: int, where: str) -> list[str]:
     except TypeError:
         raise SvrtError(f"The instruments of {where} must be a list of {k} labels; got {instruments!r}.") from None
     if len(labels) != k:
-        raise SvrtError(f"{where} names {len(labels)} instruments ({', '.join(map(str, labels))}) for {k} objects; expected one label per object.")
+        raise SvrtError(f"{where} names {len(labels)} instruments ({', '.join(map(str, labels))}) for {k} objects; "
+                        "expected one label per object.")
     for i, lab in enumerate(labels):
         if not isinstance(lab, str) or not lab.strip() or not all(32 <= ord(c) < 127 for c in lab):
-            raise SvrtError(f"Instrument {i} of {where} is {lab!r}; expected a non-empty ASCII label such as 'crisp6302'.")
+            raise SvrtError(f"Instrument {i} of {where} is {lab!r}; expected a non-empty ASCII label such as "
+                            "'crisp6302'.")
     return [lab.strip() for lab in labels]
 
 
@@ -136,14 +141,17 @@ def _check_loss(loss: Any, where: str) -> dict[str, np.ndarray]:
     first = ""
     for key, values in loss.items():
         if not _is_name(key):
-            raise SvrtError(f"LOSS column {key!r} of {where} is not a valid name; expected printable ASCII without spaces.")
+            raise SvrtError(f"LOSS column {key!r} of {where} is not a valid name; expected printable ASCII without "
+                            "spaces.")
         arr = np.asarray(values)
         if arr.ndim != 1 or arr.dtype.kind not in "fiub":
-            raise SvrtError(f"LOSS column {key} of {where} has shape {arr.shape} and type {arr.dtype}; expected a 1-D array of numbers.")
+            raise SvrtError(f"LOSS column {key} of {where} has shape {arr.shape} and type {arr.dtype}; expected a 1-D "
+                            "array of numbers.")
         if length is None:
             length, first = arr.shape[0], key
         elif arr.shape[0] != length:
-            raise SvrtError(f"LOSS column {key} of {where} has {arr.shape[0]} values where {first} has {length}; expected equal lengths.")
+            raise SvrtError(f"LOSS column {key} of {where} has {arr.shape[0]} values where {first} has {length}; "
+                            "expected equal lengths.")
         if key == "iteration" or arr.dtype.kind in "iu":
             arr = arr.astype(np.int64)
         elif arr.dtype.kind == "b":
@@ -164,10 +172,12 @@ def _check_config(config: Any, where: str) -> dict[str, Any]:
     for raw, value in config.items():
         key = str(raw).strip().upper()
         if not _is_name(key):
-            raise SvrtError(f"Config key {raw!r} of {where} is not a valid name; expected printable ASCII without spaces.")
+            raise SvrtError(f"Config key {raw!r} of {where} is not a valid name; expected printable ASCII without "
+                            "spaces.")
         value = _python_scalar(value)
         if value is not None and not isinstance(value, (str, bool, int, float)):
-            raise SvrtError(f"Config key {key} of {where} holds a {type(value).__name__}; expected str, int, float, bool or None.")
+            raise SvrtError(f"Config key {key} of {where} holds a {type(value).__name__}; expected str, int, float, "
+                            "bool or None.")
         out[key] = value
     return out
 
