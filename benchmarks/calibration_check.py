@@ -10,7 +10,6 @@ Run (a few seconds per burst)::
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
@@ -33,8 +32,8 @@ def synthetic_flat(shape, gain_rms: float, seed: int = 0, dust: int = 6) -> np.n
 def main(argv=None) -> dict:
     import torch
 
+    from svrt.benchmarks.gpu_check import write_json
     from svrt.checks import FIXED_PATTERN_WARN, fixed_pattern_fraction
-    from svrt.fileio import atomic_write
     from svrt.instruments import get_instrument
     from svrt.simulate import simulate_burst
 
@@ -58,10 +57,7 @@ def main(argv=None) -> dict:
                              "warns": bool(c is not None and c > FIXED_PATTERN_WARN)})
                 print(f"{label} seed {seed} flat gain {g:g}: common fraction {c:.3f}", flush=True)
     out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(out) as tmp:
-        Path(tmp).write_text(json.dumps({"threshold": FIXED_PATTERN_WARN, "noise": 0.01, "frames": 6, "rows": rows},
-                                        indent=1))
+    write_json(out, {"threshold": FIXED_PATTERN_WARN, "noise": 0.01, "frames": 6, "rows": rows})
     return {"rows": rows}
 
 

@@ -45,7 +45,7 @@ def trial(seed: int, size: int = 128, noise: float = 0.01) -> dict:
 def main(argv=None) -> dict:
     import torch
 
-    from svrt.fileio import atomic_write
+    from svrt.benchmarks.gpu_check import write_json
 
     p = argparse.ArgumentParser(prog="python -m svrt.benchmarks.camera_alignment", description=__doc__.split("\n\n")[0])
     p.add_argument("--trials", type=int, default=10)
@@ -59,9 +59,7 @@ def main(argv=None) -> dict:
                "max_worst_displacement_px": max(t["worst_displacement_px"] for t in trials)}
     print(json.dumps(summary, indent=1))
     out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(out) as tmp:
-        Path(tmp).write_text(json.dumps({"summary": summary, "trials": trials}, indent=1))
+    write_json(out, {"summary": summary, "trials": trials})
     return summary
 
 

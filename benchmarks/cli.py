@@ -129,17 +129,9 @@ def bench_command(ctx, peers, model, full, out_dir, device, backends, precisions
         v = _ints(text, "--" + name.replace("_", "-"))
         if v is not None:
             changes[name] = v
-    if repeats is not None:
-        changes["repeats"] = repeats
-    if warmup is not None:
-        changes["warmup"] = warmup
-    r = _cases(restoration)
-    if r is not None:
-        changes["restoration"] = r
-    if iterations is not None:
-        changes["iterations"] = iterations
-    if threads is not None:
-        changes["threads"] = threads
+    given = {"repeats": repeats, "warmup": warmup, "restoration": _cases(restoration), "iterations": iterations,
+             "threads": threads}
+    changes.update({name: value for name, value in given.items() if value is not None})
     if sizes is not None and exact_sizes is None:
         keep = tuple(s for s in settings.exact_sizes if s in changes["sizes"])
         changes["exact_sizes"] = keep or changes["sizes"][:1]

@@ -46,6 +46,9 @@ def make_inputs(size: int, batch: int, n_modes: int, device="cpu", seed: int = 0
 
 @dataclass
 class ConvolutionSettings:
+    """What the convolution timings (Fig. 6) run: sizes, batches, the exact method's sizes, repeats and warm-up,
+    the overlap-add patch and overlap, the instrument."""
+
     sizes: tuple = (64, 128, 256)
     batches: tuple = (1, 4)
     exact_sizes: tuple = (64, 128)

@@ -50,16 +50,10 @@ CONFIGS = {"default": {}, "kolmogorov": {"high_order": "kolmogorov"}, "fit44": {
 def wavefront_rms(solved: np.ndarray, true: np.ndarray, shape, modes: tuple[int, int]) -> float:
     """RMS (rad) over the pupil and the field of ``solved - true`` on KL indices ``modes`` [lo, hi):
     both ``[L, M, Yg, Xg]`` upsampled bilinearly (align_corners=False, the solver's contract) to ``shape``."""
-    import torch
-    import torch.nn.functional as F
+    from svrt.mode_grid import per_pixel_modes
 
     lo, hi = modes
-
-    def per_pixel(a):
-        t = torch.as_tensor(np.asarray(a, dtype=np.float32)[:, lo:hi])
-        return F.interpolate(t, size=tuple(shape), mode="bilinear", align_corners=False)
-
-    diff = per_pixel(solved) - per_pixel(true)
+    diff = per_pixel_modes(np.asarray(solved)[:, lo:hi], shape) - per_pixel_modes(np.asarray(true)[:, lo:hi], shape)
     return float(diff.pow(2).sum(dim=1).mean().sqrt())
 
 
@@ -120,15 +114,12 @@ def solve_and_score(b, burst, engine, config) -> dict:
 
 def plot(results: dict, path: Path) -> None:
     """Bars, per setting (mean over the cases): NMSE and the wavefront errors, focus alone against diversity."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from svrt.pictures import save_png, subplots
 
     summary = results["summary"]
     labels = list(summary)
     x = np.arange(len(labels))
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    fig, axes = subplots(1, 3, figsize=(13, 3.8))
     panels = (("nmse", "restoration NMSE (score_restoration)"), ("wavefront_low", "wavefront RMS error, KL 3-9 [rad]"),
               ("wavefront_fitted", "wavefront RMS error, fitted KL [rad]"))
     for ax, (key, title) in zip(axes, panels):
@@ -144,8 +135,7 @@ def plot(results: dict, path: Path) -> None:
         fontsize=11,
     )
     fig.tight_layout()
-    fig.savefig(path, dpi=100, format="png")
-    plt.close(fig)
+    save_png(fig, path, dpi=100)
 
 
 def summarise(cases: list) -> dict:
@@ -169,7 +159,7 @@ def summarise(cases: list) -> dict:
 def main(argv=None) -> dict:
     import torch
 
-    from svrt.fileio import atomic_write
+    from svrt.benchmarks.gpu_check import write_json
     from svrt.runtime.solver import load_solver_engine
 
     p = argparse.ArgumentParser(prog="python -m svrt.benchmarks.diversity", description=__doc__.split("\n\n")[0])
@@ -212,12 +202,9 @@ def main(argv=None) -> dict:
                 flush=True,
             )
     results = {"settings": settings, "machine": platform.node(), "cases": cases, "summary": summarise(cases)}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(out) as tmp:
-        Path(tmp).write_text(json.dumps(results, indent=1))
+    write_json(out, results)
     png = out.with_suffix(".png")
-    with atomic_write(png) as tmp:
-        plot(results, Path(tmp))
+    plot(results, png)
     print(f"wrote {out} and {png}")
     return results
 

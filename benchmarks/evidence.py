@@ -130,7 +130,7 @@ def evidence_command(model, backend, seeds, size, frames, objects, grid, iterati
     """Restore simulated bursts spatially variant (P = --grid) and invariant (P = 0); compare with the truth."""
     from tqdm import tqdm
 
-    from svrt.fileio import atomic_write
+    from svrt.benchmarks.gpu_check import write_json
     from svrt.runtime.engine import load_engine
 
     engine = load_engine(model, backend=backend)
@@ -156,8 +156,7 @@ def evidence_command(model, backend, seeds, size, frames, objects, grid, iterati
                           "spectral_distance": "RMS of log10 of the power-spectrum ratio to the truth's, up to the "
                                                "cutoff"},
               "cases": cases, "summary": summarize(cases, grids)}
-    with atomic_write(out / "evidence.json") as tmp:
-        Path(tmp).write_text(json.dumps(report, indent=1))
+    write_json(out / "evidence.json", report)
     plot(out / "evidence.png", cases, grids, f"{size}² × {frames} frames, crisp8542, {report['engine']}")
     for metric in METRICS:
         click.echo(markdown_table(cases, grids, metric) + "\n")

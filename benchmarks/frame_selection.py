@@ -15,7 +15,6 @@ Run (about two minutes of one CPU core per case)::
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from pathlib import Path
@@ -61,7 +60,7 @@ def run_case(seed: int, n: int, good_r0: float, bad_r0: float, engine) -> dict:
 def main(argv=None) -> dict:
     import torch
 
-    from svrt.fileio import atomic_write
+    from svrt.benchmarks.gpu_check import write_json
     from svrt.runtime.solver import load_solver_engine
 
     p = argparse.ArgumentParser(prog="python -m svrt.benchmarks.frame_selection", description=__doc__.split("\n\n")[0])
@@ -87,9 +86,7 @@ def main(argv=None) -> dict:
                             "solver": "SolverConfig() defaults, psf-interpolation engine"},
                "machine": platform.node(), "cases": cases}
     out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(out) as tmp:
-        Path(tmp).write_text(json.dumps(results, indent=1))
+    write_json(out, results)
     print(f"wrote {out}")
     return results
 

@@ -697,7 +697,7 @@ STEP_NAMES = tuple(s.name for s in STEPS)
 # ================================================================================================
 
 def _clean(obj):
-    """JSON-safe: NaN/inf -> None, tuples -> lists, Paths and other objects -> str."""
+    """JSON-safe: NaN/inf -> None, tuples, arrays and tensors -> lists, Paths and other objects -> str."""
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
     if isinstance(obj, dict):
@@ -706,6 +706,8 @@ def _clean(obj):
         return [_clean(v) for v in obj]
     if obj is None or isinstance(obj, (str, int, bool)):
         return obj
+    if getattr(obj, "ndim", 0) and hasattr(obj, "tolist"):   # numpy arrays, tensors (duck-typed: stdlib only here)
+        return _clean(obj.tolist())
     if hasattr(obj, "item"):
         try:
             return _clean(obj.item())
@@ -716,7 +718,7 @@ def _clean(obj):
 
 def write_json(path: Path, obj) -> None:
     """Write ``obj`` as JSON atomically (a reader never sees half a file; NaN/inf as null), making its
-    folder if needed. The one JSON writer of the benchmarks (streaming, throughput)."""
+    folder if needed. The one JSON writer of the benchmarks (bench, kernels, streaming, throughput)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

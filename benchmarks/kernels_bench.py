@@ -25,12 +25,8 @@ function returns ``{"status": "skipped", "reason": ...}``.
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
-import statistics
 import sys
-import tempfile
 
 import torch
 
@@ -79,22 +75,12 @@ def _skipped(reason: str, device) -> dict:
     return {"status": "skipped", "reason": reason, "device": str(device), "results": [], "speedups": {}}
 
 
-def _time_ms(fn, repeats: int, warmup: int, inner: int = 1) -> float:
-    """Median over ``repeats`` of the per-call time of ``inner`` back-to-back calls (CUDA events)."""
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(repeats):
-        start = torch.cuda.Event(enable_timing=True)
-        end = torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(inner):
-            fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / inner)
-    return float(statistics.median(times))
+def _time_ms(fn, repeats: int, warmup: int, inner: int = 1, device="cuda") -> float:
+    """Median over ``repeats`` of the per-call time in ms of ``inner`` back-to-back calls (CUDA events:
+    :func:`svrt.benchmarks.timing.measure`)."""
+    from svrt.benchmarks.timing import measure
+
+    return measure(fn, warmup, repeats, device, inner).median * 1e3
 
 
 def _inner_for(fn, target_ms: float = 2.0) -> int:
@@ -153,10 +139,6 @@ def run_kernel_benchmark(device="cuda", sizes: dict | None = None, repeats: int 
     if triton.knobs.runtime.interpret:
         return _skipped("TRITON_INTERPRET is set: unset it to time the compiled kernels.", device)
 
-    import svrt.kernels as K
-    from svrt.kernels import triton_filter
-    from svrt.optics.filters import erf_filter
-
     sizes = DEFAULT_SIZES if sizes is None else sizes
     props = torch.cuda.get_device_properties(dev)
     l2 = int(getattr(props, "L2_cache_size", 0) or 0)
@@ -171,72 +153,10 @@ def run_kernel_benchmark(device="cuda", sizes: dict | None = None, repeats: int 
 
     gen = torch.Generator(device=dev).manual_seed(0)
     for cfg in sizes.get("upsample", []):
-        b, m = int(cfg["B"]), int(cfg["M"])
-        (yg, xg), (y, x) = cfg["grid"], cfg["size"]
-        case = f"B{b} M{m} {yg}x{xg}->{y}x{x}"
-        for dtype in dtypes:
-            es = torch.tensor([], dtype=dtype).element_size()
-            coarse = torch.randn(b, m, yg, xg, device=dev, generator=gen).to(dtype)
-            grad = torch.randn(b, m, y, x, device=dev, generator=gen).to(dtype)
-            nc, nf = coarse.numel() * es, grad.numel() * es
-            for impl in ("torch", "triton"):
-                with torch.no_grad():
-                    bench("upsample_forward", case, dtype, impl,
-                          lambda: K.upsample_modes(coarse, (y, x), impl=impl), nc + nf)
-                    bench("upsample_adjoint", case, dtype, impl,
-                          lambda: K.upsample_modes_adjoint(grad, (yg, xg), impl=impl), nf + nc)
-                leaf = coarse.clone().requires_grad_(True)
-
-                def fwd_bwd(leaf=leaf, impl=impl):
-                    leaf.grad = None
-                    K.upsample_modes(leaf, (y, x), impl=impl).backward(grad)
-
-                bench("upsample_forward_backward", case, dtype, impl, fwd_bwd, 2 * (nc + nf))
-            del coarse, grad
-            torch.cuda.empty_cache()
-
+        _bench_upsample(cfg, dtypes, dev, gen, bench)
     for cfg in sizes.get("filter", []):
-        k = int(cfg["K"])
-        y, x = cfg["size"]
-        case = f"K{k} {y}x{x}"
-        cutoff = 0.21
-        obj = torch.randn(k, y, x, device=dev, generator=gen)
-        win = torch.rand(y, x, device=dev, generator=gen) + 0.5
-        spec = torch.fft.rfft2(obj)
-        out = torch.empty_like(spec)
-        h_cached = erf_filter((y, x), cutoff, real=True, device=dev)
-        n_spec = spec.numel() * 8
-        with torch.no_grad():
-            bench("spectrum_multiply", case, torch.float32, "triton",
-                  lambda: triton_filter.erf_filter_spectrum(spec, (y, x), cutoff, out=out), 2 * n_spec)
-            bench("spectrum_multiply", case, torch.float32, "torch",
-                  lambda: torch.mul(spec, erf_filter((y, x), cutoff, real=True, device=dev), out=out),
-                  2 * n_spec)
-            bench("spectrum_multiply", case, torch.float32, "torch_cached_H",
-                  lambda: torch.mul(spec, h_cached, out=out), 2 * n_spec)
-        n_img = obj.numel() * 4
-        for impl in ("torch", "triton"):
-            with torch.no_grad():
-                bench("fourier_filter_forward", case, torch.float32, impl,
-                      lambda: K.fourier_filter(obj, cutoff, 1.8, 20.0, win, impl=impl), 2 * n_img + win.numel() * 4)
-            leaf = obj.clone().requires_grad_(True)
-
-            def filt_fwd_bwd(leaf=leaf, impl=impl):
-                leaf.grad = None
-                K.fourier_filter(leaf, cutoff, 1.8, 20.0, win, impl=impl).backward(obj)
-
-            bench("fourier_filter_forward_backward", case, torch.float32, impl, filt_fwd_bwd,
-                  4 * n_img + 2 * win.numel() * 4)
-        del obj, spec, out
-        torch.cuda.empty_cache()
-
-    speedups = {}
-    by_key = {}
-    for r in results:
-        by_key.setdefault((r["op"], r["case"], r["dtype"]), {})[r["impl"]] = r["ms"]
-    for (op, case, dt), d in by_key.items():
-        if "torch" in d and "triton" in d and d["triton"] > 0:
-            speedups[f"{op}|{case}|{dt}"] = round(d["torch"] / d["triton"], 3)
+        _bench_filter(cfg, dev, gen, bench)
+    speedups = _speedups(results)
     return {
         "status": "ok",
         "device": name,
@@ -249,6 +169,87 @@ def run_kernel_benchmark(device="cuda", sizes: dict | None = None, repeats: int 
         "results": results,
         "speedups": speedups,
     }
+
+
+def _bench_upsample(cfg: dict, dtypes, dev, gen, bench) -> None:
+    """Time the bilinear mode upsampling (forward, adjoint, forward + backward) of one size, torch against
+    Triton, in every dtype; ``bench(op, case, dtype, impl, fn, nbytes)`` records a timing."""
+    import svrt.kernels as K
+
+    b, m = int(cfg["B"]), int(cfg["M"])
+    (yg, xg), (y, x) = cfg["grid"], cfg["size"]
+    case = f"B{b} M{m} {yg}x{xg}->{y}x{x}"
+    for dtype in dtypes:
+        es = torch.tensor([], dtype=dtype).element_size()
+        coarse = torch.randn(b, m, yg, xg, device=dev, generator=gen).to(dtype)
+        grad = torch.randn(b, m, y, x, device=dev, generator=gen).to(dtype)
+        nc, nf = coarse.numel() * es, grad.numel() * es
+        for impl in ("torch", "triton"):
+            with torch.no_grad():
+                bench("upsample_forward", case, dtype, impl,
+                      lambda: K.upsample_modes(coarse, (y, x), impl=impl), nc + nf)
+                bench("upsample_adjoint", case, dtype, impl,
+                      lambda: K.upsample_modes_adjoint(grad, (yg, xg), impl=impl), nf + nc)
+            leaf = coarse.clone().requires_grad_(True)
+
+            def fwd_bwd(leaf=leaf, impl=impl):
+                leaf.grad = None
+                K.upsample_modes(leaf, (y, x), impl=impl).backward(grad)
+
+            bench("upsample_forward_backward", case, dtype, impl, fwd_bwd, 2 * (nc + nf))
+        del coarse, grad
+        torch.cuda.empty_cache()
+
+
+def _bench_filter(cfg: dict, dev, gen, bench) -> None:
+    """Time the erf filter's spectrum product (Triton, torch, torch with a cached H) and the Fourier
+    filter (forward, forward + backward), torch against Triton, for one size."""
+    import svrt.kernels as K
+    from svrt.kernels import triton_filter
+    from svrt.optics.filters import erf_filter
+
+    k = int(cfg["K"])
+    y, x = cfg["size"]
+    case = f"K{k} {y}x{x}"
+    cutoff = 0.21
+    obj = torch.randn(k, y, x, device=dev, generator=gen)
+    win = torch.rand(y, x, device=dev, generator=gen) + 0.5
+    spec = torch.fft.rfft2(obj)
+    out = torch.empty_like(spec)
+    h_cached = erf_filter((y, x), cutoff, real=True, device=dev)
+    n_spec = spec.numel() * 8
+    with torch.no_grad():
+        bench("spectrum_multiply", case, torch.float32, "triton",
+              lambda: triton_filter.erf_filter_spectrum(spec, (y, x), cutoff, out=out), 2 * n_spec)
+        bench("spectrum_multiply", case, torch.float32, "torch",
+              lambda: torch.mul(spec, erf_filter((y, x), cutoff, real=True, device=dev), out=out),
+              2 * n_spec)
+        bench("spectrum_multiply", case, torch.float32, "torch_cached_H",
+              lambda: torch.mul(spec, h_cached, out=out), 2 * n_spec)
+    n_img = obj.numel() * 4
+    for impl in ("torch", "triton"):
+        with torch.no_grad():
+            bench("fourier_filter_forward", case, torch.float32, impl,
+                  lambda: K.fourier_filter(obj, cutoff, 1.8, 20.0, win, impl=impl), 2 * n_img + win.numel() * 4)
+        leaf = obj.clone().requires_grad_(True)
+
+        def filt_fwd_bwd(leaf=leaf, impl=impl):
+            leaf.grad = None
+            K.fourier_filter(leaf, cutoff, 1.8, 20.0, win, impl=impl).backward(obj)
+
+        bench("fourier_filter_forward_backward", case, torch.float32, impl, filt_fwd_bwd,
+              4 * n_img + 2 * win.numel() * 4)
+    del obj, spec, out
+    torch.cuda.empty_cache()
+
+
+def _speedups(results: list[dict]) -> dict:
+    """``{"op|case|dtype": torch ms / triton ms}`` for every timing measured with both."""
+    by_key: dict = {}
+    for r in results:
+        by_key.setdefault((r["op"], r["case"], r["dtype"]), {})[r["impl"]] = r["ms"]
+    return {f"{op}|{case}|{dt}": round(d["torch"] / d["triton"], 3)
+            for (op, case, dt), d in by_key.items() if "torch" in d and "triton" in d and d["triton"] > 0}
 
 
 def _format(res: dict) -> str:
@@ -271,19 +272,6 @@ def _format(res: dict) -> str:
     return "\n".join(lines)
 
 
-def _write_json_atomic(path: str, obj) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".kernels_bench.", suffix=".json", dir=folder)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(obj, fh, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="Time the svrt Triton kernels against PyTorch (needs CUDA).")
     ap.add_argument("--device", default="cuda")
@@ -294,7 +282,9 @@ def main(argv=None) -> int:
     res = run_kernel_benchmark(args.device, repeats=args.repeats, warmup=args.warmup)
     print(_format(res))
     if args.json:
-        _write_json_atomic(args.json, res)
+        from svrt.benchmarks.gpu_check import write_json
+
+        write_json(args.json, res)
     return 0
 
 

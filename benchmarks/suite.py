@@ -13,11 +13,9 @@ batches up to 16 and the paper's restoration case (512^2, 12 frames, 2 objects, 
 from __future__ import annotations
 
 import datetime
-import json
-import math
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
@@ -33,22 +31,15 @@ SCHEMA = "svrt-bench/1"
 
 
 @dataclass
-class BenchSettings:
-    """Everything that selects what is run; the presets are :meth:`quick` and :meth:`full`."""
+class BenchSettings(conv.ConvolutionSettings):
+    """Everything that selects what is run: the convolution timings' settings (sizes, batches, exact sizes,
+    repeats, warm-up, overlap-add patch, instrument) and the rest; the presets are :meth:`quick` and
+    :meth:`full`."""
 
-    sizes: tuple = (64, 128, 256)
-    batches: tuple = (1, 4)
-    exact_sizes: tuple = (64, 128)
     backends: tuple = ("torch", "onnxruntime")
     precisions: tuple = ("fp32",)
-    repeats: int = 5
-    warmup: int = 1
-    exact_repeats: int = 1
     restoration: tuple = rest.QUICK_CASES          # (size, frames, objects, grid nodes per side)
     iterations: int = 3
-    patch: int = 64
-    overlap: int = 32
-    instrument: str = "crisp8542"
     peak_n: int | None = None                      # matrix side for the peak FLOP/s (default per device)
     bandwidth_mb: int | None = None                # buffer for the bandwidth (default per device)
     time_budget_s: float = 20.0                    # per emulator case: fewer repeats (>= 3) past this
@@ -115,8 +106,6 @@ def run_benchmark(
 
 
 def _run(out_dir, *, model, device, full, settings, command, progress, results_page, label, echo) -> dict:
-    from svrt.benchmarks.report import format_restoration_table, format_summary, format_table, plot, update_results_page
-
     t_start = time.perf_counter()
     device = str(device)
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -127,10 +116,6 @@ def _run(out_dir, *, model, device, full, settings, command, progress, results_p
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     notes, skipped = [], []
-
-    def say(line: str):
-        echo(line)
-
     if settings.threads:
         torch.set_num_threads(int(settings.threads))
     machine = machine_info(device)
@@ -139,172 +124,185 @@ def _run(out_dir, *, model, device, full, settings, command, progress, results_p
               "settings": settings.to_dict()}
     if not torch.cuda.is_available():
         notes.append("no CUDA GPU on this machine: GPU columns (torch CUDA, ONNX Runtime CUDA, TensorRT) not measured.")
-
-    # ---- model and engines
-    bm = benchmark_model(model)
-    result["model"] = bm.info
-    if bm.info["random_init"]:
-        say(f"note: {bm.info['note']}")
-        notes.append(bm.info["note"])
-    say(f"machine: {machine['cpu']} ({machine['cpus_usable']} usable cores, torch {torch.get_num_threads()} threads)"
-        + (f", GPU {machine['gpu']}" if machine.get("gpu") else "") + f"; model {bm.info['name']} "
-        f"(width {bm.info['width']}, {bm.info['parameters'] / 1e6:.2f} M parameters)")
-
+    bm = _load_model(model, machine, result, notes, echo)
     with tempfile.TemporaryDirectory(prefix="svrt-bench-") as work:
-        live_restoration = bool(settings.restoration)
-        max_batch = max(list(settings.batches) + [c[1] * c[2] for c in settings.restoration] or [1])
-        engines = build_engines(
-            bm,
-            settings.backends,
-            settings.precisions,
-            device,
-            settings.instrument,
-            Path(work),
-            max_batch=max_batch,
-            min_size=min(list(settings.sizes) + [c[0] for c in settings.restoration]),
-            max_size=max(list(settings.sizes) + [c[0] for c in settings.restoration]),
-            vjp=live_restoration,
-            threads=settings.threads,
-            echo=say,
-        )
-        for e in engines:
-            if e.skip:
-                skipped.append({"what": f"emulator back end {e.label} on {device}", "reason": e.skip})
-        result["engines"] = [{"backend": e.backend, "precision": e.precision, "setup_s": e.setup_s,
-                              "identity": e.engine.identity.to_dict() if e.engine is not None else None,
-                              "skip": e.skip} for e in engines]
-
-        # ---- ceilings (measured again at the end; the better of the two is kept)
-        say("measuring the machine's peaks (matrix product, copy bandwidth)...")
+        engines = _build_engines(bm, settings, device, Path(work), result, skipped, echo)
+        # the ceilings are measured again at the end; the better of the two is kept
+        echo("measuring the machine's peaks (matrix product, copy bandwidth)...")
         peak_precisions = settings.precisions if cuda_available(device) else ("fp32",)
         peak_info = _measure_peaks(device, settings, peak_precisions)
-
-        # ---- work counts
-        cost_model = EmulatorCostModel(_cpu_copy(bm.model), settings.instrument)
-        result["model"]["flops_per_pixel"] = cost_model.conv_macs_per_pixel * 2
-        result["model"]["linear_macs_per_image"] = cost_model.linear_macs_per_image
-        result["model"]["bytes_per_pixel"] = {"compute": cost_model.bytes_compute_per_pixel,
-                                              "memory": cost_model.bytes_memory_per_pixel}
-        from svrt.optics.psf import PSFModel
-
-        psf_model = PSFModel(settings.instrument, bm.model.config.n_modes, device=torch.device(device))
-        exact_bpp = conv.exact_bytes_per_pixel(psf_model) if settings.exact_sizes else 0.0
-        result["psf"] = {"instrument": settings.instrument, "psf_size": psf_model.psf_size, "fft": psf_model.n_fft,
-                         "pupil_box": psf_model.box, "note": conv.PSF_NOTE}
-
-        # ---- convolution timings (Fig. 6)
-        cs = conv.ConvolutionSettings(sizes=tuple(settings.sizes), batches=tuple(settings.batches),
-                                      exact_sizes=tuple(s for s in settings.exact_sizes if s in settings.sizes),
-                                      warmup=settings.warmup, repeats=settings.repeats,
-                                      exact_repeats=settings.exact_repeats, patch=settings.patch,
-                                      overlap=settings.overlap, instrument=settings.instrument)
-        ctx = {"device": device, "peaks": None, "cost_model": cost_model, "psf_model": psf_model,
-               "n_modes": bm.model.config.n_modes, "exact_bytes_per_pixel": exact_bpp}
-        cases = conv.convolution_cases(cs, engines)
-        rcases = [rest.RestorationCase(*c) for c in settings.restoration]
-        ok, why = rest.solver_available()
-        if rcases and not ok:
-            skipped.append({"what": "restoration benchmark", "reason": why})
-            say(f"skipped the restoration benchmark: {why}")
-            rcases = []
-        grad_engines = [e for e in engines if e.engine is not None and _has_gradient(e.engine)]
-        for e in engines:
-            if e.engine is not None and e not in grad_engines and rcases:
-                skipped.append({"what": f"restoration with {e.label}", "reason": "the engine has no gradient graph"})
-        if rcases and any(e.backend == "torch-compiled" for e in grad_engines) and not torch.cuda.is_available():
-            grad_engines = [e for e in grad_engines if e.backend != "torch-compiled"]
-            skipped.append({"what": "restoration with torch-compiled on CPU",
-                            "reason": "compiling the backward pass for every shape takes minutes on a CPU"})
-        records = []
-        total = len(cases) + len(rcases) * len(grad_engines)
-        bar = _progress(total, progress, echo)
+        ctx = _work_counts(bm, settings, device, result)
         try:
-            for case in cases:
-                method, entry, size, batch = case
-                bar.set_description(f"{method} {entry.label if entry else ''} {size}^2 B={batch}".replace("  ", " "))
-                try:
-                    if method == "emulator":
-                        records.append(_timed_emulator(case, cs, ctx, settings))
-                    else:
-                        records.append(conv.run_case(case, cs, ctx))
-                except (RuntimeError, MemoryError, SvrtError) as exc:
-                    msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                    skipped.append({"what": f"{method} {entry.label if entry else ''} {size}^2 batch {batch}",
-                                    "reason": msg})
-                    bar.write(f"skipped {method} {size}^2 batch {batch}: {msg}")
-                bar.update(1)
-            records += conv.extrapolate_exact(records, cs, None, psf_model, device, exact_bpp)
-            for rc in rcases:
-                for e in grad_engines:
-                    bar.set_description(f"SV-MOMFBD {e.label} {rc.size}^2 x{rc.frames}x{rc.objects}")
-                    try:
-                        rec = rest.run_restoration_case(e, rc, settings.iterations, device, settings.instrument)
-                        rec["emulator_flops_per_iteration"] = (
-                            2 * rc.objects * rc.frames * cost_model.cost(rc.size).flops
-                        )
-                        records.append(rec)
-                    except (RuntimeError, MemoryError, SvrtError) as exc:
-                        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                        skipped.append({"what": f"restoration {rc.label} with {e.label}", "reason": msg})
-                        bar.write(f"skipped restoration {rc.label} with {e.label}: {msg}")
-                    bar.update(1)
+            records = _timed_cases(engines, settings, ctx, skipped, progress, echo)
         finally:
-            bar.close()
-        for e in engines:
-            if e.engine is not None:
-                e.engine.close()
-        again = _measure_peaks(device, settings, peak_precisions)
-        for key, info in again.items():
-            first = peak_info[key]
-            value = "flops_per_s" if "flops_per_s" in info else "bytes_per_s"
-            best = info if info[value] > first[value] else first
-            peak_info[key] = dict(best, start=first[value], end=info[value])
-        result["peaks"] = peak_info
-        peaks = conv.Peaks({p: peak_info[f"matmul_{p}"]["flops_per_s"] for p in peak_precisions},
-                           peak_info["bandwidth"]["bytes_per_s"])
-        conv.apply_ceilings(records, peaks)
-        for r in records:
-            if r.get("kind") == "restoration" and r.get("per_iteration_s"):
-                r["flops_per_s"] = r["emulator_flops_per_iteration"] / r["per_iteration_s"]
-                r["peak_fraction"] = r["flops_per_s"] / peaks.peak(r["precision"])
-
+            for e in engines:
+                if e.engine is not None:
+                    e.engine.close()
+        result["peaks"] = _with_ceilings(records, peak_info, _measure_peaks(device, settings, peak_precisions),
+                                         peak_precisions)
     if "torch-compiled" not in settings.backends and not full:
         notes.append("torch-compiled is left out of the quick run (compiling takes about a minute per shape on a "
                      "2-core CPU); add it with --backends torch,torch-compiled,... or run --full.")
-    result["records"] = records
-    result["speedups"] = conv.speedups(records)
-    result["skipped"] = skipped
-    result["notes"] = notes
-    result["elapsed_s"] = time.perf_counter() - t_start
-    result["label"] = label or machine_label(machine)
+    result.update(records=records, speedups=conv.speedups(records), skipped=skipped, notes=notes,
+                  elapsed_s=time.perf_counter() - t_start, label=label or machine_label(machine))
+    _write_and_report(result, out_dir, results_page, echo)
+    return result
+
+
+def _load_model(model, machine: dict, result: dict, notes: list, echo):
+    """The emulator to time (:func:`benchmark_model`), recorded in ``result["model"]``."""
+    bm = benchmark_model(model)
+    result["model"] = bm.info
+    if bm.info["random_init"]:
+        echo(f"note: {bm.info['note']}")
+        notes.append(bm.info["note"])
+    echo(f"machine: {machine['cpu']} ({machine['cpus_usable']} usable cores, torch {torch.get_num_threads()} threads)"
+         + (f", GPU {machine['gpu']}" if machine.get("gpu") else "") + f"; model {bm.info['name']} "
+         f"(width {bm.info['width']}, {bm.info['parameters'] / 1e6:.2f} M parameters)")
+    return bm
+
+
+def _build_engines(bm, settings: BenchSettings, device: str, work: Path, result: dict, skipped: list, echo) -> list:
+    """One engine per back end and precision, sized for every case; those that cannot run are skipped."""
+    sizes = list(settings.sizes) + [c[0] for c in settings.restoration]
+    engines = build_engines(bm, settings.backends, settings.precisions, device, settings.instrument, work,
+                            max_batch=max(list(settings.batches) + [c[1] * c[2] for c in settings.restoration] or [1]),
+                            min_size=min(sizes), max_size=max(sizes), vjp=bool(settings.restoration),
+                            threads=settings.threads, echo=echo)
+    skipped += [{"what": f"emulator back end {e.label} on {device}", "reason": e.skip} for e in engines if e.skip]
+    result["engines"] = [{"backend": e.backend, "precision": e.precision, "setup_s": e.setup_s,
+                          "identity": e.engine.identity.to_dict() if e.engine is not None else None,
+                          "skip": e.skip} for e in engines]
+    return engines
+
+
+def _work_counts(bm, settings: BenchSettings, device: str, result: dict) -> dict:
+    """The work of one image (the emulator's FLOPs and bytes, the exact convolution's PSFs), recorded in
+    ``result``; returns the context of the timed cases."""
+    from svrt.optics.psf import PSFModel
+
+    cost_model = EmulatorCostModel(_cpu_copy(bm.model), settings.instrument)
+    result["model"]["flops_per_pixel"] = cost_model.conv_macs_per_pixel * 2
+    result["model"]["linear_macs_per_image"] = cost_model.linear_macs_per_image
+    result["model"]["bytes_per_pixel"] = {"compute": cost_model.bytes_compute_per_pixel,
+                                          "memory": cost_model.bytes_memory_per_pixel}
+    psf_model = PSFModel(settings.instrument, bm.model.config.n_modes, device=torch.device(device))
+    exact_bpp = conv.exact_bytes_per_pixel(psf_model) if settings.exact_sizes else 0.0
+    result["psf"] = {"instrument": settings.instrument, "psf_size": psf_model.psf_size, "fft": psf_model.n_fft,
+                     "pupil_box": psf_model.box, "note": conv.PSF_NOTE}
+    return {"device": device, "peaks": None, "cost_model": cost_model, "psf_model": psf_model,
+            "n_modes": bm.model.config.n_modes, "exact_bytes_per_pixel": exact_bpp}
+
+
+def _restoration_engines(settings: BenchSettings, engines: list, skipped: list, echo) -> tuple[list, list]:
+    """The restoration cases and the engines that can run them (a gradient graph; no compiling on a CPU)."""
+    rcases = [rest.RestorationCase(*c) for c in settings.restoration]
+    ok, why = rest.solver_available()
+    if rcases and not ok:
+        skipped.append({"what": "restoration benchmark", "reason": why})
+        echo(f"skipped the restoration benchmark: {why}")
+        rcases = []
+    grad_engines = [e for e in engines if e.engine is not None and _has_gradient(e.engine)]
+    for e in engines:
+        if e.engine is not None and e not in grad_engines and rcases:
+            skipped.append({"what": f"restoration with {e.label}", "reason": "the engine has no gradient graph"})
+    if rcases and any(e.backend == "torch-compiled" for e in grad_engines) and not torch.cuda.is_available():
+        grad_engines = [e for e in grad_engines if e.backend != "torch-compiled"]
+        skipped.append({"what": "restoration with torch-compiled on CPU",
+                        "reason": "compiling the backward pass for every shape takes minutes on a CPU"})
+    return rcases, grad_engines
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def _timed_cases(engines: list, settings: BenchSettings, ctx: dict, skipped: list, progress: bool, echo) -> list:
+    """The records of the convolution cases (Fig. 6, the exact ones extrapolated where too slow) and of
+    the restorations; a case that fails (out of memory, ...) is skipped with its reason."""
+    own = {f.name: getattr(settings, f.name) for f in fields(conv.ConvolutionSettings)}
+    cs = conv.ConvolutionSettings(**dict(own, sizes=tuple(settings.sizes), batches=tuple(settings.batches),
+                                         exact_sizes=tuple(s for s in settings.exact_sizes if s in settings.sizes)))
+    cases = conv.convolution_cases(cs, engines)
+    rcases, grad_engines = _restoration_engines(settings, engines, skipped, echo)
+    records = []
+    bar = _progress(len(cases) + len(rcases) * len(grad_engines), progress, echo)
+    try:
+        for case in cases:
+            method, entry, size, batch = case
+            bar.set_description(f"{method} {entry.label if entry else ''} {size}^2 B={batch}".replace("  ", " "))
+            try:
+                records.append(_timed_emulator(case, cs, ctx, settings) if method == "emulator"
+                               else conv.run_case(case, cs, ctx))
+            except (RuntimeError, MemoryError, SvrtError) as exc:
+                skipped.append({"what": f"{method} {entry.label if entry else ''} {size}^2 batch {batch}",
+                                "reason": _first_line(exc)})
+                bar.write(f"skipped {method} {size}^2 batch {batch}: {_first_line(exc)}")
+            bar.update(1)
+        records += conv.extrapolate_exact(records, cs, None, ctx["psf_model"], ctx["device"],
+                                          ctx["exact_bytes_per_pixel"])
+        for rc in rcases:
+            for e in grad_engines:
+                bar.set_description(f"SV-MOMFBD {e.label} {rc.size}^2 x{rc.frames}x{rc.objects}")
+                try:
+                    rec = rest.run_restoration_case(e, rc, settings.iterations, ctx["device"], settings.instrument)
+                    flops = ctx["cost_model"].cost(rc.size).flops
+                    rec["emulator_flops_per_iteration"] = 2 * rc.objects * rc.frames * flops
+                    records.append(rec)
+                except (RuntimeError, MemoryError, SvrtError) as exc:
+                    skipped.append({"what": f"restoration {rc.label} with {e.label}", "reason": _first_line(exc)})
+                    bar.write(f"skipped restoration {rc.label} with {e.label}: {_first_line(exc)}")
+                bar.update(1)
+    finally:
+        bar.close()
+    return records
+
+
+def _with_ceilings(records: list, peak_info: dict, again: dict, peak_precisions) -> dict:
+    """The better of the peaks measured at the start and at the end (both kept), and every record's
+    roofline ceiling and fraction of peak under them; returns the peaks."""
+    for key, info in again.items():
+        first = peak_info[key]
+        value = "flops_per_s" if "flops_per_s" in info else "bytes_per_s"
+        best = info if info[value] > first[value] else first
+        peak_info[key] = dict(best, start=first[value], end=info[value])
+    peaks = conv.Peaks({p: peak_info[f"matmul_{p}"]["flops_per_s"] for p in peak_precisions},
+                       peak_info["bandwidth"]["bytes_per_s"])
+    conv.apply_ceilings(records, peaks)
+    for r in records:
+        if r.get("kind") == "restoration" and r.get("per_iteration_s"):
+            r["flops_per_s"] = r["emulator_flops_per_iteration"] / r["per_iteration_s"]
+            r["peak_fraction"] = r["flops_per_s"] / peaks.peak(r["precision"])
+    return peak_info
+
+
+def _write_and_report(result: dict, out_dir: Path, results_page, echo) -> None:
+    """Write bench.json and bench.png (and the results page's section), and print the tables."""
+    from svrt.benchmarks.gpu_check import write_json
+    from svrt.benchmarks.report import format_restoration_table, format_summary, format_table, plot, update_results_page
 
     json_path = out_dir / "bench.json"
     png_path = out_dir / "bench.png"
-    from svrt.fileio import atomic_write
-
-    with atomic_write(json_path) as tmp:
-        Path(tmp).write_text(json.dumps(_clean(result), indent=1) + "\n")
+    write_json(json_path, result)
     plot(result, png_path)
     result["files"] = [str(json_path), str(png_path)]
-
-    say("")
-    say(format_table(records))
-    rt = format_restoration_table(records)
+    echo("")
+    echo(format_table(result["records"]))
+    rt = format_restoration_table(result["records"])
     if rt:
-        say("")
-        say(rt)
-    say("")
+        echo("")
+        echo(rt)
+    echo("")
     for line in format_summary(result):
-        say(line)
-    for s in skipped:
-        say(f"skipped: {s['what']}: {s['reason']}")
-    for n in notes:
-        say(f"note: {n}")
+        echo(line)
+    for s in result["skipped"]:
+        echo(f"skipped: {s['what']}: {s['reason']}")
+    for n in result["notes"]:
+        echo(f"note: {n}")
     if results_page:
         update_results_page(results_page, result, png_path)
-        say(f"updated {results_page} (section {result['label']})")
-    say(f"wrote {json_path} and {png_path} in {result['elapsed_s']:.0f} s")
-    return result
+        echo(f"updated {results_page} (section {result['label']})")
+    echo(f"wrote {json_path} and {png_path} in {result['elapsed_s']:.0f} s")
 
 
 def _measure_peaks(device, settings: BenchSettings, precisions) -> dict:
@@ -360,21 +358,3 @@ def _progress(total: int, enabled: bool, echo=print):
     from tqdm import tqdm
 
     return tqdm(total=total, unit="case", dynamic_ncols=True, leave=False)
-
-
-def _clean(obj):
-    """JSON-safe: NaN/inf -> None, tuples -> lists, tensors -> lists."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, torch.Tensor):
-        return _clean(obj.tolist())
-    if hasattr(obj, "item") and callable(obj.item):
-        try:
-            return _clean(obj.item())
-        except Exception:
-            return str(obj)
-    return obj

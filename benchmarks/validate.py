@@ -174,7 +174,7 @@ def defocus_test(model, size: int = 256, positions=None, amplitude: float = 1.5,
     reported as ``psf_truncation_nmse`` and is the floor below which the comparison cannot resolve.
     """
     from svrt.instruments import get_instrument
-    from svrt.optics.convolution import fft_convolve, spatially_variant_convolve
+    from svrt.optics.convolution import fft_convolve
     from svrt.optics.psf import PSFModel
     from svrt.scenes import make_scene
 
@@ -186,15 +186,9 @@ def defocus_test(model, size: int = 256, positions=None, amplitude: float = 1.5,
     if positions is None:
         positions = [round(size * f) for f in (0.2, 0.4, 0.6, 0.8)]
     s = psf_size
-    before, after = s - 1 - s // 2, s // 2          # margin of the exact method ("valid")
     big_margin = 64
-    big = size + 2 * big_margin
-    scene = torch.from_numpy(make_scene("granulation", big, inst.pixel_arcsec, HELD_OUT_SEED + seed))
+    scene = torch.from_numpy(make_scene("granulation", size + 2 * big_margin, inst.pixel_arcsec, HELD_OUT_SEED + seed))
     region = slice(big_margin, big_margin + size)
-    obj_exact = scene[big_margin - before:big_margin + size + after, big_margin - before:big_margin + size + after]
-    em_margin = s // 2
-    obj_emul = scene[big_margin - em_margin:big_margin + size + em_margin,
-                     big_margin - em_margin:big_margin + size + em_margin]
     psf_model = PSFModel(DEFOCUS_INSTRUMENT, m, psf_size=s)
     diffraction = fft_convolve(scene, psf_model.diffraction_limited())[region, region]
 
@@ -204,68 +198,22 @@ def defocus_test(model, size: int = 256, positions=None, amplitude: float = 1.5,
     wide = PSFModel(DEFOCUS_INSTRUMENT, m, field=128)
     floor = nmse_value(fft_convolve(scene, psf_model(peak))[region, region],
                        fft_convolve(scene, wide(peak))[region, region])
-    energy_in_cut = _energy_in(wide(peak), s)
 
     rows, images = [], []
     for p in positions:
-        centre = (float(p), float(p))
-        coef_exact = torch.zeros(m, size, size)
-        coef_exact[k_def] = defocus_field((size, size), centre, amplitude, sigma)
-        coef_emul = torch.zeros(1, m, size + 2 * em_margin, size + 2 * em_margin)
-        coef_emul[0, k_def] = defocus_field(coef_emul.shape[-2:], centre, amplitude, sigma, offset=em_margin)
-
-        bar = None
-        if progress:
-            from tqdm import tqdm
-            bar = tqdm(total=size, desc=f"exact per-pixel, defocus at ({p}, {p})", unit="row", leave=False,
-                       file=sys.stderr, mininterval=1)
-        t0 = time.perf_counter()
-        exact = spatially_variant_convolve(obj_exact, coef_exact, psf_model, boundary="valid",
-                                           rows_per_chunk=max(1, 1024 // size),
-                                           progress=(lambda n: bar.update(n)) if bar else None)
-        t_exact = time.perf_counter() - t0
-        if bar:
-            bar.close()
-
-        t_emul, y = _time_call(lambda: run(obj_emul[None, None], coef_emul, DEFOCUS_INSTRUMENT), device, repeats)
-        emulated = y[0, 0, em_margin:em_margin + size, em_margin:em_margin + size]
-        # the same object without its margin (the emulator's own borders, as a user would run it)
-        y_bare = run(scene[None, None, region, region], coef_emul[:, :, em_margin:em_margin + size,
-                                                                   em_margin:em_margin + size], DEFOCUS_INSTRUMENT)
-        t_bare, _ = _time_call(lambda: run(scene[None, None, region, region],
-                                           coef_emul[:, :, em_margin:em_margin + size, em_margin:em_margin + size],
-                                           DEFOCUS_INSTRUMENT), device, repeats)
-        bare = y_bare[0, 0]
-
-        norm = float(exact.max())
-        e, y_, d_ = exact / norm, emulated / norm, diffraction / norm
-        inner = slice(s // 2, size - s // 2)
-        yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
-        near = ((yy - centre[0]) ** 2 + (xx - centre[1]) ** 2) <= (2 * sigma) ** 2
-        rows.append({
-            "centre_px": [int(p), int(p)],
-            "nmse_power": nmse_value(y_, e),
-            "max_abs_residual": float((y_ - e).abs().max()),
-            "nmse_power_within_2_sigma": nmse_value(y_[near], e[near]),
-            "defocus_effect_nmse_power": nmse_value(d_, e),
-            "residual_over_effect": float((y_ - e).double().pow(2).sum() / (d_ - e).double().pow(2).sum()),
-            "nmse_power_without_margin": nmse_value(bare / norm, e),
-            "nmse_power_without_margin_interior": nmse_value(bare[inner, inner] / norm, e[inner, inner]),
-            "flux_ratio": float(emulated.double().sum() / exact.double().sum()),
-            "exact_s": round(t_exact, 3),
-            "emulator_s": round(t_emul, 4),
-            "emulator_without_margin_s": round(t_bare, 4),
-        })
-        images.append({"centre": centre, "exact": e, "emulated": y_, "diffraction": d_})
+        row, image = _defocus_at(float(p), scene, big_margin, size, psf_model, k_def, amplitude, sigma, run,
+                                 diffraction, device, repeats, progress)
+        rows.append(row)
+        images.append(image)
     nm = [r["nmse_power"] for r in rows]
     summary = {
         "instrument": DEFOCUS_INSTRUMENT, "pixel_arcsec": inst.pixel_arcsec, "size": size,
         "scene": f"granulation, svrt.scenes seed {HELD_OUT_SEED + seed}",
         "defocus_kl_index": k_def, "defocus_kl_mode": k_def + 1,
         "amplitude_rad": amplitude, "sigma_px": sigma, "psf_size": s, "psf_field": psf_model.field,
-        "psf_energy_in_cut_at_peak": energy_in_cut, "psf_truncation_nmse_power": floor,
-        "boundary": f"exact: boundary='valid' with a {before}/{after} px margin; emulator: the same object "
-                    f"with a {em_margin} px margin, cropped",
+        "psf_energy_in_cut_at_peak": _energy_in(wide(peak), s), "psf_truncation_nmse_power": floor,
+        "boundary": f"exact: boundary='valid' with a {s - 1 - s // 2}/{s // 2} px margin; emulator: the same object "
+                    f"with a {s // 2} px margin, cropped",
         "normalisation": "images divided by the maximum of the exact image",
         "reading": "defocus_effect_nmse_power is the NMSE of the diffraction-limited image against the exact one: what "
                    "an emulator that ignored the defocus would score; residual_over_effect = ||emulated - exact||^2 / "
@@ -279,6 +227,69 @@ def defocus_test(model, size: int = 256, positions=None, amplitude: float = 1.5,
     }
     return summary, {"original": scene[region, region] / scene[region, region].max(), "rows": images,
                      "rows_summary": rows, "size": size, "sigma": sigma}
+
+
+def _defocus_at(p: float, scene, big_margin: int, size: int, psf_model, k_def: int, amplitude: float, sigma: float,
+                run, diffraction, device, repeats: int, progress: bool) -> tuple[dict, dict]:
+    """One position of :func:`defocus_test`: the Gaussian defocus centred at output pixel (p, p), the exact
+    convolution (with its "valid" margin), the emulator with a margin of S/2 and without one, and their
+    scores; returns (the JSON row, the images of the figure)."""
+    from svrt.optics.convolution import spatially_variant_convolve
+
+    m, s = psf_model.n_modes, psf_model.psf_size
+    before, after = s - 1 - s // 2, s // 2          # margin of the exact method ("valid")
+    em_margin = s // 2
+    region = slice(big_margin, big_margin + size)
+    obj_exact = scene[big_margin - before:big_margin + size + after, big_margin - before:big_margin + size + after]
+    obj_emul = scene[big_margin - em_margin:big_margin + size + em_margin,
+                     big_margin - em_margin:big_margin + size + em_margin]
+    centre = (p, p)
+    coef_exact = torch.zeros(m, size, size)
+    coef_exact[k_def] = defocus_field((size, size), centre, amplitude, sigma)
+    coef_emul = torch.zeros(1, m, size + 2 * em_margin, size + 2 * em_margin)
+    coef_emul[0, k_def] = defocus_field(coef_emul.shape[-2:], centre, amplitude, sigma, offset=em_margin)
+
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=size, desc=f"exact per-pixel, defocus at ({p:g}, {p:g})", unit="row", leave=False,
+                   file=sys.stderr, mininterval=1)
+    t0 = time.perf_counter()
+    exact = spatially_variant_convolve(obj_exact, coef_exact, psf_model, boundary="valid",
+                                       rows_per_chunk=max(1, 1024 // size),
+                                       progress=(lambda n: bar.update(n)) if bar else None)
+    t_exact = time.perf_counter() - t0
+    if bar:
+        bar.close()
+
+    t_emul, y = _time_call(lambda: run(obj_emul[None, None], coef_emul, DEFOCUS_INSTRUMENT), device, repeats)
+    emulated = y[0, 0, em_margin:em_margin + size, em_margin:em_margin + size]
+    # the same object without its margin (the emulator's own borders, as a user would run it)
+    coef_bare = coef_emul[:, :, em_margin:em_margin + size, em_margin:em_margin + size]
+    bare = run(scene[None, None, region, region], coef_bare, DEFOCUS_INSTRUMENT)[0, 0]
+    t_bare, _ = _time_call(lambda: run(scene[None, None, region, region], coef_bare, DEFOCUS_INSTRUMENT),
+                           device, repeats)
+
+    norm = float(exact.max())
+    e, y_, d_ = exact / norm, emulated / norm, diffraction / norm
+    inner = slice(s // 2, size - s // 2)
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    near = ((yy - centre[0]) ** 2 + (xx - centre[1]) ** 2) <= (2 * sigma) ** 2
+    row = {
+        "centre_px": [int(p), int(p)],
+        "nmse_power": nmse_value(y_, e),
+        "max_abs_residual": float((y_ - e).abs().max()),
+        "nmse_power_within_2_sigma": nmse_value(y_[near], e[near]),
+        "defocus_effect_nmse_power": nmse_value(d_, e),
+        "residual_over_effect": float((y_ - e).double().pow(2).sum() / (d_ - e).double().pow(2).sum()),
+        "nmse_power_without_margin": nmse_value(bare / norm, e),
+        "nmse_power_without_margin_interior": nmse_value(bare[inner, inner] / norm, e[inner, inner]),
+        "flux_ratio": float(emulated.double().sum() / exact.double().sum()),
+        "exact_s": round(t_exact, 3),
+        "emulator_s": round(t_emul, 4),
+        "emulator_without_margin_s": round(t_bare, 4),
+    }
+    return row, {"centre": centre, "exact": e, "emulated": y_, "diffraction": d_}
 
 
 def _energy_in(psf: torch.Tensor, s: int) -> float:

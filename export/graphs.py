@@ -46,7 +46,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from svrt.emulator import NORM_EPS, NORM_P, NORM_TINY, SVCE, ConvBNReLU, normalize_input  # noqa: E402  (shared with the model)
+from svrt.emulator import NORM_EPS, NORM_P, NORM_TINY, SVCE, ConvBNReLU, map_output_back, normalize_input  # noqa: E402  (shared with the model)
 
 # --------------------------------------------------------------------------- BatchNorm folding
 
@@ -269,14 +269,8 @@ class ForwardGraph(_Graph):
 
     def forward(self, obj: torch.Tensor, modes: torch.Tensor) -> torch.Tensor:
         x, scale, mean = self._inputs(obj)
-        y = self.core(x.to(self.core_dtype), modes.to(self.core_dtype)).to(obj.dtype)
-        if self.residual:
-            y = y + x
-        if self.normalize:
-            y = y * scale
-        if mean is not None:
-            y = y + mean
-        return y
+        return map_output_back(self.core(x.to(self.core_dtype), modes.to(self.core_dtype)).to(obj.dtype), x, scale,
+                               mean, self.config)
 
 
 class VJPGraph(_Graph):

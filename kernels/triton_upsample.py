@@ -37,6 +37,7 @@ import triton.language as tl
 
 from svrt.errors import SvrtError
 from svrt.kernels._triton_runtime import LAUNCH_OPTS, MAX_GRID_Y, check_device, check_dtype, interpret_mode, jit
+from svrt.kernels.reference import _check_size
 
 __all__ = ["upsample_forward", "upsample_adjoint", "UpsampleModes", "UpsampleModesAdjoint"]
 
@@ -176,25 +177,22 @@ def _planes(n_planes: int):
         yield p0, min(MAX_GRID_Y, n_planes - p0)
 
 
-def _check_size(size) -> tuple[int, int]:
-    try:
-        y, x = (int(s) for s in size)
-    except (TypeError, ValueError):
-        raise SvrtError(f"size must be a pair of positive integers (Y, X), got {size!r}.") from None
-    if y <= 0 or x <= 0:
-        raise SvrtError(f"size must be a pair of positive integers (Y, X), got {size!r}.")
-    return y, x
+def _new_output(t: torch.Tensor, name: str, what: str, size, out_dtype) -> torch.Tensor:
+    """The output ``[B, M, *size]`` of a map of the 4-D ``t`` (``name`` with its axes), after checking
+    ``t`` (4-D, a supported dtype, on the GPU) and ``size``."""
+    if t.dim() != 4:
+        head, axes = name.rsplit(" [", 1)
+        raise SvrtError(f"{head} must be a 4-D tensor [{axes}, got shape {tuple(t.shape)}.")
+    check_dtype(t, what)
+    check_device(t)
+    return torch.empty((*t.shape[:2], *_check_size(size)), dtype=out_dtype or t.dtype, device=t.device)
 
 
 def upsample_forward(coarse: torch.Tensor, size, out_dtype: torch.dtype | None = None) -> torch.Tensor:
     """Triton bilinear upsampling ``[B, M, Yg, Xg] -> [B, M, Y, X]`` (any strides; output contiguous)."""
-    if coarse.dim() != 4:
-        raise SvrtError(f"coarse modes must be a 4-D tensor [B, M, Yg, Xg], got shape {tuple(coarse.shape)}.")
-    check_dtype(coarse, "mode grids")
-    check_device(coarse)
-    oh, ow = _check_size(size)
+    out = _new_output(coarse, "coarse modes [B, M, Yg, Xg]", "mode grids", size, out_dtype)
     b, m, ih, iw = coarse.shape
-    out = torch.empty((b, m, oh, ow), dtype=out_dtype or coarse.dtype, device=coarse.device)
+    oh, ow = out.shape[-2:]
     if out.numel() == 0:
         return out
     if (ih, iw) == (oh, ow):
@@ -213,13 +211,9 @@ def upsample_forward(coarse: torch.Tensor, size, out_dtype: torch.dtype | None =
 
 def upsample_adjoint(grad_fine: torch.Tensor, coarse_size, out_dtype: torch.dtype | None = None) -> torch.Tensor:
     """Triton adjoint ``[B, M, Y, X] -> [B, M, Yg, Xg]`` of :func:`upsample_forward` (gather, two passes)."""
-    if grad_fine.dim() != 4:
-        raise SvrtError(f"the fine gradient must be a 4-D tensor [B, M, Y, X], got shape {tuple(grad_fine.shape)}.")
-    check_dtype(grad_fine, "gradients")
-    check_device(grad_fine)
-    ih, iw = _check_size(coarse_size)
+    out = _new_output(grad_fine, "the fine gradient [B, M, Y, X]", "gradients", coarse_size, out_dtype)
     b, m, oh, ow = grad_fine.shape
-    out = torch.empty((b, m, ih, iw), dtype=out_dtype or grad_fine.dtype, device=grad_fine.device)
+    ih, iw = out.shape[-2:]
     if out.numel() == 0:
         return out
     if grad_fine.numel() == 0:

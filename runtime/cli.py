@@ -13,6 +13,8 @@ import click
 import numpy as np
 
 from svrt.errors import SvrtError
+from svrt.pictures import check_png as _check_png
+from svrt.pictures import png_beside as _png_name
 from svrt.settings_cli import config_file_option
 from svrt.settings_cli import with_options as _with
 
@@ -79,29 +81,6 @@ def _check_checkpoint(checkpoint, resume, output, png_path, burst_path) -> None:
 
 
 _PNG_BYTES = 2 << 20  # a quick look is well below 2 MiB
-_PNG_STRIP = (".fits.gz", ".fit.gz", ".fts.gz", ".fits", ".fit", ".fts", ".hdf5", ".h5", ".hdf", ".he5")
-
-
-def _png_name(output) -> Path:
-    p = Path(output)
-    low = p.name.lower()
-    for suffix in _PNG_STRIP:
-        if low.endswith(suffix):
-            return p.with_name(p.name[: -len(suffix)] + ".png")
-    return p.with_name(p.name + ".png")
-
-
-def _check_png(png, output, inputs, overwrite) -> None:
-    from svrt.fileio import check_not_input, check_output
-
-    if not str(png).lower().endswith(".png"):
-        raise SvrtError(f"the quick look {png} must be a .png file.")
-    if Path(png).resolve() == Path(output).resolve():
-        raise SvrtError(f"the PNG {png} and the output {output} are the same file; choose another --png.")
-    check_not_input(png, *inputs)
-    check_output(png, overwrite)
-
-
 def _load_engines(engine_paths, model, backend, device, precision, method: str | None = None):
     """One engine (or one per --engine) loaded with the solver's precision rule."""
     from svrt.runtime.solver import load_solver_engine

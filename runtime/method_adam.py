@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from svrt.errors import SvrtError
-from svrt.mode_grid import sample_coarse
+from svrt.mode_grid import node_positions, sample_coarse
 from svrt.runtime.forward_model import emulate
 from svrt.runtime.loss import grad_sq_mean
 from svrt.runtime.plan import batches
@@ -56,7 +56,7 @@ def solve_field(ctx: SolveContext, data_n, pix_w, init_o, init_a, tile_label: st
     compared with the frames. Returns (o, o*, alpha, model, history) cropped to the field."""
     cfg = ctx.config
     k, n_frames, y, x = data_n.shape
-    insts, gamma, plan = ctx.insts, ctx.gamma, ctx.plan
+    insts, plan = ctx.insts, ctx.plan
     m = cfg.margin
     o0 = init_o.detach()
     if m > 0:
@@ -85,7 +85,6 @@ def solve_field(ctx: SolveContext, data_n, pix_w, init_o, init_a, tile_label: st
     loss_scale = float(cfg.loss_scale) if cfg.loss_scale is not None else (2.0 ** 16 if fp16 else 1.0)
     field_batches = batches(k, n_frames, plan.batch)
     history: dict = {key: [] for key in ("iteration", "total", "data", "reg_object", "reg_modes", "time_s")}
-    npix = float(y * x)
     ck = ctx.checkpoint
     params = [o] + ([g] if g is not None else []) + [a]          # the order of the optimiser's groups
     start = 1
@@ -102,37 +101,8 @@ def solve_field(ctx: SolveContext, data_n, pix_w, init_o, init_a, tile_label: st
     try:
         for it in range(start, cfg.iterations + 1):
             t0 = time.perf_counter()
-            for _attempt in range(8):
-                opt.zero_grad(set_to_none=True)
-                data_total = 0.0
-                # data term, batch by batch (gradients accumulate into o and a)
-                for kk, idx in field_batches:
-                    o_star_k = ctx.filtered(o[kk:kk + 1], [insts[kk]])[0]
-                    a_eff = modes_now()
-                    pred = ctx.models[kk].predict(o_star_k, a_eff, idx, (y, x))
-                    resid = pred - data_n[kk, idx]
-                    w = gamma[kk, idx][:, None, None]
-                    if pix_w is not None:
-                        w = w * pix_w[kk, idx]
-                    term = (w * resid.pow(2)).sum() / npix
-                    (term * loss_scale).backward()
-                    data_total += float(term.detach())
-                # regularisation
-                o_star = ctx.filtered(o, insts)
-                reg_o = cfg.lambda_obj * grad_sq_mean(o_star).sum()
-                reg_a = cfg.lambda_modes * grad_sq_mean(modes_now()).sum()
-                reg = reg_o + reg_a
-                if reg.requires_grad:
-                    (reg * loss_scale).backward()
-                grads_ok = all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in [o] + mode_params)
-                if grads_ok and math.isfinite(data_total):
-                    break
-                if not fp16:
-                    raise SvrtError("the loss or its gradient became NaN/Inf; lower the learning rates "
-                                    "(lr_objects, lr_modes) or check the input frames.")
-                loss_scale /= 2.0
-            else:
-                raise SvrtError("FP16 gradients overflow even at a small loss scale; use precision fp32.")
+            data_total, reg_o, reg_a, loss_scale = _gradients(ctx, opt, o, modes_now, [o] + mode_params, data_n,
+                                                              pix_w, field_batches, loss_scale)
             if loss_scale != 1.0:
                 for p in [o] + mode_params:
                     if p.grad is not None:
@@ -170,6 +140,45 @@ def solve_field(ctx: SolveContext, data_n, pix_w, init_o, init_a, tile_label: st
         model = emulate(ctx.models, o_star, ctx.centred(a), field_batches, (y, x))
     crop = (slice(None), slice(m, m + y), slice(m, m + x))
     return o.detach()[crop], o_star[crop], a, model, history
+
+
+def _gradients(ctx: SolveContext, opt, o, modes_now, params, data_n, pix_w, field_batches, loss_scale: float):
+    """One evaluation of the loss, its gradients accumulated into ``params`` (scaled by ``loss_scale``):
+    the data term batch by batch, then the regularisation. With fp16, overflowing gradients are computed
+    again at half the loss scale (8 tries). Returns (data term, reg_object, reg_modes, loss scale)."""
+    cfg, insts, gamma = ctx.config, ctx.insts, ctx.gamma
+    y, x = data_n.shape[-2:]
+    npix = float(y * x)
+    for _attempt in range(8):
+        opt.zero_grad(set_to_none=True)
+        data_total = 0.0
+        # data term, batch by batch (gradients accumulate into o and a)
+        for kk, idx in field_batches:
+            o_star_k = ctx.filtered(o[kk:kk + 1], [insts[kk]])[0]
+            a_eff = modes_now()
+            pred = ctx.models[kk].predict(o_star_k, a_eff, idx, (y, x))
+            resid = pred - data_n[kk, idx]
+            w = gamma[kk, idx][:, None, None]
+            if pix_w is not None:
+                w = w * pix_w[kk, idx]
+            term = (w * resid.pow(2)).sum() / npix
+            (term * loss_scale).backward()
+            data_total += float(term.detach())
+        # regularisation
+        o_star = ctx.filtered(o, insts)
+        reg_o = cfg.lambda_obj * grad_sq_mean(o_star).sum()
+        reg_a = cfg.lambda_modes * grad_sq_mean(modes_now()).sum()
+        reg = reg_o + reg_a
+        if reg.requires_grad:
+            (reg * loss_scale).backward()
+        grads_ok = all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in params)
+        if grads_ok and math.isfinite(data_total):
+            return data_total, reg_o, reg_a, loss_scale
+        if not ctx.fp16:
+            raise SvrtError("the loss or its gradient became NaN/Inf; lower the learning rates "
+                            "(lr_objects, lr_modes) or check the input frames.")
+        loss_scale /= 2.0
+    raise SvrtError("FP16 gradients overflow even at a small loss scale; use precision fp32.")
 
 
 def _save(ck, opt, params, history, it: int, loss_scale: float) -> None:
@@ -233,16 +242,14 @@ def solve_tiled(ctx: SolveContext, data_n, pix_w, init_o, init_a):
     acc_a = torch.zeros(n_frames, ctx.n_modes, yg, xg)
     acc_aw = torch.zeros(yg, xg)
     # pixel coordinates of the global nodes (bilinear, align_corners=False)
-    py = (torch.arange(yg, dtype=torch.float64) + 0.5) * y / yg - 0.5
-    px = (torch.arange(xg, dtype=torch.float64) + 0.5) * x / xg - 0.5
+    py, px = torch.from_numpy(node_positions(y, yg)), torch.from_numpy(node_positions(x, xg))
     init_a = init_a.detach().to("cpu")
     history = None
     for t, (y0, x0, ty, tx) in enumerate(field_tiles):
         sl = (slice(y0, y0 + ty), slice(x0, x0 + tx))
         tyg, txg = (math.ceil(ty / cfg.grid), math.ceil(tx / cfg.grid)) if cfg.grid else (1, 1)
         # the tile's initial modes: the global field sampled at the tile's node positions
-        ty_n = y0 + (torch.arange(tyg, dtype=torch.float64) + 0.5) * ty / tyg - 0.5
-        tx_n = x0 + (torch.arange(txg, dtype=torch.float64) + 0.5) * tx / txg - 0.5
+        ty_n, tx_n = torch.from_numpy(y0 + node_positions(ty, tyg)), torch.from_numpy(x0 + node_positions(tx, txg))
         ia = sample_coarse(init_a, ty_n, tx_n, (y, x)).to(dev)
         pw = None if pix_w is None else pix_w[..., sl[0], sl[1]].contiguous().to(dev)
         o, o_star, a, model, hist = solve_field(ctx, data_n[..., sl[0], sl[1]].contiguous().to(dev), pw,

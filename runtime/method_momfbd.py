@@ -36,6 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from svrt.atmosphere import d_over_r0_at_wavelength
 from svrt.runtime.loss import grad_sq_mean
 from svrt.runtime.plan import batches
 from svrt.runtime.problem import SolveContext, noise_variances
@@ -140,7 +141,7 @@ def solve_momfbd(ctx: SolveContext, data_n, pix_w, init_o, init_a, t_start: floa
             for i, inst in enumerate(insts):
                 ratio = ratios[i]                      # D / r0 scales as lambda^(-6/5); phase as 1/lambda
                 nu = frequency_radius((y + 2 * m, x + 2 * m), real=False, device=dev) / inst.cutoff_cycles_per_pixel
-                attenuation[i] = fitting_error_otf(nu, d_r0 * ratio ** 1.2, n_fit)
+                attenuation[i] = fitting_error_otf(nu, d_over_r0_at_wavelength(d_r0, ratio), n_fit)
 
         # the Wiener prior 1 / P_O of every object, refitted on the patches with the high-order OTF
         alpha_p = alpha.permute(0, 2, 3, 1)
@@ -148,7 +149,7 @@ def solve_momfbd(ctx: SolveContext, data_n, pix_w, init_o, init_a, t_start: floa
         if attenuation[0] is not None:
             nu_s = frequency_radius((problem.layout.size,) * 2, real=True, device=dev)
             problem.attenuation = [fitting_error_otf(nu_s / inst.cutoff_cycles_per_pixel,
-                                                     float(info["D_OVER_R0"]) * ratios[i] ** 1.2, n_fit)
+                                                     d_over_r0_at_wavelength(info["D_OVER_R0"], ratios[i]), n_fit)
                                    for i, inst in enumerate(insts)]
             problem.refit_object_power(alpha_p)
         prior = torch.empty(k_obj, *shape_p, device=dev)

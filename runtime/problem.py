@@ -29,13 +29,13 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from svrt.errors import SvrtError
 from svrt.instruments import get_instrument
+from svrt.mode_grid import per_pixel_modes
 from svrt.runtime.loss import centred, filtered
 from svrt.runtime.solver_config import MIN_SIZE, SolverConfig, grid_shape
-from svrt.windows import flat_top_window as hann_window
+from svrt.windows import flat_top_window
 
 if TYPE_CHECKING:
     from svrt.runtime.plan import Plan
@@ -243,7 +243,7 @@ def initial_state(problem: Problem, io, ia, cfg: SolverConfig, n_modes: int, dev
             raise SvrtError(f"init modes have shape {tuple(ia.shape)}; expected [L, M, Yg, Xg] with L = {n_frames} "
                             f"and M = {n_modes} (the engine's number of modes).")
         if tuple(ia.shape[2:]) != (yg, xg):
-            ia = F.interpolate(ia, size=(yg, xg), mode="bilinear", align_corners=False)
+            ia = per_pixel_modes(ia, (yg, xg))
         init_a = ia.to(device)
     return init_o, init_a
 
@@ -308,7 +308,7 @@ def noise_variance(frames: torch.Tensor, cutoff: float, mask: torch.Tensor | Non
                         "this sampling leaves too few, use weights='uniform'.")
     data = frames if mask is None else torch.where(mask, frames, frames.new_zeros(()))
     mean = data.mean(dim=(-2, -1), keepdim=True)
-    win = hann_window((y, x), max(y, x) // 8, frames.device)
+    win = flat_top_window((y, x), max(y, x) // 8, frames.device)
     spec = torch.fft.fft2((data - mean) * win).abs().pow(2)
     return spec[..., sel].mean(dim=-1) / (win.pow(2).sum())
 

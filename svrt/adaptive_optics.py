@@ -15,7 +15,8 @@ Example
 -------
 >>> import numpy as np
 >>> from svrt.adaptive_optics import AdaptiveOptics
->>> from svrt.atmosphere import Atmosphere, layered_screens
+>>> from svrt.atmosphere import Atmosphere
+>>> from svrt.phase_screens import layered_screens
 >>> atm = Atmosphere.from_theta0(r0_cm=7.0, theta0_arcsec=2.0)
 >>> ao = AdaptiveOptics("crisp8542", n_modes=36)
 >>> frame = next(layered_screens("crisp8542", atm, 1, 0.0, np.random.default_rng(1)))
@@ -29,10 +30,10 @@ import numbers
 
 import numpy as np
 
-from svrt.atmosphere import LayeredScreens, _pupil_projector
 from svrt.errors import SvrtError
 from svrt.instruments import ARCSEC_PER_RADIAN, Instrument, get_instrument
 from svrt.optics.kl import DEFAULT_ZERNIKE_ORDER, kl_basis
+from svrt.phase_screens import LayeredScreens, _pupil_projector
 
 # KL modes svrt builds (from the Zernikes of radial orders 1..16): the most a mirror can correct here.
 MAX_AO_MODES = (DEFAULT_ZERNIKE_ORDER + 1) * (DEFAULT_ZERNIKE_ORDER + 2) // 2 - 1

@@ -26,7 +26,7 @@ except KeyboardInterrupt:
 # name -> ("module:attribute", one-line help). The attribute is a click.Command.
 COMMANDS = {
     "instruments": ("svrt.instruments_cli:instruments", "List the instrumental configurations."),
-    "simulate": ("svrt.simulate:simulate_command", "Simulate an anisoplanatic burst (FITS or HDF5)."),
+    "simulate": ("svrt.simulate_cli:simulate_command", "Simulate an anisoplanatic burst (FITS or HDF5)."),
     "train": ("svrt.trainer.cli:train_command", "Train the spatially variant convolution emulator."),
     "validate": ("svrt.benchmarks.validate:validate_command", "Validate an emulator against exact convolutions."),
     "export": ("svrt.export.cli:export_command", "Export a model to ONNX or a TensorRT plan."),

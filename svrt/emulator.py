@@ -79,6 +79,18 @@ def normalize_input(obj: torch.Tensor, config: "EmulatorConfig") -> tuple:
     return obj / scale, scale, None
 
 
+def map_output_back(y: torch.Tensor, x: torch.Tensor, scale, mean, config: "EmulatorConfig") -> torch.Tensor:
+    """The emulated frame from the network's output ``y`` on the input ``(x, scale, mean)`` of
+    :func:`normalize_input`: ``x`` added back for a residual network, then ``y * scale + mean``."""
+    if config.residual:
+        y = y + x
+    if config.normalize:
+        y = y * scale
+    if mean is not None:
+        y = y + mean
+    return y
+
+
 DEFAULT_MODEL = "svce-c16"
 
 
@@ -187,14 +199,7 @@ class SVCE(nn.Module):
             skips.append(h)
         for level, skip in zip(self.decoder, reversed(skips[:-1])):
             h = level(h, skip)
-        y = self.head(h)
-        if self.config.residual:
-            y = y + x
-        if self.config.normalize:
-            y = y * scale
-        if mean is not None:
-            y = y + mean
-        return y
+        return map_output_back(self.head(h), x, scale, mean, self.config)
 
     def forward(self, obj, modes, condition):
         gamma, beta = self.film_parameters(condition)

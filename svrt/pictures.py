@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["new_figure", "subplots", "save_png"]
+__all__ = ["new_figure", "subplots", "save_png", "png_beside", "check_png"]
 
 _FIGURE_KEYS = ("figsize", "dpi", "layout", "constrained_layout")
 
@@ -47,3 +47,30 @@ def save_png(fig, path: str | os.PathLike, dpi: int = 100) -> str:
     with atomic_write(Path(path), suffix=".png") as tmp:
         fig.savefig(tmp, dpi=dpi, format="png")
     return os.fspath(path)
+
+
+def png_beside(output: str | os.PathLike) -> Path:
+    """The quick look's default name: ``output`` with its FITS or HDF5 extension (``.fits.gz`` counts as
+    one) replaced by ``.png`` (``burst.fits`` -> ``burst.png``); ``.png`` appended to any other name."""
+    from svrt.fileio import FITS_SUFFIXES, HDF5_SUFFIXES
+
+    p = Path(output)
+    low = p.name.lower()
+    for suffix in sorted(FITS_SUFFIXES + HDF5_SUFFIXES, key=len, reverse=True):
+        if low.endswith(suffix):
+            return p.with_name(p.name[: -len(suffix)] + ".png")
+    return p.with_name(p.name + ".png")
+
+
+def check_png(png: str | os.PathLike, output: str | os.PathLike, inputs=(), overwrite: bool = False) -> None:
+    """Check a quick look's name before any work: a ``.png`` file, not the ``output``, none of the
+    ``inputs``, and not an existing file unless ``overwrite``; one :class:`SvrtError` sentence."""
+    from svrt.errors import SvrtError
+    from svrt.fileio import check_not_input, check_output
+
+    if not str(png).lower().endswith(".png"):
+        raise SvrtError(f"the quick look {png} must be a .png file.")
+    if Path(png).resolve() == Path(output).resolve():
+        raise SvrtError(f"the PNG {png} and the output {output} are the same file; choose another --png.")
+    check_not_input(png, *inputs)
+    check_output(png, overwrite)

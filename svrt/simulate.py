@@ -1,8 +1,8 @@
-"""``svrt simulate``: bursts of solar frames blurred by an anisoplanatic (spatially variant) atmosphere.
+"""Bursts of solar frames blurred by an anisoplanatic (spatially variant) atmosphere.
 
 A burst is K objects (e.g. wide band and narrow band, :func:`svrt.scenes.make_objects`) seen through
 L short exposures. In frame l every object sees the same wavefront; the wavefront differs across the
-field because of high turbulent layers (:func:`svrt.atmosphere.anisoplanatic_modes`).
+field because of high turbulent layers (:func:`svrt.phase_screens.anisoplanatic_modes`).
 
 Two wavefront models (``wavefront=``):
 
@@ -35,7 +35,7 @@ Gaussian noise (``noise``) and photon noise (``photons``). The recipe:
 4. Frames: the exact per-pixel convolution (Eq. 1, :func:`svrt.optics.convolution.spatially_variant_convolve`),
    one call per frame for all K objects, with a :class:`~svrt.optics.psf.PSFModel` of S pixels
    computed on a pupil of at least ``MIN_PUPIL_PX`` grid pixels (:func:`burst_psf_model`). For
-   ``"screen"`` the PSF of each pixel is :meth:`~svrt.atmosphere.LayeredScreens.psfs` of its own field
+   ``"screen"`` the PSF of each pixel is :meth:`~svrt.phase_screens.LayeredScreens.psfs` of its own field
    angle (:func:`svrt.optics.convolution.spatially_variant_convolve_psfs`), on a pupil of at least
    ``SAMPLES_PER_R0`` samples per r0 (at the instrument's wavelength).
 5. Noise: photon noise first if ``photons`` (Poisson, ``photons`` photo-electrons per pixel at the
@@ -44,6 +44,33 @@ Gaussian noise (``noise``) and photon noise (``photons``). The recipe:
 
 Random streams: the scene uses ``seed``; the atmosphere ``numpy.random.default_rng([seed, 1])``, the
 noise ``default_rng([seed, 2])``. The same arguments give the same burst.
+
+``wavefront="screen"``. The screens (pixel D / ``SCREEN_PUPIL_PX``, :func:`screen_pupil_samples`)
+are sampled, for every pixel, at that pixel's own footprint in every layer, on the PSF model's
+pupil grid (>= 3 samples per r0), and the PSF is ``|FFT(A exp(i phase))|^2`` with the conventions of
+:class:`~svrt.optics.psf.PSFModel` (:meth:`~svrt.optics.psf.PSFModel.psf_from_phase`). This is
+exact per pixel, not an interpolation of phase maps between coarser field points: the bilinear
+screen samples (two high layers x ~1200 pupil points, torch ``grid_sample``: ~20 us of CPU per
+pixel) cost a fifth of the PSF itself (~90 us at S = 96) and of the convolution (~26 us), so
+evaluating the phase on a coarser grid of field points and interpolating the maps would save
+< 15 % and add an interpolation error. The PSF box is chosen from the screens' own PSFs: their
+seeing halo (the high orders) is wider than the 44 modes' (r0 = 7 cm: S = 96 against 72 px).
+
+Cost, measured on this machine (2 cores shared with other jobs, load ~5; one torch thread, one
+burst at a time), CRISP 8542, r0 = 7 cm at 5000 A, theta0 = 2", K = 2, wall (CPU):
+
+==============  =================  ===================
+wavefront       128^2 x 8 frames   256^2 x 12 frames
+==============  =================  ===================
+"kl" (S = 72)   12 s (9 s)         74 s (53 s)
+"screen" (96)   23 s (22 s)        136 s (110 s)
+==============  =================  ===================
+
+i.e. ~70 and ~140 us of CPU per pixel and frame. With torch's default two threads the same machine
+under that load took 78 s for the 128^2 x 8 screen burst (thread contention): on a busy host use
+``torch.set_num_threads(1)``.
+
+The quick look: :mod:`svrt.simulate_plot`; the command ``svrt simulate``: :mod:`svrt.simulate_cli`.
 
 Example
 -------
@@ -57,16 +84,14 @@ from __future__ import annotations
 
 import math
 import numbers
-import os
-from pathlib import Path
+from dataclasses import dataclass
+from typing import Any
 
-import click
 import numpy as np
 
 from svrt.atmosphere import DEFAULT_THETA0_ARCSEC, R0_REFERENCE_WAVELENGTH
 from svrt.errors import SvrtError
 from svrt.mode_grid import per_pixel_modes
-from svrt.optics.kl import defocus_mode_index
 
 MAX_PSF_SIZE = 256          # cap on the PSF box (the cost of the exact convolution grows as S^2)
 MIN_PUPIL_PX = 24           # pupil sampling of the PSF model (grid pixels across D)
@@ -222,7 +247,8 @@ def _check_float(value, name: str, positive: bool, unit: str) -> float:
     except (TypeError, ValueError):
         raise SvrtError(f"{name} must be a number ({unit}); got {value!r}.") from None
     if not math.isfinite(v) or v < 0 or (positive and v == 0):
-        raise SvrtError(f"{name} must be {'positive' if positive else 'zero or positive'} and finite ({unit}); got {value!r}.")
+        raise SvrtError(f"{name} must be {'positive' if positive else 'zero or positive'} and finite ({unit}); got "
+                        f"{value!r}.")
     return v
 
 
@@ -260,7 +286,8 @@ def _validate(instrument, size, n_frames, n_objects, seed, r0_cm, theta0_arcsec,
     else:
         outer_scale_m = None                                      # infinite: Kolmogorov
     if photons is not None:
-        photons = _check_float(photons, "photons", False, "photo-electrons per pixel at the frame mean, 0 or None for none")
+        photons = _check_float(photons, "photons", False,
+                               "photo-electrons per pixel at the frame mean, 0 or None for none")
         photons = photons or None
     return (inst, size, n_frames, n_objects, seed, r0_cm, theta0_arcsec, noise, grid, n_modes, psf_size, outer_scale_m,
             photons)
@@ -318,39 +345,13 @@ def simulate_burst(instrument="crisp8542", size: int = 256, n_frames: int = 12, 
     NOISE, SEED, SCENE, GRID, NMODES, PSFSIZE, NLAYERS, LAYHi [m], LAYWi, WAVEFRNT, L0 [m], AOMODES,
     AOLOCKY/X [arcsec], PHOTONS, PUPILPX, SCREENPX). No DATE-OBS: a simulation has none.
 
-    ``wavefront="screen"``. The screens (pixel D / ``SCREEN_PUPIL_PX``, :func:`screen_pupil_samples`)
-    are sampled, for every pixel, at that pixel's own footprint in every layer, on the PSF model's
-    pupil grid (>= 3 samples per r0), and the PSF is ``|FFT(A exp(i phase))|^2`` with the conventions of
-    :class:`~svrt.optics.psf.PSFModel` (:meth:`~svrt.optics.psf.PSFModel.psf_from_phase`). This is
-    exact per pixel, not an interpolation of phase maps between coarser field points: the bilinear
-    screen samples (two high layers x ~1200 pupil points, torch ``grid_sample``: ~20 us of CPU per
-    pixel) cost a fifth of the PSF itself (~90 us at S = 96) and of the convolution (~26 us), so
-    evaluating the phase on a coarser grid of field points and interpolating the maps would save
-    < 15 % and add an interpolation error. The PSF box is chosen from the screens' own PSFs: their
-    seeing halo (the high orders) is wider than the 44 modes' (r0 = 7 cm: S = 96 against 72 px).
-
-    Cost, measured on this machine (2 cores shared with other jobs, load ~5; one torch thread, one
-    burst at a time), CRISP 8542, r0 = 7 cm at 5000 A, theta0 = 2", K = 2, wall (CPU):
-
-    ==============  =================  ===================
-    wavefront       128^2 x 8 frames   256^2 x 12 frames
-    ==============  =================  ===================
-    "kl" (S = 72)   12 s (9 s)         74 s (53 s)
-    "screen" (96)   23 s (22 s)        136 s (110 s)
-    ==============  =================  ===================
-
-    i.e. ~70 and ~140 us of CPU per pixel and frame. With torch's default two threads the same machine
-    under that load took 78 s for the 128^2 x 8 screen burst (thread contention): on a busy host use
-    ``torch.set_num_threads(1)``.
+    The model and cost of ``wavefront="screen"``: the module doc.
     """
     import torch
-    from tqdm import tqdm
 
     from svrt.adaptive_optics import AdaptiveOptics
-    from svrt.atmosphere import Atmosphere, anisoplanatic_modes, node_field_angles, r0_at_wavelength, wavefront_modes
+    from svrt.atmosphere import Atmosphere
     from svrt.fileio import Burst
-    from svrt.instruments import ARCSEC_PER_RADIAN
-    from svrt.optics.convolution import spatially_variant_convolve, spatially_variant_convolve_psfs
     from svrt.scenes import make_objects
 
     (inst, size, n_frames, n_objects, seed, r0_cm, theta0_arcsec, noise, grid, n_modes, psf_size, outer_scale_m,
@@ -359,50 +360,134 @@ def simulate_burst(instrument="crisp8542", size: int = 256, n_frames: int = 12, 
     ao = AdaptiveOptics(inst, ao_modes, ao_lock_arcsec)
     y = x = size
     atmosphere = Atmosphere.from_theta0(r0_cm, theta0_arcsec, outer_scale_m=outer_scale_m)
-    atmosphere_rng = np.random.default_rng([seed, 1])
-    screens, node_psfs, min_pupil_px, screen_px = None, None, MIN_PUPIL_PX, SCREEN_PUPIL_PX
-    if wavefront == "kl":
-        coarse = anisoplanatic_modes(inst, r0_cm, theta0_arcsec, n_frames, (grid, grid), (y, x), n_modes=n_modes,
-                                     rng=atmosphere_rng, atmosphere=atmosphere, pupil_px=screen_px,
-                                     ao_modes=ao.n_modes, ao_lock_arcsec=ao.lock_arcsec)
-    else:
-        screen_px, min_pupil_px = screen_pupil_samples(inst, r0_cm)
-        screens = burst_screens(inst, atmosphere, n_frames, (y, x), atmosphere_rng, ao, screen_px)
-        # pixel field angles (rad) from the image centre: the nodes of a grid of one node per pixel
-        pixel_y, pixel_x = (a / ARCSEC_PER_RADIAN for a in node_field_angles((y, x), (y, x), inst.pixel_arcsec))
-        coarse = wavefront_modes(screens, inst, (grid, grid), (y, x), n_modes, pupil_px=screen_px)
-        node_psfs = _screen_node_psfs(screens, inst, (grid, grid), (y, x))
+    waves = _burst_wavefronts(inst, atmosphere, n_frames, (grid, grid), (y, x), n_modes, ao, wavefront,
+                              np.random.default_rng([seed, 1]))
     if psf_size is None:
-        psf_size = choose_psf_size(inst, coarse, node_psfs=node_psfs)
+        psf_size = choose_psf_size(inst, waves.coarse, node_psfs=waves.node_psfs)
     s = psf_size
-    model = burst_psf_model(inst, s, n_modes, min_pupil_px)
+    model = burst_psf_model(inst, s, n_modes, waves.min_pupil_px)
     scene_big = make_objects(scene, n_objects, (y + s - 1, x + s - 1), inst.pixel_arcsec, seed)
     b = s - 1 - s // 2
     truth = scene_big[:, b:b + y, b:b + x].copy()
     obj = torch.as_tensor(scene_big)
-    frames = np.empty((n_objects, n_frames, y, x), dtype=np.float32)
-    rows = max(1, 256 // x)  # ~256 PSFs per block: fastest on a CPU (cache); memory ~ K S^2 256 floats
     noise_rng = np.random.default_rng([seed, 2])
-    with tqdm(total=n_frames * y, desc=f"simulate {inst.label} {y}x{x}x{n_frames} ({wavefront})", unit="row",
-              disable=not progress, leave=False, dynamic_ncols=True) as bar:
-        for frame in range(n_frames):
-            if screens is None:
-                coef = per_pixel_modes(coarse[frame], (y, x))                       # [M, Y, X]
-                out = spatially_variant_convolve(obj, coef, model, boundary="valid", rows_per_chunk=rows,
-                                                 progress=bar.update)
-            else:
-                def psf_rows(r0, r1, screen=screens[frame]):                      # PSFs of rows r0..r1-1
-                    return screen.psfs(model, np.repeat(pixel_y[r0:r1], x), np.tile(pixel_x, r1 - r0))
-
-                out = spatially_variant_convolve_psfs(obj, psf_rows, (y, x), s, boundary="valid",
-                                                      rows_per_chunk=rows, progress=bar.update, dtype=model.dtype)
-            frames[:, frame] = out.numpy()
+    frames = _frames_through(obj, waves, model, (y, x), f"simulate {inst.label} {y}x{x}x{n_frames} ({wavefront})",
+                             progress)
     frames = add_noise(frames, noise, photons, noise_rng)
     if diversity:
-        defocused = _diversity_frames(diversity, obj[:1], coarse, screens, model, inst, (y, x), rows, progress,
-                                      (pixel_y, pixel_x) if screens is not None else None)
+        defocused = _diversity_frames(diversity, obj[:1], waves, model, inst, (y, x), progress)
         frames = np.concatenate([frames, add_noise(defocused, noise, photons, noise_rng)])
         truth = np.concatenate([truth, truth[:1]])
+    header = _burst_header(inst, atmosphere, model, ao, r0_cm=r0_cm, theta0_arcsec=theta0_arcsec, noise=noise,
+                           seed=seed, scene=scene, grid=grid, n_modes=n_modes, psf_size=s, wavefront=wavefront,
+                           outer_scale_m=outer_scale_m, photons=photons, screen_px=waves.screen_px)
+    if diversity:
+        header.update({f"DIVERS{n_objects}": float(diversity), f"DIVOBJ{n_objects}": 0})
+    _register_header_comments()
+    return Burst(frames=frames, instruments=[inst.label] * len(frames), truth=truth, modes=waves.coarse, header=header)
+
+
+@dataclass
+class _Wavefronts:
+    """The wavefronts of a burst: ``coarse [L, M, Yg, Xg]`` (MODES) and, for ``wavefront="screen"``, the
+    frames' :class:`~svrt.phase_screens.LayeredScreens`, the PSFs at the nodes (to choose the PSF size),
+    the pixels' field angles ``(ay [Y], ax [X])`` (rad) and the pupil sampling of the screens' PSFs."""
+
+    coarse: np.ndarray
+    screens: list | None = None
+    node_psfs: Any = None
+    pixel_angles: tuple | None = None
+    min_pupil_px: float = MIN_PUPIL_PX
+    screen_px: int = SCREEN_PUPIL_PX
+
+
+def _burst_wavefronts(inst, atmosphere, n_frames: int, grid_shape, shape, n_modes: int, ao, wavefront: str,
+                      rng: np.random.Generator) -> _Wavefronts:
+    """The KL coefficients at the nodes of every frame (after the AO), and the screens for "screen"."""
+    from svrt.instruments import ARCSEC_PER_RADIAN
+    from svrt.phase_screens import anisoplanatic_modes, node_field_angles, wavefront_modes
+
+    if wavefront == "kl":
+        return _Wavefronts(anisoplanatic_modes(inst, atmosphere.r0_cm, None, n_frames, grid_shape, shape,
+                                               n_modes=n_modes, rng=rng, atmosphere=atmosphere,
+                                               pupil_px=SCREEN_PUPIL_PX, ao_modes=ao.n_modes,
+                                               ao_lock_arcsec=ao.lock_arcsec))
+    screen_px, min_pupil_px = screen_pupil_samples(inst, atmosphere.r0_cm)
+    screens = burst_screens(inst, atmosphere, n_frames, shape, rng, ao, screen_px)
+    # pixel field angles (rad) from the image centre: the nodes of a grid of one node per pixel
+    pixel_angles = tuple(a / ARCSEC_PER_RADIAN for a in node_field_angles(shape, shape, inst.pixel_arcsec))
+    return _Wavefronts(wavefront_modes(screens, inst, grid_shape, shape, n_modes, pupil_px=screen_px), screens,
+                       _screen_node_psfs(screens, inst, grid_shape, shape), pixel_angles, min_pupil_px, screen_px)
+
+
+def _frames_through(obj, waves: _Wavefronts, model, shape, desc: str, progress: bool, d_kl=None,
+                    d_phase=None) -> np.ndarray:
+    """The noiseless frames ``[K, L, Y, X]`` of ``obj [K, Y + S - 1, X + S - 1]`` through every frame's
+    wavefront: per pixel the bilinear KL coefficients of the coarse grid (plus ``d_kl [M, 1, 1]``) or,
+    with screens, the full phase of the screens over the pixel's footprints (plus ``d_phase [1, N]``)."""
+    from tqdm import tqdm
+
+    from svrt.optics.convolution import spatially_variant_convolve, spatially_variant_convolve_psfs
+
+    y, x = shape
+    n_frames = waves.coarse.shape[0]
+    out = np.empty((obj.shape[0], n_frames, y, x), dtype=np.float32)
+    rows = max(1, 256 // x)  # ~256 PSFs per block: fastest on a CPU (cache); memory ~ K S^2 256 floats
+    with tqdm(total=n_frames * y, desc=desc, unit="row", disable=not progress, leave=False,
+              dynamic_ncols=True) as bar:
+        for frame in range(n_frames):
+            if waves.screens is None:
+                coef = per_pixel_modes(waves.coarse[frame], (y, x))                 # [M, Y, X]
+                if d_kl is not None:
+                    coef = coef + d_kl
+                img = spatially_variant_convolve(obj, coef, model, boundary="valid", rows_per_chunk=rows,
+                                                 progress=bar.update)
+            else:
+                img = spatially_variant_convolve_psfs(obj, _psf_rows(waves.screens[frame], model, waves.pixel_angles,
+                                                                     x, d_phase),
+                                                      (y, x), model.psf_size, boundary="valid", rows_per_chunk=rows,
+                                                      progress=bar.update, dtype=model.dtype)
+            out[:, frame] = img.numpy()
+    return out
+
+
+def _psf_rows(screen, model, pixel_angles, x: int, d_phase=None):
+    """``psf_rows(r0, r1)``: the PSFs ``[(r1 - r0) X, S, S]`` of pixel rows r0..r1-1 from the full phase of
+    ``screen`` over each pixel's footprints (:meth:`~svrt.phase_screens.LayeredScreens.psfs`), plus
+    ``d_phase``."""
+    pixel_y, pixel_x = pixel_angles
+    px, py = model.pupil_points_m
+
+    def psf_rows(r0, r1):
+        phi = screen.phase(np.repeat(pixel_y[r0:r1], x), np.tile(pixel_x, r1 - r0), px, py, dtype=model.dtype)
+        if d_phase is not None:
+            phi = phi + d_phase
+        return model.psf_from_phase(phi.reshape(-1, model.box, model.box))
+
+    return psf_rows
+
+
+def _diversity_frames(waves_pv: float, obj, waves: _Wavefronts, model, inst, shape, progress: bool):
+    """The frames ``[1, L, Y, X]`` (noiseless) of the object ``obj [1, Y + S - 1, X + S - 1]`` through every
+    frame's wavefront plus a defocus of ``waves_pv`` waves P-V: with screens (wavefront "screen") the
+    exact defocus phase added to each pixel's full phase, else its KL projection added to the coefficients."""
+    import torch
+
+    from svrt.optics.diversity import defocus_phase, diversity_coefficients
+
+    n_modes = waves.coarse.shape[1]
+    d_kl = torch.as_tensor(diversity_coefficients(waves_pv, n_modes), dtype=torch.float32)[:, None, None]
+    px, py = model.pupil_points_m
+    d_phase = torch.as_tensor(defocus_phase(waves_pv, px, py, inst.diameter_m), dtype=model.dtype)[None]   # [1, N]
+    return _frames_through(obj, waves, model, shape, f"simulate diversity channel ({waves_pv:g} waves P-V)", progress,
+                           d_kl=d_kl, d_phase=d_phase)
+
+
+def _burst_header(inst, atmosphere, model, ao, *, r0_cm, theta0_arcsec, noise, seed, scene, grid, n_modes, psf_size,
+                  wavefront, outer_scale_m, photons, screen_px) -> dict:
+    """The header of a simulated burst: the instrument's cards and every setting (the module doc)."""
+    from svrt.atmosphere import r0_at_wavelength
+
     header = {
         "TELESCOP": inst.telescope,
         "INSTRUME": inst.instrument,
@@ -419,7 +504,7 @@ def simulate_burst(instrument="crisp8542", size: int = 256, n_frames: int = 12, 
         "SCENE": scene,
         "GRID": int(grid),
         "NMODES": int(n_modes),
-        "PSFSIZE": int(s),
+        "PSFSIZE": int(psf_size),
         "NLAYERS": len(atmosphere.heights_m),
         "WAVEFRNT": wavefront,
         "L0": float(outer_scale_m or 0.0),
@@ -433,56 +518,17 @@ def simulate_burst(instrument="crisp8542", size: int = 256, n_frames: int = 12, 
     for i, (h, w) in enumerate(zip(atmosphere.heights_m, atmosphere.fractions)):
         header[f"LAYH{i}"] = round(h, 1)
         header[f"LAYW{i}"] = round(w, 4)
-    if diversity:
-        header.update({f"DIVERS{n_objects}": float(diversity), f"DIVOBJ{n_objects}": 0})
-    _register_header_comments()
-    return Burst(frames=frames, instruments=[inst.label] * len(frames), truth=truth, modes=coarse, header=header)
-
-
-def _diversity_frames(waves_pv: float, obj, coarse, screens, model, inst, shape, rows: int, progress: bool, pixel_angles):
-    """The frames ``[1, L, Y, X]`` (noiseless) of the object ``obj [1, Y + S - 1, X + S - 1]`` through every
-    frame's wavefront plus a defocus of ``waves_pv`` waves P-V: with ``screens`` (wavefront "screen") the
-    exact defocus phase added to each pixel's full phase, else its KL projection added to the coefficients."""
-    import torch
-    from tqdm import tqdm
-
-    from svrt.optics.convolution import spatially_variant_convolve, spatially_variant_convolve_psfs
-    from svrt.optics.diversity import defocus_phase, diversity_coefficients
-
-    y, x = shape
-    n_frames, n_modes = coarse.shape[:2]
-    out = np.empty((1, n_frames, y, x), dtype=np.float32)
-    d_kl = torch.as_tensor(diversity_coefficients(waves_pv, n_modes), dtype=torch.float32)[:, None, None]
-    px, py = model.pupil_points_m
-    d_phase = torch.as_tensor(defocus_phase(waves_pv, px, py, inst.diameter_m), dtype=model.dtype)[None]   # [1, N]
-    with tqdm(total=n_frames * y, desc=f"simulate diversity channel ({waves_pv:g} waves P-V)", unit="row",
-              disable=not progress, leave=False, dynamic_ncols=True) as bar:
-        for frame in range(n_frames):
-            if screens is None:
-                coef = per_pixel_modes(coarse[frame], (y, x)) + d_kl
-                img = spatially_variant_convolve(obj, coef, model, boundary="valid", rows_per_chunk=rows,
-                                                 progress=bar.update)
-            else:
-                pixel_y, pixel_x = pixel_angles
-
-                def psf_rows(r0, r1, screen=screens[frame]):
-                    phi = screen.phase(np.repeat(pixel_y[r0:r1], x), np.tile(pixel_x, r1 - r0), px, py, dtype=model.dtype)
-                    return model.psf_from_phase((phi + d_phase).reshape(-1, model.box, model.box))
-
-                img = spatially_variant_convolve_psfs(obj, psf_rows, (y, x), model.psf_size, boundary="valid",
-                                                      rows_per_chunk=rows, progress=bar.update, dtype=model.dtype)
-            out[:, frame] = img.numpy()
-    return out
+    return header
 
 
 def burst_screens(instrument, atmosphere, n_frames: int, image_shape, rng: np.random.Generator, ao=None,
                   screen_px: int = SCREEN_PUPIL_PX) -> list:
-    """The turbulence of a ``wavefront="screen"`` burst: ``n_frames`` :class:`~svrt.atmosphere.LayeredScreens`
+    """The turbulence of a ``wavefront="screen"`` burst: ``n_frames`` :class:`~svrt.phase_screens.LayeredScreens`
     (pixel D / ``screen_px``) drawn from ``rng`` (the burst's ``default_rng([seed, 1])``), large enough for
     every pixel of an ``image_shape`` field and the AO lock point, each seen through ``ao`` (an
     :class:`~svrt.adaptive_optics.AdaptiveOptics`; None: none)."""
-    from svrt.atmosphere import layered_screens
     from svrt.instruments import ARCSEC_PER_RADIAN, get_instrument
+    from svrt.phase_screens import layered_screens
 
     inst = get_instrument(instrument)
     y, x = image_shape
@@ -494,11 +540,11 @@ def burst_screens(instrument, atmosphere, n_frames: int, image_shape, rng: np.ra
 
 def _screen_node_psfs(screens, inst, grid_shape, image_shape):
     """``node_psfs`` for :func:`choose_psf_size`: the full-phase PSFs of coarse-grid nodes (flat indices
-    into [L, Yg, Xg], sorted) from a frame's :class:`~svrt.atmosphere.LayeredScreens`."""
+    into [L, Yg, Xg], sorted) from a frame's :class:`~svrt.phase_screens.LayeredScreens`."""
     import torch
 
-    from svrt.atmosphere import node_field_angles
     from svrt.instruments import ARCSEC_PER_RADIAN
+    from svrt.phase_screens import node_field_angles
 
     ay, ax = (a / ARCSEC_PER_RADIAN for a in node_field_angles(grid_shape, image_shape, inst.pixel_arcsec))
 
@@ -541,7 +587,8 @@ def truth_with_margin(burst) -> np.ndarray:
     h = burst.header
     missing = [k for k in ("SCENE", "SEED", "PSFSIZE", "CDELT1") if k not in h]
     if missing or burst.truth is None:
-        raise SvrtError(f"burst header lacks {', '.join(missing) or 'TRUTH'}; expected a burst written by svrt simulate.")
+        raise SvrtError(f"burst header lacks {', '.join(missing) or 'TRUTH'}; expected a burst written by svrt "
+                        "simulate.")
     k, y, x = np.shape(burst.truth)
     s = int(h["PSFSIZE"])
     big = make_objects(str(h["SCENE"]), k, (y + s - 1, x + s - 1), float(h["CDELT1"]), int(h["SEED"]))
@@ -566,198 +613,3 @@ def local_contrast_ratio(frame: np.ndarray, truth: np.ndarray, block: int) -> np
         return b.std(axis=(1, 3)) / np.abs(b.mean(axis=(1, 3))).clip(1e-12)
 
     return contrast(frame) / contrast(truth).clip(1e-12)
-
-
-def plot_burst(burst, path, title: str | None = None) -> str:
-    """PNG quick look of a burst (object 0): truth, first frame, frame average, the defocus
-    coefficient of frame 0 across the field (the bilinearly upsampled coarse modes) and, with a
-    truth, the local contrast of frame 0 relative to the truth's (the spatially variant blur).
-    Atomic write."""
-    from svrt.pictures import save_png, subplots
-
-    k0 = burst.frames[0]
-    y, x = burst.shape
-    pix = burst.header.get("CDELT1")
-    ext = [0, x * pix, 0, y * pix] if isinstance(pix, (int, float)) else None
-    unit = "arcsec" if ext else "pixel"
-    ref = burst.truth[0] if burst.truth is not None else k0.mean(axis=0)
-    lo, hi = np.percentile(ref, [0.5, 99.5])
-    panels = [("truth (object 0)", burst.truth[0] if burst.truth is not None else None),
-              ("frame 0", k0[0]), (f"average of {burst.n_frames} frames", k0.mean(axis=0))]
-    panels = [p for p in panels if p[1] is not None]
-    block = max(16, min(y, x) // 8)
-    show_contrast = burst.truth is not None and min(y, x) >= 2 * block
-    n = len(panels) + (burst.modes is not None) + show_contrast
-    fig, axes = subplots(1, n, figsize=(4.2 * n, 5.0), layout="constrained")
-    axes = np.atleast_1d(axes)
-    for ax, (name, img) in zip(axes, panels):
-        ax.imshow(img, origin="lower", cmap="gray", vmin=lo, vmax=hi, extent=ext, interpolation="nearest")
-        ax.set_title(name)
-        ax.set_xlabel(unit)
-    if burst.modes is not None:
-        j = defocus_mode_index(burst.modes.shape[1])
-        mode = per_pixel_modes(burst.modes[0], (y, x))[j].numpy()
-        ax = axes[len(panels)]
-        lim = float(np.max(np.abs(mode))) or 1.0
-        im = ax.imshow(mode, origin="lower", cmap="RdBu_r", vmin=-lim, vmax=lim, extent=ext)
-        ax.set_title(f"frame 0: KL {j + 1} (defocus) [rad]")
-        ax.set_xlabel(unit)
-        fig.colorbar(im, ax=ax, shrink=0.8)
-    if show_contrast:
-        ratio = local_contrast_ratio(k0[0], burst.truth[0], block)
-        ax = axes[-1]
-        by, bx = ratio.shape
-        cext = [0, bx * block * pix, 0, by * block * pix] if ext else None
-        im = ax.imshow(ratio, origin="lower", cmap="magma", vmin=0, vmax=max(1.0, float(ratio.max())), extent=cext)
-        ax.set_title(f"frame 0: contrast / truth's ({block} px blocks)")
-        ax.set_xlabel(unit)
-        fig.colorbar(im, ax=ax, shrink=0.8)
-    if title:
-        fig.suptitle(title)
-    save_png(fig, path, dpi=90)
-    return os.fspath(path)
-
-
-def _title(burst) -> str:
-    h = burst.header
-    th = h.get("THETA0")
-    th = f"{th:g}\"" if th else "none (isoplanatic)"
-    extra = [f"L0 = {h['L0']:g} m" if h.get("L0") else "",
-             f"AO {h['AOMODES']} modes" if h.get("AOMODES") else "",
-             f"{h['PHOTONS']:g} e-/px" if h.get("PHOTONS") else ""]
-    extra = "".join(", " + e for e in extra if e)
-    return (f"{burst.instruments[0]} ({h.get('WAVEFRNT', 'kl')}): r0 = {h.get('R0', 0):g} cm at 5000 A, theta0 = {th}{extra}, "
-            f"noise = {h.get('NOISE', 0):g}, grid {h.get('GRID')}x{h.get('GRID')}, PSF {h.get('PSFSIZE')} px, "
-            f"seed {h.get('SEED')}")
-
-
-# ----------------------------------------------------------------------------------------------
-# command line
-# ----------------------------------------------------------------------------------------------
-
-@click.command("simulate", context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--instrument", default="crisp8542", show_default=True, help="Instrument label (see `svrt instruments`).")
-@click.option("--size", default=256, show_default=True, type=int, help="Frame side Y = X in pixels.")
-@click.option("--frames", "n_frames", default=12, show_default=True, type=int, help="L, frames (short exposures).")
-@click.option("--objects", "n_objects", default=2, show_default=True, type=int,
-              help="K, objects sharing the wavefront (e.g. wide band, narrow band).")
-@click.option("--seed", default=1, show_default=True, type=int, help="Random seed (scene, atmosphere, noise).")
-@click.option("--r0", "r0_cm", default=10.0, show_default=True, type=float, help="Fried radius [cm at 5000 A].")
-@click.option("--theta0", "theta0", default=str(DEFAULT_THETA0_ARCSEC), show_default=True,
-              help="Isoplanatic angle [arcsec at 5000 A]; 'none' for a single ground layer (no anisoplanatism).")
-@click.option("--noise", default=0.01, show_default=True, type=float,
-              help="Gaussian noise sigma as a fraction of each frame's mean (0: none).")
-@click.option("--scene", default="granulation", show_default=True, help="granulation, sunspot or points.")
-@click.option("--grid", default=None, type=int, help="Nodes per side of the coarse mode grid [default: size // 16].")
-@click.option("--modes", "n_modes", default=44, show_default=True, type=int, help="M, number of KL modes.")
-@click.option("--psf-size", default=None, type=int,
-              help="PSF box in pixels [default: holds >= 98 % of the energy of 95 % of the PSFs].")
-@click.option("--wavefront", default="kl", show_default=True, metavar="kl|screen",
-              help="Wavefront model: 'kl' (44 KL modes on the coarse grid, bilinear per pixel: the solver's own "
-                   "model, an inverse crime) or 'screen' (the full layered phase screens at every pixel).")
-@click.option("--outer-scale", "outer_scale", default="none", show_default=True, metavar="M",
-              help="Von Karman outer scale L0 [m]; 'none' for Kolmogorov (infinite).")
-@click.option("--ao-modes", "ao_modes", default="0", show_default=True, metavar="N",
-              help="Adaptive optics: KL modes 1..N (tip/tilt included) corrected, locked on the field centre; 0: no AO.")
-@click.option("--ao-lock", "ao_lock", default="0,0", show_default=True, metavar="Y,X",
-              help="AO lock point 'Y,X' [arcsec from the field centre].")
-@click.option("--photons", default="0", show_default=True, metavar="P",
-              help="Photon noise: photo-electrons per pixel at the frame mean (Poisson); 0: none.")
-@click.option("--diversity", "diversity", default="0", show_default=True, metavar="W",
-              help="Phase diversity: add a channel of object 0 defocused by W waves peak-to-valley (cards DIVERSk, DIVOBJk); 0: none.")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
-              help="Output burst: .fits (default format of the solar community) or .h5.")
-@click.option("--overwrite", is_flag=True, help="Replace existing output files.")
-@click.option("--png", "png", default=None, type=click.Path(dir_okay=False),
-              help="Quick-look PNG [default: the output name with .png].")
-@click.option("--no-png", is_flag=True, help="Do not write the quick-look PNG.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def simulate_command(instrument, size, n_frames, n_objects, seed, r0_cm, theta0, noise, scene, grid, n_modes,
-                     psf_size, wavefront, outer_scale, ao_modes, ao_lock, photons, diversity, output, overwrite, png, no_png,
-                     quiet):
-    """Simulate a burst of K objects x L frames blurred by an anisoplanatic atmosphere.
-
-    Each frame is the exact per-pixel convolution (one PSF per pixel) of a solar scene with the
-    wavefront of a layered Kolmogorov (or von Karman) atmosphere (a ground layer plus high layers set
-    by THETA0), optionally corrected by adaptive optics, plus photon and Gaussian noise. With
-    --wavefront kl (default) each pixel's wavefront is 44 KL modes interpolated from a coarse grid, the
-    model svrt deconvolve fits; --wavefront screen uses the full phase screens at every pixel, data
-    that do not follow the solver's model. The file holds FRAMES [K, L, Y, X], TRUTH [K, Y, X] and the
-    true MODES [L, M, Yg, Xg] (KL coefficients in radians); a PNG quick look is written next to it.
-
-    \b
-    Example:
-      svrt simulate --instrument crisp8542 --size 256 --frames 12 --objects 2 --seed 1 -o burst.fits
-      svrt simulate --size 128 --frames 4 --r0 7 --theta0 1.5 --scene sunspot -o spot.h5
-      svrt simulate --size 128 --frames 8 --r0 7 --wavefront screen --outer-scale 20 \\
-          --ao-modes 36 --photons 2000 -o realistic.fits
-      svrt simulate --size 128 --frames 6 --objects 1 --r0 8 --wavefront screen --diversity 1 -o pd.fits
-    """
-    from svrt.fileio import check_output, file_format, write_burst
-
-    theta0_arcsec = _parse_option(theta0, "--theta0", float, "a number of arcsec at 5000 A or 'none'", none_words=True)
-    if str(wavefront).strip().lower() not in WAVEFRONTS:
-        raise SvrtError(f"--wavefront must be 'kl' or 'screen'; got '{wavefront}'.")
-    wavefront = str(wavefront).strip().lower()
-    outer_scale_m = _parse_option(outer_scale, "--outer-scale", float, "a positive number of metres or 'none'",
-                                  none_words=True, minimum=0.0, strict=True)
-    ao_modes = _parse_option(ao_modes, "--ao-modes", int, "an integer number of KL modes from 0 (no AO) to 152",
-                             minimum=0, maximum=MAX_MODES)
-    parts = str(ao_lock).split(",")
-    if len(parts) != 2:
-        raise SvrtError(f"--ao-lock must be 'Y,X' in arcsec from the field centre; got '{ao_lock}'.")
-    ao_lock_arcsec = tuple(_parse_option(v, "--ao-lock", float, "'Y,X' in arcsec from the field centre")
-                           for v in parts)
-    photons = _parse_option(photons, "--photons", float, "photo-electrons per pixel at the frame mean, 0 for none",
-                            minimum=0.0)
-    diversity = _parse_option(diversity, "--diversity", float, "a defocus in waves peak-to-valley (about 1), 0 for none",
-                              minimum=-20.0, maximum=20.0)
-    file_format(output)
-    check_output(output, overwrite)
-    png_path = None if no_png else (png or str(_png_name(output)))
-    if png_path is not None:
-        if Path(png_path).resolve() == Path(output).resolve():
-            raise SvrtError(f"the PNG {png_path} and the output {output} are the same file; choose another --png.")
-        if not str(png_path).lower().endswith(".png"):
-            raise SvrtError(f"the quick look {png_path} must be a .png file.")
-        check_output(png_path, overwrite)
-    burst = simulate_burst(instrument, size, n_frames, n_objects, seed, r0_cm=r0_cm, theta0_arcsec=theta0_arcsec,
-                           noise=noise, scene=scene, grid=grid, n_modes=n_modes, progress=not quiet,
-                           psf_size=psf_size, wavefront=wavefront, outer_scale_m=outer_scale_m, ao_modes=ao_modes,
-                           ao_lock_arcsec=ao_lock_arcsec, photons=photons or None, diversity=diversity or None)
-    write_burst(output, burst, overwrite=overwrite)
-    k, n, y, x = burst.frames.shape
-    msg = f"wrote {output}: {k} objects x {n} frames of {y}x{x}, modes {tuple(burst.modes.shape)}, PSF {burst.header['PSFSIZE']} px"
-    if png_path is not None:
-        plot_burst(burst, png_path, _title(burst))
-        msg += f"; quick look {png_path}"
-    click.echo(msg)
-
-
-def _parse_option(text, option: str, kind, expected: str, none_words: bool = False, minimum=None, maximum=None,
-                  strict: bool = False):
-    """Value of a command-line option given as text: ``kind(text)`` (int or float), None for 'none' / 'inf'
-    when ``none_words``, within [minimum, maximum] (``strict``: above minimum); else one SvrtError
-    sentence naming the option and what it expects."""
-    word = str(text).strip().lower()
-    if none_words and word in ("none", "inf", "infinity"):
-        return None
-    try:
-        value = kind(word)
-    except ValueError:
-        value = None
-    if value is None or (kind is float and not math.isfinite(value)) or \
-            (minimum is not None and (value < minimum or (strict and value == minimum))) or \
-            (maximum is not None and value > maximum):
-        raise SvrtError(f"{option} must be {expected}; got '{text}'.")
-    return value
-
-
-def _png_name(output) -> Path:
-    p = Path(output)
-    name = p.name
-    low = name.lower()
-    for suffix in (".fits.gz", ".fit.gz", ".fts.gz", ".fits", ".fit", ".fts", ".hdf5", ".h5", ".hdf", ".he5"):
-        if low.endswith(suffix):
-            return p.with_name(name[: -len(suffix)] + ".png")
-    return p.with_name(name + ".png")

@@ -10,10 +10,11 @@ import pytest
 import torch
 
 from svrt.adaptive_optics import MAX_AO_MODES, AdaptiveOptics, DeformableMirror
-from svrt.atmosphere import Atmosphere, anisoplanatic_modes, layered_screens, r0_at_wavelength, wavefront_modes
+from svrt.atmosphere import Atmosphere, r0_at_wavelength
 from svrt.errors import SvrtError
 from svrt.optics.kl import kl_basis, kl_residual_variances
 from svrt.optics.psf import PSFModel
+from svrt.phase_screens import anisoplanatic_modes, layered_screens, wavefront_modes
 
 INST = "crisp8542"
 PUPIL_PX = 32

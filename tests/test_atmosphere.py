@@ -13,25 +13,22 @@ import torch
 import torch.nn.functional as F
 from scipy import integrate, special
 
-from svrt.atmosphere import (
-    Atmosphere,
+from svrt.atmosphere import Atmosphere, kl_standard_deviations, r0_at_wavelength, von_karman_psd
+from svrt.errors import SvrtError
+from svrt.instruments import get_instrument
+from svrt.optics.kl import kl_basis
+from svrt.optics.zernike import KOLMOGOROV_C, noll_covariance, noll_to_nm
+from svrt.phase_screens import (
     LayeredScreens,
     _pupil_projector,
     _screen_amplitudes,
     _screen_size,
     anisoplanatic_modes,
-    kl_standard_deviations,
     layered_screens,
     node_field_angles,
     phase_screen,
-    r0_at_wavelength,
-    von_karman_psd,
     wavefront_modes,
 )
-from svrt.errors import SvrtError
-from svrt.instruments import get_instrument
-from svrt.optics.kl import kl_basis
-from svrt.optics.zernike import KOLMOGOROV_C, noll_covariance, noll_to_nm
 
 # ----------------------------------------------------------------------------------------------
 # phase screens

@@ -23,11 +23,11 @@ import pytest
 import torch
 from astropy.io import fits
 from click.testing import CliRunner
+from sentences import error_of, one_sentence
 
 from svrt.checks import SvrtWarning, check_frames, check_wavefront_units, dead_frames, wavefront_bounds
 from svrt.cli import cli
 from svrt.emulator import SVCE, EmulatorConfig, load_model, save_model
-from svrt.errors import SvrtError
 from svrt.fileio import (
     Burst,
     check_writable,
@@ -47,11 +47,8 @@ ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 # ------------------------------------------------------------------------------------------ helpers
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    d = tmp_path_factory.mktemp("fault-models")
-    torch.manual_seed(0)
-    save_model(d / "tiny.safetensors", SVCE(EmulatorConfig(width=4)), {"name": "tiny"})
-    return d
+def models(tiny_model):
+    return tiny_model.parent
 
 
 def tiny_engine(models):
@@ -71,27 +68,6 @@ def burst_file(path, data, instruments=None, **header):
 
 def run(args):
     return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=True)
-
-
-def one_sentence(result, *needles) -> str:
-    """The command failed with one SvrtError sentence that contains every needle."""
-    assert result.exit_code != 0, result.output
-    assert isinstance(result.exception, SvrtError), (result.output, repr(result.exception))
-    msg = str(result.exception)
-    assert "\n" not in msg and msg.rstrip().endswith("."), msg
-    for needle in needles:
-        assert needle in msg, msg
-    return msg
-
-
-def error_of(fn, *needles) -> str:
-    with pytest.raises(SvrtError) as info:
-        fn()
-    msg = str(info.value)
-    assert "\n" not in msg and msg.rstrip().endswith("."), msg
-    for needle in needles:
-        assert needle in msg, msg
-    return msg
 
 
 @pytest.fixture()
@@ -445,12 +421,12 @@ def test_full_disk_during_write_is_one_sentence(tmp_path):
 def test_no_space_left_sentence(tmp_path, monkeypatch):
     import errno
 
-    import svrt.fileio as fileio
+    import svrt.fileio.hdf5file as hdf5file
 
     def full(tmp, data):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(fileio, "_write_bytes", full)
+    monkeypatch.setattr(hdf5file, "_write_bytes", full)
     error_of(lambda: write_array(tmp_path / "a.h5", np.ones((4, 4))), "a.h5", "no space left", "free some space")
     assert no_temporaries(tmp_path)
 
@@ -543,10 +519,14 @@ def test_ctrl_c_in_the_first_tenth_of_a_second(tmp_path):
 
 # ================================================================ late or misleading errors
 
-def test_truncated_fits_gz_is_reported_truncated(tmp_path):
+def _burst_with_truth_and_modes() -> Burst:
     rng = np.random.default_rng(0)
-    burst = Burst(frames=frames(), instruments=["crisp8542"], truth=rng.random((1, 32, 32)).astype(np.float32) + 1,
-                  modes=rng.standard_normal((3, 44, 4, 4)).astype(np.float32))
+    return Burst(frames=frames(), instruments=["crisp8542"], truth=rng.random((1, 32, 32)).astype(np.float32) + 1,
+                 modes=rng.standard_normal((3, 44, 4, 4)).astype(np.float32))
+
+
+def test_truncated_fits_gz_is_reported_truncated(tmp_path):
+    burst = _burst_with_truth_and_modes()
     write_burst(tmp_path / "b.fits.gz", burst)
     raw = (tmp_path / "b.fits.gz").read_bytes()
     for frac in (0.1, 0.5, 0.9, 0.99):
@@ -557,9 +537,7 @@ def test_truncated_fits_gz_is_reported_truncated(tmp_path):
 
 
 def test_fits_cut_between_extensions_is_truncated(tmp_path):
-    rng = np.random.default_rng(0)
-    burst = Burst(frames=frames(), instruments=["crisp8542"], truth=rng.random((1, 32, 32)).astype(np.float32) + 1,
-                  modes=rng.standard_normal((3, 44, 4, 4)).astype(np.float32))
+    burst = _burst_with_truth_and_modes()
     write_burst(tmp_path / "b.fits", burst)
     with fits.open(tmp_path / "b.fits") as hdul:
         fits.HDUList([hdul[0].copy(), hdul[1].copy()]).writeto(tmp_path / "cut.fits")  # TRUTH and MODES lost

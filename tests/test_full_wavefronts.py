@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from svrt.atmosphere import Atmosphere, layered_screens, r0_at_wavelength, wavefront_modes
+from svrt.atmosphere import Atmosphere, r0_at_wavelength
 from svrt.errors import SvrtError
 from svrt.optics.convolution import spatially_variant_convolve, spatially_variant_convolve_psfs
 from svrt.optics.psf import PSFModel
+from svrt.phase_screens import layered_screens, wavefront_modes
 
 F64 = torch.float64
 

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from shifted import fourier_shift
 
 from svrt.benchmarks.metrics import compare, diffraction_limited, nmse_variance, score_restoration
 from svrt.scenes import make_scene
@@ -13,12 +14,6 @@ CUT = 0.3349  # CRISP 8542: D/lambda in cycles per pixel (0.059" / (8542 A / 1 m
 @pytest.fixture(scope="module")
 def truth():
     return make_scene("granulation", N, 0.059, 5).astype(np.float64)
-
-
-def fourier_shift(img, dy, dx):
-    ky = np.fft.fftfreq(img.shape[0])[:, None]
-    kx = np.fft.fftfreq(img.shape[1])[None]
-    return np.fft.ifft2(np.fft.fft2(img) * np.exp(-2j * np.pi * (ky * dy + kx * dx))).real
 
 
 def gaussian_blur(img, sigma_px):

@@ -5,9 +5,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from svrt.atmosphere import node_field_angles
 from svrt.errors import SvrtError
 from svrt.mode_grid import bilinear_weights, grid_shape, node_positions, per_pixel_modes, sample_coarse
+from svrt.phase_screens import node_field_angles
 
 
 @pytest.mark.parametrize("n, ng", [(37, 5), (64, 4), (30, 1), (9, 9)])

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from shifted import fourier_shift
 
 from svrt.benchmarks.metrics import compare
 from svrt.registration import apply_shift_field, destretch, estimate_shift
@@ -13,13 +14,6 @@ N = 96
 @pytest.fixture(scope="module")
 def scene():
     return make_scene("granulation", N, 0.059, 3).astype(np.float64)
-
-
-def fourier_shift(img, dy, dx):
-    """Content moved by (dy, dx) pixels, exactly for a periodic band-limited image."""
-    ky = np.fft.fftfreq(img.shape[0])[:, None]
-    kx = np.fft.fftfreq(img.shape[1])[None]
-    return np.fft.ifft2(np.fft.fft2(img) * np.exp(-2j * np.pi * (ky * dy + kx * dx))).real
 
 
 @pytest.mark.parametrize("dy,dx", [(2, -1), (0.4, -1.3), (-3.7, 2.2)])

@@ -13,11 +13,9 @@ import time
 
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
 
 from svrt.cli import cli
-from svrt.emulator import SVCE, EmulatorConfig, save_model
 from svrt.errors import SvrtError
 from svrt.fileio import Burst, read_restoration, write_burst
 from svrt.runtime import method_momfbd
@@ -40,11 +38,8 @@ def _frames(seed: int = 0, shape=(1, 2, 64, 64)) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    d = tmp_path_factory.mktemp("resume-model")
-    torch.manual_seed(0)
-    save_model(d / "tiny.safetensors", SVCE(EmulatorConfig(width=4)), {"name": "tiny"})
-    return d / "tiny.safetensors"
+def tiny(tiny_model):
+    return tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -108,11 +103,17 @@ def test_momfbd_interrupted_after_a_round_and_resumed_equals_uninterrupted(optic
     assert resumed.header["OBJ_ITERS"] == ref.header["OBJ_ITERS"]
 
 
-def test_checkpoint_of_another_burst_or_settings_is_refused(emulator, tmp_path):
+def _interrupted_run(emulator, tmp_path):
+    """The checkpoint of an adam run stopped by Ctrl-C after 3 iterations."""
     ck = tmp_path / "run.ckpt"
     solver = SVMOMFBD(emulator, SolverConfig(**ADAM, checkpoint=str(ck)))
     with pytest.raises(KeyboardInterrupt):
         solver.solve(_frames(), "crisp8542", callback=_interrupt_after(3))
+    return ck
+
+
+def test_checkpoint_of_another_burst_or_settings_is_refused(emulator, tmp_path):
+    ck = _interrupted_run(emulator, tmp_path)
     for frames, cfg in ((_frames(2), ADAM), (_frames(), dict(ADAM, lambda_obj=0.5))):
         with pytest.raises(SvrtError, match="belongs to another burst or other settings") as err:
             SVMOMFBD(emulator, SolverConfig(**cfg)).solve(frames, "crisp8542", resume=ck)
@@ -124,10 +125,7 @@ def test_checkpoint_of_another_burst_or_settings_is_refused(emulator, tmp_path):
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "missing"])
 def test_corrupt_or_missing_checkpoint_is_one_sentence(emulator, tmp_path, damage):
-    ck = tmp_path / "run.ckpt"
-    solver = SVMOMFBD(emulator, SolverConfig(**ADAM, checkpoint=str(ck)))
-    with pytest.raises(KeyboardInterrupt):
-        solver.solve(_frames(), "crisp8542", callback=_interrupt_after(3))
+    ck = _interrupted_run(emulator, tmp_path)
     raw = ck.read_bytes()
     if damage == "truncated":
         ck.write_bytes(raw[: len(raw) // 2])
@@ -136,7 +134,7 @@ def test_corrupt_or_missing_checkpoint_is_one_sentence(emulator, tmp_path, damag
     else:
         ck.unlink()
     with pytest.raises(SvrtError) as err:
-        solver.solve(_frames(), "crisp8542", resume=ck)
+        SVMOMFBD(emulator, SolverConfig(**ADAM, checkpoint=str(ck))).solve(_frames(), "crisp8542", resume=ck)
     msg = str(err.value)
     assert "\n" not in msg and msg.startswith("Checkpoint run.ckpt") and msg.endswith(".")
     assert ("does not exist" if damage == "missing" else "truncated or corrupt") in msg

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from sentences import one_sentence as _error
 
 from svrt.cli import cli
 from svrt.emulator import SVCE, EmulatorConfig, save_model
-from svrt.errors import SvrtError
 from svrt.fileio import Burst, read_array, read_restoration, write_array, write_burst
 
 
@@ -41,15 +41,6 @@ def _random_frames(shape):
 
 def run(args):
     return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=True)
-
-
-def _error(result, needle: str) -> str:
-    assert result.exit_code != 0
-    assert isinstance(result.exception, SvrtError), (result.output, result.exception)
-    msg = str(result.exception)
-    assert "\n" not in msg and msg.rstrip().endswith("."), msg
-    assert needle in msg, msg
-    return msg
 
 
 # the adam path: fast, fixed iterations

@@ -12,9 +12,9 @@ import sys
 import click
 import pytest
 from click.testing import CliRunner
+from sentences import one_sentence
 
 from svrt.cli import cli
-from svrt.errors import SvrtError
 from svrt.runtime.solver_config import SolverConfig
 from svrt.settings import load_settings, read_table, specs, to_toml
 from svrt.trainer.train_config import TrainConfig
@@ -40,15 +40,6 @@ def run(args):
 def built(result):
     assert isinstance(result.exception, Built), (result.output, result.exception)
     return result.exception.config
-
-
-def one_sentence(result, *needles) -> str:
-    assert isinstance(result.exception, SvrtError), (result.output, result.exception)
-    msg = str(result.exception)
-    assert "\n" not in msg and msg.endswith("."), msg
-    for needle in needles:
-        assert needle in msg, msg
-    return msg
 
 
 @pytest.fixture()

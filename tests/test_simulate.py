@@ -134,7 +134,7 @@ def test_noise_level(noiseless, noisy):
 
 def test_psf_size_grows_with_turbulence():
     rng = np.random.default_rng(0)
-    from svrt.atmosphere import anisoplanatic_modes
+    from svrt.phase_screens import anisoplanatic_modes
 
     good = anisoplanatic_modes("crisp8542", 20.0, None, 8, (1, 1), (32, 32), rng=rng, pupil_px=32)
     bad = anisoplanatic_modes("crisp8542", 5.0, None, 8, (1, 1), (32, 32), rng=rng, pupil_px=32)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from sentences import sentence
 
 from svrt.emulator import SVCE, EmulatorConfig, save_model
 from svrt.errors import SvrtError
@@ -67,12 +68,6 @@ def synthetic(engine, k=2, n_frames=2, y=32, x=32, grid=(2, 2), seed=0, level=10
     return frames.numpy(), truth[:, 0].numpy(), modes.numpy(), insts
 
 
-def _one_sentence(exc) -> str:
-    msg = str(exc.value)
-    assert "\n" not in msg and msg.rstrip().endswith("."), msg
-    return msg
-
-
 # ------------------------------------------------------------------------------------------ solving
 
 def test_loss_decreases_and_shapes(engine):
@@ -99,7 +94,7 @@ def test_grid_rule():
     assert grid_shape((50, 33), 8) == (7, 5)
     with pytest.raises(SvrtError) as e:
         grid_shape((32, 32), 40)
-    _one_sentence(e)
+    sentence(e.value)
 
 
 @pytest.mark.parametrize("grid", [0, 32])
@@ -229,7 +224,7 @@ def test_memory_bound_forces_tiles(engine):
     assert not big.plan(2, 12, (256, 256)).tiled
     with pytest.raises(SvrtError) as e:
         SVMOMFBD(engine, SolverConfig(method="adam", progress=False, memory_mb=0.01)).plan(1, 2, (256, 256))
-    _one_sentence(e)
+    sentence(e.value)
 
 
 @pytest.mark.parametrize("options", [dict(apodization="hann"), dict(apodization="none"), dict(weights="noise"),
@@ -330,7 +325,7 @@ def test_bad_inputs(engine, models):
     for fn, needle in cases:
         with pytest.raises(SvrtError) as e:
             fn()
-        assert needle in _one_sentence(e), (needle, str(e.value))
+        assert needle in sentence(e.value), (needle, str(e.value))
 
 
 # ------------------------------------------------------------------------------------------ metrics

@@ -8,9 +8,7 @@ import threading
 
 import numpy as np
 import pytest
-import torch
 
-from svrt.emulator import SVCE, EmulatorConfig, save_model
 from svrt.errors import SvrtError
 from svrt.fileio import Burst, read_restoration, write_burst
 from svrt.runtime.solver import SolverConfig
@@ -20,11 +18,8 @@ FAST = SolverConfig(method="adam", iterations=2, grid=0, progress=False)
 
 
 @pytest.fixture(scope="module")
-def engine(tmp_path_factory):
-    d = tmp_path_factory.mktemp("stream-model")
-    torch.manual_seed(0)
-    save_model(d / "tiny.safetensors", SVCE(EmulatorConfig(width=4)), {"name": "tiny"})
-    return d / "tiny.safetensors"
+def engine(tiny_model):
+    return tiny_model
 
 
 def _series(n=3, size=32, seed=0):

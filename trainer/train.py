@@ -116,25 +116,7 @@ def train(cfg: TrainConfig, out: str | Path, run_dir: str | Path, command: str =
         state["seconds"] = elapsed()
         write_checkpoint(ckpt, model, opt, state)
 
-    meta_base = {
-        "svrt_version": __import__("svrt").__version__, "command": command, "recipe": asdict(cfg),
-        "loss": "Eq. 11: MSE + 10 * Sobel-gradient MSE + 1 * flux term", "image_source": {
-            "mix": DEFAULT_MIX, "description": "solar scenes of svrt.scenes (granulation, sunspot) at 0.03-0.07 "
-                                               "arcsec/px; "
-            "procedural textures (f^-beta random fields, 1 <= beta <= 4, thresholded, with discs/bars/lines); crops of "
-            "matplotlib's sample images; point-source fields (20 %); random 90-degree rotations and flips"},
-        "pairs": {"size": generator.size, "crop": generator.crop, "boundary": generator.boundary,
-                  "apodization_px": generator.apodization if generator.boundary == "apodize" else None,
-                  "r0_cm_at_5000A": list(generator.r0_range), "psf_field_px": generator.psf_field,
-                  "weak_fraction": generator.weak_fraction,
-                  "weak": "that fraction of wavefronts scaled by u ~ U(0, 1): r0 -> r0 u^(-6/5), down to the "
-                          "diffraction limit",
-                  "psf": "spatially invariant, Kolmogorov KL coefficients (Roddier 1990), FFT convolution"},
-        "initialised_from": initialised_from,
-        "pair_cache": cfg.pair_cache and {"path": Path(cfg.pair_cache).name, "pairs": cfg.cache_pairs},
-        "validation_set": f"{cfg.val_size} held-out pairs from an independent seed ({10_000 + cfg.seed})",
-        "torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
-    }
+    meta_base = _weights_metadata(cfg, generator, command, initialised_from)
     it = _endless(loader)
     model.train()
     while progress(state["step"], elapsed(), cfg) < 1.0:
@@ -145,16 +127,7 @@ def train(cfg: TrainConfig, out: str | Path, run_dir: str | Path, command: str =
         with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
             y = model(obj, modes, cond)
         terms = emulator_loss(y.float(), target)
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(terms["total"]).backward()
-        if use_amp:
-            scaler.step(opt)          # skips steps whose gradients overflowed
-        elif _finite_gradients(model):
-            opt.step()
-        else:                         # one bad batch must not turn every weight into NaN
-            state["skipped_steps"] = state.get("skipped_steps", 0) + 1
-            log(f"step {state['step']}: non-finite loss or gradient, step skipped")
-        scaler.update()
+        _optimiser_step(model, opt, scaler, terms["total"], use_amp, state, log)
         state["step"] += 1
         bar.update(1)
         shown = {k: terms[k].detach().item() for k in ("total", "mse", "grad")}
@@ -181,6 +154,46 @@ def train(cfg: TrainConfig, out: str | Path, run_dir: str | Path, command: str =
     save_checkpoint()
     bar.close()
     return state
+
+
+def _weights_metadata(cfg: TrainConfig, generator: PairGenerator, command: str, initialised_from) -> dict:
+    """The JSON metadata of the weights (the step, validation and history are added at each save): the
+    recipe, the loss, the image source, the pairs, the validation set, the versions."""
+    return {
+        "svrt_version": __import__("svrt").__version__, "command": command, "recipe": asdict(cfg),
+        "loss": "Eq. 11: MSE + 10 * Sobel-gradient MSE + 1 * flux term", "image_source": {
+            "mix": DEFAULT_MIX, "description": "solar scenes of svrt.scenes (granulation, sunspot) at 0.03-0.07 "
+                                               "arcsec/px; "
+            "procedural textures (f^-beta random fields, 1 <= beta <= 4, thresholded, with discs/bars/lines); crops of "
+            "matplotlib's sample images; point-source fields (20 %); random 90-degree rotations and flips"},
+        "pairs": {"size": generator.size, "crop": generator.crop, "boundary": generator.boundary,
+                  "apodization_px": generator.apodization if generator.boundary == "apodize" else None,
+                  "r0_cm_at_5000A": list(generator.r0_range), "psf_field_px": generator.psf_field,
+                  "weak_fraction": generator.weak_fraction,
+                  "weak": "that fraction of wavefronts scaled by u ~ U(0, 1): r0 -> r0 u^(-6/5), down to the "
+                          "diffraction limit",
+                  "psf": "spatially invariant, Kolmogorov KL coefficients (Roddier 1990), FFT convolution"},
+        "initialised_from": initialised_from,
+        "pair_cache": cfg.pair_cache and {"path": Path(cfg.pair_cache).name, "pairs": cfg.cache_pairs},
+        "validation_set": f"{cfg.val_size} held-out pairs from an independent seed ({10_000 + cfg.seed})",
+        "torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
+    }
+
+
+def _optimiser_step(model, opt, scaler, loss, use_amp: bool, state: dict, log) -> None:
+    """Back-propagate ``loss`` and step: through the gradient scaler on a GPU (it skips the steps whose
+    gradients overflowed), else only with finite gradients (one bad batch must not turn every weight into
+    NaN; the step is counted in ``state["skipped_steps"]``)."""
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if use_amp:
+        scaler.step(opt)
+    elif _finite_gradients(model):
+        opt.step()
+    else:
+        state["skipped_steps"] = state.get("skipped_steps", 0) + 1
+        log(f"step {state['step']}: non-finite loss or gradient, step skipped")
+    scaler.update()
 
 
 def _finite_gradients(model: torch.nn.Module) -> bool:

@@ -21,7 +21,12 @@ import numpy as np
 import torch
 
 from svrt.errors import SvrtError
-from svrt.runtime.backends.gradient_companion import check_pair, vjp_path_for
+from svrt.runtime.backends.gradient_companion import (
+    CompanionPair,
+    check_pair,
+    find_companion,
+    missing_vjp,
+)
 from svrt.runtime.engine import Engine, EngineIdentity
 
 INSTALL_HINT = "pip install onnxruntime (CPU) or pip install onnxruntime-gpu (CUDA and TensorRT execution providers)"
@@ -120,7 +125,7 @@ def _session(ort, path, providers, threads):
     return session, dict(session.get_modelmeta().custom_metadata_map)
 
 
-class OnnxRuntimeEngine(Engine):
+class OnnxRuntimeEngine(CompanionPair, Engine):
     """An exported graph (one instrument) in ONNX Runtime; gradients from its VJP graph."""
 
     def __init__(self, session, meta: dict, path, device: torch.device, vjp_session=None, vjp_path=None):
@@ -145,13 +150,11 @@ class OnnxRuntimeEngine(Engine):
         session, meta = _session(ort, path, provider_list, threads)
         check_graph_metadata(meta, path, "forward", instrument, n_modes, precision)
         vjp_session = None
-        if vjp_path is None:
-            candidate = vjp_path_for(path)
-            vjp_path = candidate if candidate.exists() else None
+        vjp_path = find_companion(path, vjp_path)
         if vjp_path:
             vjp_session, vjp_meta = _session(ort, vjp_path, provider_list, threads)
             check_companion(meta, vjp_meta, path, vjp_path)
-        return cls(session, meta, path, dev, vjp_session, vjp_path or None)
+        return cls(session, meta, path, dev, vjp_session, vjp_path)
 
     # --- running -------------------------------------------------------------------------------
     def _run(self, session, inputs: dict, output_shapes: dict, device: torch.device) -> list:
@@ -181,17 +184,9 @@ class OnnxRuntimeEngine(Engine):
 
     def _vjp(self, obj, modes, instrument, grad_out):
         if self.vjp_session is None:
-            raise SvrtError(f"{self.path}: no VJP graph ({vjp_path_for(self.path).name} not found beside it), so this "
-                            "onnxruntime engine cannot give gradients; export it with 'svrt export ... --vjp', "
-                            "or use the torch back end.")
+            raise missing_vjp(self.path, "graph", "onnxruntime",
+                              "export it with 'svrt export ... --vjp', or use the torch back end")
         g_obj, g_modes = self._run(self.vjp_session, {"obj": obj, "modes": modes, "grad_out": grad_out},
                                    {"grad_obj": tuple(obj.shape), "grad_modes": tuple(modes.shape)}, obj.device)
         return g_obj, g_modes
 
-    @property
-    def has_gradient(self) -> bool:
-        return self.vjp_session is not None
-
-    def close(self) -> None:
-        self.session = None
-        self.vjp_session = None

@@ -27,7 +27,12 @@ from pathlib import Path
 import torch
 
 from svrt.errors import SvrtError
-from svrt.runtime.backends.gradient_companion import check_pair, vjp_path_for
+from svrt.runtime.backends.gradient_companion import (
+    CompanionPair,
+    check_pair,
+    find_companion,
+    missing_vjp,
+)
 from svrt.runtime.engine import Engine, EngineIdentity
 
 INSTALL_HINT = "install it on a host with an NVIDIA GPU: pip install tensorrt (with a CUDA build of torch)"
@@ -175,8 +180,10 @@ class _Plan:
         return outs
 
 
-class TensorRTEngine(Engine):
+class TensorRTEngine(CompanionPair, Engine):
     """A TensorRT plan (one instrument) on one GPU; gradients from its VJP plan."""
+
+    _pair = ("plan", "vjp_plan")
 
     def __init__(self, plan: _Plan, vjp_plan: _Plan | None, device: torch.device, trt_version: str):
         self.plan, self.vjp_plan, self._device = plan, vjp_plan, device
@@ -211,11 +218,8 @@ class TensorRTEngine(Engine):
         with torch.cuda.device(dev):
             plan = _Plan(trt, path, meta, logger)
             vjp = None
-            if vjp_path is None:
-                candidate = vjp_path_for(path)
-                vjp_path = candidate if candidate.exists() else None
+            vjp_path = find_companion(path, vjp_path)
             if vjp_path:
-                vjp_path = Path(vjp_path)
                 vmeta = read_plan_metadata(vjp_path)
                 check_plan_metadata(vmeta, vjp_path, tensorrt_version=trt.__version__, graph="vjp", **gpu)
                 check_plan_pair(meta, vmeta, path, vjp_path)
@@ -228,18 +232,9 @@ class TensorRTEngine(Engine):
 
     def _vjp(self, obj, modes, instrument, grad_out):
         if self.vjp_plan is None:
-            raise SvrtError(f"{self.plan.path}: no VJP plan ({vjp_path_for(self.plan.path).name} not found beside it), "
-                            "so this TensorRT engine cannot give gradients; build it with 'svrt export ... --vjp "
-                            "--tensorrt'.")
+            raise missing_vjp(self.plan.path, "plan", "TensorRT", "build it with 'svrt export ... --vjp --tensorrt'")
         g_obj, g_modes = self.vjp_plan.execute({"obj": obj, "modes": modes, "grad_out": grad_out},
                                                {"grad_obj": tuple(obj.shape), "grad_modes": tuple(modes.shape)},
                                                self._device)
         return g_obj.to(obj.device), g_modes.to(obj.device)
 
-    @property
-    def has_gradient(self) -> bool:
-        return self.vjp_plan is not None
-
-    def close(self) -> None:
-        self.plan = None
-        self.vjp_plan = None

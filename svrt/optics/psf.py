@@ -19,7 +19,7 @@ CPU than the FFT for S = 56..96, more when S << N).
 
 Two entry points share all of this: :meth:`PSFModel.__call__` takes KL (or Zernike) coefficients and
 :meth:`PSFModel.psf_from_phase` any phase sampled on the model's pupil grid (:attr:`PSFModel.pupil_points_m`),
-e.g. the full phase of turbulent layers (:meth:`svrt.atmosphere.LayeredScreens.psfs`).
+e.g. the full phase of turbulent layers (:meth:`svrt.phase_screens.LayeredScreens.psfs`).
 """
 
 from __future__ import annotations
