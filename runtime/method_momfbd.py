@@ -66,171 +66,61 @@ class _Progress:
             self.bar.close()
 
 
+HISTORY_KEYS = ("iteration", "total", "data", "reg_object", "reg_modes", "time_s")
+
+
 def solve_momfbd(ctx: SolveContext, data_n, pix_w, init_o, init_a, t_start: float):
     """Patch wavefronts (object eliminated) -> Wiener objects with the SV forward model -> rounds of
     SV wavefront refinement and object solves. Everything in normalised units on the device.
     Returns (o, o*, alpha, model, history, header cards) cropped to the field."""
-    from svrt.optics.filters import frequency_radius
-    from svrt.optics.residual import estimate_d_over_r0, fitting_error_otf, fitting_error_variance
     from svrt.runtime.object_solve import solve_objects
-    from svrt.runtime.patch_mfbd import patch_wavefronts
 
     cfg = ctx.config
     dev = ctx.device
     k, n_frames, y, x = data_n.shape
-    insts = ctx.insts
-    ratios = ctx.ratios                      # lambda_0 / lambda_k of each object
     # phase diversity: the unknown objects are one per group of channels; owner[k] is channel k's row
     spec = ctx.diversity
     groups = [[i] for i in range(k)] if spec is None else spec.groups
     owner = list(range(k)) if spec is None else spec.owner
-    k_obj = len(groups)
-    insts_obj = [insts[g[0]] for g in groups]
     m = cfg.margin
-    yg, xg = grid_shape((y, x), cfg.grid)
+    grid = grid_shape((y, x), cfg.grid)
+    shape_p = (y + 2 * m, x + 2 * m)                   # the object with its margin
     deadline = None if cfg.time_budget is None else t_start + float(cfg.time_budget)
-    history = {key: [] for key in ("iteration", "total", "data", "reg_object", "reg_modes", "time_s")}
+    history = {key: [] for key in HISTORY_KEYS}
     info: dict = {}
-    t_stage = time.perf_counter()
     bar = _Progress(cfg.progress, "SV-MOMFBD")
 
+    def record(j_total, j_data, j_prior, j_modes, dt):
+        history["iteration"].append(len(history["iteration"]) + 1)
+        for key, v in zip(HISTORY_KEYS[1:], (j_total, j_data, j_prior, j_modes, dt)):
+            history[key].append(float(v))
+
     # noise of every frame, and the data weights 1 / s_kl^2 (times gamma_kl and the pixel mask)
-    nvar = noise_variances(data_n, insts, dev)                                       # [K, L]
+    nvar = noise_variances(data_n, ctx.insts, dev)                                   # [K, L]
     w_kl = ctx.gamma.to(dev) / nvar
     weights = w_kl[:, :, None, None] * (pix_w if pix_w is not None else 1.0)
 
-    shape_p = (y + 2 * m, x + 2 * m)                   # the object with its margin
     ck = ctx.checkpoint
     resumed = ck.take() if ck is not None else None
-    attenuation = [None] * k
     if resumed is not None:
         # continue after the stage the checkpoint was written at: the patch stage is not repeated
         tensors, state, saved = resumed
-        prior, attenuation, o_saved, a_saved, rounds_saved = _restore(tensors, state, k_obj, shape_p, ck.path.name, dev)
+        prior, attenuation, o, a, rounds_done = _restore(tensors, state, len(groups), shape_p, ck.path.name, dev)
         info.update(state["info"])
         history.update({key: list(saved.get(key, [])) for key in history})
     else:
         # 1. wavefronts at the nodes: object-eliminated MOMFBD of each node's patch
         bar.stage("wavefronts per patch")
-        if init_a is None and (yg, xg) != (1, 1) and cfg.coarse_to_fine:
-            # coarse to fine: one wavefront per frame from the whole field (the most data, no patch edges),
-            # then every node's patch starts from it
-            glob, _ = patch_wavefronts(data_n, insts, ctx.n_modes, (1, 1), nvar.mean(dim=1), cfg.patch_size,
-                                       cfg.patch_iterations, tiptilt=cfg.tiptilt, fit_modes=cfg.fit_modes,
-                                       diversity=spec, start_rms=cfg.start_rms)
-            init_a = glob.expand(-1, -1, yg, xg).contiguous()
-        node_iterations = cfg.patch_iterations if (cfg.node_iterations is None or init_a is None) else cfg.node_iterations
-        alpha, pinfo = patch_wavefronts(data_n, insts, ctx.n_modes, (yg, xg), nvar.mean(dim=1), cfg.patch_size,
-                                        max(1, node_iterations), tiptilt=cfg.tiptilt, init=init_a, fit_modes=cfg.fit_modes,
-                                        diversity=spec, start_rms=cfg.start_rms)
-        if init_a is not None and (yg, xg) != (1, 1) and node_iterations == 0:
-            alpha = init_a                     # the nodes keep the start; the SV refinement moves them
-        problem = pinfo["problem"]
-        info["PATCH_SIZE_USED"] = pinfo["patch_size"]
-        info["PATCH_METRIC0"] = round(pinfo["metric_start"], 6)
-        info["PATCH_METRIC"] = round(pinfo["metric_end"], 6)
-        info["PATCH_EVALS"] = pinfo["evaluations"]
-        info["T_PATCH"] = round(time.perf_counter() - t_stage, 3)
-
-        # the wavefront beyond the M modes: its mean OTF, from the r0 of the fitted modes
-        if cfg.high_order == "kolmogorov":
-            n_fit = min(ctx.n_modes, cfg.fit_modes or ctx.n_modes)
-            d_r0 = estimate_d_over_r0(alpha[:, :n_fit])
-            info["D_OVER_R0"] = round(d_r0, 3)
-            info["FIT_ERR_RAD2"] = round(fitting_error_variance(d_r0, n_fit), 4)
-            for i, inst in enumerate(insts):
-                ratio = ratios[i]                      # D / r0 scales as lambda^(-6/5); phase as 1/lambda
-                nu = frequency_radius((y + 2 * m, x + 2 * m), real=False, device=dev) / inst.cutoff_cycles_per_pixel
-                attenuation[i] = fitting_error_otf(nu, d_over_r0_at_wavelength(d_r0, ratio), n_fit)
-
-        # the Wiener prior 1 / P_O of every object, refitted on the patches with the high-order OTF
-        alpha_p = alpha.permute(0, 2, 3, 1)
-        nu_p = frequency_radius(shape_p, real=False, device=dev)
-        if attenuation[0] is not None:
-            nu_s = frequency_radius((problem.layout.size,) * 2, real=True, device=dev)
-            problem.attenuation = [fitting_error_otf(nu_s / inst.cutoff_cycles_per_pixel,
-                                                     d_over_r0_at_wavelength(info["D_OVER_R0"], ratios[i]), n_fit)
-                                   for i, inst in enumerate(insts)]
-            problem.refit_object_power(alpha_p)
-        prior = torch.empty(k_obj, *shape_p, device=dev)
-        for i in range(k_obj):
-            law = problem.powers[groups[i][0]]
-            info[f"POWER_SLOPE{i}"] = round(law.slope, 3)
-            r = cfg.prior_scale / law(nu_p)
-            r[0, 0] = 0.0
-            prior[i] = r
-
-    def attenuate(o_k, i):
-        if attenuation[i] is None:
-            return o_k
-        return torch.fft.ifft2(torch.fft.fft2(o_k) * attenuation[i]).real
-
-    field_batches = batches(k, n_frames, ctx.plan.batch)
-
-    def data_value_and_grad(o, a_eff):
-        grad = torch.zeros_like(o)
-        model = torch.empty(k, n_frames, y, x, device=dev)
-        total = 0.0
-        for kk, idx in field_batches:
-            ok = o[owner[kk]].detach().requires_grad_(True)
-            with torch.enable_grad():
-                pred = ctx.models[kk].predict(attenuate(ok, kk), a_eff, idx, (y, x))
-                term = (weights[kk, idx] * (pred - data_n[kk, idx]).pow(2)).sum()
-                (g,) = torch.autograd.grad(term, ok)
-            grad[owner[kk]] += g
-            model[kk, idx] = pred.detach()
-            total += float(term.detach())
-        return total, grad, model
-
-    def emulate(o, a_eff):
-        out = torch.empty(k, n_frames, y, x, device=dev)
-        with torch.no_grad():
-            for kk, idx in field_batches:
-                out[kk, idx] = ctx.models[kk].predict(attenuate(o[owner[kk]], kk), a_eff, idx, (y, x))
-        return out
-
-    def weighted_sq(r):
-        return float((weights * r.pow(2)).sum())
-
-    def denominator(a_eff):
-        """2 (sum_l w_kl |S_kl|^2 + R_k) with S_kl the OTF of frame l's field-mean wavefront (for an object
-        seen in several channels, the sum over them of the data part)."""
-        from svrt.optics.psf import PSFModel
-
-        s = min(64, *shape_p)
-        s -= s % 2
-        mean_a = a_eff.mean(dim=(-2, -1))                                                     # [L, M]
-        out = torch.empty(k_obj, *shape_p, device=dev)
-        data_part = []
-        for i, inst in enumerate(insts):
-            a_i = mean_a * ratios[i]
-            if ctx.models[i].diversity is not None:
-                a_i = a_i + ctx.models[i].diversity.to(a_i)
-            psf = PSFModel(inst, ctx.n_modes, psf_size=s, device=dev)(a_i)                    # [L, s, s]
-            big = torch.zeros(n_frames, *shape_p, device=dev)
-            big[:, :s, :s] = psf
-            t = torch.fft.fft2(torch.roll(big, shifts=(-(s // 2), -(s // 2)), dims=(-2, -1)))
-            if attenuation[i] is not None:
-                t = t * attenuation[i]
-            mean_w = w_kl[i] * (float(pix_w[i].mean()) if pix_w is not None else 1.0)
-            data_part.append((mean_w[:, None, None] * t.abs().pow(2)).sum(dim=0))
-        for g, members in enumerate(groups):
-            part = data_part[members[0]]
-            for j in members[1:]:
-                part = part + data_part[j]
-            out[g] = 2.0 * (part + prior[g])
-        return out.clamp_min(1e-12 * float(out.max()))
-
-    def record(j_total, j_data, j_prior, j_modes, dt):
-        history["iteration"].append(len(history["iteration"]) + 1)
-        for key, v in (("total", j_total), ("data", j_data), ("reg_object", j_prior), ("reg_modes", j_modes),
-                       ("time_s", dt)):
-            history[key].append(float(v))
+        alpha, problem = _node_wavefronts(ctx, data_n, nvar, init_a, grid, info)
+        attenuation = _high_order_attenuation(ctx, alpha, problem, shape_p, info)
+        prior = _wiener_prior(ctx, problem, alpha, groups, shape_p, info)
+    field = _FieldModel(ctx, data_n, weights, w_kl, pix_w, attenuation, prior, owner, groups, shape_p)
 
     def object_stage(o, a_eff):
         t0 = time.perf_counter()
-        res = solve_objects(lambda oo: data_value_and_grad(oo, a_eff), lambda oo: emulate(oo, a_eff), o, prior,
-                            denominator(a_eff), weighted_sq, cfg.object_iterations, cfg.tolerance, deadline)
+        res = solve_objects(lambda oo: field.value_and_grad(oo, a_eff), lambda oo: field.emulate(oo, a_eff), o,
+                            prior, field.denominator(a_eff), field.weighted_sq, cfg.object_iterations,
+                            cfg.tolerance, deadline)
         dt = (time.perf_counter() - t0) / max(1, len(res.history))
         for j, j_data, j_prior in res.history:
             record(j, j_data, j_prior, 0.0, dt)
@@ -239,22 +129,13 @@ def solve_momfbd(ctx: SolveContext, data_n, pix_w, init_o, init_a, t_start: floa
         return res.objects
 
     def save(o, a, rounds_done):
-        if ck is None:
-            return
-        tensors = {"o": o, "a": a, "prior": prior}
-        for i, att in enumerate(attenuation):
-            if att is not None:
-                tensors[f"attenuation/{i}"] = att
-        ck.save(tensors, {"rounds_done": rounds_done, "info": dict(info)}, history)
+        if ck is not None:
+            _save_checkpoint(ck, o, a, prior, attenuation, rounds_done, info, history)
 
     # 2. the objects with the SV forward model, started from the frame average (field + mirrored margin)
     if resumed is None:
         bar.stage("objects")
-        o = init_o.detach().to(dev)
-        if spec is not None:
-            o = o[[g[0] for g in groups]]                # each object starts from its anchor channel's average
-        if m > 0:
-            o = F.pad(o[:, None], (m, m, m, m), mode="reflect" if m < min(y, x) else "replicate")[:, 0]
+        o = _first_objects(init_o.detach().to(dev), groups, m)
         a = ctx.centred(alpha.to(dev))
         o = object_stage(o, a)
         # chi^2 per weighted sample of this first solution (one wavefront per frame when coarse_to_fine):
@@ -262,24 +143,15 @@ def solve_momfbd(ctx: SolveContext, data_n, pix_w, init_o, init_a, t_start: floa
         info["CHI2_FIRST"] = round(history["data"][-1] / max(1, int((weights > 0).expand_as(data_n).sum())), 4)
         rounds_done = 0
         save(o, a, rounds_done)
-    else:
-        o, a, rounds_done = o_saved, a_saved, rounds_saved
 
     # 3. rounds of SV wavefront refinement (objects fixed) and object solves
-    # with one wavefront per frame the whole-field object-eliminated solve is the refined solution already;
-    # refining it against fixed objects only degraded it on every burst measured (benchmarks/PEERS.md)
-    n_rounds = cfg.refine_rounds if (cfg.refine_iterations > 0 and (yg, xg) != (1, 1)) else 0
-    # an isoplanatic burst: the first solution already explains the data to the noise, and per-node
-    # wavefronts only fit the noise (they lost 7-15 % NMSE on theta0 = 20" bursts; benchmarks/PEERS-ISO.md)
-    if n_rounds and cfg.refine_above > 0 and info.get("CHI2_FIRST", float("inf")) <= cfg.refine_above:
-        n_rounds = 0
-        info["SV"] = "skipped: isoplanatic"
+    n_rounds = _refinement_rounds(cfg, grid, info)
     for rnd in range(rounds_done, n_rounds):
         if deadline is not None and time.perf_counter() > deadline:
             info["STOP"] = "time budget"
             break
         bar.stage(f"refine {rnd + 1}/{cfg.refine_rounds}")
-        a = refine_modes(ctx, o if spec is None else o[owner], a, data_n, weights, attenuate, (y, x), record)
+        a = refine_modes(ctx, o if spec is None else o[owner], a, data_n, weights, field.attenuate, (y, x), record)
         o = object_stage(o, a)
         rounds_done += 1
         if rounds_done < n_rounds:
@@ -289,17 +161,194 @@ def solve_momfbd(ctx: SolveContext, data_n, pix_w, init_o, init_a, t_start: floa
     bar.close()
 
     # the restoration: o through the erf filter of Eq. 16 (o is already band-limited by the prior)
-    o_star = ctx.filtered(o, insts_obj)
+    o_star = ctx.filtered(o, [ctx.insts[g[0]] for g in groups])
     with torch.no_grad():
-        model = emulate(o, a)
+        model = field.emulate(o, a)
     if spec is not None:
         o, o_star = o[owner], o_star[owner]              # the group's object in every channel's row
         info["DIVERSITY"] = True
-    history["iteration"] = np.asarray(history["iteration"], dtype=np.int64)
-    for key in ("total", "data", "reg_object", "reg_modes", "time_s"):
-        history[key] = np.asarray(history[key], dtype=np.float64)
     crop = (slice(None), slice(m, m + y), slice(m, m + x))
-    return o[crop], o_star[crop], a, model, history, info
+    return o[crop], o_star[crop], a, model, _as_arrays(history), info
+
+
+def _first_objects(average, groups: list, m: int):
+    """``[K_obj, Y + 2m, X + 2m]``: each object starts from its (first) channel's frame average
+    ``[K, Y, X]``, mirrored into the margin (replicated where the margin exceeds the field)."""
+    o = average[[g[0] for g in groups]]
+    if m > 0:
+        mode = "reflect" if m < min(average.shape[-2:]) else "replicate"
+        o = F.pad(o[:, None], (m, m, m, m), mode=mode)[:, 0]
+    return o
+
+
+def _as_arrays(history: dict) -> dict:
+    """The loss rows as numpy arrays (iteration int64, the rest float64)."""
+    return {key: np.asarray(v, dtype=np.int64 if key == "iteration" else np.float64) for key, v in history.items()}
+
+
+def _save_checkpoint(ck, o, a, prior, attenuation, rounds_done: int, info: dict, history: dict) -> None:
+    """The state a resumed solve continues from (:func:`_restore` reads it back)."""
+    tensors = {"o": o, "a": a, "prior": prior}
+    for i, att in enumerate(attenuation):
+        if att is not None:
+            tensors[f"attenuation/{i}"] = att
+    ck.save(tensors, {"rounds_done": rounds_done, "info": dict(info)}, history)
+
+
+def _node_wavefronts(ctx: SolveContext, data_n, nvar, init_a, grid: tuple[int, int], info: dict):
+    """Stage 1: the wavefronts ``[L, M, Yg, Xg]`` at the nodes and the patch problem (its object power laws),
+    with coarse to fine: one wavefront per frame from the whole field (the most data, no patch edges), then
+    every node's patch starts from it (and keeps it with ``node_iterations = 0``)."""
+    from svrt.runtime.patch_mfbd import patch_wavefronts
+
+    cfg = ctx.config
+    t_stage = time.perf_counter()
+    common = dict(tiptilt=cfg.tiptilt, fit_modes=cfg.fit_modes, diversity=ctx.diversity, start_rms=cfg.start_rms)
+    if init_a is None and grid != (1, 1) and cfg.coarse_to_fine:
+        glob, _ = patch_wavefronts(data_n, ctx.insts, ctx.n_modes, (1, 1), nvar.mean(dim=1), cfg.patch_size,
+                                   cfg.patch_iterations, **common)
+        init_a = glob.expand(-1, -1, *grid).contiguous()
+    node_iterations = cfg.patch_iterations if (cfg.node_iterations is None or init_a is None) else cfg.node_iterations
+    alpha, pinfo = patch_wavefronts(data_n, ctx.insts, ctx.n_modes, grid, nvar.mean(dim=1), cfg.patch_size,
+                                    max(1, node_iterations), init=init_a, **common)
+    if init_a is not None and grid != (1, 1) and node_iterations == 0:
+        alpha = init_a                     # the nodes keep the start; the SV refinement moves them
+    info["PATCH_SIZE_USED"] = pinfo["patch_size"]
+    info["PATCH_METRIC0"] = round(pinfo["metric_start"], 6)
+    info["PATCH_METRIC"] = round(pinfo["metric_end"], 6)
+    info["PATCH_EVALS"] = pinfo["evaluations"]
+    info["T_PATCH"] = round(time.perf_counter() - t_stage, 3)
+    return alpha, pinfo["problem"]
+
+
+def _high_order_attenuation(ctx: SolveContext, alpha, problem, shape_p: tuple[int, int], info: dict) -> list:
+    """With ``high_order="kolmogorov"``: the mean OTF of the wavefront beyond the fitted modes, from the r0
+    of the fitted modes, for every channel on the object's grid ``[Y + 2m, X + 2m]`` (and on the patch
+    problem, whose object power laws are refitted with it); otherwise a None per channel."""
+    from svrt.optics.filters import frequency_radius
+    from svrt.optics.residual import estimate_d_over_r0, fitting_error_otf, fitting_error_variance
+
+    cfg = ctx.config
+    if cfg.high_order != "kolmogorov":
+        return [None] * len(ctx.insts)
+    n_fit = min(ctx.n_modes, cfg.fit_modes or ctx.n_modes)
+    d_r0 = estimate_d_over_r0(alpha[:, :n_fit])
+    info["D_OVER_R0"] = round(d_r0, 3)
+    info["FIT_ERR_RAD2"] = round(fitting_error_variance(d_r0, n_fit), 4)
+    nu = frequency_radius(shape_p, real=False, device=ctx.device)
+    nu_s = frequency_radius((problem.layout.size,) * 2, real=True, device=ctx.device)
+    # D / r0 scales as lambda^(-6/5) (the ratio lambda_0 / lambda_k of each channel)
+    d_r0_k = [d_over_r0_at_wavelength(d_r0, ratio) for ratio in ctx.ratios]
+    problem.attenuation = [fitting_error_otf(nu_s / inst.cutoff_cycles_per_pixel, d, n_fit)
+                           for inst, d in zip(ctx.insts, d_r0_k)]
+    problem.refit_object_power(alpha.permute(0, 2, 3, 1))
+    return [fitting_error_otf(nu / inst.cutoff_cycles_per_pixel, d, n_fit) for inst, d in zip(ctx.insts, d_r0_k)]
+
+
+def _wiener_prior(ctx: SolveContext, problem, alpha, groups: list, shape_p: tuple[int, int], info: dict):
+    """``[K_obj, Y + 2m, X + 2m]``: the Wiener prior ``prior_scale / P_O(nu)`` of every object, from the
+    power law fitted on the patches (0 at nu = 0: the mean is free)."""
+    from svrt.optics.filters import frequency_radius
+
+    nu_p = frequency_radius(shape_p, real=False, device=ctx.device)
+    prior = torch.empty(len(groups), *shape_p, device=ctx.device)
+    for i, members in enumerate(groups):
+        law = problem.powers[members[0]]
+        info[f"POWER_SLOPE{i}"] = round(law.slope, 3)
+        r = ctx.config.prior_scale / law(nu_p)
+        r[0, 0] = 0.0
+        prior[i] = r
+    return prior
+
+
+def _refinement_rounds(cfg, grid: tuple[int, int], info: dict) -> int:
+    """How many rounds of SV refinement: none with one wavefront per frame (the whole-field
+    object-eliminated solve is the refined solution already; refining it against fixed objects only
+    degraded it, benchmarks/PEERS.md), none for an isoplanatic burst (the first solution explains the data
+    to the noise, chi^2 <= refine_above, and per-node wavefronts only fit the noise: they lost 7-15 % NMSE
+    on theta0 = 20" bursts, benchmarks/PEERS-ISO.md), else ``refine_rounds``."""
+    if cfg.refine_iterations <= 0 or grid == (1, 1):
+        return 0
+    if cfg.refine_above > 0 and info.get("CHI2_FIRST", float("inf")) <= cfg.refine_above:
+        info["SV"] = "skipped: isoplanatic"
+        return 0
+    return cfg.refine_rounds
+
+
+class _FieldModel:
+    """The data term of the whole field through the SV forward model of every channel, for the object
+    solve: objects ``o [K_obj, Y + 2m, X + 2m]`` (channel k sees object ``owner[k]``), wavefronts
+    ``a_eff [L, M, Yg, Xg]``, frames ``[K, L, Y, X]``."""
+
+    def __init__(self, ctx: SolveContext, data_n, weights, w_kl, pix_w, attenuation, prior, owner, groups, shape_p):
+        self.ctx, self.data_n, self.weights, self.w_kl, self.pix_w = ctx, data_n, weights, w_kl, pix_w
+        self.attenuation, self.prior, self.owner, self.groups, self.shape_p = attenuation, prior, owner, groups, shape_p
+        self.k, self.n_frames, self.y, self.x = data_n.shape
+        self.batches = batches(self.k, self.n_frames, ctx.plan.batch)
+
+    def attenuate(self, o_k, i):
+        """Object ``o_k`` through channel i's OTF of the unfitted modes (none: unchanged)."""
+        if self.attenuation[i] is None:
+            return o_k
+        return torch.fft.ifft2(torch.fft.fft2(o_k) * self.attenuation[i]).real
+
+    def value_and_grad(self, o, a_eff):
+        """(sum w (f(o) - d)^2, its gradient in o, the model frames ``[K, L, Y, X]``)."""
+        grad = torch.zeros_like(o)
+        model = torch.empty(self.k, self.n_frames, self.y, self.x, device=o.device)
+        total = 0.0
+        for kk, idx in self.batches:
+            ok = o[self.owner[kk]].detach().requires_grad_(True)
+            with torch.enable_grad():
+                pred = self.ctx.models[kk].predict(self.attenuate(ok, kk), a_eff, idx, (self.y, self.x))
+                term = (self.weights[kk, idx] * (pred - self.data_n[kk, idx]).pow(2)).sum()
+                (g,) = torch.autograd.grad(term, ok)
+            grad[self.owner[kk]] += g
+            model[kk, idx] = pred.detach()
+            total += float(term.detach())
+        return total, grad, model
+
+    def emulate(self, o, a_eff):
+        """The model frames ``[K, L, Y, X]`` of objects o and wavefronts a_eff."""
+        out = torch.empty(self.k, self.n_frames, self.y, self.x, device=o.device)
+        with torch.no_grad():
+            for kk, idx in self.batches:
+                out[kk, idx] = self.ctx.models[kk].predict(self.attenuate(o[self.owner[kk]], kk), a_eff, idx,
+                                                           (self.y, self.x))
+        return out
+
+    def weighted_sq(self, r):
+        return float((self.weights * r.pow(2)).sum())
+
+    def denominator(self, a_eff):
+        """2 (sum_l w_kl |S_kl|^2 + R_k) with S_kl the OTF of frame l's field-mean wavefront (for an object
+        seen in several channels, the sum over them of the data part): the CG preconditioner."""
+        from svrt.optics.psf import PSFModel
+
+        ctx, dev = self.ctx, self.prior.device
+        s = min(64, *self.shape_p)
+        s -= s % 2
+        mean_a = a_eff.mean(dim=(-2, -1))                                                     # [L, M]
+        out = torch.empty(len(self.groups), *self.shape_p, device=dev)
+        data_part = []
+        for i, inst in enumerate(ctx.insts):
+            a_i = mean_a * ctx.ratios[i]
+            if ctx.models[i].diversity is not None:
+                a_i = a_i + ctx.models[i].diversity.to(a_i)
+            psf = PSFModel(inst, ctx.n_modes, psf_size=s, device=dev)(a_i)                    # [L, s, s]
+            big = torch.zeros(self.n_frames, *self.shape_p, device=dev)
+            big[:, :s, :s] = psf
+            t = torch.fft.fft2(torch.roll(big, shifts=(-(s // 2), -(s // 2)), dims=(-2, -1)))
+            if self.attenuation[i] is not None:
+                t = t * self.attenuation[i]
+            mean_w = self.w_kl[i] * (float(self.pix_w[i].mean()) if self.pix_w is not None else 1.0)
+            data_part.append((mean_w[:, None, None] * t.abs().pow(2)).sum(dim=0))
+        for g, members in enumerate(self.groups):
+            part = data_part[members[0]]
+            for j in members[1:]:
+                part = part + data_part[j]
+            out[g] = 2.0 * (part + self.prior[g])
+        return out.clamp_min(1e-12 * float(out.max()))
 
 
 def _restore(tensors: dict, state: dict, k: int, shape_p: tuple, name: str, dev):

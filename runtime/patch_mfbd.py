@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from svrt.errors import SvrtError
+from svrt.mode_grid import node_positions
 from svrt.windows import modified_hann
 
 __all__ = ["PatchLayout", "patch_layout", "patch_wavefronts", "MODE_STEPS"]
@@ -76,7 +77,7 @@ def patch_layout(image_shape: tuple[int, int], grid_shape: tuple[int, int], patc
         raise SvrtError(f"patches of {size} pixels are too small for MOMFBD; use a larger image or patch_size.")
 
     def starts(n: int, ng: int) -> tuple:
-        centres = (np.arange(ng) + 0.5) * n / ng - 0.5
+        centres = node_positions(n, ng)
         return tuple(int(np.clip(round(c - (size - 1) / 2), 0, n - size)) for c in centres)
 
     return PatchLayout(size=size, starts_y=starts(y, yg), starts_x=starts(x, xg))
