@@ -4,7 +4,7 @@ For each case (seed, r0) one burst is simulated with full phase screens (``wavef
 solver's 44-mode model is an approximation, as on real data), CRISP 8542 A, one object and a phase-diversity
 channel of the same object defocused by ``waves`` waves peak-to-valley (:func:`svrt.simulate.simulate_burst`,
 ``diversity=``). The solver (method momfbd, exact optics) restores it twice for each of three settings
-(:data:`CONFIGS`: the defaults, which fit KL 1-20 and ignore the rest; the same with the Kolmogorov mean OTF
+(:data:`CONFIGS`: the defaults, which fit KL 1..``SolverConfig.fit_modes`` and ignore the rest; the same with the Kolmogorov mean OTF
 of the unfitted modes, ``high_order="kolmogorov"``; all 44 modes fitted, ``fit_modes=44``):
 
 * ``focus``: the focused channel alone (the cards DIVERSk/DIVOBJk and the channel dropped);
@@ -21,7 +21,7 @@ Figures per solve:
   bilinearly to every pixel; KL modes are orthonormal over the pupil, so the RMS over the pupil is the
   root sum of squares of the coefficient differences. Tip and tilt are left out (the object's position
   absorbs their mean). ``low`` = KL 3-9 (defocus, astigmatism, coma, trefoil), ``fitted`` = KL 3..fit_modes
-  (what the solver fits, 20 by default), ``all`` = KL 3-44.
+  (what the solver fits, ``fit_modes``), ``all`` = KL 3-44.
 
 Run (about two minutes of one CPU core per case)::
 
