@@ -4,8 +4,8 @@ For each case (seed, r0) one burst is simulated with full phase screens (``wavef
 solver's 44-mode model is an approximation, as on real data), CRISP 8542 A, one object and a phase-diversity
 channel of the same object defocused by ``waves`` waves peak-to-valley (:func:`svrt.simulate.simulate_burst`,
 ``diversity=``). The solver (method momfbd, exact optics) restores it twice for each of three settings
-(:data:`CONFIGS`: the defaults, which fit KL 1..``SolverConfig.fit_modes`` and ignore the rest; the same with the Kolmogorov mean OTF
-of the unfitted modes, ``high_order="kolmogorov"``; all 44 modes fitted, ``fit_modes=44``):
+(:data:`CONFIGS`: the defaults, which fit KL 1..``SolverConfig.fit_modes`` and ignore the rest; the same with
+the Kolmogorov mean OTF of the unfitted modes, ``high_order="kolmogorov"``; all 44 modes fitted, ``fit_modes=44``):
 
 * ``focus``: the focused channel alone (the cards DIVERSk/DIVOBJk and the channel dropped);
 * ``diversity``: both channels, tied to one object, the known defocus added to the second one.
