@@ -50,8 +50,8 @@ class SolverConfig:
     node_iterations: int | None = setting(0, "L-BFGS iterations of each node's own patch after the whole field "
                                              "(none: patch_iterations; 0: none, the SV refinement moves the nodes)")
     coarse_to_fine: bool = setting(True, "start every patch from the whole field's wavefronts (method momfbd)")
-    fit_modes: int | None = setting(35, "fit KL 1..fit_modes in the patch stage, the rest 0 (none: all M); 35 "
-                                        "is best over r0 7-15 cm (benchmarks/PEERS-MATRIX.md)")
+    fit_modes: int | None = setting(35, "fit KL 1..fit_modes in the patch stage, the rest 0 (none: all M); 35: "
+                                        "the best single value over r0 7-15 cm (benchmarks/PEERS-MATRIX.md)")
     start_rms: float = setting(0.3, "[rad] RMS of the random start of the modes freed at each step of the patch "
                                     "stage (method momfbd; also regularises: 0.1 fits more noise, 0.6 diverges)")
     object_iterations: int = setting(20, "most conjugate-gradient iterations of each object solve")
