@@ -204,9 +204,10 @@ def _node_wavefronts(ctx: SolveContext, data_n, nvar, init_a, grid: tuple[int, i
     cfg = ctx.config
     t_stage = time.perf_counter()
     common = dict(tiptilt=cfg.tiptilt, fit_modes=cfg.fit_modes, diversity=ctx.diversity, start_rms=cfg.start_rms)
+    whole_field = None
     if init_a is None and grid != (1, 1) and cfg.coarse_to_fine:
-        glob, _ = patch_wavefronts(data_n, ctx.insts, ctx.n_modes, (1, 1), nvar.mean(dim=1), cfg.patch_size,
-                                   cfg.patch_iterations, **common)
+        glob, whole_field = patch_wavefronts(data_n, ctx.insts, ctx.n_modes, (1, 1), nvar.mean(dim=1),
+                                             cfg.patch_size, cfg.patch_iterations, **common)
         init_a = glob.expand(-1, -1, *grid).contiguous()
     node_iterations = cfg.patch_iterations if (cfg.node_iterations is None or init_a is None) else cfg.node_iterations
     alpha, pinfo = patch_wavefronts(data_n, ctx.insts, ctx.n_modes, grid, nvar.mean(dim=1), cfg.patch_size,
@@ -218,7 +219,9 @@ def _node_wavefronts(ctx: SolveContext, data_n, nvar, init_a, grid: tuple[int, i
     info["PATCH_METRIC"] = round(pinfo["metric_end"], 6)
     info["PATCH_EVALS"] = pinfo["evaluations"]
     info["T_PATCH"] = round(time.perf_counter() - t_stage, 3)
-    return alpha, pinfo["problem"]
+    # the object's power spectrum (the Wiener prior) from the whole field where it was solved: the most data,
+    # and the same prior as the invariant solution, which an isoplanatic burst then reproduces exactly
+    return alpha, (whole_field or pinfo)["problem"]
 
 
 def _high_order_attenuation(ctx: SolveContext, alpha, problem, shape_p: tuple[int, int], info: dict) -> list:
