@@ -2,8 +2,9 @@
 anisoplanatic bursts, in the same run, with the one score of DESIGN.md
 (:func:`svrt.benchmarks.metrics.score_restoration`).
 
-    python -m svrt.benchmarks.peers --out-dir benchmarks/peers --sizes 128 --seeds 1,2,3 --r0 7,10,15 --ao 0,20 \\
-        --results-page benchmarks/PEERS.md
+    python -m svrt.benchmarks.peers --out-dir benchmarks/peers-matrix --sizes 128,256 --seeds 1,2,3 --r0 7,10,15 \\
+        --ao 0,20 --threads 1 --bursts-dir benchmarks/peers/bursts \\
+        --results-page benchmarks/PEERS-MATRIX.md
     svrt bench --peers --out-dir peers-results --sizes 128 --seeds 1
 
 Cases (the matrix of the command line): independent CRISP 8542 bursts made by
@@ -1115,7 +1116,7 @@ def _frames(text: str | None):
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda[:i] for svrt and torchmfbd.")
 @click.option("--force", is_flag=True, help="Rerun finished (case, method) pairs.")
 @click.option("--results-page", "results_page", type=click.Path(dir_okay=False), default=None,
-              help="Markdown results page (default OUT_DIR/PEERS.md), e.g. benchmarks/PEERS.md.")
+              help="Markdown results page (default OUT_DIR/PEERS.md), e.g. benchmarks/PEERS-MATRIX.md.")
 @click.option("--picture-case", "picture_case", default=None, help="Case id shown in peers-picture.png.")
 @click.option("--report-only", "report_only", is_flag=True, help="Only regenerate the figures and the page from peers.json.")
 @click.option("--progress/--no-progress", default=True, help="Progress bar over the cases on stderr.")
@@ -1127,7 +1128,7 @@ def peers_command(out_dir, bursts_dir, methods, sizes, frames, seeds, r0, ao, th
 
     \b
     Example (the 128^2 matrix, ~30-60 min on 2 cores):
-      python -m svrt.benchmarks.peers --out-dir benchmarks/peers --results-page benchmarks/PEERS.md
+      python -m svrt.benchmarks.peers --out-dir benchmarks/peers-matrix --results-page benchmarks/PEERS-MATRIX.md
       python -m svrt.benchmarks.peers --methods frame_average,svrt,svrt-fast=iterations:10,grid:16 --seeds 1
     """
     out = Path(out_dir)

@@ -267,9 +267,9 @@ def _wiener_prior(ctx: SolveContext, problem, alpha, groups: list, shape_p: tupl
 def _refinement_rounds(cfg, grid: tuple[int, int], info: dict) -> int:
     """How many rounds of SV refinement: none with one wavefront per frame (the whole-field
     object-eliminated solve is the refined solution already; refining it against fixed objects only
-    degraded it, benchmarks/PEERS.md), none for an isoplanatic burst (the first solution explains the data
-    to the noise, chi^2 <= refine_above, and per-node wavefronts only fit the noise: they lost 7-15 % NMSE
-    on theta0 = 20" bursts, benchmarks/PEERS-ISO.md), else ``refine_rounds``."""
+    degraded it on the 128^2 peer bursts), none for an isoplanatic burst (the first solution explains the
+    data to the noise, chi^2 <= refine_above, and per-node wavefronts only fit the noise: they lost 7-15 %
+    NMSE on theta0 = 20" bursts, benchmarks/PEERS-ISO.md), else ``refine_rounds``."""
     if cfg.refine_iterations <= 0 or grid == (1, 1):
         return 0
     if cfg.refine_above > 0 and info.get("CHI2_FIRST", float("inf")) <= cfg.refine_above:
