@@ -288,6 +288,20 @@ class _FieldModel:
         self.attenuation, self.prior, self.owner, self.groups, self.shape_p = attenuation, prior, owner, groups, shape_p
         self.k, self.n_frames, self.y, self.x = data_n.shape
         self.batches = batches(self.k, self.n_frames, ctx.plan.batch)
+        self._psf_models = None
+
+    @property
+    def psf_models(self) -> list:
+        """One :class:`~svrt.optics.psf.PSFModel` per channel, PSFs of side min(64, field) (even), for the
+        preconditioner; made once."""
+        if self._psf_models is None:
+            from svrt.optics.psf import PSFModel
+
+            s = min(64, *self.shape_p)
+            s -= s % 2
+            self._psf_models = [PSFModel(inst, self.ctx.n_modes, psf_size=s, device=self.prior.device)
+                                for inst in self.ctx.insts]
+        return self._psf_models
 
     def attenuate(self, o_k, i):
         """Object ``o_k`` through channel i's OTF of the unfitted modes (none: unchanged)."""
@@ -326,19 +340,16 @@ class _FieldModel:
     def denominator(self, a_eff):
         """2 (sum_l w_kl |S_kl|^2 + R_k) with S_kl the OTF of frame l's field-mean wavefront (for an object
         seen in several channels, the sum over them of the data part): the CG preconditioner."""
-        from svrt.optics.psf import PSFModel
-
         ctx, dev = self.ctx, self.prior.device
-        s = min(64, *self.shape_p)
-        s -= s % 2
+        s = self.psf_models[0].psf_size
         mean_a = a_eff.mean(dim=(-2, -1))                                                     # [L, M]
         out = torch.empty(len(self.groups), *self.shape_p, device=dev)
         data_part = []
-        for i, inst in enumerate(ctx.insts):
+        for i, psf_model in enumerate(self.psf_models):
             a_i = mean_a * ctx.ratios[i]
             if ctx.models[i].diversity is not None:
                 a_i = a_i + ctx.models[i].diversity.to(a_i)
-            psf = PSFModel(inst, ctx.n_modes, psf_size=s, device=dev)(a_i)                    # [L, s, s]
+            psf = psf_model(a_i)                                                               # [L, s, s]
             big = torch.zeros(self.n_frames, *self.shape_p, device=dev)
             big[:, :s, :s] = psf
             t = torch.fft.fft2(torch.roll(big, shifts=(-(s // 2), -(s // 2)), dims=(-2, -1)))
