@@ -27,6 +27,7 @@ except KeyboardInterrupt:
 COMMANDS = {
     "instruments": ("svrt.instruments_cli:instruments", "List the instrumental configurations."),
     "simulate": ("svrt.simulate_cli:simulate_command", "Simulate an anisoplanatic burst (FITS or HDF5)."),
+    "prepare": ("svrt.prepare_cli:prepare_command", "Camera files and calibration (dark, gain) to a burst file."),
     "train": ("svrt.trainer.cli:train_command", "Train the spatially variant convolution emulator."),
     "validate": ("svrt.benchmarks.validate:validate_command", "Validate an emulator against exact convolutions."),
     "export": ("svrt.export.cli:export_command", "Export a model to ONNX or a TensorRT plan."),
