@@ -14,6 +14,7 @@ camera get ``DIVOBJk`` = that camera's channel and ``DIVERSk`` [waves P-V] or ``
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -92,9 +93,16 @@ def _align_cards(cameras: list[CameraConfig], source: str) -> dict[str, str]:
         if i == 0:
             raise SvrtError(f"{_where(i, cam, source)} gives align, but channel 0 is the reference of the alignment; "
                             "expected align on the other cameras only.")
-        from svrt.runtime.camera_alignment import parse_alignment
-
-        cards[f"ALIGN{i}"] = parse_alignment(cam.align, f"align of {_where(i, cam, source)}").card()
+        # written as given; svrt deconvolve parses it (svrt.runtime.camera_alignment.parse_alignment). Checked
+        # here so that a typo fails before the files are read, without importing the runtime (and torch).
+        try:
+            dy, dx, deg, scale = (float(v) for v in cam.align.split(","))
+        except ValueError:
+            dy = dx = deg = scale = math.nan
+        if not all(math.isfinite(v) for v in (dy, dx, deg, scale)) or scale <= 0:
+            raise SvrtError(f"align of {_where(i, cam, source)} must be 'dy,dx,rotation_deg,scale' (pixels, degrees, "
+                            f"scale > 0); got {cam.align!r}.")
+        cards[f"ALIGN{i}"] = cam.align.replace(" ", "")
     return cards
 
 

@@ -223,7 +223,7 @@ def test_objects_diversity_alignment_and_cube_in_an_extension(tmp_path):
                    '[[prepare.camera]]\nfiles = ["pd.fits"]\ninstrument = "crisp8542"\ndiversity = 1.0\n'
                    'clip = "3,18,17,2"\n'
                    '[[prepare.camera]]\nfiles = "nb.fits"\ninstrument = "crisp8542"\nobject = 1\n'
-                   'align = "0.5,-1,0.1,1"\nclip = "3,18,17,2"\nframes = "0,2-4"\n')
+                   'align = "0.5, -1, 0.1, 1"\nclip = "3,18,17,2"\nframes = "0,2-4"\n')
     from svrt.fileio import read_burst
     from svrt.optics.diversity import read_diversity
     from svrt.settings import read_table
@@ -241,7 +241,10 @@ def test_objects_diversity_alignment_and_cube_in_an_extension(tmp_path):
     h = b.header
     assert h["DIVOBJ1"] == 0 and h["DIVERS1"] == 1.0 and "DIVOBJ2" not in h
     assert read_diversity(h, b.instruments).groups == [[0, 1], [2]]
-    assert h["ALIGN2"] == "0.5000,-1.0000,0.10000,1.000000"
+    assert h["ALIGN2"] == "0.5,-1,0.1,1"
+    from svrt.runtime.camera_alignment import parse_alignment
+
+    assert parse_alignment(h["ALIGN2"], "ALIGN2").rotation_deg == 0.1          # the solver reads the card
     assert h["XPOSURE"] == pytest.approx(4 * 0.02) and h["NSUMEXP"] == 8 and h["TEXPOSUR"] == 0.01
     assert h["DATE-END"] == "2024-06-01T09:30:01.500" and h["CALIB2"] == "bad=0"
 
@@ -292,6 +295,28 @@ def test_bad_input_is_one_sentence(scan, camera, second, needles):
         one_sentence(run("prepare", "--config", cfg, "-o", scan / "out.fits"), *needles)
         return
     _scan_error(scan, camera, *needles, second=second)
+
+
+def test_a_flat_instead_of_a_gain(scan):
+    """A flat from elsewhere is divided by; its zero is allowed where the bad-pixel map flags it."""
+    from svrt.fileio import read_burst
+
+    bad = np.zeros((16, 16), np.uint8)
+    bad[5, 5] = 1
+    fits.PrimaryHDU(bad).writeto(scan / "bad.fits")
+    flat = np.full((16, 16), 2.0, np.float32)
+    flat[5, 5] = 0
+    fits.PrimaryHDU(flat).writeto(scan / "flat2.fits")
+    cfg = scan / "flat.toml"
+    cfg.write_text('[prepare]\n[[prepare.camera]]\nfiles = "a.fits"\ninstrument = "crisp8542"\nflat = "flat2.fits"\n'
+                   'bad_pixel_map = "bad.fits"\n')
+    res = run("prepare", "--config", cfg, "-o", scan / "out.fits", "-q")
+    assert res.exit_code == 0, res.output
+    got = read_burst(scan / "out.fits", check=False).frames[0]
+    raw = fits.getdata(scan / "a.fits").astype(np.float32)
+    good = bad == 0
+    np.testing.assert_array_equal(got[:, good], raw[:, good] / 2)
+    np.testing.assert_array_equal(got[:, 5, 5], np.median(raw[:, 4:7, 4:7][:, good[4:7, 4:7]], axis=-1) / 2)
 
 
 def test_never_over_an_input_and_calibration_errors(scan):
