@@ -34,13 +34,16 @@ _COMMENTS = {"XPOSURE": "[s] total exposure of the frames of channel 0",
 for _k in range(10):
     _COMMENTS[f"CAM{_k}"] = f"camera of channel {_k}"
     _COMMENTS[f"CALIB{_k}"] = f"calibration applied to channel {_k}"
+    _COMMENTS[f"ALIGN{_k}"] = f"dy,dx [px],rotation [deg],scale of channel {_k} to 0"
 
 
 def register_comments() -> None:
     """The FITS comments of the cards svrt prepare writes."""
     from svrt.fileio import register_header_comments
+    from svrt.optics.diversity import DIVERSITY_COMMENTS
 
     register_header_comments(_COMMENTS)
+    register_header_comments(DIVERSITY_COMMENTS)
 
 
 def _camera_name(cam: CameraConfig, files: list[str]) -> str:
