@@ -35,6 +35,7 @@ class Calibration:
     dark: np.ndarray | None
     gain: np.ndarray | None
     bad: np.ndarray
+    dark_exposure: float | None = None      # [s] TEXPOSUR of the dark's frames, where its file says
 
 
 def _mean_frame(files: Sequence[str], what: str, progress: bool) -> tuple[np.ndarray, int, list]:
@@ -98,14 +99,19 @@ def make_gain(files: Sequence[str], dark: np.ndarray | None = None, dark_name: s
     return gain, header
 
 
-def _read_map(path: str, what: str, shape: tuple[int, int], where: str) -> np.ndarray:
+def _read_map(path: str, what: str, shape: tuple[int, int], where: str) -> tuple[np.ndarray, dict]:
+    """A calibration image [Y, X] (float64) and its header, checked to be finite and of the frames' shape."""
     from svrt.fileio import read_array
 
-    data, _ = read_array(path)
+    data, header = read_array(path, allow_nonfinite=True)
     if data.shape != tuple(shape):
         raise SvrtError(f"the {what} file {path} has shape {tuple(data.shape)} but the frames of {where} are "
                         f"{shape[0]}x{shape[1]}; expected the {what} of that camera, full frame.")
-    return np.asarray(data, dtype=np.float64)
+    bad = int(data.size - np.count_nonzero(np.isfinite(data)))
+    if bad:
+        raise SvrtError(f"the {what} file {path} has {bad} NaN or infinite pixels; expected finite numbers "
+                        f"{'(0 marks a bad pixel)' if what == 'gain' else '(bad pixels go in bad_pixel_map)'}.")
+    return np.asarray(data, dtype=np.float64), header
 
 
 def load_calibration(shape: tuple[int, int], where: str, dark: str = "", gain: str = "", flat: str = "",
@@ -118,23 +124,26 @@ def load_calibration(shape: tuple[int, int], where: str, dark: str = "", gain: s
         raise SvrtError(f"{where} gives both gain and flat; expected one of them (the gain is 1/flat).")
     bad = np.zeros(shape, dtype=bool)
     if bad_pixel_map:
-        bad |= _read_map(bad_pixel_map, "bad-pixel map", shape, where) != 0
+        bad |= _read_map(bad_pixel_map, "bad-pixel map", shape, where)[0] != 0
     g = None
     if gain:
-        g = _read_map(gain, "gain", shape, where)
+        g = _read_map(gain, "gain", shape, where)[0]
         if (g < 0).any():
             raise SvrtError(f"the gain file {gain} has {int((g < 0).sum())} negative pixels; expected 1/flat, "
                             "0 on bad pixels.")
         bad |= g == 0
     if flat:
-        f = _read_map(flat, "flat", shape, where)
+        f = _read_map(flat, "flat", shape, where)[0]
         unflagged = (f <= 0) & ~bad
         if unflagged.any():
             raise SvrtError(f"the flat file {flat} has {int(unflagged.sum())} pixels <= 0 that the bad-pixel map does "
                             "not flag; expected a positive flat, or those pixels in bad_pixel_map.")
         g = np.where(bad, 0.0, 1.0 / np.where(bad, 1.0, f))
-    d = _read_map(dark, "dark", shape, where) if dark else None
-    return Calibration(dark=d, gain=g, bad=bad)
+    d, exposure = None, None
+    if dark:
+        d, dark_header = _read_map(dark, "dark", shape, where)
+        exposure = dark_header.get("TEXPOSUR")
+    return Calibration(dark=d, gain=g, bad=bad, dark_exposure=exposure if isinstance(exposure, float) else None)
 
 
 def calibrate(frames: np.ndarray, cal: Calibration) -> np.ndarray:

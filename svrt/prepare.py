@@ -121,6 +121,20 @@ def prepare_inputs(settings: PrepareSettings) -> list[str]:
     return out
 
 
+def _check_dark_exposure(dark_exposure, times, dark: str, where: str) -> None:
+    """Warn when the dark was taken with another single exposure than the frames (dark current and its
+    hot pixels grow with the exposure); silent where either header does not say."""
+    singles = {t.single for t in times} - {None}
+    if dark_exposure is None or len(singles) != 1:
+        return
+    frames_exposure = singles.pop()
+    if not math.isclose(dark_exposure, frames_exposure, rel_tol=0.01):
+        from svrt.checks import warn
+
+        warn(f"the dark {dark} of {where} was taken with exposure {dark_exposure:g} s, its frames with "
+             f"{frames_exposure:g} s; expected a dark of the same exposure.")
+
+
 def _prepare_camera(i: int, cam: CameraConfig, settings: PrepareSettings, progress: bool):
     """One camera's calibrated, cut frames [L, Y, X] (float64), its times and its CALIBk text."""
     from svrt.calibration import calibrate, fill_bad_pixels, load_calibration
@@ -133,6 +147,7 @@ def _prepare_camera(i: int, cam: CameraConfig, settings: PrepareSettings, progre
     raw = raw.select(parse_frames(frames_text, len(raw.frames), where))
     shape = raw.frames.shape[1:]
     cal = load_calibration(shape, where, cam.dark, cam.gain, cam.flat, cam.bad_pixel_map)
+    _check_dark_exposure(cal.dark_exposure, raw.times, cam.dark, where)
     frames = calibrate(raw.frames, cal)
     n_bad = int(cal.bad.sum())
     if settings.common.bad_pixels == "fill":

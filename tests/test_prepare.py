@@ -319,6 +319,22 @@ def test_a_flat_instead_of_a_gain(scan):
     np.testing.assert_array_equal(got[:, 5, 5], np.median(raw[:, 4:7, 4:7][:, good[4:7, 4:7]], axis=-1) / 2)
 
 
+def test_a_dark_of_another_exposure_is_warned_about(scan):
+    from svrt.checks import SvrtWarning
+    from svrt.prepare import prepare_burst
+    from svrt.prepare_config import read_prepare
+
+    _write_uint16(scan / "timed.fits", np.full((2, 16, 16), 1000), {"XPOSURE": 0.01})
+    fits.PrimaryHDU(np.full((16, 16), 990.0, np.float32), header=fits.Header({"TEXPOSUR": 0.02})).writeto(
+        scan / "dark02.fits")
+    cfg = scan / "timed.toml"
+    cfg.write_text('[prepare]\n[[prepare.camera]]\nfiles = "timed.fits"\ninstrument = "crisp8542"\n'
+                   'dark = "dark02.fits"\n')
+    with pytest.warns(SvrtWarning, match="exposure 0.02 s, its frames with 0.01 s"):
+        burst = prepare_burst(read_prepare(cfg))
+    assert (burst.frames == 10).all() and burst.header["XPOSURE"] == 0.02 and burst.header["TEXPOSUR"] == 0.01
+
+
 def test_never_over_an_input_and_calibration_errors(scan):
     res = run("prepare", "--dark", scan / "a.fits", scan / "b.fits", "-o", scan / "b.fits", "--overwrite")
     one_sentence(res, "b.fits")
