@@ -52,6 +52,7 @@ def prepare_command(files, config_file, dark, flat, dead_below, hot_above, outpu
     """Build a burst file from camera files, or the calibration files it needs.
 
     \b
+    Examples:
     A burst (FRAMES [K, L, Y, X], one channel per camera, dark and gain applied, bad pixels filled),
     from the [prepare] table of a settings file (docs/PREPARE.md):
       svrt prepare --config scan.toml -o burst.fits

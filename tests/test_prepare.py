@@ -347,6 +347,12 @@ def test_never_over_an_input_and_calibration_errors(scan):
     one_sentence(run("prepare", "--config", scan / "empty.toml", "-o", scan / "d.fits"), "no [prepare] table")
 
 
+def test_help_has_examples():
+    res = run("prepare", "--help")
+    assert res.exit_code == 0 and "Examples" in res.output and "--flat flats/" in res.output
+    assert "prepare" in run("--help").output
+
+
 def test_fill_grows_into_clusters():
     from svrt.calibration import fill_bad_pixels
 
