@@ -35,7 +35,7 @@ from typing import Any
 from svrt.errors import SvrtError
 from svrt.settings import _load_toml, _nearest, _toml_value, check_value, setting, specs
 
-__all__ = ["PrepareConfig", "CameraConfig", "read_prepare", "parse_frames", "parse_clip"]
+__all__ = ["PrepareConfig", "CameraConfig", "PrepareSettings", "read_prepare", "parse_frames", "parse_clip"]
 
 BAD_PIXEL_MODES = ("fill", "nan")
 
@@ -64,8 +64,8 @@ class CameraConfig:
     object: int = setting(0, help="Index of the object this camera images (MOMFBD's object; channels of one object "
                                   "share it: a phase-diversity camera, a second camera).")
     name: str = setting("", help="Camera name in the header (CAMk) [default: the first file's name].")
-    hdu: str = setting("", help="Image HDU of the camera files: a name or an index [default: the first image with "
-                                "data, primary or extension].")
+    hdu: str = setting("", help="Image HDU of the camera files by name (an EXTNAME, or PRIMARY) [default: the "
+                                "primary's data, else the only image].")
     dark: str = setting("", help="Dark file (svrt prepare --dark), subtracted (MOMFBD DARK_TEMPLATE).")
     gain: str = setting("", help="Gain file (svrt prepare --flat: 1/flat, 0 at bad pixels), multiplied "
                                  "(MOMFBD GAIN_FILE).")
