@@ -42,8 +42,7 @@ def register_comments() -> None:
     from svrt.fileio import register_header_comments
     from svrt.optics.diversity import DIVERSITY_COMMENTS
 
-    register_header_comments(_COMMENTS)
-    register_header_comments(DIVERSITY_COMMENTS)
+    register_header_comments({**_COMMENTS, **DIVERSITY_COMMENTS})
 
 
 def _camera_name(cam: CameraConfig, files: list[str]) -> str:

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from svrt.errors import SvrtError
-from svrt.settings import _load_toml, _nearest, _toml_value, check_value, setting, specs
+from svrt.settings import _load_toml, check_settings, setting
 
 __all__ = ["PrepareConfig", "CameraConfig", "PrepareSettings", "read_prepare", "parse_frames", "parse_clip"]
 
@@ -97,21 +97,11 @@ _PATH_KEYS = ("dark", "gain", "flat", "bad_pixel_map")
 
 
 def _checked(cls: type, values: dict[str, Any], where: str) -> Any:
-    """``cls(**values)`` with each value checked against its declared kind; one sentence per bad key."""
-    by_name = {s.name: s for s in specs(cls)}
-    out = {}
-    for key, value in values.items():
-        spec = by_name.get(key)
-        if spec is None:
-            raise SvrtError(f"{where} has no setting {key!r}; {_nearest(key, list(by_name))}docs/PREPARE.md lists "
-                            "them all.")
-        if key == "files" and isinstance(value, str):
-            value = [value]
-        try:
-            out[key] = check_value(spec, value)
-        except ValueError as exc:
-            raise SvrtError(f"{where} {key} must be {exc}; got {_toml_value(value)}.") from None
-    return cls(**out)
+    """``cls(**values)`` with each value checked against its declared kind; one sentence per bad key. A
+    single path for ``files`` is the list of that one."""
+    if isinstance(values.get("files"), str):
+        values = {**values, "files": [values["files"]]}
+    return cls(**check_settings(values, cls, where, "docs/PREPARE.md lists them all"))
 
 
 def parse_frames(text: str, n_frames: int, where: str) -> list[int]:

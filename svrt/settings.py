@@ -32,8 +32,8 @@ from typing import Any
 
 from svrt.errors import SvrtError
 
-__all__ = ["setting", "Spec", "specs", "parse_text", "check_value", "read_table", "load_settings", "to_toml",
-           "settings_class", "TABLES", "NONE"]
+__all__ = ["setting", "Spec", "specs", "parse_text", "check_value", "check_settings", "read_table", "load_settings",
+           "to_toml", "settings_class", "TABLES", "NONE"]
 
 NONE = "none"  # the spelling of None on the command line and in a file
 
@@ -180,17 +180,24 @@ def read_table(path: str | Path, table: str) -> dict[str, Any]:
                             f"{', '.join(f'[{t}]' for t in TABLES)}.")
         if key not in TABLES:
             raise SvrtError(f"{path}: unknown table [{key}]; expected {' or '.join(f'[{t}]' for t in TABLES)}.")
-    by_name = {s.name: s for s in specs(settings_class(table))}
+    return check_settings(data.get(table, {}), settings_class(table), f"{path}: [{table}]")
+
+
+def check_settings(values: dict[str, Any], cls: type, where: str,
+                   listed_in: str = "svrt config lists them all") -> dict[str, Any]:
+    """``values`` (a TOML table) checked against the fields of the settings class ``cls``, as the field
+    types; a key it lacks or a value of the wrong kind raises :class:`SvrtError` that starts with
+    ``where`` (the file and the table) and ends by saying where the settings are ``listed_in``."""
+    by_name = {s.name: s for s in specs(cls)}
     out = {}
-    for key, value in data.get(table, {}).items():
+    for key, value in values.items():
         spec = by_name.get(key)
         if spec is None:
-            raise SvrtError(f"{path}: [{table}] has no setting {key!r}; {_nearest(key, list(by_name))}"
-                            f"svrt config lists them all.")
+            raise SvrtError(f"{where} has no setting {key!r}; {_nearest(key, list(by_name))}{listed_in}.")
         try:
             out[key] = check_value(spec, value)
         except ValueError as exc:
-            raise SvrtError(f"{path}: [{table}] {key} must be {exc}; got {_toml_value(value)}.") from None
+            raise SvrtError(f"{where} {key} must be {exc}; got {_toml_value(value)}.") from None
     return out
 
 
