@@ -57,3 +57,34 @@ def test_compare_reports_registered_nmse(scene):
     assert figs["moved"]["nmse_variance"][0] > 0.1
     assert figs["moved"]["nmse_variance_registered"][0] < 0.01
     assert figs["moved"]["shift_rms"][0] == pytest.approx(np.sqrt(5.0), abs=0.2)
+
+
+def test_estimate_shift_dft_is_unbiased_on_drifting_crops():
+    """20 pairs of 128^2 granulation crops (edges not periodic, noise 1 %) shifted by up to 3 px: the
+    upsampled DFT with a window that follows the content finds the shift to 0.002 px median, 0.01 px worst
+    (measured 0.0006 / 0.0012); the score's parabola registration is biased (measured 0.018 median)."""
+    from svrt.registration import estimate_shift_dft
+
+    rng = np.random.default_rng(1)
+    big = make_scene("granulation", 256, 0.059, 3).astype(np.float64)
+    n, lo = 128, 64
+    new, old = [], []
+    for _ in range(20):
+        dy, dx = rng.uniform(-3, 3, 2)
+        moved = fourier_shift(big, dy, dx)[lo:lo + n, lo:lo + n] + rng.normal(0, 0.01 * big.std(), (n, n))
+        ref = big[lo:lo + n, lo:lo + n] + rng.normal(0, 0.01 * big.std(), (n, n))
+        new.append(np.hypot(*(np.array(estimate_shift_dft(moved, ref)) - (dy, dx))))
+        old.append(np.hypot(*(np.array(estimate_shift(moved, ref)) - (dy, dx))))
+    assert np.median(new) < 0.002 and max(new) < 0.01
+    assert np.median(old) > 5 * np.median(new)
+
+
+def test_estimate_shift_dft_exact_shifts_and_search_radius(scene):
+    """Periodic (Fourier) shifts without a window: to 0.002 px; max_shift keeps a far peak out."""
+    from svrt.registration import estimate_shift_dft
+
+    for dy, dx in [(0.37, -1.61), (-5.25, 4.5), (12.3, -0.08)]:
+        assert estimate_shift_dft(fourier_shift(scene, dy, dx), scene, ramp_fraction=0) == pytest.approx(
+            (dy, dx), abs=0.002)
+    far = estimate_shift_dft(fourier_shift(scene, 20.0, 0.0), scene, ramp_fraction=0, max_shift=4)
+    assert max(abs(far[0]), abs(far[1])) <= 4
