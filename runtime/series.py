@@ -28,8 +28,8 @@ interpolation (:func:`svrt.registration.apply_shift_field`).
 Output (FITS only), written atomically::
 
     PRIMARY  no data; SVRTFILE = 'series', NTIMES = T, NOBJ = K, the reference's observation cards
-    SERIES   float32 [T, K, Y, X]  the co-aligned objects; the reference's WCS on axes 1-2 (X, Y);
-             axes 3 (object) and 4 (time) have no WCS: the times are in TIMES
+    SERIES   float32 [T, K, Y, X]  the co-aligned objects; the reference's WCS on axes 1-2 (X, Y) when
+             it has a complete one; axes 3 (object) and 4 (time) have no WCS: the times are in TIMES
     TIMES    one row per restoration: FILE, DATE_BEG, DATE_END (ISO, '' when the header has none),
              DY, DX (the shift removed [px], module :mod:`svrt.registration`'s convention),
              ROTATION (the rotation applied [deg])
@@ -103,7 +103,10 @@ def _angle(header: dict[str, Any], key: str, where: str) -> float | None:
 
 
 def _reference_cards(header: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in header.items() if k in _CARRIED or _WCS_IMAGE.match(k)}
+    """The reference's observation cards and, when it has a complete one (CTYPE, CRPIX and CRVAL of both
+    image axes), its WCS of axes 1-2: a partial WCS (a CDELT alone) is left out, not passed on half-made."""
+    complete = all(f"{key}{axis}" in header for key in ("CTYPE", "CRPIX", "CRVAL") for axis in (1, 2))
+    return {k: v for k, v in header.items() if k in _CARRIED or (complete and _WCS_IMAGE.match(k))}
 
 
 def _fourier_shift(image: np.ndarray, dy: float, dx: float) -> np.ndarray:
@@ -337,6 +340,7 @@ def plot_series(result: SeriesResult, png: str | os.PathLike, wideband: int = 0,
     axes[1, 0].remove()
     drift.plot(result.shifts[:, 0], "o-", ms=3, label="dy")
     drift.plot(result.shifts[:, 1], "s-", ms=3, label="dx")
+    drift.xaxis.get_major_locator().set_params(integer=True)
     drift.set_xlabel("restoration")
     drift.set_ylabel("shift removed [px]")
     drift.legend(fontsize=8)

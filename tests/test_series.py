@@ -4,6 +4,9 @@ follows the WCS convention of CROTA2, and the file reads back (astropy, sunpy)."
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+
 import numpy as np
 import pytest
 from astropy.io import fits
@@ -13,7 +16,7 @@ from shifted import fourier_shift
 
 from svrt.cli import cli
 from svrt.fileio import Restoration, read_restoration, write_restoration
-from svrt.runtime.series import align_series, read_series_file, series_maps
+from svrt.runtime.series import align_series, read_series_file, series_maps, write_series
 from svrt.scenes import make_scene
 
 BIG, N, T = 160, 96, 5
@@ -56,6 +59,13 @@ def _drifting(scene, noise=0.003, seed=0):
     return out
 
 
+def _fitsverify_clean(path):
+    """No warning and no error from HEASARC's fitsverify, where it is installed."""
+    if shutil.which("fitsverify"):
+        report = subprocess.run(["fitsverify", "-q", str(path)], capture_output=True, text=True).stdout
+        assert "verification OK" in report, report
+
+
 def _write(tmp_path, rests):
     paths = []
     for t, rest in enumerate(rests):
@@ -79,6 +89,7 @@ def test_series_recovers_a_known_drift(scene, tmp_path, reference):
     found = np.stack([times["DY"], times["DX"]], axis=1)
     np.testing.assert_allclose(found, DRIFT - DRIFT[0], atol=0.01)
     assert list(times["DATE_BEG"]) == [_header(t)["DATE-BEG"] for t in range(T)]
+    _fitsverify_clean(out)
     first = read_restoration(paths[0]).objects
     inner = (slice(8, -8), slice(8, -8))
     for k in range(2):
@@ -153,3 +164,17 @@ def test_series_bad_input_is_one_sentence(scene, tmp_path):
     paths = _write(tmp_path, _drifting(scene)[:2])
     for output, needle in ((paths[0], "input"), (tmp_path / "s.h5", "FITS")):
         one_sentence(CliRunner().invoke(cli, ["series", *map(str, paths), "-o", str(output)]), needle)
+
+
+def test_series_leaves_out_a_partial_wcs(scene, tmp_path):
+    """Restorations whose header has a pixel scale but no CTYPE/CRPIX/CRVAL: the series has no half-made
+    WCS (fitsverify would warn), and keeps the observation cards."""
+    rests = _drifting(scene)[:2]
+    for r in rests:
+        for key in ("CTYPE1", "CTYPE2", "CRPIX1", "CRPIX2", "CRVAL1", "CRVAL2"):
+            del r.header[key]
+    out = tmp_path / "partial.fits"
+    write_series(out, align_series(rests))
+    _, header, _ = read_series_file(out)
+    assert "CDELT1" not in header and header["WAVELNTH"] == 8542.0
+    _fitsverify_clean(out)
