@@ -52,7 +52,8 @@ import numpy as np
 
 from svrt.errors import SvrtError
 
-__all__ = ["SeriesResult", "align_series", "write_series", "read_series_file", "series_maps", "plot_series"]
+__all__ = ["SeriesInput", "SeriesResult", "load_restorations", "align_series", "write_series", "read_series_file",
+           "series_maps", "plot_series"]
 
 #: observation cards of the reference restoration carried to the series (besides the WCS of axes 1-2)
 _CARRIED = ("TELESCOP", "INSTRUME", "OBSRVTRY", "DETECTOR", "WAVELNTH", "WAVEUNIT", "WAVEMIN", "WAVEMAX", "BUNIT",
@@ -141,12 +142,34 @@ def _resample(objects: np.ndarray, degrees: float, shift: tuple[float, float],
     return np.stack([apply_shift_field(o, qy, qx) for o in objects])
 
 
+@dataclass
+class SeriesInput:
+    """What the series needs of one restoration: objects float32 [K, Y, X] and its header (str -> scalar)."""
+
+    objects: np.ndarray
+    header: dict[str, Any]
+
+
+def load_restorations(paths: Sequence[str | os.PathLike]) -> list[SeriesInput]:
+    """The objects and headers of the restoration files ``paths`` (FITS or HDF5, :func:`svrt.fileio.read_restoration`),
+    one file at a time: their modes and model frames (``[K, L, Y, X]``, the bulk of a file) are not kept."""
+    from svrt.fileio import read_restoration
+
+    out = []
+    for path in paths:
+        rest = read_restoration(path)
+        out.append(SeriesInput(objects=rest.objects, header=dict(rest.header)))
+        del rest
+    return out
+
+
 def align_series(restorations: Sequence[Any], names: Sequence[str] | None = None, wideband: int = 0,
                  reference: str = "first", window: int = 5, destretch_block: int | None = None,
                  angle_key: str | None = "CROTA2", max_shift: float | None = None,
                  upsample: int = 100) -> SeriesResult:
-    """Co-align ``restorations`` (each a :class:`svrt.fileio.Restoration` with objects ``[K, Y, X]``, all
-    of one shape) into a :class:`SeriesResult` (the module doc gives the steps).
+    """Co-align ``restorations`` (each with ``objects [K, Y, X]``, all of one shape, and ``header``: a
+    :class:`SeriesInput` or a :class:`svrt.fileio.Restoration`) into a :class:`SeriesResult` (the module
+    doc gives the steps).
 
     reference: ``"first"`` (the first restoration's wide band) or ``"running"`` (the mean of the last
         ``window`` aligned wide-band images).

@@ -49,9 +49,9 @@ def series_command(restorations, output, reference, window, wideband, block, ang
       svrt series restored/*.fits -o series.fits
       svrt series restored/*.fits -o series.fits --reference running --destretch 32
     """
-    from svrt.fileio import check_not_input, check_output, read_restoration
+    from svrt.fileio import check_not_input, check_output
     from svrt.pictures import check_png, png_beside
-    from svrt.runtime.series import _check_fits_name, align_series, plot_series, write_series
+    from svrt.runtime.series import _check_fits_name, align_series, load_restorations, plot_series, write_series
 
     inputs = [str(p) for p in restorations]
     _check_fits_name(output)
@@ -62,7 +62,7 @@ def series_command(restorations, output, reference, window, wideband, block, ang
         check_png(quick_look, output, inputs, overwrite)
     if len(set(map(lambda p: str(Path(p).resolve()), inputs))) != len(inputs):
         raise SvrtError("a restoration is named twice in the series; name each once.")
-    rests = [read_restoration(p) for p in inputs]
+    rests = load_restorations(inputs)
     result = align_series(rests, inputs, wideband=wideband, reference=reference, window=window, destretch_block=block,
                           angle_key=_none_or_text(angle_key), max_shift=max_shift)
     write_series(output, result, inputs, overwrite)

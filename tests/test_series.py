@@ -178,3 +178,17 @@ def test_series_leaves_out_a_partial_wcs(scene, tmp_path):
     _, header, _ = read_series_file(out)
     assert "CDELT1" not in header and header["WAVELNTH"] == 8542.0
     _fitsverify_clean(out)
+
+
+def test_series_reads_fits_and_hdf5_restorations(scene, tmp_path):
+    """load_restorations keeps objects and header only; an HDF5 restoration joins a FITS one."""
+    from svrt.runtime.series import load_restorations
+
+    rests = _drifting(scene)[:2]
+    paths = [tmp_path / "a.fits", tmp_path / "b.h5"]
+    for path, rest in zip(paths, rests):
+        write_restoration(path, rest)
+    frames = load_restorations(paths)
+    assert [f.objects.shape for f in frames] == [(2, N, N)] * 2 and not hasattr(frames[0], "model")
+    assert frames[1].header["DATE-BEG"] == _header(1)["DATE-BEG"]
+    np.testing.assert_allclose(align_series(frames).shifts[1], DRIFT[1], atol=0.01)
