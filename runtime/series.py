@@ -13,7 +13,8 @@ For each restoration t, in the order given:
    an error.
 2. **Rigid alignment** of the wide band (object ``wideband``, 0 by default, the burst's broad-band
    channel) to the reference: the first restoration, or the running mean of the last ``window``
-   aligned wide-band images (slowly evolving granulation stays correlated with recent frames). The
+   rigidly aligned wide-band images (slowly evolving granulation stays correlated with recent frames;
+   the destretch of step 3 is left out of the reference, so its noise never enters the shifts). The
    shift is measured by :func:`svrt.registration.estimate_shift_dft` (upsampled DFT, unbiased to
    < 0.002 px; the score's :func:`~svrt.registration.estimate_shift` is biased by a few hundredths) and
    the same shift is applied to every object: the objects of one restoration are already co-registered.
@@ -216,19 +217,20 @@ def align_series(restorations: Sequence[Any], names: Sequence[str] | None = None
             shift = (0.0, 0.0)
         else:
             shift = estimate_shift_dft(wide, ref_image, upsample=upsample, max_shift=max_shift)
+        # the wide band derotated and rigidly aligned: what the reference is made of, so that the chain of
+        # rigid shifts never inherits the noise of a destretch field
+        rigid = wide if shift == (0.0, 0.0) else _fourier_shift(wide, -shift[0], -shift[1])
         warp = None
         if destretch_block is not None and ref_image is not None:
-            rigid = _fourier_shift(wide, -shift[0], -shift[1])
             _, sy, sx = destretch(rigid, ref_image, block=int(destretch_block))
             warp = (sy, sx)
-        aligned = _resample(objects, rotations[t], shift, warp)
-        cube[t] = aligned.astype(np.float32)
+        cube[t] = _resample(objects, rotations[t], shift, warp).astype(np.float32)
         shifts[t] = shift
         if reference == "first":
             if ref_image is None:
-                ref_image = aligned[wideband]
+                ref_image = rigid
         else:
-            recent = (recent + [aligned[wideband]])[-max(int(window), 1):]
+            recent = (recent + [rigid])[-max(int(window), 1):]
             ref_image = np.mean(recent, axis=0)
     headers = [r.header for r in restorations]
     return SeriesResult(cube=cube, files=[Path(n).name for n in names],
