@@ -30,7 +30,9 @@ Output (FITS only), written atomically::
 
     PRIMARY  no data; SVRTFILE = 'series', NTIMES = T, NOBJ = K, the reference's observation cards
     SERIES   float32 [T, K, Y, X]  the co-aligned objects; the reference's WCS on axes 1-2 (X, Y) when
-             it has a complete one; axes 3 (object) and 4 (time) have no WCS: the times are in TIMES
+             it has a complete one (every time is on the first restoration's grid; the Sun's own
+             rotation during the series is not removed); axes 3 (object) and 4 (time) have no WCS:
+             the times are in TIMES
     TIMES    one row per restoration: FILE, DATE_BEG, DATE_END (ISO, '' when the header has none),
              DY, DX (the shift removed [px], module :mod:`svrt.registration`'s convention),
              ROTATION (the rotation applied [deg])
