@@ -128,7 +128,7 @@ def plot(path: Path, cases: list, grids, title: str) -> None:
 @click.option("--out-dir", default="evidence", show_default=True, type=click.Path(file_okay=False))
 def evidence_command(model, backend, seeds, size, frames, objects, grid, iterations, theta0, out_dir):
     """Restore simulated bursts spatially variant (P = --grid) and invariant (P = 0); compare with the truth."""
-    from tqdm import tqdm
+    from tqdm.auto import tqdm
 
     from svrt.benchmarks.gpu_check import write_json
     from svrt.runtime.engine import load_engine

@@ -316,7 +316,7 @@ def _quiet_torchmfbd(td):
     import functools
     import logging
 
-    from tqdm import tqdm
+    from tqdm.auto import tqdm
 
     class _NoGPU:
         @staticmethod
@@ -605,7 +605,7 @@ def run_peers(out_dir, settings: PeerSettings, *, bursts_dir=None, results_page=
     peers.json is rewritten after every (case, method), the figures and the results page after every case,
     so a stopped run leaves a consistent partial report. One run per OUT_DIR at a time."""
     import torch
-    from tqdm import tqdm
+    from tqdm.auto import tqdm
 
     from svrt.benchmarks.machine import git_info, machine_info, versions
 

@@ -355,6 +355,6 @@ class _NoBar:
 def _progress(total: int, enabled: bool, echo=print):
     if not enabled:
         return _NoBar(echo)
-    from tqdm import tqdm
+    from tqdm.auto import tqdm
 
     return tqdm(total=total, unit="case", dynamic_ncols=True, leave=False)

@@ -251,7 +251,7 @@ def _defocus_at(p: float, scene, big_margin: int, size: int, psf_model, k_def: i
 
     bar = None
     if progress:
-        from tqdm import tqdm
+        from tqdm.auto import tqdm
         bar = tqdm(total=size, desc=f"exact per-pixel, defocus at ({p:g}, {p:g})", unit="row", leave=False,
                    file=sys.stderr, mininterval=1)
     t0 = time.perf_counter()

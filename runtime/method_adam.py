@@ -93,7 +93,7 @@ def solve_field(ctx: SolveContext, data_n, pix_w, init_o, init_a, tile_label: st
         start, loss_scale = _restore(resumed, opt, params, history, cfg.iterations, ck.path.name)
     bar = None
     if cfg.progress:
-        from tqdm import tqdm
+        from tqdm.auto import tqdm
 
         desc = "SV-MOMFBD" + (f" {tile_label}" if tile_label else "")
         bar = tqdm(total=cfg.iterations, initial=start - 1, desc=desc, unit="it", leave=False, dynamic_ncols=True,

@@ -52,7 +52,7 @@ class _Progress:
         self.bar = None
         self.desc = desc
         if enabled:
-            from tqdm import tqdm
+            from tqdm.auto import tqdm
 
             self.bar = tqdm(desc=desc, unit="stage", leave=False, dynamic_ncols=True, file=sys.stderr)
 

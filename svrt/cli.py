@@ -38,6 +38,7 @@ COMMANDS = {
         "svrt.runtime.batch_cli:batch_command",
         "Restore many bursts (glob or manifest), resumable, on Dask workers.",
     ),
+    "series": ("svrt.runtime.series_cli:series_command", "Co-align restorations into a time series cube (FITS)."),
     "demo": (
         "svrt.runtime.cli:demo_command",
         "Simulate a burst, restore it with the shipped model, write FITS and PNG.",

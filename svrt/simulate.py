@@ -425,7 +425,7 @@ def _frames_through(obj, waves: _Wavefronts, model, shape, desc: str, progress: 
     """The noiseless frames ``[K, L, Y, X]`` of ``obj [K, Y + S - 1, X + S - 1]`` through every frame's
     wavefront: per pixel the bilinear KL coefficients of the coarse grid (plus ``d_kl [M, 1, 1]``) or,
     with screens, the full phase of the screens over the pixel's footprints (plus ``d_phase [1, N]``)."""
-    from tqdm import tqdm
+    from tqdm.auto import tqdm
 
     from svrt.optics.convolution import spatially_variant_convolve, spatially_variant_convolve_psfs
 

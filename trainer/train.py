@@ -82,7 +82,7 @@ def evaluate(model: SVCE, val: dict, device, batch: int = 32) -> dict:
 def train(cfg: TrainConfig, out: str | Path, run_dir: str | Path, command: str = "", log=print) -> dict:
     """Train and write the best-validation weights to ``out`` (safetensors + JSON). Resumes from
     ``run_dir/checkpoint.safetensors`` when it exists (safetensors + JSON: nothing is unpickled)."""
-    from tqdm import tqdm
+    from tqdm.auto import tqdm
 
 
     device = torch.device(cfg.device)
