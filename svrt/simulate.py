@@ -277,7 +277,13 @@ def _validate(instrument, size, n_frames, n_objects, seed, r0_cm, theta0_arcsec,
         raise SvrtError(f"the number of modes {n_modes} is more than the {MAX_MODES} KL modes svrt builds "
                         "(Zernike radial orders 1..16).")
     if psf_size is not None:
+        # a box narrower than the Airy core (first dark ring, 2.44 lambda/D across) cuts the blur off: no PSF
+        core = 2.44 * inst.sampling
         psf_size = _check_int(psf_size, "psf_size", 1)
+        if psf_size < math.ceil(core) + 1:
+            raise SvrtError(f"psf_size {psf_size} is smaller than the diffraction core of {inst.label} (its first dark "
+                            f"ring is {core:.1f} pixels across); expected at least {math.ceil(core) + 1} pixels, or "
+                            "none for the default.")
     if wavefront not in WAVEFRONTS:
         raise SvrtError(f"wavefront must be 'kl' (44 KL modes on the coarse grid) or 'screen' (the full phase "
                         f"screens at every pixel); got {wavefront!r}.")

@@ -176,6 +176,9 @@ def read_burst(
     """
     contents = _read_contents(path)
     where = contents.path
+    if "FRAMES" in contents.tables:
+        raise SvrtError(f"FRAMES in {where} is a table; FRAMES must be an image "
+                        f"{'HDU' if contents.fmt == 'fits' else 'dataset'} of the observed frames [K, L, Y, X].")
     if "FRAMES" not in contents.arrays:
         raise SvrtError(
             f"{where} has no FRAMES {'extension' if contents.fmt == 'fits' else 'dataset'} "

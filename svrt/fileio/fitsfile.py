@@ -102,10 +102,17 @@ def _read_fits(path: str) -> _Contents:
         )
     announced = contents.root.get("NEXTEND")
     if isinstance(announced, int) and not isinstance(announced, bool) and len(names) - 1 < announced:
-        raise SvrtError(
-            f"FITS file {path} is truncated: its primary header announces NEXTEND = {announced} extensions but only "
-            f"{len(names) - 1} ({', '.join(names[1:]) or 'none'}) are there."
-        )
+        there = f"{len(names) - 1} ({', '.join(names[1:]) or 'none'})"
+        if "SVRTFILE" in contents.root:
+            # svrt writes NEXTEND last, with the HDUs it counts: fewer HDUs is a file cut between extensions
+            raise SvrtError(f"FITS file {path} is truncated: its primary header announces NEXTEND = {announced} "
+                            f"extensions but only {there} are there.")
+        # other writers leave NEXTEND stale when extensions are removed (an optional card, FITS 4.0 section 4.4.2):
+        # every HDU there is complete, so the file is read, with a note in case it was cut between extensions
+        from svrt.checks import warn
+
+        warn(f"FITS file {path} announces NEXTEND = {announced} extensions but holds {there}; reading those "
+             "(a stale NEXTEND, or a copy cut between extensions).")
     return contents
 
 

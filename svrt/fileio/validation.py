@@ -81,6 +81,9 @@ def _burst_arrays(frames: Any, truth: Any, modes: Any, where: str, names: Sequen
     if modes is not None:
         modes = _check_modes(_as_float32(modes, modes_name, where), n_frames, modes_name, where,
                              f"the L of {frames_name}")
+        from svrt.checks import check_mode_grid
+
+        check_mode_grid(modes.shape[2:], (y, x), where, modes_name)
     return frames, truth, modes
 
 
