@@ -349,7 +349,9 @@ def simulate_burst(instrument="crisp8542", size: int = 256, n_frames: int = 12, 
     at the instrument's wavelength, after the AO), the instrument label per object and a header with
     TELESCOP, INSTRUME, WAVELNTH [A], CDELT1/2 [arcsec] and the settings (R0, R0WAVE, R0INST, THETA0,
     NOISE, SEED, SCENE, GRID, NMODES, PSFSIZE, NLAYERS, LAYHi [m], LAYWi, WAVEFRNT, L0 [m], AOMODES,
-    AOLOCKY/X [arcsec], PHOTONS, PUPILPX, SCREENPX). No DATE-OBS: a simulation has none.
+    AOLOCKY/X [arcsec], PHOTONS, PUPILPX, SCREENPX). A simulation has no date: DATE-OBS is J2000.0 and
+    EXPTIME 12 ms (``svrt.fileio.standard.SIMULATION_DATE``, ``SIMULATION_EXPTIME``), so that the files
+    carry standard times (the pointing is disk centre, ``DEFAULT_POINTING``, when they are written).
 
     The model and cost of ``wavefront="screen"``: the module doc.
     """
@@ -493,8 +495,11 @@ def _burst_header(inst, atmosphere, model, ao, *, r0_cm, theta0_arcsec, noise, s
                   wavefront, outer_scale_m, photons, screen_px) -> dict:
     """The header of a simulated burst: the instrument's cards and every setting (the module doc)."""
     from svrt.atmosphere import r0_at_wavelength
+    from svrt.fileio.standard import SIMULATION_DATE, SIMULATION_EXPTIME
 
     header = {
+        "DATE-OBS": SIMULATION_DATE,       # a simulation has no date: J2000.0, documented (svrt.fileio.standard)
+        "EXPTIME": SIMULATION_EXPTIME,
         "TELESCOP": inst.telescope,
         "INSTRUME": inst.instrument,
         "WAVELNTH": float(inst.wavelength_angstrom),

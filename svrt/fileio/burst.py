@@ -16,6 +16,7 @@ from svrt.fileio.fitsfile import _image_hdu, _primary_header, _write_hdus
 from svrt.fileio.formats import _read_contents, _writing
 from svrt.fileio.hdf5file import _h5_dataset, _h5_write_header, _write_h5
 from svrt.fileio.header import _clean_header, _extras, _image_cards
+from svrt.fileio.standard import standard_cards
 from svrt.fileio.validation import (
     _burst_arrays,
     _check_finite,
@@ -72,7 +73,7 @@ def write_burst(path: str | os.PathLike, burst: Burst, overwrite: bool = False) 
     not a FITS or HDF5 one, or if a header card cannot be stored. ``burst.mask`` is not written.
     """
     fmt, where = _writing("write_burst", path, burst, Burst, overwrite)
-    extras = _clean_header(burst.header, where)
+    extras = standard_cards(_clean_header(burst.header, where), burst.shape, burst.n_frames)
     k, n_frames = burst.n_objects, burst.n_frames
     bunit = str(extras.get("BUNIT", "arbitrary"))
     hint = _size_hint(path, _nbytes(burst.frames, burst.truth, burst.modes))

@@ -145,6 +145,9 @@ def _obs_hdu(name: str, data: np.ndarray, axes: str, what: str, cards: Mapping[s
     comments = {**_COMMENTS, **_OBS_COMMENTS, "BUNIT": "unit of the data ('': the input's relative units)"}
     for key, value in cards.items():
         _set_card(hdr, key, value, comments.get(key), where)
+    from svrt.fileio.fitsfile import _wcs_axes_card
+
+    _wcs_axes_card(hdr, np.ndim(data), where)
     hdr.add_comment(f"{name}: {what}")
     hdr.add_comment(f"array axes {axes} (FITS NAXIS1 is the last, X)")
     return fits.ImageHDU(data=np.ascontiguousarray(data, dtype=np.float32), header=hdr, name=name)
