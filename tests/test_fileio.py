@@ -402,3 +402,10 @@ def test_check_not_input(tmp_path):
     link.symlink_to(inp)
     with pytest.raises(SvrtError, match="never overwrites an input"):
         check_not_input(link, str(inp))
+
+
+def test_short_reprs_name_shapes_and_instruments_not_arrays():
+    burst, rest = make_burst(), make_restoration()
+    assert repr(burst) == "Burst(K=2, L=3, 16x12, crisp6302+crisp8542, modes [3, 5, 4, 4], truth, 10 cards)"
+    assert repr(rest) == "Restoration(K=2, L=3, 16x12, crisp6302+crisp8542, modes [3, 5, 4, 4], 7 iterations, 4 cards)"
+    assert len(repr(Burst(np.zeros((1, 100, 512, 512), np.float32), "crisp8542"))) < 80

@@ -25,7 +25,7 @@ from svrt.fileio.validation import (
 )
 
 
-@dataclass
+@dataclass(repr=False)
 class Burst(_FourAxes):
     """K objects observed through L frames of Y x X pixels.
 

@@ -31,7 +31,7 @@ from svrt.fileio.validation import (
 )
 
 
-@dataclass
+@dataclass(repr=False)
 class Restoration(_FourAxes):
     """Result of ``svrt deconvolve``.
 
