@@ -146,6 +146,22 @@ def _read_config(table: Mapping[str, np.ndarray] | None, where: str) -> dict[str
     return out
 
 
+#: [bytes] allowance for one HDU's header and padding in :func:`restoration_nbytes` (4 FITS blocks: ~140 cards)
+_HEADER_BYTES = 4 * 2880
+
+
+def restoration_nbytes(k: int, n_frames: int, shape: tuple[int, int], n_modes: int, grid: tuple[int, int],
+                       n_iterations: int = 100, n_config: int = 80) -> int:
+    """[bytes] The size of the FITS restoration file of K objects, L frames of ``shape = (Y, X)``, M modes
+    on ``grid = (Yg, Xg)`` nodes (layout: module doc), within a few header blocks: the objects twice (the
+    K images and the cube), MODES, MODEL, LOSS and CONFIG, every HDU's header. What a free-space check
+    before a solve should ask for (plus the quick look's PNG), rather than a guess with fixed MiB margins."""
+    y, x = (int(v) for v in shape)
+    data = 4 * (2 * k * y * x + n_frames * n_modes * int(grid[0]) * int(grid[1]) + k * n_frames * y * x)
+    tables = 8 * 6 * n_iterations + 200 * n_config
+    return data + tables + (k + 6) * _HEADER_BYTES
+
+
 def write_restoration(path: str | os.PathLike, rest: Restoration, overwrite: bool = False) -> None:
     """Write ``rest`` to ``path`` (FITS or HDF5 by extension), atomically (layout: module doc).
 
