@@ -291,3 +291,19 @@ def test_sunpy_map_opens_a_restoration_without_arguments(restored, written):
     assert maps[0].date.isot.startswith("2024-06-01T08:30:00.5")                        # the input's time
     assert simulated[0].date.isot == "2000-01-01T12:00:00.000"                          # the simulation's default
     assert simulated[0].coordinate_frame.name == "helioprojective"
+
+
+def test_undated_input_claims_no_solarnet_compliance(tmp_path):
+    """DATE-BEG is mandatory in SOLARNET: a restoration of an input without a date has no SOLARNET card
+    (it had SOLARNET = 0.5 without DATE-BEG), one with a date has both."""
+    loss = {key: np.arange(3, dtype=float) for key in ("iteration", "total", "data", "reg_object", "reg_modes")}
+    rng = np.random.default_rng(0)
+    for header, claimed in (({"CDELT1": 0.059, "CDELT2": 0.059}, False),
+                            ({"CDELT1": 0.059, "CDELT2": 0.059, "DATE-OBS": "2024-06-01T08:30:00"}, True)):
+        rest = Restoration(rng.random((1, Y, X)), rng.normal(size=(L, 5, 2, 2)), rng.random((1, L, Y, X)), loss,
+                           header=header, instruments=["crisp8542"])
+        path = tmp_path / f"r{int(claimed)}.fits"
+        write_restoration(path, rest)
+        with fits.open(path) as hdul:
+            h = hdul["OBJECT0"].header
+            assert ("SOLARNET" in h) == claimed and ("DATE-BEG" in h) == claimed and h["OBS_HDU"] == 1
