@@ -127,9 +127,11 @@ def check_ranges(config: Any) -> None:
 
 def inapplicable(config: Any, given: Any) -> list[str]:
     """The names among ``given`` (settings a user set) that do nothing under ``config.method``: those
-    declared with ``method=`` another method (:func:`setting`)."""
+    declared with ``method=`` another method (:func:`setting`) and set to other than their default (a file
+    from ``svrt config`` lists every setting at its default: nothing to warn about)."""
     method = getattr(config, "method", None)
-    return [s.name for s in specs(type(config)) if s.name in set(given) and s.method and s.method != method]
+    return [s.name for s in specs(type(config)) if s.name in set(given) and s.method and s.method != method
+            and getattr(config, s.name) != s.default]
 
 
 def parse_text(spec: Spec, text: str) -> Any:

@@ -105,6 +105,17 @@ def test_adam_only_options_under_momfbd_get_one_warning(tiny_model, tmp_path):
     assert r.exit_code == 0, r.output
     lines = [n for n in notes if "--lr-objects" in n]
     assert len(lines) == 1 and "only under method adam" in lines[0], notes
+    # a settings file of every default (svrt config > run.toml) sets nothing in vain
+    from svrt.runtime.solver_config import SolverConfig
+    from svrt.settings import inapplicable, specs, to_toml
+
+    (tmp_path / "run.toml").write_text(to_toml("solver", SolverConfig()))
+    assert not inapplicable(SolverConfig(), [s.name for s in specs(SolverConfig)])
+    notes, r = svrt_warnings(lambda: run(["deconvolve", path, "-o", tmp_path / "r2.fits", *tiny_engine(tiny_model),
+                                          "--config", tmp_path / "run.toml", "--grid", "0", "--fit-modes", "3",
+                                          "--patch-iterations", "1", "--object-iterations", "1", "--refine-rounds",
+                                          "0", "-q"]))
+    assert r.exit_code == 0 and not [n for n in notes if "only under method" in n], (r.output, notes)
 
 
 # ================================================================ cards
