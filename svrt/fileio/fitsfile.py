@@ -209,10 +209,10 @@ def _write_hdus(path: str | os.PathLike, hdus: list[Any], size_hint: int | None)
 
 def _write_fits(tmp: str, hdus: list[Any]) -> None:
     """Write the HDUs to ``tmp``; an OSError (full disk, ...) propagates to :func:`atomic_write`."""
-    for hdu in hdus:
-        if any(len(card.image) > 80 for card in hdu.header.cards) and "LONGSTRN" not in hdu.header:
-            # a string longer than a card continues on CONTINUE cards: the OGIP convention, declared (FITS 4.0 4.2.1.2)
-            hdu.header["LONGSTRN"] = ("OGIP 1.0", "long strings continue on CONTINUE cards")
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("ignore")  # astropy's notes on comments it shortens to fit a card
+        for hdu in hdus:
+            if any(len(card.image) > 80 for card in hdu.header.cards) and "LONGSTRN" not in hdu.header:
+                # a string longer than a card continues on CONTINUE cards: the OGIP convention, declared (FITS 4.2.1.2)
+                hdu.header["LONGSTRN"] = ("OGIP 1.0", "long strings continue on CONTINUE cards")
         fits.HDUList(hdus).writeto(tmp, checksum=True)
