@@ -143,8 +143,10 @@ def validate_burst(frames, instruments, mask, weights, engine_for: Callable[[str
             raise SvrtError(f"weights must be finite, >= 0 and of shape [K, L] = {(k, n_frames)}; got {tuple(g.shape)}.")
         gamma = g.clone()
     from svrt.optics.diversity import read_diversity
+    from svrt.runtime.camera_alignment import alignment_cards
 
     diversity = read_diversity(header, instruments, "the burst's header")
+    alignment_cards(header, k, frames_t.shape[-2:])  # checked wherever present, applied with align_channels
     return ValidatedBurst(frames=frames_t, valid=valid, instruments=instruments, labels=labels, insts=insts,
                           engines=engines, gamma=gamma, header=header,
                           diversity=diversity if diversity is not None and diversity.active else None)

@@ -334,6 +334,11 @@ class SVMOMFBD:
 
             burst, cards = align_burst(burst)
             selection.update(cards)
+        elif any(str(key).upper().startswith("ALIGN") and str(key)[5:].isdigit() for key in burst.header):
+            from svrt.checks import warn
+
+            warn("the burst's header declares ALIGNk camera alignment cards, applied only with align_channels "
+                 "(--align-channels); the channels are solved as recorded.")
         k, n_frames, y, x = burst.shape
         dev = self.device
         plan = self.plan(k, n_frames, (y, x))

@@ -277,6 +277,25 @@ def check_image(image: Any, source: str, key: str = "the image") -> None:
                         "arithmetic; rescale it (e.g. to a mean of 1).")
 
 
+#: nodes closer than this [pixel] are finer than any wavefront the frames constrain (grid P >= 2 in the solver)
+MIN_NODE_SPACING = 2.0
+
+
+def check_mode_grid(grid: tuple[int, int], shape: tuple[int, int], source: str, key: str = "the modes") -> None:
+    """Refuse a coarse mode grid ``(Yg, Xg)`` with more nodes than the field ``shape = (Y, X)`` has pixels, and
+    warn about one finer than :data:`MIN_NODE_SPACING` pixels per node that is not the per-pixel grid itself:
+    bilinear upsampling stretches it over the field (50x50 nodes over 64x64 pixels put nodes 1.28 px apart,
+    which is no grid a solve or a simulation makes)."""
+    (yg, xg), (y, x) = (int(v) for v in grid), (int(v) for v in shape)
+    if yg > y or xg > x:
+        raise SvrtError(f"{key} in {source} are on a {yg}x{xg} grid, finer than the {y}x{x} field; expected at most "
+                        "one node per pixel.")
+    if (yg, xg) != (y, x) and min(y / yg, x / xg) < MIN_NODE_SPACING:
+        warn(f"{key} in {source} are on a {yg}x{xg} grid over a {y}x{x} field ({min(y / yg, x / xg):.2f} pixels per "
+             f"node): finer than {MIN_NODE_SPACING:g} pixels per node, stretched over the field; check that they "
+             "belong to this field.")
+
+
 def drop_dead_frames(burst, source: str = "the burst"):
     """``(burst, dropped, masked)``: ``burst`` without its dead frames.
 

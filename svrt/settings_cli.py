@@ -16,7 +16,17 @@ from typing import Any, Callable, Iterable
 import click
 
 from svrt.errors import SvrtError
-from svrt.settings import NONE, Spec, load_settings, parse_text, read_table, settings_class, specs, to_toml
+from svrt.settings import (
+    NONE,
+    Spec,
+    inapplicable,
+    load_settings,
+    parse_text,
+    read_table,
+    settings_class,
+    specs,
+    to_toml,
+)
 
 __all__ = ["setting_options", "config_file_option", "with_options", "resolve", "config_command"]
 
@@ -93,9 +103,22 @@ def resolve(table: str, values: dict[str, Any], config_file: str | None = None,
     given = {k: v for k, v in values.items()
              if ctx.get_parameter_source(k) not in (None, click.core.ParameterSource.DEFAULT)}
     try:
-        return cls(**{**from_file, **given, **(forced or {})})
+        config = cls(**{**from_file, **given, **(forced or {})})
     except SvrtError as exc:
         raise _blame(exc, ctx, given, from_file, config_file, table) from None
+    idle = inapplicable(config, {**from_file, **given})
+    if idle:
+        from svrt.checks import warn
+
+        where = {name: "--" + name.replace("_", "-") if name in given else f"{name} in {config_file}" for name in idle}
+        warn(f"{', '.join(where[n] for n in idle)} {'acts' if len(idle) == 1 else 'act'} only under method "
+             f"{_method_of(cls, idle[0])}, not {config.method}; ignored.")
+    return config
+
+
+def _method_of(cls: type, name: str) -> str:
+    """The method under which setting ``name`` of ``cls`` acts (its ``setting(method=...)``)."""
+    return next(s.method for s in specs(cls) if s.name == name)
 
 
 def _blame(exc: SvrtError, ctx: click.Context, given: dict, from_file: dict, config_file, table: str) -> Exception:
