@@ -401,14 +401,19 @@ def test_evidence_exact_optics_restoration_beats_average_and_invariant():
 def test_evidence_emulator_restoration_beats_average_and_matches_invariant():
     """With the shipped emulator as forward model the spatially variant restoration (P = 8) is far closer
     to the truth than the frame average, and as close as the spatially invariant solution (P = 0) to
-    within 10 %: the CPU emulator's own error (NMSE ~5e-4 on simulated frames, ~5x the noise) is what
-    keeps it from using the anisoplanatism, see the README. Measured values in the README."""
+    within 10 % on the mean over three bursts: the CPU emulator's own error is what keeps it from using the
+    anisoplanatism (README; docs/ENGINE.md). Measured with 1 thread, seeds 3-7: P = 8 / average <= 0.35,
+    P = 8 / P = 0 = 1.00, 1.02, 1.03, 0.98, 0.97 (mean of seeds 3-5: 1.016, so the bound 1.1 leaves 8 %)."""
     path = _shipped_model()
     if path is None:
         pytest.skip("the trained model svce-c16 is not bundled in svrt/data/models yet")
-    nmse = _evidence(load_engine(path))
-    assert nmse["P=8"] < 0.5 * nmse["average"]
-    assert nmse["P=8"] < 1.1 * nmse["P=0"]
+    engine = load_engine(path)
+    ratios = []
+    for seed in EVIDENCE_SEEDS[:3]:
+        nmse = _evidence(engine, seed=seed)
+        assert nmse["P=8"] < 0.5 * nmse["average"], (seed, nmse)
+        ratios.append(nmse["P=8"] / nmse["P=0"])
+    assert np.mean(ratios) < 1.1, ratios
 
 
 def test_memory_bound_is_respected_on_cpu(models, tmp_path):
