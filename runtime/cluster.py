@@ -57,7 +57,7 @@ class ClusterConfig:
     account: str | None = setting(None, help="SLURM account the jobs are charged to (sbatch -A).")
     cores: int = setting(1, help="CPU cores per job (sbatch --cpus-per-task).")
     processes: int | None = setting(None, help="Dask worker processes per job, one thread each [default: one per "
-                                               "core, the svrt rule on CPUs; with --device cuda, one per GPU].")
+                                               "core, the svrt rule on CPUs; with --device cuda: the GPUs per job].")
     memory: str = setting("8GB", help="Memory per job, shared by its workers, e.g. '8GB', '32GiB' (sbatch --mem).")
     walltime: str = setting("12:00:00", help="Wall-time limit per job, [D-]HH:MM[:SS] (sbatch -t); a job killed "
                                              "by it loses only its current burst: run the batch again.")

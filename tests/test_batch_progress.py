@@ -117,7 +117,11 @@ def test_cli_prints_a_start_line_on_stderr_while_the_first_burst_runs(tiny_model
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
-        first = proc.stderr.readline()           # read as it comes: blocks until the first line is out
+        first = ""
+        while "start   burst_00" not in first:   # read as it comes: blocks until the next line is out
+            first = proc.stderr.readline()
+            if not first:
+                break
         running = proc.poll() is None
         rest_err, stdout = proc.stderr.read(), proc.stdout.read()
     finally:
@@ -151,6 +155,32 @@ def test_cluster_table_is_checked_with_one_sentence(tmp_path):
         assert all(w in str(err.value) for w in words) and "\n" not in str(err.value), (body, str(err.value))
 
 
+def test_svrt_config_cluster_prints_the_table_that_reads_back(tmp_path):
+    from click.testing import CliRunner
+
+    from svrt.cli import cli
+    from svrt.runtime.cluster import ClusterConfig
+
+    r = CliRunner().invoke(cli, ["config", "--cluster"])
+    assert r.exit_code == 0, r.output
+    assert "[cluster]" in r.output and "# SLURM partition of the jobs (sbatch -p)" in r.output
+    (tmp_path / "run.toml").write_text(r.output)
+    assert load_settings(tmp_path / "run.toml", "cluster") == ClusterConfig()
+    assert CliRunner().invoke(cli, ["config", "--cluster", "--train"]).exit_code == 2
+
+
+def test_slurm_without_dask_jobqueue_is_one_sentence(monkeypatch):
+    from svrt.runtime.cluster import ClusterConfig, open_cluster
+
+    monkeypatch.setitem(sys.modules, "dask_jobqueue", None)   # as if not installed
+    with pytest.raises(SvrtError, match=r"^--cluster slurm needs dask-jobqueue \(pip install 'svrt\[cluster\]'"):
+        with open_cluster("slurm", None, 1, say=lambda line: None):
+            pass
+    with open_cluster("local") as scheduler:
+        assert scheduler is None
+    assert ClusterConfig().processes is None and ClusterConfig(cores=8).cores == 8
+
+
 def test_slurm_job_script_from_the_cluster_table(tmp_path):
     pytest.importorskip("dask_jobqueue", reason="dask-jobqueue is in the [cluster] extra, not in requirements-ci.txt")
     from svrt.runtime.cluster import slurm_cluster
@@ -175,3 +205,48 @@ dashboard_address = ":0"
     assert script.index("export OMP_NUM_THREADS=2") < script.index("distributed.cli.dask_worker")
     assert "--nthreads 1 " in script and "--nworkers 4 " in script   # one single-threaded worker per core
     assert "--memory-limit 3.73GiB" in script                  # the job's memory shared by its 4 workers
+
+
+_FAKE_SBATCH = """#!/bin/bash
+# sbatch of this test: run the job script now, in a session of its own (its id is the job id)
+cp "$1" "{jobs}/job-$$.sh"
+setsid bash "{jobs}/job-$$.sh" > "{jobs}/job-$$.out" 2>&1 < /dev/null &
+echo "Submitted batch job $!"
+"""
+_FAKE_SCANCEL = """#!/bin/bash
+# scancel of this test: end the job's session (the worker and its nanny), and nothing else
+kill -TERM -- "-$1" 2>/dev/null || true
+"""
+
+
+@pytest.mark.slow
+def test_batch_command_on_slurm_with_a_stand_in_sbatch(tiny_model, tmp_path, monkeypatch):
+    """``svrt batch --cluster slurm`` end to end: the [cluster] table becomes a SLURMCluster whose job
+    script a stand-in ``sbatch`` runs on this machine; its worker restores the bursts and ``scancel``
+    ends it."""
+    pytest.importorskip("dask_jobqueue", reason="dask-jobqueue is in the [cluster] extra, not in requirements-ci.txt")
+    from click.testing import CliRunner
+
+    from svrt.cli import cli
+
+    _bursts(tmp_path / "night")
+    bin_dir, job_dir = tmp_path / "bin", tmp_path / "jobs"
+    bin_dir.mkdir()
+    job_dir.mkdir()
+    for name, text in (("sbatch", _FAKE_SBATCH.format(jobs=job_dir)), ("scancel", _FAKE_SCANCEL)):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    run_toml = _run_toml(tmp_path, 'memory = "2GB"\nwalltime = "00:10:00"\njobs = 1\ndashboard_address = ":0"\n')
+    out = tmp_path / "out"
+    r = CliRunner().invoke(cli, ["batch", str(tmp_path / "night" / "*.fits"), "-o", str(out), "--cluster", "slurm",
+                                 "--config", str(run_toml), "--engine", str(tiny_model), "--method", "adam",
+                                 "--iterations", "2"])
+    jobs_out = "".join(p.read_text() for p in job_dir.glob("*.out"))
+    assert r.exit_code == 0, (r.output, r.exception, jobs_out)
+    assert "SLURM: 1 job(s) of 1 core(s), 2GB, 00:10:00 submitted" in r.output
+    assert "Dask dashboard: " in r.output and "start   burst_00" in r.output
+    assert "2 done, 0 skipped, 0 failed" in r.output
+    assert (out / "burst_00.fits").exists() and (out / "burst_01.fits").exists()
+    assert len(list(job_dir.glob("job-*.sh"))) == 1                         # one job submitted
+    assert "export OMP_NUM_THREADS=1" in next(job_dir.glob("job-*.sh")).read_text()
