@@ -83,8 +83,9 @@ def batch_command(ctx, bursts, manifest, out_dir, fmt, workers, scheduler, clust
     _check_device(device)
     if scheduler is not None and ctx.get_parameter_source("workers") == click.core.ParameterSource.COMMANDLINE:
         raise click.UsageError("give --workers (a local cluster) or --scheduler (an existing one), not both.")
-    if cluster_kind == "slurm" and scheduler is not None:
-        raise click.UsageError("give --cluster slurm (svrt submits the workers) or --scheduler (an existing cluster), "
+    if cluster_kind == "slurm" and (scheduler is not None or
+                                    ctx.get_parameter_source("workers") == click.core.ParameterSource.COMMANDLINE):
+        raise click.UsageError("give --cluster slurm (the [cluster] table sets the workers) or --workers/--scheduler, "
                                "not both.")
     config = solver_config(config_file, solver_kw, progress=False)  # many workers' bars would be noise
     if config.checkpoint is not None:

@@ -39,31 +39,62 @@ def _bursts(folder: Path, n: int = 2, size: int = 32) -> list[Path]:
     return paths
 
 
-def test_start_line_and_log_lines_appear_while_the_first_burst_runs(tiny_model, tmp_path, monkeypatch):
-    jobs = plan_jobs(_bursts(tmp_path / "night"), tmp_path / "out")
-    stream = io.StringIO()
-    seen = []   # per iteration of burst_00: (start line printed?, its log lines on disk, output written?)
+def _watched_batch(tiny_model, tmp_path, monkeypatch, config, n=2):
+    """Run ``n`` bursts in this process under a :class:`BatchWatch`; return the jobs, the watch, the
+    outcomes and, per iteration line of burst_00: (inside SVMOMFBD.solve?, its start line printed?,
+    iteration lines in its log file) -- what a user watching the batch would see at that moment."""
+    from svrt.runtime.solver import SVMOMFBD
 
-    class Spy(IterationLog):   # the solve callback of the batch, looking at what a user would see
+    jobs = plan_jobs(_bursts(tmp_path / "night", n=n), tmp_path / "out")
+    stream = io.StringIO()
+    seen, solving = [], [False]
+    solve = SVMOMFBD.solve
+
+    def watched_solve(self, *args, **kw):
+        solving[0] = True
+        try:
+            return solve(self, *args, **kw)
+        finally:
+            solving[0] = False
+
+    class Spy(IterationLog):   # the iteration log of the batch
         def __call__(self, rec):
             super().__call__(rec)
             if "burst_00" in self.logger.name:
                 text = Path(jobs[0].log).read_text()
-                seen.append(("start   burst_00" in stream.getvalue(), text.count("iteration "),
-                             os.path.exists(jobs[0].output)))
+                seen.append((solving[0], "start   burst_00" in stream.getvalue(), text.count("iteration ")))
 
+    monkeypatch.setattr(SVMOMFBD, "solve", watched_solve)
     monkeypatch.setattr(batch, "IterationLog", Spy)
     with BatchWatch([j.name for j in jobs], stream=stream, bar=False) as watch:
-        outcomes = run_batch(jobs, EngineSpec(paths=(str(tiny_model),)), FAST, workers=0, on_outcome=watch.ended)
+        outcomes = run_batch(jobs, EngineSpec(paths=(str(tiny_model),)), config, workers=0, on_outcome=watch.ended)
+    assert stream.getvalue().splitlines() == watch.lines
+    return jobs, watch, outcomes, seen
+
+
+def test_start_line_and_log_lines_appear_while_the_first_burst_runs(tiny_model, tmp_path, monkeypatch):
+    jobs, watch, outcomes, seen = _watched_batch(tiny_model, tmp_path, monkeypatch, FAST)
     assert [o.status for o in outcomes] == ["done", "done"], outcomes
     # during the solve of burst 1: its start line is out, and every finished iteration is in its log
-    assert seen == [(True, 1, False), (True, 2, False), (True, 3, False)], seen
-    lines = stream.getvalue().splitlines()
-    assert lines == watch.lines and len(lines) == 4
+    assert seen == [(True, True, 1), (True, True, 2), (True, True, 3)], seen
+    lines = watch.lines
+    assert len(lines) == 4
     assert "start   burst_00" in lines[0] and "(burst 1 of 2, 0:00:0" in lines[0]
     assert lines[1].startswith("[1/2] done    burst_00") and "3 iterations, loss " in lines[1]
     assert "into the batch" in lines[1] and "start   burst_01" in lines[2] and "burst 2 of 2" in lines[2]
     assert lines[3].startswith("[2/2] done    burst_01")
+
+
+@pytest.mark.xfail(reason="method momfbd calls the solve callback only through batch's after-the-fact loss table "
+                          "until it calls it every iteration (issue 21, runtime/method_momfbd.py); then this passes",
+                   strict=False)
+def test_momfbd_log_lines_appear_while_the_burst_runs(tiny_model, tmp_path, monkeypatch):
+    config = SolverConfig(method="momfbd", grid=0, progress=False, patch_iterations=3, object_iterations=3,
+                          refine_rounds=1, refine_iterations=2)
+    jobs, watch, outcomes, seen = _watched_batch(tiny_model, tmp_path, monkeypatch, config, n=1)
+    assert [o.status for o in outcomes] == ["done"], outcomes
+    # each iteration line is written, and on disk, while the solve runs (not from the loss table after it)
+    assert seen and all(s == (True, True, i + 1) for i, s in enumerate(seen)), seen
 
 
 def test_end_lines_of_skipped_and_failed_bursts_and_the_bar(tmp_path):
@@ -167,6 +198,46 @@ def test_svrt_config_cluster_prints_the_table_that_reads_back(tmp_path):
     (tmp_path / "run.toml").write_text(r.output)
     assert load_settings(tmp_path / "run.toml", "cluster") == ClusterConfig()
     assert CliRunner().invoke(cli, ["config", "--cluster", "--train"]).exit_code == 2
+
+
+class _Client:
+    """What dashboard_line asks of a Dask client: its link, and a function run on its scheduler."""
+
+    def __init__(self, link, bokeh):
+        self.link, self.bokeh = link, bokeh
+
+    @property
+    def dashboard_link(self):
+        if self.link is None:
+            raise KeyError("dashboard")     # a remote scheduler without an HTTP server
+        return self.link
+
+    def run_on_scheduler(self, fn):
+        if self.bokeh is None:
+            raise OSError("scheduler gone")
+        return self.bokeh
+
+
+def test_dashboard_line_says_where_or_why_not():
+    from svrt.runtime.cluster import dashboard_line
+
+    assert dashboard_line(_Client("http://10.0.0.1:8787/status", True)) == "Dask dashboard: http://10.0.0.1:8787/status"
+    # distributed serves /status without bokeh too, as a page asking for bokeh: no link then
+    assert "bokeh is not installed where the scheduler runs" in dashboard_line(_Client("http://h:8787/status", False))
+    assert "serves no dashboard" in dashboard_line(_Client(None, None))
+    assert dashboard_line(_Client("http://h:8787/status", None)) == "Dask dashboard: http://h:8787/status"
+
+
+def test_slurm_and_workers_or_scheduler_are_refused_together(tiny_model, tmp_path):
+    from click.testing import CliRunner
+
+    from svrt.cli import cli
+
+    _bursts(tmp_path / "night", n=1)
+    for extra in (["--workers", "2"], ["--scheduler", "tcp://h:8786"]):
+        r = CliRunner().invoke(cli, ["batch", str(tmp_path / "night" / "*.fits"), "-o", str(tmp_path / "out"),
+                                     "--cluster", "slurm", *extra])
+        assert r.exit_code == 2 and "not both" in r.output, r.output
 
 
 def test_slurm_without_dask_jobqueue_is_one_sentence(monkeypatch):
