@@ -97,8 +97,8 @@ class Outcome:
     ``seconds``: wall time of the burst in its worker (read, solve, write); ``solve_seconds``: the
     solver's own (T_TOTAL); ``message``: the output written, or one sentence saying why it failed;
     ``worker``: the Dask worker's address (or host:pid); ``extra`` (restored bursts): engine_loads (engines
-    this worker process has loaded so far: 1), pid, t_start / t_end (epoch seconds) and cpu_s (the
-    process's CPU seconds for this burst)."""
+    this worker process has loaded so far: 1), pid, t_start / t_end (epoch seconds), cpu_s (the
+    process's CPU seconds for this burst) and loss_first / loss_last (the solve's first and last total loss)."""
 
     name: str
     input: str
