@@ -57,6 +57,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from svrt.errors import SvrtError
+from svrt.runtime.batch_progress import IterationLog, burst_started
 
 __all__ = ["EngineSpec", "Job", "Outcome", "cached_solver", "find_bursts", "plan_jobs", "read_manifest",
            "restore_burst", "run_batch", "summary_table", "write_summary"]
@@ -96,8 +97,8 @@ class Outcome:
     ``seconds``: wall time of the burst in its worker (read, solve, write); ``solve_seconds``: the
     solver's own (T_TOTAL); ``message``: the output written, or one sentence saying why it failed;
     ``worker``: the Dask worker's address (or host:pid); ``extra`` (restored bursts): engine_loads (engines
-    this worker process has loaded so far: 1), pid, t_start / t_end (epoch seconds) and cpu_s (the
-    process's CPU seconds for this burst)."""
+    this worker process has loaded so far: 1), pid, t_start / t_end (epoch seconds), cpu_s (the
+    process's CPU seconds for this burst) and loss_first / loss_last (the solve's first and last total loss)."""
 
     name: str
     input: str
@@ -291,6 +292,7 @@ def restore_burst(job: Job, spec: EngineSpec, config: dict, options: dict | None
     if os.path.exists(job.output) and not opts.get("overwrite"):
         return Outcome(status="skipped", message=f"{job.output} exists", **base)
     logger, handler = _burst_logger(job)
+    burst_started(job.name)  # the batch's start line (svrt.runtime.batch_progress)
     try:
         logger.info("burst %s -> %s on %s (pid %d)", job.input, job.output, worker, os.getpid())
         logger.info("engine %s", json.dumps(asdict(spec)))
@@ -308,7 +310,9 @@ def restore_burst(job: Job, spec: EngineSpec, config: dict, options: dict | None
                     float(loss[0]) if len(loss) else float("nan"), float(loss[-1]) if len(loss) else float("nan"),
                     float(result.header.get("T_TOTAL", float("nan"))), seconds)
         extra = {"engine_loads": _LOADS[0], "pid": os.getpid(), "t_start": epoch, "t_end": time.time(),
-                 "cpu_s": time.process_time() - cpu0}
+                 "cpu_s": time.process_time() - cpu0,
+                 "loss_first": float(loss[0]) if len(loss) else float("nan"),  # the end line's fit summary
+                 "loss_last": float(loss[-1]) if len(loss) else float("nan")}
         return Outcome(status="done", seconds=seconds, solve_seconds=float(result.header.get("T_TOTAL", float("nan"))),
                        iterations=len(loss), message=msg, extra=extra, **base)
     except KeyboardInterrupt:
@@ -347,20 +351,9 @@ def _solve(job: Job, spec: EngineSpec, config: dict, opts: dict, logger: logging
         ", ".join(f"{e.identity.model} ({e.identity.backend}, {e.identity.device})" for e in solver.engines),
     )
 
-    logged = []
-
-    def log_iteration(rec: dict) -> None:
-        logged.append(rec.get("iteration"))
-        logger.info(
-            "iteration %s: total %.5e data %.5e (%.3f s)",
-            rec.get("iteration"),
-            float(rec.get("total", float("nan"))),
-            float(rec.get("data", float("nan"))),
-            float(rec.get("time_s", float("nan"))),
-        )
-
+    log_iteration = IterationLog(logger)  # one line per iteration, flushed as it is written
     result = solver.solve(burst, callback=log_iteration)
-    if not logged:  # a method that does not call back: its loss table, after the fact
+    if not log_iteration.count:  # a method that does not call back: its loss table, after the fact
         loss = result.loss
         for i in range(len(loss["total"])):
             log_iteration({key: loss[key][i] for key in ("iteration", "total", "data", "time_s") if key in loss})
@@ -417,11 +410,14 @@ def run_batch(
     options: dict | None = None,
     on_outcome: Callable[[Outcome, int, int], Any] | None = None,
     cluster_info: dict | None = None,
+    on_client: Callable[[Any], Any] | None = None,
 ) -> list[Outcome]:
     """Restore ``jobs`` (see :func:`plan_jobs`) and return one :class:`Outcome` per job, in the order
     they finished. Finished outputs are skipped before anything starts. ``on_outcome(outcome, n_done,
     n_total)`` is called as each burst finishes (status lines). ``cluster_info``, when given, receives
-    ``start_s`` (seconds to start the cluster and connect), ``workers`` and ``kind``. See the module doc
+    ``start_s`` (seconds to start the cluster and connect), ``workers`` and ``kind``; ``on_client(client)``
+    is called with the Dask client once connected (e.g. :meth:`~svrt.runtime.batch_progress.BatchWatch.attach`,
+    the start lines of the workers' bursts and the dashboard address). See the module doc
     for ``workers`` and ``scheduler``. ``threads``: torch intra-op threads per worker (default 1 on Dask
     workers; in this process torch's own default); ``options``: see :func:`restore_burst`."""
     cfg = _config_dict(config)
@@ -453,6 +449,8 @@ def run_batch(
     with _client(workers, scheduler, threads or 1, spec.device, cluster_info) as client:
         from distributed import as_completed
 
+        if on_client is not None:
+            on_client(client)
         futures = {}
         for i, job in enumerate(todo):
             fut = client.submit(restore_burst, job, spec, cfg, opts, key=f"svrt-batch-{i}-{job.name}", pure=False)

@@ -39,7 +39,8 @@ NONE = "none"  # the spelling of None on the command line and in a file
 
 #: table of a settings file -> its settings class ("module:attribute", imported when needed)
 TABLES = {"solver": "svrt.runtime.solver_config:SolverConfig", "train": "svrt.trainer.train_config:TrainConfig",
-          "prepare": "svrt.prepare_config:PrepareConfig"}  # [prepare] also holds [[prepare.camera]]: read_prepare
+          "prepare": "svrt.prepare_config:PrepareConfig",  # [prepare] also holds [[prepare.camera]]: read_prepare
+          "cluster": "svrt.runtime.cluster:ClusterConfig"}  # svrt batch --cluster slurm
 
 
 def setting(default: Any = dataclasses.MISSING, help: str = "", *, choices: tuple | None = None,

@@ -139,7 +139,8 @@ def _blame(exc: SvrtError, ctx: click.Context, given: dict, from_file: dict, con
 @click.argument("file", required=False, type=click.Path(dir_okay=False))
 @click.option("--train", is_flag=True, help="The [train] table (svrt train) instead of [solver] (svrt deconvolve, "
                                             "svrt batch).")
-def config_command(file, train):
+@click.option("--cluster", is_flag=True, help="The [cluster] table (svrt batch --cluster slurm) instead of [solver].")
+def config_command(file, train, cluster):
     """Print the settings as a TOML file: the defaults, or FILE's settings over them (a check of FILE).
 
     Every key is optional: one left out keeps its default. A command reads the file with --config,
@@ -150,11 +151,15 @@ def config_command(file, train):
       svrt config > run.toml                        # edit, then:
       svrt deconvolve burst.fits -o restored.fits --config run.toml --grid 0
       svrt config --train > train.toml              # svrt train --config train.toml -o my.safetensors
+      svrt config --cluster >> run.toml             # the SLURM jobs of svrt batch --cluster slurm
       svrt config run.toml                          # check run.toml; print every setting it gives
     """
-    table = "train" if train else "solver"
+    if train and cluster:
+        raise click.UsageError("give --train or --cluster, not both.")
+    table = "train" if train else "cluster" if cluster else "solver"
     config = load_settings(file, table) if file else settings_class(table)()
-    command = "svrt train" if train else "svrt deconvolve BURST -o OUT (or svrt batch)"
+    command = {"train": "svrt train", "cluster": "svrt batch BURSTS -o OUT --cluster slurm",
+               "solver": "svrt deconvolve BURST -o OUT (or svrt batch)"}[table]
     click.echo(f"# svrt settings{f' from {file}' if file else ''}; read with: {command} --config FILE\n"
                f"# A key left out keeps its default; an option on the command line wins over the file; "
                f'"{NONE}" unsets.\n')
