@@ -24,8 +24,8 @@ Methods (``--methods``, comma-separated; a method with overrides is ``NAME=key:v
   probe is stubbed in this process only). Overrides: ``iterations``, ``patch``, ``stride``, ``apodization``,
   ``modes``, ``lr_modes``, ``lr_obj``, ``cutoff``, ``image_filter``, ``weight``.
 * ``svrt`` (any name starting with ``svrt``): the public API with its defaults,
-  ``SVMOMFBD(load_solver_engine(None, backend=default_backend(method)), SolverConfig(progress=False)).solve(burst)``
-  (the engine ``svrt deconvolve`` loads by default); overrides are
+  ``SVMOMFBD(load_solver_engine(), SolverConfig(progress=False)).solve(burst)``
+  (the default forward model of every entry point, :func:`svrt.runtime.forward_choice.default_forward_model`); overrides are
   SolverConfig fields, plus ``model`` and ``backend`` for the engine. Presets: ``svrt-invariant`` (grid:0,
   one wavefront per frame) and ``svrt-exact`` (the exact optics as forward model,
   ``load_solver_engine(None, backend="psf-interpolation")``).
@@ -264,10 +264,10 @@ class SvrtRunner(Runner):
                             f"known: {', '.join(sorted(known))}.")
         opts.setdefault("progress", False)
         self.config = SolverConfig(**opts)
-        if self.model is None and self.backend is None:          # what `svrt deconvolve` loads by default
-            from svrt.runtime.solver import default_backend
+        if self.model is None and self.backend is None:          # what every entry point loads by default
+            from svrt.runtime.forward_choice import default_forward_model
 
-            self.backend = default_backend(self.config.method)
+            self.backend = default_forward_model(self.config.method)[0]
         self.engine = None
 
     def prepare(self) -> None:

@@ -63,6 +63,8 @@ class Engine(ABC):
     # declared capabilities, read by the solver's forward model (svrt.runtime.forward_model):
     wants_coarse_modes: bool = False   # True: takes the coarse mode grid itself (apply_coarse), e.g. exact optics
     linear_in_object: bool = False     # True: f(o1 + o2) = f(o1) + f(o2) (a convolution); an emulator is not
+    # why this engine drives a restoration when no one named it (svrt.runtime.forward_choice; the FWDWHY card)
+    chosen_because: str | None = None
 
     @property
     def n_modes(self) -> int:

@@ -94,6 +94,8 @@ def solve_momfbd(ctx: SolveContext, data_n, pix_w, init_o, init_a, t_start: floa
         history["iteration"].append(len(history["iteration"]) + 1)
         for key, v in zip(HISTORY_KEYS[1:], (j_total, j_data, j_prior, j_modes, dt)):
             history[key].append(float(v))
+        if ctx.callback is not None:  # every row of the loss table, as SVMOMFBD.solve documents
+            ctx.callback({key: history[key][-1] for key in HISTORY_KEYS} | {"tile": ""})
 
     # noise of every frame, and the data weights 1 / s_kl^2 (times gamma_kl and the pixel mask)
     nvar = noise_variances(data_n, ctx.insts, dev)                                   # [K, L]

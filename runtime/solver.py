@@ -4,10 +4,14 @@ Two methods share the problem set-up below (photometry, tip-tilt, masks, margins
 
 * ``method="momfbd"`` (the default): whole-field wavefronts with the object eliminated, SV refinement of the
   node wavefronts, Wiener-prior objects by preconditioned conjugate gradients; its stages are described in
-  :mod:`svrt.runtime.method_momfbd`. With no engine named it uses exact optics (:func:`default_backend`).
+  :mod:`svrt.runtime.method_momfbd`.
 
 * ``method="adam"``: the paper's joint AdamW on objects and modes for ``iterations`` steps, the loss
-  below; the emulator is its default forward model.
+  below.
+
+With no engine named, both methods use the default forward model of
+:func:`svrt.runtime.forward_choice.default_forward_model` (exact optics, by measurement); every
+restoration header says which model drove it and why (FWDMODEL, FWDWHY).
 
 Unknowns: the objects ``o_k [K, Y, X]`` and the KL wavefront coefficients ``alpha_l [L, M, Yg, Xg]``
 on a coarse grid, upsampled bilinearly to every pixel (:func:`svrt.kernels.upsample_modes`). The
@@ -90,7 +94,7 @@ Where each part lives (this module is the orchestrator and keeps the public name
 Python API::
 
     from svrt.runtime.solver import SVMOMFBD, SolverConfig, load_solver_engine
-    engine = load_solver_engine("svce-c16", device="cpu")
+    engine = load_solver_engine(device="cpu")   # the default forward model; or "svce-c16", "crisp8542.onnx"
     solver = SVMOMFBD(engine, SolverConfig(iterations=30, grid=8))
     for burst in bursts:                       # the engine and buffers are reused
         result = solver.solve(burst)
@@ -112,6 +116,7 @@ import numpy as np
 import torch
 
 from svrt.errors import SvrtError
+from svrt.runtime.forward_choice import default_forward_model, forward_cards
 from svrt.runtime.forward_model import ForwardModel, bytes_per_pixel_sample
 from svrt.runtime.method_adam import solve_field, solve_tiled
 from svrt.runtime.method_momfbd import solve_momfbd
@@ -128,7 +133,7 @@ from svrt.runtime.solver_config import (  # noqa: F401  (re-exported)
     grid_shape,
 )
 
-__all__ = ["SolverConfig", "SVMOMFBD", "SolveResult", "Plan", "load_solver_engine", "default_backend", "grid_shape",
+__all__ = ["SolverConfig", "SVMOMFBD", "SolveResult", "Plan", "load_solver_engine", "grid_shape",
            "MIN_SIZE", "TIPTILT_MODES", "noise_variance", "RUNTIME_OVERHEAD_MB"]
 
 
@@ -137,9 +142,12 @@ __all__ = ["SolverConfig", "SVMOMFBD", "SolveResult", "Plan", "load_solver_engin
 # --------------------------------------------------------------------------------------------
 
 def load_solver_engine(path_or_name: str | os.PathLike | None = None, backend: str | None = None,
-                       device: str = "cpu", precision: str = "auto", **options):
-    """:func:`svrt.runtime.engine.load_engine` with the solver's precision rule: ``auto`` is FP16 on
-    CUDA and FP32 on CPU (FP16 autocast is a torch back-end option; others keep their own precision)."""
+                       device: str = "cpu", precision: str = "auto", method: str | None = None, **options):
+    """:func:`svrt.runtime.engine.load_engine` with the solver's rules. With neither ``path_or_name`` nor
+    ``backend`` the forward model is the default of :func:`svrt.runtime.forward_choice.default_forward_model`
+    for ``method`` and ``device`` (exact optics today), and the engine remembers why (``chosen_because``, the
+    FWDWHY card of the restoration). Precision: ``auto`` is FP16 on CUDA and FP32 on CPU (FP16 autocast is a
+    torch back-end option; others keep their own precision)."""
     from svrt.runtime.engine import backend_for, load_engine
 
     if precision not in PRECISIONS:
@@ -147,20 +155,18 @@ def load_solver_engine(path_or_name: str | os.PathLike | None = None, backend: s
     device = str(device)
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise SvrtError(f"device '{device}' was asked for but no CUDA GPU is visible to torch here; use --device cpu.")
+    reason = None
+    if path_or_name is None and backend is None:
+        backend, reason = default_forward_model(method, device)
     chosen = backend or backend_for(path_or_name)
     if chosen == "torch":
         if precision == "auto":
             precision = "fp16" if device.startswith("cuda") else "fp32"
         options.setdefault("precision", precision)
-    return load_engine(path_or_name, backend=chosen, device=device, **options)
+    engine = load_engine(path_or_name, backend=chosen, device=device, **options)
+    engine.chosen_because = reason
+    return engine
 
-
-def default_backend(method: str) -> str | None:
-    """The forward model a method uses when none is named: exact optics (PSFs interpolated between the
-    nodes) for momfbd, where it restored better than the shipped width-16 emulator on every burst
-    measured (the emulator's high-frequency error is amplified by the deconvolution; README, "Restoration
-    quality"), and the emulator (the default model) for the paper's adam method."""
-    return "psf-interpolation" if method == "momfbd" else None
 
 # --------------------------------------------------------------------------------------------
 # results
@@ -312,8 +318,9 @@ class SVMOMFBD:
         init: a :class:`SolveResult` or dict with ``objects [K, Y, X]`` (input units) and/or ``modes
             [L, M, Yg, Xg]`` (radians) to start from; default the frame average and zero modes.
         weights: gamma_kl [K, L] (overrides ``config.weights``).
-        callback: called after every iteration with a dict (iteration, total, data, reg_object,
-            reg_modes, time_s, tile).
+        callback: called once for every row of the loss table (every iteration of both methods) with a dict
+            (iteration, total, data, reg_object, reg_modes, time_s, tile); method momfbd reports the
+            iterations of an object solve when that solve ends.
         resume: a checkpoint (``config.checkpoint`` of an earlier, killed solve) to continue from; it must
             belong to this burst and these settings (one-sentence SvrtError otherwise). The result equals
             an uninterrupted solve's (:mod:`svrt.runtime.checkpoint`). Later checkpoints go to
@@ -445,6 +452,7 @@ class SVMOMFBD:
             "ENGINE_MODEL": e0.model, "ENGINE_HASH": e0.model_hash, "ENGINE_NMODES": int(e0.n_modes),
             "ENGINE_INSTRUMENTS": ",".join(e0.instruments), "ENGINE_FILE": Path(e0.path).name if e0.path else "",
         }
+        out.update(forward_cards(engines[0]))
         distinct = list(dict.fromkeys(engines))
         if len(distinct) > 1:
             for i, e in enumerate(engines):
