@@ -140,8 +140,8 @@ def _plot_convolve(path, obj, out, inst) -> None:
 def _comparison_text(burst, result) -> str | None:
     """The one score of DESIGN.md (``score_restoration``: registered, low-passed at 0.9 D/lambda, border
     dropped, NMSE over the truth's variance) of the frame average and the restoration, objects by '/'."""
-    from svrt.benchmarks.metrics import score_restoration
     from svrt.instruments import get_instrument
+    from svrt.metrics import score_restoration
 
     if burst.truth is None:
         return None

@@ -171,7 +171,7 @@ def test_momfbd_default_restores_a_full_screen_burst():
     """The defaults (method momfbd, exact optics) on a burst the solver's model did not make (full phase
     screens, Poisson noise): much closer to the truth than the frame average, with the stages and the
     stopping reason in the header. 64^2 x 4 frames, r0 = 15 cm: ~10 s on one core."""
-    from svrt.benchmarks.metrics import score_restoration
+    from svrt.metrics import score_restoration
     from svrt.runtime.solver import SVMOMFBD, SolverConfig, load_solver_engine
     from svrt.simulate import simulate_burst
 
