@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from svrt.atmosphere import d_over_r0_at_wavelength
 from svrt.runtime.loss import grad_sq_mean
 from svrt.runtime.plan import batches
-from svrt.runtime.problem import SolveContext, noise_variances
+from svrt.runtime.problem import MethodResult, SolveContext, noise_variances
 from svrt.runtime.solver_config import grid_shape
 
 __all__ = ["solve_momfbd", "refine_modes"]
@@ -72,7 +72,7 @@ HISTORY_KEYS = ("iteration", "total", "data", "reg_object", "reg_modes", "time_s
 def solve_momfbd(ctx: SolveContext, data_n, pix_w, init_o, init_a, t_start: float):
     """Patch wavefronts (object eliminated) -> Wiener objects with the SV forward model -> rounds of
     SV wavefront refinement and object solves. Everything in normalised units on the device.
-    Returns (o, o*, alpha, model, history, header cards) cropped to the field."""
+    Returns the :class:`~svrt.runtime.problem.MethodResult` (cropped to the field; ``cards``: the stages')."""
     from svrt.runtime.object_solve import solve_objects
 
     cfg = ctx.config
@@ -170,7 +170,7 @@ def solve_momfbd(ctx: SolveContext, data_n, pix_w, init_o, init_a, t_start: floa
         o, o_star = o[owner], o_star[owner]              # the group's object in every channel's row
         info["DIVERSITY"] = True
     crop = (slice(None), slice(m, m + y), slice(m, m + x))
-    return o[crop], o_star[crop], a, model, _as_arrays(history), info
+    return MethodResult(o[crop], o_star[crop], a, model, _as_arrays(history), method_used="momfbd", cards=info)
 
 
 def _first_objects(average, groups: list, m: int):

@@ -121,7 +121,7 @@ from svrt.runtime.forward_model import ForwardModel, bytes_per_pixel_sample
 from svrt.runtime.method_adam import solve_field, solve_tiled
 from svrt.runtime.method_momfbd import solve_momfbd
 from svrt.runtime.plan import Plan, make_plan
-from svrt.runtime.problem import Problem, SolveContext, initial_state, noise_variance, validate_burst
+from svrt.runtime.problem import MethodResult, Problem, SolveContext, initial_state, noise_variance, validate_burst
 from svrt.runtime.solver_config import (  # noqa: F401  (re-exported)
     CPU_MAX_BATCH,
     MAX_ITERATIONS,
@@ -360,17 +360,22 @@ class SVMOMFBD:
                            gamma=problem.gamma, plan=plan, callback=callback, cache=self._cache,
                            checkpoint=self._checkpointer(burst, plan, resume), diversity=burst.diversity)
         data_n, pix_w = problem.data, problem.pix_w
-        stage_info: dict = {}
-        if cfg.method == "momfbd" and not plan.tiled:
-            o, o_star, a, model, history, stage_info = solve_momfbd(
-                ctx, data_n, pix_w, init_o, init_a if ia is not None else None, t_start)
-        elif not plan.tiled:
-            o, o_star, a, model, history = solve_field(ctx, data_n, pix_w, init_o, init_a, tile_label="")
-        else:
-            o, o_star, a, model, history = solve_tiled(ctx, data_n, pix_w, init_o, init_a)
+        if plan.tiled:
+            if cfg.method == "momfbd":
+                # momfbd eliminates the object over the whole field at once: a field that must be cut into tiles
+                # is solved by adam, tile by tile; say so rather than write METHOD_USED = adam without a word
+                from svrt.checks import warn
 
-        t_total = time.perf_counter() - t_start
-        return self._result(problem, plan, o, o_star, a, model, history, {**stage_info, **selection}, t_total)
+                warn(f"the {y}x{x} field is solved in {len(plan.tiles)} tiles (the memory bound or tile_size), "
+                     "which method momfbd does not support: each tile is solved with method adam (METHOD_USED); "
+                     "raise memory_mb or unset tile_size to restore with momfbd.")
+            solved = solve_tiled(ctx, data_n, pix_w, init_o, init_a)
+        elif cfg.method == "momfbd":
+            solved = solve_momfbd(ctx, data_n, pix_w, init_o, init_a if ia is not None else None, t_start)
+        else:
+            solved = solve_field(ctx, data_n, pix_w, init_o, init_a, tile_label="")
+        solved.cards.update(selection)
+        return self._result(problem, plan, solved, time.perf_counter() - t_start)
 
     def _checkpointer(self, burst, plan: Plan, resume):
         """The :class:`~svrt.runtime.checkpoint.Checkpointer` of this solve (None without checkpoints);
@@ -387,8 +392,7 @@ class SVMOMFBD:
         state = load_checkpoint(resume, fp, cfg.method) if resume is not None else None
         return Checkpointer(cfg.checkpoint if cfg.checkpoint is not None else resume, fp, cfg.method, state)
 
-    def _result(self, problem: Problem, plan: Plan, o, o_star, a, model, history: dict, stage_info: dict,
-                t_total: float) -> SolveResult:
+    def _result(self, problem: Problem, plan: Plan, solved: MethodResult, t_total: float) -> SolveResult:
         """The solution in the input's units with its header: every setting, the engine identity, the
         plan, timings, memory, the stage cards of the method and the scale constants."""
         cfg = self.config
@@ -397,10 +401,11 @@ class SVMOMFBD:
         yg, xg = grid_shape((y, x), cfg.grid)
         insts, scale = problem.burst.insts, problem.scale
         sc = scale.to(dev)
-        objects = (o_star * sc[:, None, None]).cpu().numpy()
-        objects_raw = (o.detach() * sc[:, None, None]).cpu().numpy()
-        model_np = (model * sc[:, None, None, None]).cpu().numpy()
-        modes_np = a.detach().cpu().numpy()
+        history = solved.history
+        objects = (solved.objects_filtered * sc[:, None, None]).cpu().numpy()
+        objects_raw = (solved.objects.detach() * sc[:, None, None]).cpu().numpy()
+        model_np = (solved.model * sc[:, None, None, None]).cpu().numpy()
+        modes_np = solved.modes.detach().cpu().numpy()
         if dev.type == "cuda":
             peak_mb = torch.cuda.max_memory_allocated(dev) / 2 ** 20
             peak_kind = "cuda"
@@ -433,9 +438,9 @@ class SVMOMFBD:
             "T_TOTAL": round(t_total, 3),
             "NMASKED": int((~problem.burst.valid).sum()),
             "LOSS_FINAL": float(history["total"][-1]),
-            "METHOD_USED": "adam" if (cfg.method == "adam" or plan.tiled) else "momfbd",
+            "METHOD_USED": solved.method_used,
         })
-        header.update(stage_info)
+        header.update(solved.cards)
         for i in range(k):
             header[f"SCALE{i}"] = float(scale[i])
         return SolveResult(objects=objects.astype(np.float32), objects_unfiltered=objects_raw.astype(np.float32),

@@ -84,3 +84,14 @@ def test_momfbd_calls_back_for_every_iteration(api_solve):
     assert [r["iteration"] for r in rows] == list(loss["iteration"])
     assert np.array_equal([r["total"] for r in rows], loss["total"])
     assert {r["tile"] for r in rows} == {""}
+
+
+def test_a_tiled_momfbd_solve_says_it_runs_adam(burst_file):
+    """momfbd eliminates the object over the whole field: a field cut into tiles is solved by adam, with a
+    warning and METHOD_USED = adam (it used to switch without a word)."""
+    from svrt.checks import SvrtWarning
+
+    config = SolverConfig(method="momfbd", tile_size=32, tile_overlap=8, iterations=1, grid=0, progress=False)
+    with pytest.warns(SvrtWarning, match="solved with method adam"):
+        result = SVMOMFBD(load_solver_engine(), config).solve(read_burst(burst_file))
+    assert result.header["METHOD_USED"] == "adam" and result.header["NTILES"] > 1
