@@ -57,7 +57,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from svrt.errors import SvrtError, one_sentence
-from svrt.runtime.restore import burst_stem
+from svrt.pictures import png_beside
+from svrt.runtime.restore import burst_stem, restore_file
+from svrt.runtime.solver_config import SolverConfig
 
 __all__ = ["EngineSpec", "Job", "Outcome", "cached_solver", "find_bursts", "plan_jobs", "read_manifest",
            "restore_burst", "run_batch", "summary_table", "write_summary"]
@@ -208,7 +210,7 @@ def cached_solver(spec: EngineSpec, config: dict):
     """The :class:`~svrt.runtime.solver.SVMOMFBD` of this process for ``spec`` and ``config`` (a
     :meth:`SolverConfig.to_dict`): the engine is loaded on the first call and kept, so a worker
     loads it once whatever the number of bursts it restores."""
-    from svrt.runtime.solver import SVMOMFBD, SolverConfig, load_solver_engine
+    from svrt.runtime.solver import SVMOMFBD, load_solver_engine  # torch: only where a solver is made
 
     key = (spec, json.dumps(config, sort_keys=True, default=str))
     with _CACHE_LOCK:
@@ -320,10 +322,6 @@ def restore_burst(job: Job, spec: EngineSpec, config: dict, options: dict | None
 def _restore(job: Job, spec: EngineSpec, config: dict, opts: dict, logger: logging.Logger):
     """Read, solve and write ``job`` through :func:`svrt.runtime.restore.restore_file` (what ``svrt deconvolve``
     runs), with this worker's memory bound and cached solver; every iteration goes to the burst's log."""
-    from svrt.pictures import png_beside
-    from svrt.runtime.restore import restore_file
-    from svrt.runtime.solver import SolverConfig
-
     _set_threads(opts.get("threads"))
     if not os.path.exists(job.input):
         raise SvrtError(f"burst file {job.input} does not exist.")
@@ -357,8 +355,6 @@ def _restore(job: Job, spec: EngineSpec, config: dict, opts: dict, logger: loggi
 # ------------------------------------------------------------------------------------------ the batch
 
 def _config_dict(config) -> dict:
-    from svrt.runtime.solver import SolverConfig
-
     if config is None:
         config = SolverConfig()
     d = config.to_dict() if hasattr(config, "to_dict") else dict(config)
