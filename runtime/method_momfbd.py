@@ -119,13 +119,16 @@ def solve_momfbd(ctx: SolveContext, data_n, pix_w, init_o, init_a, t_start: floa
     field = _FieldModel(ctx, data_n, weights, w_kl, pix_w, attenuation, prior, owner, groups, shape_p)
 
     def object_stage(o, a_eff):
-        t0 = time.perf_counter()
+        last = [time.perf_counter()]
+
+        def row(j, j_data, j_prior):   # each iteration recorded (and called back) as it ends, with its own time
+            now = time.perf_counter()
+            record(j, j_data, j_prior, 0.0, now - last[0])
+            last[0] = now
+
         res = solve_objects(lambda oo: field.value_and_grad(oo, a_eff), lambda oo: field.emulate(oo, a_eff), o,
                             prior, field.denominator(a_eff), field.weighted_sq, cfg.object_iterations,
-                            cfg.tolerance, deadline)
-        dt = (time.perf_counter() - t0) / max(1, len(res.history))
-        for j, j_data, j_prior in res.history:
-            record(j, j_data, j_prior, 0.0, dt)
+                            cfg.tolerance, deadline, on_row=row)
         info["OBJ_STOP"] = res.stop_reason
         info["OBJ_ITERS"] = info.get("OBJ_ITERS", 0) + res.iterations
         return res.objects

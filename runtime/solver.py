@@ -318,9 +318,9 @@ class SVMOMFBD:
         init: a :class:`SolveResult` or dict with ``objects [K, Y, X]`` (input units) and/or ``modes
             [L, M, Yg, Xg]`` (radians) to start from; default the frame average and zero modes.
         weights: gamma_kl [K, L] (overrides ``config.weights``).
-        callback: called once for every row of the loss table (every iteration of both methods) with a dict
-            (iteration, total, data, reg_object, reg_modes, time_s, tile); method momfbd reports the
-            iterations of an object solve when that solve ends.
+        callback: called as every row of the loss table is recorded (every iteration of both methods: momfbd's
+            object-solve and refinement iterations, adam's steps) with a dict (iteration, total, data,
+            reg_object, reg_modes, time_s, tile).
         resume: a checkpoint (``config.checkpoint`` of an earlier, killed solve) to continue from; it must
             belong to this burst and these settings (one-sentence SvrtError otherwise). The result equals
             an uninterrupted solve's (:mod:`svrt.runtime.checkpoint`). Later checkpoints go to
