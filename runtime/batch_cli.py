@@ -13,8 +13,8 @@ from pathlib import Path
 import click
 
 from svrt.errors import SvrtError
-from svrt.runtime.cli import _CTX, _check_device, _engine_options, _with, solver_config, solver_options
-from svrt.settings_cli import config_file_option
+from svrt.runtime.cli_options import CONTEXT, check_device, engine_options, solver_config, solver_options
+from svrt.settings_cli import config_file_option, with_options
 
 
 def _say_unless(quiet: bool):
@@ -26,7 +26,21 @@ def _say_unless(quiet: bool):
 _NOT_BATCH = ("checkpoint", "checkpoint_every")
 
 
-@click.command("batch", context_settings=_CTX)
+def _check_out_dir(out_dir) -> None:
+    """Before any burst: --out-dir is (or can become) a folder that accepts files (the restorations, logs/,
+    batch-summary.tsv), one sentence otherwise instead of a traceback from the first burst's log."""
+    from svrt.fileio import check_writable
+
+    folder = Path(out_dir)
+    if folder.exists() and not folder.is_dir():
+        raise SvrtError(f"--out-dir {out_dir} is a file; expected a folder for the restorations.")
+    try:
+        check_writable(folder / "logs" / "batch-summary.tsv", overwrite=True)
+    except SvrtError as exc:
+        raise SvrtError(f"--out-dir {out_dir}: {exc}") from None
+
+
+@click.command("batch", context_settings=CONTEXT)
 @click.argument("bursts", nargs=-1, metavar="[BURST|'GLOB']...")
 @click.option("--manifest", default=None, type=click.Path(dir_okay=False),
               help="Text file listing one burst path per line (# comments; paths relative to the file).")
@@ -45,9 +59,9 @@ _NOT_BATCH = ("checkpoint", "checkpoint_every")
                    "[cluster] table of --config (dask-jobqueue; docs/PIPELINE.md, section SLURM).")
 @click.option("--threads-per-worker", "threads", default=None, type=click.IntRange(1, 1024),
               help="torch intra-op threads of each worker [default: 1 on Dask workers, torch's own in this process].")
-@_with(_engine_options)
+@with_options(engine_options)
 @config_file_option("solver")
-@_with(solver_options(exclude=_NOT_BATCH))
+@with_options(solver_options(exclude=_NOT_BATCH))
 @click.option("--instrument", "instrument", multiple=True,
               help="Instrument of each object for files that do not name it (repeat for K objects).")
 @click.option("--allow-nonfinite", is_flag=True, help="Give NaN/Inf pixels zero weight instead of failing the burst.")
@@ -80,7 +94,7 @@ def batch_command(ctx, bursts, manifest, out_dir, fmt, workers, scheduler, clust
     from svrt.runtime.batch_progress import BatchWatch
     from svrt.runtime.cluster import open_cluster
 
-    _check_device(device)
+    check_device(device)
     if scheduler is not None and ctx.get_parameter_source("workers") == click.core.ParameterSource.COMMANDLINE:
         raise click.UsageError("give --workers (a local cluster) or --scheduler (an existing one), not both.")
     if cluster_kind == "slurm" and (scheduler is not None or
@@ -91,7 +105,8 @@ def batch_command(ctx, bursts, manifest, out_dir, fmt, workers, scheduler, clust
     if config.checkpoint is not None:
         raise SvrtError(f"{config_file}: [solver] checkpoint is a setting of svrt deconvolve; svrt batch would write "
                         f"every burst's state to the one file {config.checkpoint}: leave it out or set it to \"none\".")
-    jobs = plan_jobs(find_bursts(bursts, manifest), out_dir, fmt)
+    _check_out_dir(out_dir)
+    jobs = plan_jobs(find_bursts(bursts, manifest, exclude=out_dir), out_dir, fmt)
     if engine_paths and scheduler is None:
         for p in engine_paths:
             if not Path(p).exists():

@@ -251,6 +251,27 @@ def initial_state(problem: Problem, io, ia, cfg: SolverConfig, n_modes: int, dev
 
 
 @dataclass
+class MethodResult:
+    """What a method gives the orchestrator (:class:`~svrt.runtime.solver.SVMOMFBD`): the solution cropped to
+    the field, in normalised units, on the device.
+
+    objects: o [K, Y, X], the unknowns before the erf filter; objects_filtered: o* [K, Y, X], the restoration.
+    modes: alpha [L, M, Yg, Xg] (radians at the wavelength of object 0); model: f(o*, alpha) [K, L, Y, X].
+    history: the loss table, 1-D numpy arrays (iteration, total, data, reg_object, reg_modes, time_s).
+    cards: header cards of the method's stages (momfbd: stage figures and the stop reason; empty for adam).
+    method_used: the method that ran ('momfbd' or 'adam'; a field solved in tiles runs adam).
+    """
+
+    objects: torch.Tensor
+    objects_filtered: torch.Tensor
+    modes: torch.Tensor
+    model: torch.Tensor
+    history: dict
+    method_used: str
+    cards: dict = field(default_factory=dict)
+
+
+@dataclass
 class SolveContext:
     """What both methods share while solving one burst (the tile-independent part).
 

@@ -303,8 +303,6 @@ def drop_dead_frames(burst, source: str = "the burst"):
     only some objects is kept for the others and gets zero weight (mask False) where it is dead.
     ``dropped`` lists the removed frame indices, ``masked`` the (k, l) pairs given zero weight.
     Raises :class:`SvrtError` when no frame would be left."""
-    from svrt.fileio import Burst
-
     dead = dead_frames(burst.frames, burst.mask)
     if not dead:
         return burst, [], []
@@ -325,7 +323,8 @@ def drop_dead_frames(burst, source: str = "the burst"):
     frames = burst.frames[:, keep]
     modes = None if burst.modes is None else burst.modes[keep]
     mask = None if mask is None else mask[:, keep]
-    new = Burst(frames=frames, instruments=list(burst.instruments), truth=burst.truth, modes=modes,
+    # the burst's own class (svrt.fileio.Burst), not imported here: svrt.fileio imports this module
+    new = type(burst)(frames=frames, instruments=list(burst.instruments), truth=burst.truth, modes=modes,
                 header=dict(burst.header), mask=mask)
     masked = [(i, keep.index(l)) for i, l in masked]
     return new, drop, masked

@@ -137,7 +137,9 @@ def _run(argv) -> int:
     warnings.showwarning = _show_warning
     sys.unraisablehook = _unraisable
     try:
-        cli.main(args=argv, standalone_mode=False)
+        # without standalone mode click returns the code of ctx.exit(n) (e.g. svrt batch's 1 when a burst failed)
+        # instead of exiting: pass it on; a command's own return value (None) means success
+        code = cli.main(args=argv, standalone_mode=False)
     except SvrtError as exc:
         click.echo(f"svrt: error: {exc}", err=True)
         return 2
@@ -157,7 +159,7 @@ def _run(argv) -> int:
     finally:
         warnings.showwarning = _default_showwarning
         sys.unraisablehook = _default_unraisablehook
-    return 0
+    return code if isinstance(code, int) and not isinstance(code, bool) else 0
 
 
 def main(argv=None):

@@ -11,7 +11,7 @@ and they are genuinely different things:
   the emulator's training objects (``svrt train --boundary apodize``).
 * **the Hann window** (:func:`hann`): ``0.5 - 0.5 cos(2 pi k / (n - 1))`` over the whole side, no flat
   part (``numpy.hanning``). Used where only the spectrum matters and leakage must be smallest:
-  power spectra (:mod:`svrt.benchmarks.metrics`) and the cross-correlation of the registration.
+  power spectra (:mod:`svrt.metrics`) and the cross-correlation of the registration.
 * **tilings** of a field into overlapping tiles, two of them:
 
   - :func:`tiles` + :func:`blend_weights`: the solver's memory tiles. Each tile is solved on its own;

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from shifted import fourier_shift
 
-from svrt.benchmarks.metrics import compare
+from svrt.metrics import compare
 from svrt.registration import apply_shift_field, destretch, estimate_shift
 from svrt.scenes import make_scene
 

@@ -331,7 +331,7 @@ def test_bad_inputs(engine, models):
 # ------------------------------------------------------------------------------------------ metrics
 
 def test_metrics():
-    from svrt.benchmarks.metrics import (
+    from svrt.metrics import (
         compare,
         contrast,
         diffraction_limited,
