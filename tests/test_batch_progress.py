@@ -86,9 +86,6 @@ def test_start_line_and_log_lines_appear_while_the_first_burst_runs(tiny_model, 
     assert lines[3].startswith("[2/2] done    burst_01")
 
 
-@pytest.mark.xfail(reason="method momfbd calls the solve callback only through batch's after-the-fact loss table "
-                          "until it calls it every iteration (issue 21, runtime/method_momfbd.py); then this passes",
-                   strict=False)
 def test_momfbd_log_lines_appear_while_the_burst_runs(tiny_model, tmp_path, monkeypatch):
     config = SolverConfig(method="momfbd", grid=0, progress=False, patch_iterations=3, object_iterations=3,
                           refine_rounds=1, refine_iterations=2)

@@ -16,7 +16,7 @@ from svrt.errors import SvrtError
 from svrt.fileio.atomic import atomic_write
 from svrt.fileio.contents import _Contents, _short
 from svrt.fileio.header import _fits_header_dict, _set_card
-from svrt.fileio.solarnet import _wcs_axes
+from svrt.fileio.solarnet import _wcs_axes, _wcs_axes_card
 
 _FITS_BLOCK = 2880  # bytes of a FITS block: headers and data are padded to whole blocks
 _FITS_PROBLEM_WORDS = ("truncated", "error validating header", "checksum", "datasum", "corrupt")
@@ -179,17 +179,6 @@ def _image_hdu(name: str, data: np.ndarray, bunit: str, axes: str, what: str, ex
     hdr.add_comment(f"{name}: {what}")
     hdr.add_comment(f"array axes {axes} (FITS NAXIS1 is the last, X)")
     return fits.ImageHDU(data=np.ascontiguousarray(data, dtype=np.float32), header=hdr, name=name)
-
-
-def _wcs_axes_card(hdr: fits.Header, ndim: int, where: str) -> None:
-    """WCSAXES = 2, ahead of the WCS cards, on a cube (OBJECT [K, Y, X], FRAMES [K, L, Y, X]) whose WCS
-    describes the image axes only: without it a FITS reader expects a CTYPEn for every axis."""
-    if ndim > 2 and "CTYPE1" in hdr:
-        _set_card(hdr, "WCSAXES", 2, None, where)
-        first = min(i for i, key in enumerate(hdr.keys()) if _wcs_axes(key) and key != "WCSAXES")
-        card = hdr.cards["WCSAXES"]
-        del hdr["WCSAXES"]
-        hdr.insert(first, card)
 
 
 # WCS cards of the two image axes (and the observer's position), copied onto every image extension

@@ -147,9 +147,18 @@ def _obs_hdu(name: str, data: np.ndarray, axes: str, what: str, cards: Mapping[s
     comments = {**_COMMENTS, **_OBS_COMMENTS, "BUNIT": "unit of the data ('': the input's relative units)"}
     for key, value in cards.items():
         _set_card(hdr, key, value, comments.get(key), where)
-    from svrt.fileio.fitsfile import _wcs_axes_card
-
     _wcs_axes_card(hdr, np.ndim(data), where)
     hdr.add_comment(f"{name}: {what}")
     hdr.add_comment(f"array axes {axes} (FITS NAXIS1 is the last, X)")
     return fits.ImageHDU(data=np.ascontiguousarray(data, dtype=np.float32), header=hdr, name=name)
+
+
+def _wcs_axes_card(hdr: fits.Header, ndim: int, where: str) -> None:
+    """WCSAXES = 2, ahead of the WCS cards, on a cube (OBJECT [K, Y, X], FRAMES [K, L, Y, X]) whose WCS
+    describes the image axes only: without it a FITS reader expects a CTYPEn for every axis."""
+    if ndim > 2 and "CTYPE1" in hdr:
+        _set_card(hdr, "WCSAXES", 2, None, where)
+        first = min(i for i, key in enumerate(hdr.keys()) if _wcs_axes(key) and key != "WCSAXES")
+        card = hdr.cards["WCSAXES"]
+        del hdr["WCSAXES"]
+        hdr.insert(first, card)
