@@ -7,6 +7,7 @@ setting means the same in both; only the checkpoint, which is one file per run, 
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -101,6 +102,11 @@ def batch_command(ctx, bursts, manifest, out_dir, fmt, workers, scheduler, clust
                                     ctx.get_parameter_source("workers") == click.core.ParameterSource.COMMANDLINE):
         raise click.UsageError("give --cluster slurm (the [cluster] table sets the workers) or --workers/--scheduler, "
                                "not both.")
+    cores = os.cpu_count() or 1
+    if scheduler is None and cluster_kind != "slurm" and workers > 4 * cores:
+        # local workers share this machine's cores: beyond a few per core each only waits and holds memory
+        raise click.UsageError(f"--workers {workers} is more than 4 per core on this machine ({cores} cores); "
+                               f"use --workers {cores} or fewer, or --scheduler for a cluster.")
     config = solver_config(config_file, solver_kw, progress=False)  # many workers' bars would be noise
     if config.checkpoint is not None:
         raise SvrtError(f"{config_file}: [solver] checkpoint is a setting of svrt deconvolve; svrt batch would write "

@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from svrt.checks import check_mode_grid
 from svrt.errors import SvrtError
 from svrt.pictures import png_beside
 from svrt.runtime.cli_options import CONTEXT, Finite, check_device, engine_options, solver_config, solver_options
@@ -96,6 +97,7 @@ def convolve_command(object_path, object_key, modes_path, modes_key, instrument,
     if modes.shape[2] > y or modes.shape[3] > x:
         raise SvrtError(f"the modes grid {modes.shape[2]}x{modes.shape[3]} in {modes_path} is larger than the object "
                         f"({y}x{x}); expected per-pixel or coarser modes.")
+    check_mode_grid(modes.shape[2:], (y, x), str(modes_path))  # warns about a grid stretched over the field
     engine.check(torch.zeros(1, 1, 16, 16), torch.zeros(1, m, 16, 16), inst.label)  # instrument and its physics
     # bilinear upsampling never exceeds the nodes' values: checking the given grid bounds every pixel
     check_wavefront_units(modes, inst, modes_path, (engine.identity.extra or {}).get("training_r0_cm"))

@@ -53,14 +53,10 @@ def burst_stem(path: str | os.PathLike) -> str:
 
 def check_outputs(output, png, inputs: Sequence, overwrite: bool) -> None:
     """Before any work: the output (and the PNG) names are new files (or ``overwrite``), not inputs, in
-    folders that accept a new file, and a FITS output's name is ASCII; stale temporary files of killed runs are
+    folders that accept a new file; stale temporary files of killed runs are
     removed."""
-    from svrt.fileio import check_not_input, check_writable, file_format
+    from svrt.fileio import check_not_input, check_writable
 
-    if file_format(output) == "fits" and not Path(output).name.isascii():
-        # the name goes into the FILENAME card, which holds ASCII only: say so now, not after the solve
-        raise SvrtError(f"Output {output}: a FITS file records its own name in the FILENAME card, which holds ASCII "
-                        "characters only; choose an ASCII file name (or an .h5 output).")
     check_not_input(output, *inputs)
     check_writable(output, overwrite)
     if png is not None:
@@ -114,27 +110,24 @@ def read_checked_burst(path, instrument=None, allow_nonfinite: bool = False, dro
 
 
 def check_restoration_space(output, png, burst, config) -> None:
-    """Free space for the restoration (OBJECT, MODES at most per pixel, MODEL, LOSS) before solving."""
-    from svrt.fileio import check_free_space
+    """Free space for the restoration before solving: the file's own size (:func:`svrt.fileio.restoration_nbytes`,
+    within a few header blocks of the real file) plus the quick look's allowance. It asked 8-9x the real size
+    with fixed margins before, refusing restorations that fitted."""
+    from svrt.fileio import check_free_space, restoration_nbytes
+    from svrt.mode_grid import grid_shape
 
-    k, n_frames = burst.n_objects, burst.n_frames
     y, x = burst.shape
-    grid = getattr(config, "grid", 0) or max(y, x)
-    nodes = -(-y // grid) * -(-x // grid)
     n_modes = 44 if burst.n_modes is None else burst.n_modes
-    nbytes = 4 * (k * y * x * (1 + n_frames) + n_frames * n_modes * nodes) + (1 << 20)
+    p = int(getattr(config, "grid", 0) or 0)
+    grid = grid_shape((y, x), p if p <= max(y, x) else 0)
+    nbytes = restoration_nbytes(burst.n_objects, burst.n_frames, (y, x), n_modes, grid,
+                                n_iterations=max(100, int(getattr(config, "iterations", 30))))
     if str(output).lower().endswith((".gz", ".bz2", ".xz")):
         nbytes //= 4
     check_free_space(output, nbytes + (0 if png is None else PNG_BYTES))
 
 
 # ------------------------------------------------------------------------------------------ the file of a solve
-
-def _ascii_name(name: str) -> str:
-    """A file name as a FITS card can hold it (ASCII only): other characters as ``\\xNN``/``\\uNNNN`` escapes,
-    so a restoration of ``Fe_λ6302.fits`` is written, not refused after the solve."""
-    return name.encode("ascii", "backslashreplace").decode("ascii")
-
 
 def restoration_of(result, header: Mapping[str, Any], input_name: str):
     """The :class:`svrt.fileio.Restoration` of a solve (a :class:`~svrt.runtime.solver.SolveResult`): the input
@@ -143,10 +136,12 @@ def restoration_of(result, header: Mapping[str, Any], input_name: str):
     extension, see :func:`svrt.fileio.write_restoration`); read back, a setting whose name the input also uses
     is given as SVRT_<KEY> (see :func:`svrt.fileio.merge_headers`). ``input_name`` is recorded as INPUT."""
     from svrt.fileio import merge_headers
+    from svrt.fileio.header import ascii_card_text
 
     rest = result.to_restoration()
     rest.config = dict(rest.header)
-    rest.header = merge_headers(dict(header), {"INPUT": _ascii_name(str(input_name)), "DATE": rest.config.get("DATE")})
+    rest.header = merge_headers(dict(header), {"INPUT": ascii_card_text(str(input_name)),
+                                               "DATE": rest.config.get("DATE")})
     return rest
 
 

@@ -95,22 +95,22 @@ def test_batch_into_an_unusable_out_dir_is_one_sentence(tiny_model, tmp_path, ca
         assert err.startswith("svrt: error: --out-dir") and err.count("\n") == 1, err
 
 
-def test_non_ascii_names_do_not_fail_after_the_solve(tiny_model, tmp_path, monkeypatch):
-    from svrt.runtime import solver as solver_module
-
+def test_non_ascii_names_do_not_fail_after_the_solve(tiny_model, tmp_path):
     burst = _burst(tmp_path / "bürst_λ.fits")
     out = tmp_path / "restored.fits"
     result = CliRunner().invoke(cli, ["deconvolve", str(burst), "-o", str(out), "--engine", str(tiny_model), "-q",
                                       "--no-png", *FAST_OPTIONS])
     assert result.exit_code == 0, (result.output, result.exception)
     assert read_restoration(out).header["INPUT"].isascii()
-    # a non-ASCII FITS output name is refused before the solve (its FILENAME card holds ASCII only)
-    solves = []
-    monkeypatch.setattr(solver_module.SVMOMFBD, "solve", lambda *a, **k: solves.append(1))
-    result = CliRunner().invoke(cli, ["deconvolve", str(burst), "-o", str(tmp_path / "réstored.fits"), "--engine",
-                                      str(tiny_model), "-q", "--no-png", *FAST_OPTIONS])
-    one_sentence(result, "FILENAME")
-    assert solves == []
+    # a non-ASCII FITS output name is written too, its FILENAME card escaped (it was refused after the solve)
+    out = tmp_path / "réstored.fits"
+    result = CliRunner().invoke(cli, ["deconvolve", str(burst), "-o", str(out), "--engine", str(tiny_model), "-q",
+                                      "--no-png", *FAST_OPTIONS])
+    assert result.exit_code == 0, (result.output, result.exception)
+    from astropy.io import fits
+
+    with fits.open(out) as hdus:
+        assert {h.header.get("FILENAME") for h in hdus if "FILENAME" in h.header} == {"r\\xe9stored.fits"}
 
 
 def test_output_folder_inside_a_recursive_glob_is_not_an_input(tiny_model, tmp_path):
@@ -133,3 +133,30 @@ def test_bad_stream_items_are_one_svrt_sentence(tiny_model, item):
     assert "\n" not in out.error and out.error.endswith(".") and "stream item" in out.error
     streamed = list(Restorer(tiny_model, FAST).stream([item]))
     assert len(streamed) == 1 and "AttributeError" not in streamed[0].error, streamed[0].error
+
+
+def test_free_space_check_asks_about_the_size_of_the_file(tiny_model, tmp_path, monkeypatch):
+    """The free-space check before a solve asks for the restoration's own size (within 1.5x, plus 64 KiB: the
+    estimate allows a few 2880-byte header blocks per HDU, which dominate a file this small) and the quick
+    look's allowance: it asked a fixed 1 MiB more than the data (17x this file), refusing restorations that fit."""
+    import svrt.fileio
+    from svrt.runtime.restore import PNG_BYTES
+
+    asked = []
+    real_check = svrt.fileio.check_free_space
+    monkeypatch.setattr(svrt.fileio, "check_free_space", lambda path, n: (asked.append(n), real_check(path, n)))
+    path = _burst(tmp_path / "b.fits")
+    out = tmp_path / "r.fits"
+    assert _svrt(["deconvolve", path, "-o", out, "--model", tiny_model, "--no-png", "-q", *FAST_OPTIONS]) == 0
+    size = out.stat().st_size
+    restoration_ask = [n for n in asked if n < PNG_BYTES]
+    assert restoration_ask and size <= max(restoration_ask) <= 1.5 * size + (64 << 10), (asked, size)
+
+
+def test_batch_refuses_more_local_workers_than_the_machine_can_run(tmp_path):
+    """--workers up to 4096 was accepted on a 2-core machine: beyond 4 per core it is one sentence."""
+    too_many = 4 * (os.cpu_count() or 1) + 1
+    result = CliRunner().invoke(cli, ["batch", str(tmp_path / "*.fits"), "-o", str(tmp_path / "out"),
+                                      "--workers", str(too_many)])
+    assert result.exit_code == 2
+    assert f"--workers {too_many} is more than 4 per core" in result.output

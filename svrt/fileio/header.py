@@ -228,3 +228,9 @@ def merge_headers(kept: Mapping[str, Any] | None, added: Mapping[str, Any] | Non
             up = renamed
         out[up] = value
     return out
+
+
+def ascii_card_text(text: str) -> str:
+    """``text`` as a FITS card holds it (ASCII only): other characters as ``\\xNN``/``\\uNNNN`` escapes, so a
+    restoration of ``Fe_λ6302.fits`` (its INPUT and FILENAME cards) is written, not refused after the solve."""
+    return text.encode("ascii", "backslashreplace").decode("ascii")

@@ -11,7 +11,7 @@ import numpy as np
 from astropy.io import fits
 
 from svrt.errors import SvrtError
-from svrt.fileio.header import _COMMENTS, _set_card
+from svrt.fileio.header import _COMMENTS, _set_card, ascii_card_text
 
 #: SOLARNET compliance of a restoration: partial (the mandatory keys are there; the conditionally
 #: mandatory ones, e.g. OBSGEO-X/Y/Z or WAVEMIN/WAVEMAX, only when the input has them)
@@ -110,7 +110,7 @@ def _obs_cards(extras: Mapping[str, Any], config: Mapping[str, Any], provenance:
         cards["SVRTINST"] = instrument
     if index is not None:
         cards["SVRTOBJ"] = int(index)
-    cards["FILENAME"] = filename
+    cards["FILENAME"] = ascii_card_text(filename)
     cards["DATE"] = str(config.get("DATE") or time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()))
     for key, value in provenance.items():
         cards.setdefault(key, value)
