@@ -16,7 +16,8 @@ b. ``linearity``: :func:`linearity_error` of ``f(a o1 + b o2)`` for the steps of
 c. ``gradient``: the gradient of ``1/2 ||f(o, alpha) - data||^2`` with respect to the coarse mode grid (the
    solver's variables) through the emulator and through exact optics (``psf-interpolation`` at the solver's
    grid, which is the solver's own exact forward model; torch autograd through both), compared by
-   :func:`gradient_agreement` (cosine, relative error).
+   :func:`gradient_agreement` (cosine, relative error); and the Jacobians alone, both pulled back with
+   exact optics' residual (``same_residual_*``), which separates a wrong Jacobian from a wrong forward.
 d. ``otf``: for an isoplanatic wavefront (the same modes at every pixel) the emulator's effective OTF
    relative to the exact one, ``sqrt(P_emulator / P_exact)`` of the azimuthally averaged power spectra
    (:func:`otf_ratio`), against frequency in units of the cutoff.
@@ -231,26 +232,72 @@ def part_linearity(eng: Engines, objects: dict, coarse: torch.Tensor, size) -> l
 def part_gradient(eng: Engines, obj: torch.Tensor, coarse: torch.Tensor, data: torch.Tensor, size,
                   seed: int) -> list:
     """c. The gradient of ``1/2 ||f(obj, alpha) - data||^2`` with respect to the coarse modes ``alpha
-    [1, M, Yg, Xg]`` through the emulator and through exact optics (psf-interpolation), at the solver's
-    modes and at the modes plus a 0.3 rad random step (where the solver's line searches go)."""
+    [1, M, Yg, Xg]`` through the emulator and through exact optics (psf-interpolation), at the points
+    below (the object is the solver's)."""
     gen = torch.Generator().manual_seed(seed)
+    m = coarse.shape[1]
+    low = torch.zeros(1, m, 1, 1)
+    low[:, :10] = 1.0
+    start = torch.zeros(1, m, 1, 1)
+    start[:, :35] = 1.0
+    # where the solver goes: its converged modes (exact optics' gradient ~0 there, the emulator's is its
+    # own model error), a random step from them (0.3 rad RMS over all modes; 0.5 rad over KL 1-10, the
+    # modes the patch stage fits first), and its start (random, 0.3 rad RMS over KL 1-35, --start-rms)
     points = {"solver_modes": coarse,
-              "solver_modes + 0.3 rad": coarse + 0.3 / math.sqrt(coarse.shape[1]) * torch.randn(
-                  coarse.shape, generator=gen)}
+              "solver_modes + 0.3 rad": coarse + 0.3 / math.sqrt(m) * torch.randn(coarse.shape, generator=gen),
+              "solver_modes + 0.5 rad KL 1-10": coarse + 0.5 / math.sqrt(10) * low * torch.randn(
+                  coarse.shape, generator=gen),
+              "start 0.3 rad KL 1-35": 0.3 / math.sqrt(35) * start * torch.randn(coarse.shape, generator=gen)}
     rows = []
     for label, alpha in points.items():
-        grads = {}
+        grads, outs, inputs = {}, {}, {}
         for model in ("emulator", "psf_interpolation"):
             a = alpha.clone().requires_grad_(True)
-            loss = 0.5 * (eng.model(model, obj, a, size)[0] - data).pow(2).sum()
-            (g,) = torch.autograd.grad(loss, a)
-            grads[model] = g
+            outs[model], inputs[model] = eng.model(model, obj, a, size)[0], a
+            (grads[model],) = torch.autograd.grad(0.5 * (outs[model] - data).pow(2).sum(), a, retain_graph=True)
         agree = gradient_agreement(grads["emulator"], grads["psf_interpolation"])
         # low-order modes (KL 1-10) carry most of the gradient the wavefront fit follows
         low = gradient_agreement(grads["emulator"][:, :10], grads["psf_interpolation"][:, :10])
+        # the Jacobians alone: both pulled back with exact optics' residual (no forward-model error in it)
+        resid = (outs["psf_interpolation"] - data).detach()
+        (g_same,) = torch.autograd.grad(outs["emulator"], inputs["emulator"], resid)
+        same = gradient_agreement(g_same, grads["psf_interpolation"])
         rows.append({"point": label, **agree, "cosine_kl1_10": low["cosine"],
-                     "relative_error_kl1_10": low["relative_error"]})
+                     "relative_error_kl1_10": low["relative_error"],
+                     "same_residual_cosine": same["cosine"], "same_residual_relative_error": same["relative_error"]})
     return rows
+
+
+def part_gradient_reference(eng: Engines, obj: torch.Tensor, coarse: torch.Tensor, data: torch.Tensor,
+                            seed: int, field: int = 64) -> dict:
+    """The reference of c checked: on the central ``field``^2 of the burst (a 2 x 2 grid, the solver's
+    P = 32), the gradient with respect to the coarse modes through the exact per-pixel convolution of
+    Eq. 1 (autograd through :func:`spatially_variant_convolve`, one PSF per pixel) against
+    psf-interpolation's and the emulator's, at the solver's modes plus a 0.3 rad random step."""
+    from svrt.mode_grid import per_pixel_modes
+    from svrt.optics.convolution import spatially_variant_convolve
+
+    y = data.shape[-1]
+    c0 = (y - field) // 2
+    o = obj[c0:c0 + field + 2 * MARGIN, c0:c0 + field + 2 * MARGIN]
+    d = data[c0:c0 + field, c0:c0 + field]
+    node = F.adaptive_avg_pool2d(coarse, 2)                        # [1, M, 2, 2]
+    gen = torch.Generator().manual_seed(seed + 1)
+    alpha = node + 0.3 / math.sqrt(node.shape[1]) * torch.randn(node.shape, generator=gen)
+    lo = MARGIN - (PSF_SIZE - 1 - PSF_SIZE // 2)
+    inner = o[lo:lo + field + PSF_SIZE - 1, lo:lo + field + PSF_SIZE - 1]
+    grads = {}
+    for name in ("exact_per_pixel", "psf_interpolation", "emulator"):
+        a = alpha.clone().requires_grad_(True)
+        if name == "exact_per_pixel":
+            out = spatially_variant_convolve(inner, per_pixel_modes(a[0], (field, field)), eng.psf_model,
+                                             boundary="valid")
+        else:
+            out = eng.model(name, o, a, (field, field))[0]
+        (grads[name],) = torch.autograd.grad(0.5 * (out - d).pow(2).sum(), a)
+    return {"field": field, "grid": [2, 2],
+            "psf_interpolation_vs_exact": gradient_agreement(grads["psf_interpolation"], grads["exact_per_pixel"]),
+            "emulator_vs_exact": gradient_agreement(grads["emulator"], grads["exact_per_pixel"])}
 
 
 def part_otf(eng: Engines, objects: dict, coarse_iso: dict, size, cutoff: float) -> dict:
@@ -372,6 +419,10 @@ def run(bursts: list, restorations: list, out_dir, model: str = "svce-c16", fram
             data = torch.as_tensor(burst.frames[0, 0])
             rows = part_gradient(engines, obj, solver_modes[:1], data, size, seed)
             report["gradient"] += [{"burst": tag, **r} for r in rows]
+            if "gradient_reference" not in report:
+                report["gradient_reference"] = {"burst": tag, **part_gradient_reference(
+                    engines, obj, solver_modes[:1], data, seed)}
+                log(f"  gradient reference: {report['gradient_reference']}")
         if "otf" in parts:
             iso = {f"{tag} mean solver modes": solver_modes[:1].mean(dim=(-2, -1), keepdim=True),
                    f"{tag} diffraction-limited": torch.zeros(1, solver_modes.shape[1], 1, 1)}

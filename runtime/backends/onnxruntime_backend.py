@@ -8,7 +8,8 @@ Devices: ``"cpu"`` (CPU execution provider), ``"cuda"`` / ``"cuda:N"`` (CUDA exe
 onnxruntime-gpu; inputs and outputs stay on the GPU and are bound to torch tensors through I/O
 binding, no host copies). ``providers=[...]`` chooses execution providers explicitly, e.g.
 ``["TensorrtExecutionProvider", "CUDAExecutionProvider"]``; ``providers="tensorrt"`` is a shortcut
-for that list. ``threads`` sets ONNX Runtime's intra-op thread count (default: its own choice).
+for that list. ``threads`` sets ONNX Runtime's intra-op thread count; on the CPU the default is torch's thread count and
+the pool's threads sleep between calls instead of spinning (:func:`cpu_threads` says why).
 
 onnxruntime is imported when an engine is loaded, never at import time of :mod:`svrt.runtime`.
 """
@@ -109,13 +110,35 @@ def _device_and_providers(ort, device: str, providers):
     return dev, providers
 
 
-def _session(ort, path, providers, threads):
+def cpu_threads(threads: int | None) -> int:
+    """ONNX Runtime's intra-op thread count on the CPU: ``threads`` when given, else torch's
+    (``torch.get_num_threads()``, which follows ``OMP_NUM_THREADS`` and ``torch.set_num_threads``).
+
+    Why not ONNX Runtime's own default (one thread per physical core, spinning between operators):
+    in the solver the engine alternates with torch (upsampling, FFT filter, loss, optimiser) at every
+    step. ONNX Runtime's pool kept spinning on every core while torch's threads ran, and torch's
+    OpenMP threads spun while ONNX Runtime ran, so the two fought for the same cores: a restoration
+    took 2x the torch emulator's time although one forward pass alone was as fast. One thread budget
+    for the process, set once, and pool threads that sleep between calls (:func:`_session`)."""
+    if threads:
+        return int(threads)
+    return max(1, torch.get_num_threads())
+
+
+def _session(ort, path, providers, threads, cpu: bool = True):
     path = Path(path)
     if not path.exists():
         raise SvrtError(f"{path}: ONNX file not found.")
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    if threads:
+    if cpu:
+        # torch's thread budget, and no busy-waiting between operators or calls (see cpu_threads)
+        options.intra_op_num_threads = cpu_threads(threads)
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    elif threads:
         options.intra_op_num_threads = int(threads)
     try:
         session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
@@ -135,6 +158,7 @@ class OnnxRuntimeEngine(CompanionPair, Engine):
         self.identity = EngineIdentity.of_export(
             "onnxruntime", device, meta, path,
             {"providers": session.get_providers(), "vjp_graph": str(vjp_path) if vjp_session else "",
+             "threads": session.get_session_options().intra_op_num_threads,
              "svrt_version": meta.get("svrt_version", ""), "opset": meta.get("opset", "")})
 
     @classmethod
@@ -147,12 +171,13 @@ class OnnxRuntimeEngine(CompanionPair, Engine):
             raise SvrtError("the onnxruntime back end needs the path of an .onnx file written by 'svrt export'.")
         ort = import_onnxruntime()
         dev, provider_list = _device_and_providers(ort, device, providers)
-        session, meta = _session(ort, path, provider_list, threads)
+        cpu = dev.type == "cpu"
+        session, meta = _session(ort, path, provider_list, threads, cpu)
         check_graph_metadata(meta, path, "forward", instrument, n_modes, precision)
         vjp_session = None
         vjp_path = find_companion(path, vjp_path)
         if vjp_path:
-            vjp_session, vjp_meta = _session(ort, vjp_path, provider_list, threads)
+            vjp_session, vjp_meta = _session(ort, vjp_path, provider_list, threads, cpu)
             check_companion(meta, vjp_meta, path, vjp_path)
         return cls(session, meta, path, dev, vjp_session, vjp_path)
 

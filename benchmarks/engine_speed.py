@@ -1,0 +1,163 @@
+"""The solver's speed with each forward model, side by side in one run (issue 20, item 5).
+
+``python -m svrt.benchmarks.engine_speed --burst b128.fits --burst b256.fits --onnx crisp8542.onnx --out-dir DIR``
+restores each burst with the default method (momfbd, default settings) through
+
+- ``exact``: exact optics, the ``psf-interpolation`` back end (the default of ``svrt deconvolve``);
+- ``torch``: the shipped emulator ``svce-c16`` in PyTorch (``--model svce-c16``);
+- ``onnxruntime``: the exported graphs in ONNX Runtime as the back end loads them now (``--engine X.onnx``);
+- ``onnxruntime-ort-defaults`` (``--with-ort-defaults``): the same graphs in sessions with ONNX Runtime's own
+  CPU defaults (one thread per core, spinning), as the back end loaded them before; by default timed on the
+  steps only (``--steps-only``: a whole restoration took over 10 minutes at 128^2 on the shared machine),
+
+and times, per engine, the whole restoration (and its stages from the restoration header: ``T_PATCH``, the
+per-patch wavefront stage, and ``T_TOTAL``) and the two steps the solver repeats, through its own forward
+model (:class:`svrt.runtime.forward_model.ForwardModel`, every frame in one call, the solver's margin): a
+*wavefront step* (the model frames and the gradient of the data term with respect to the coarse modes) and an
+*object step* (the same with respect to the object). Each step is the shortest of ``--repeats`` after a
+warm-up, every engine at the modes of the first engine's restoration; torch runs on ``--threads`` threads (default
+1), the same budget as ONNX Runtime's sessions. Writes ``engine_speed.json``; ratios are to the torch
+emulator's time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+
+def ort_default_engine(onnx_path):
+    """The exported graphs in ONNX Runtime sessions with its own CPU defaults (the back end's loading
+    before issue 20: no thread count, spinning pools), for the comparison only."""
+    import onnxruntime as ort
+
+    from svrt.runtime.backends.gradient_companion import find_companion
+    from svrt.runtime.backends.onnxruntime_backend import OnnxRuntimeEngine
+
+    def session(p):
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        return ort.InferenceSession(str(p), sess_options=options, providers=["CPUExecutionProvider"])
+
+    fwd = session(onnx_path)
+    vjp_path = find_companion(onnx_path, None)
+    meta = dict(fwd.get_modelmeta().custom_metadata_map)
+    return OnnxRuntimeEngine(fwd, meta, onnx_path, torch.device("cpu"), session(vjp_path), vjp_path)
+
+
+def load(name: str, onnx_path):
+    from svrt.runtime.solver import load_solver_engine
+
+    if name == "exact":
+        return load_solver_engine(None, backend="psf-interpolation")
+    if name == "torch":
+        return load_solver_engine("svce-c16")
+    if name == "onnxruntime":
+        return load_solver_engine(onnx_path)
+    return ort_default_engine(onnx_path)
+
+
+def _best(fn, repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def step_times(engine, burst, restoration_modes, margin: int, repeats: int) -> dict:
+    """Seconds of one wavefront step and one object step over every frame of object 0 (see the module doc)."""
+    import torch.nn.functional as F
+
+    from svrt.runtime.forward_model import ForwardModel
+
+    fm = ForwardModel(engine, burst.instruments[0], 1.0, kernels="torch")
+    frames = torch.as_tensor(burst.frames[0])                         # [L, Y, X]
+    size = tuple(frames.shape[-2:])
+    obj = F.pad(frames.mean(0)[None, None], (margin,) * 4, mode="reflect")[0, 0]
+    idx = list(range(frames.shape[0]))
+
+    def wavefront():
+        a = restoration_modes.clone().requires_grad_(True)
+        loss = 0.5 * (fm.predict(obj, a, idx, size) - frames).pow(2).sum()
+        torch.autograd.grad(loss, a)
+
+    def object_step():
+        o = obj.clone().requires_grad_(True)
+        loss = 0.5 * (fm.predict(o, restoration_modes, idx, size) - frames).pow(2).sum()
+        torch.autograd.grad(loss, o)
+
+    return {"wavefront_step_s": round(_best(wavefront, repeats), 3),
+            "object_step_s": round(_best(object_step, repeats), 3)}
+
+
+def run(bursts, onnx_path, out_dir, names, repeats: int = 2, threads: int = 1, steps_only=()) -> dict:
+    from svrt.benchmarks.gpu_check import write_json
+    from svrt.benchmarks.validate import machine_info
+    from svrt.fileio import read_burst
+    from svrt.runtime.solver import SVMOMFBD, SolverConfig
+
+    torch.set_num_threads(threads)
+    report = {"command": shlex.join([Path(sys.executable).name, "-m", "svrt.benchmarks.engine_speed", *sys.argv[1:]]),
+              "machine": machine_info(), "threads": threads, "engines": list(names), "runs": []}
+    config = SolverConfig()
+    for path in bursts:
+        burst = read_burst(path)
+        size = burst.frames.shape[-1]
+        rows = {}
+        modes = None          # every engine's steps run at the first restoration's modes (same inputs)
+        for name in names:
+            engine = load(name, onnx_path)
+            row = {"ort_threads": (engine.identity.extra or {}).get("threads")}
+            if name not in steps_only:
+                t0 = time.perf_counter()
+                result = SVMOMFBD(engine, config).solve(burst)
+                h = result.header
+                row.update(restoration_s=round(time.perf_counter() - t0, 2), T_PATCH=h.get("T_PATCH"),
+                           T_TOTAL=h.get("T_TOTAL"), iterations=int(len(result.loss["iteration"])))
+                modes = torch.as_tensor(result.modes) if modes is None else modes
+            if modes is None:
+                raise SystemExit("the first engine must run a whole restoration (its modes drive the steps)")
+            row.update(step_times(engine, burst, modes, config.margin, repeats))
+            rows[name] = row
+            print(f"{size}^2 {name}: {row}", flush=True)
+            engine.close()
+        ref = rows.get("torch")
+        if ref:
+            for row in rows.values():
+                for key in ("restoration_s", "wavefront_step_s", "object_step_s"):
+                    if key in row and key in ref:
+                        row[f"{key}_over_torch"] = round(row[key] / ref[key], 3)
+        report["runs"].append({"burst": str(path), "size": int(size), "frames": int(burst.frames.shape[1]),
+                               "engines": rows})
+        write_json(Path(out_dir) / "engine_speed.json", report)
+    return report
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m svrt.benchmarks.engine_speed", description=__doc__.split("\n")[0])
+    p.add_argument("--burst", action="append", required=True, help="burst to restore (repeat: one per size)")
+    p.add_argument("--onnx", required=True, help="forward graph from 'svrt export' (its .vjp.onnx beside it)")
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--engines", default="exact,torch,onnxruntime")
+    p.add_argument("--with-ort-defaults", action="store_true",
+                   help="also time ONNX Runtime with its own CPU defaults (the loading before issue 20)")
+    p.add_argument("--steps-only", default="onnxruntime-ort-defaults",
+                   help="engines timed on the steps only, not a whole restoration (comma-separated)")
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args(argv)
+    names = args.engines.split(",") + (["onnxruntime-ort-defaults"] if args.with_ort_defaults else [])
+    run(args.burst, args.onnx, args.out_dir, names, args.repeats, args.threads, tuple(args.steps_only.split(",")))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
