@@ -336,20 +336,22 @@ def plot(report: dict, out_dir: Path) -> list:
     fig, axes = subplots(1, 2, figsize=(11, 4), layout="constrained")
     labels = [band_key(b) for b in BANDS]
     xs = np.arange(len(labels))
+    colours = {"scene": "C0", "frame_average": "C1", "points": "C2"}
     for ax, model in zip(axes, ("emulator", "psf_interpolation")):
-        for row in report["forward"]:
-            if row["model"] != model:
-                continue
-            ys = [row["band_error_ratio"][k] for k in labels]
-            style = {"scene": "-", "frame_average": "--", "points": ":"}[row["object"]]
-            ax.semilogy(xs, ys, style, marker="o", ms=3, alpha=0.7,
-                        label=f"{row['modes']} f{row['frame']} {row['object']}")
+        for obj, colour in colours.items():
+            for modes, style in (("true", "-"), ("solver", "--")):
+                rows = [r for r in report["forward"] if (r["model"], r["object"], r["modes"]) == (model, obj, modes)]
+                if not rows:
+                    continue
+                ys = [_median([r["band_error_ratio"][k] for r in rows]) for k in labels]
+                ax.semilogy(xs, ys, style, color=colour, marker="o", ms=3,
+                            label=f"{obj}, {modes} modes (median of {len(rows)})")
         ax.axhline(1e-4, color="k", lw=0.8)
         ax.set_xticks(xs, labels)
         ax.set_xlabel("band, |nu| / cutoff D/lambda")
         ax.set_ylabel("error power / signal power")
         ax.set_title(f"{model} vs exact per-pixel convolution")
-    axes[0].legend(fontsize=5, ncol=2)
+    axes[0].legend(fontsize=7)
     paths.append(save_png(fig, out_dir / "engine_forward_bands.png", dpi=90))
 
     fig, ax = subplots(1, 1, figsize=(6, 4), layout="constrained")

@@ -12,12 +12,14 @@ restores each burst with the default method (momfbd, default settings) through
 
 and times, per engine, the whole restoration (and its stages from the restoration header: ``T_PATCH``, the
 per-patch wavefront stage, and ``T_TOTAL``) and the two steps the solver repeats, through its own forward
-model (:class:`svrt.runtime.forward_model.ForwardModel`, every frame in one call, the solver's margin): a
+model (:class:`svrt.runtime.forward_model.ForwardModel`, the solver's margin): a
 *wavefront step* (the model frames and the gradient of the data term with respect to the coarse modes) and an
-*object step* (the same with respect to the object). Each step is the shortest of ``--repeats`` after a
-warm-up, every engine at the modes of the first engine's restoration; torch runs on ``--threads`` threads (default
-1), the same budget as ONNX Runtime's sessions. Writes ``engine_speed.json``; ratios are to the torch
-emulator's time.
+*object step* (the same with respect to the object), in engine calls of as many frames as the solver's plan
+makes on the CPU (``CPU_MAX_BATCH``). Each step is the shortest of ``--repeats`` rounds after a warm-up (the
+engines take turns in each round, so a passing load hits all), every engine at the modes of the first
+engine's restoration; torch runs on ``--threads`` threads (default 1), the same budget as ONNX Runtime's
+sessions. The engine calls of each restoration are counted and timed (:class:`CallCounter`). Writes
+``engine_speed.json``; ratios are to the torch emulator's time.
 """
 
 from __future__ import annotations
@@ -72,30 +74,80 @@ def _best(fn, repeats: int) -> float:
     return min(times)
 
 
-def step_times(engine, burst, restoration_modes, margin: int, repeats: int) -> dict:
-    """Seconds of one wavefront step and one object step over every frame of object 0 (see the module doc)."""
+class CallCounter:
+    """Counts and times the engine calls the solver makes (``forward``, ``vjp``, ``apply`` and, for exact
+    optics, ``apply_coarse``) by wrapping them on the instance; :meth:`summary` gives calls and seconds.
+    For the torch emulator ``apply`` runs the forward pass only (its backward runs inside autograd)."""
+
+    METHODS = ("forward", "vjp", "apply", "apply_coarse")
+
+    def __init__(self, engine):
+        self.calls = {m: 0 for m in self.METHODS}
+        self.seconds = {m: 0.0 for m in self.METHODS}
+        for name in self.METHODS:
+            if hasattr(engine, name):
+                setattr(engine, name, self._wrap(name, getattr(engine, name)))
+
+    def _wrap(self, name, fn):
+        def timed(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.calls[name] += 1
+                self.seconds[name] += time.perf_counter() - t0
+        return timed
+
+    def summary(self) -> dict:
+        return {f"{m}_{what}": round(v, 2) if what == "s" else v
+                for m in self.METHODS if self.calls[m]
+                for what, v in (("calls", self.calls[m]), ("s", self.seconds[m]))}
+
+
+def step_functions(engine, burst, restoration_modes, margin: int) -> dict:
+    """The wavefront step and the object step over every frame of object 0 (see the module doc)."""
     import torch.nn.functional as F
 
     from svrt.runtime.forward_model import ForwardModel
+    from svrt.runtime.plan import batches
+    from svrt.runtime.solver_config import CPU_MAX_BATCH
 
     fm = ForwardModel(engine, burst.instruments[0], 1.0, kernels="torch")
     frames = torch.as_tensor(burst.frames[0])                         # [L, Y, X]
     size = tuple(frames.shape[-2:])
     obj = F.pad(frames.mean(0)[None, None], (margin,) * 4, mode="reflect")[0, 0]
-    idx = list(range(frames.shape[0]))
+    calls = [idx for _, idx in batches(1, frames.shape[0], CPU_MAX_BATCH)]
 
     def wavefront():
         a = restoration_modes.clone().requires_grad_(True)
-        loss = 0.5 * (fm.predict(obj, a, idx, size) - frames).pow(2).sum()
-        torch.autograd.grad(loss, a)
+        for idx in calls:            # gradients accumulated call by call, as the solver does
+            loss = 0.5 * (fm.predict(obj, a, idx, size) - frames[idx]).pow(2).sum()
+            loss.backward()
 
     def object_step():
         o = obj.clone().requires_grad_(True)
-        loss = 0.5 * (fm.predict(o, restoration_modes, idx, size) - frames).pow(2).sum()
-        torch.autograd.grad(loss, o)
+        for idx in calls:
+            loss = 0.5 * (fm.predict(o, restoration_modes, idx, size) - frames[idx]).pow(2).sum()
+            loss.backward()
 
-    return {"wavefront_step_s": round(_best(wavefront, repeats), 3),
-            "object_step_s": round(_best(object_step, repeats), 3)}
+    return {"wavefront_step_s": wavefront, "object_step_s": object_step}
+
+
+def step_times(engines: dict, burst, modes, margin: int, repeats: int) -> dict:
+    """Per engine, the shortest time of each step over ``repeats`` rounds after a warm-up; the engines take
+    turns within each round, so that a load that comes and goes on a shared machine hits all of them."""
+    steps = {name: step_functions(e, burst, modes, margin) for name, e in engines.items()}
+    best = {name: {k: float("inf") for k in fns} for name, fns in steps.items()}
+    for fns in steps.values():
+        for fn in fns.values():
+            fn()
+    for _ in range(repeats):
+        for name, fns in steps.items():
+            for key, fn in fns.items():
+                t0 = time.perf_counter()
+                fn()
+                best[name][key] = min(best[name][key], time.perf_counter() - t0)
+    return {name: {k: round(v, 3) for k, v in b.items()} for name, b in best.items()}
 
 
 def run(bursts, onnx_path, out_dir, names, repeats: int = 2, threads: int = 1, steps_only=()) -> dict:
@@ -113,30 +165,35 @@ def run(bursts, onnx_path, out_dir, names, repeats: int = 2, threads: int = 1, s
         size = burst.frames.shape[-1]
         rows = {}
         modes = None          # every engine's steps run at the first restoration's modes (same inputs)
+        entry = {"burst": str(path), "size": int(size), "frames": int(burst.frames.shape[1]), "engines": rows}
+        report["runs"].append(entry)
         for name in names:
+            if name in steps_only:
+                continue
             engine = load(name, onnx_path)
-            row = {"ort_threads": (engine.identity.extra or {}).get("threads")}
-            if name not in steps_only:
-                t0 = time.perf_counter()
-                result = SVMOMFBD(engine, config).solve(burst)
-                h = result.header
-                row.update(restoration_s=round(time.perf_counter() - t0, 2), T_PATCH=h.get("T_PATCH"),
-                           T_TOTAL=h.get("T_TOTAL"), iterations=int(len(result.loss["iteration"])))
-                modes = torch.as_tensor(result.modes) if modes is None else modes
-            if modes is None:
-                raise SystemExit("the first engine must run a whole restoration (its modes drive the steps)")
-            row.update(step_times(engine, burst, modes, config.margin, repeats))
-            rows[name] = row
-            print(f"{size}^2 {name}: {row}", flush=True)
+            counter = CallCounter(engine)
+            t0 = time.perf_counter()
+            result = SVMOMFBD(engine, config).solve(burst)
+            h = result.header
+            rows[name] = {"restoration_s": round(time.perf_counter() - t0, 2), "T_PATCH": h.get("T_PATCH"),
+                          "T_TOTAL": h.get("T_TOTAL"), "iterations": int(len(result.loss["iteration"])),
+                          "ort_threads": (engine.identity.extra or {}).get("threads"), **counter.summary()}
+            modes = torch.as_tensor(result.modes) if modes is None else modes
+            print(f"{size}^2 {name}: {rows[name]}", flush=True)
             engine.close()
+            write_json(Path(out_dir) / "engine_speed.json", report)
+        if modes is None:
+            raise SystemExit("at least one engine must run a whole restoration (its modes drive the steps)")
+        engines = {name: load(name, onnx_path) for name in names}
+        for name, times in step_times(engines, burst, modes, config.margin, repeats).items():
+            rows.setdefault(name, {"ort_threads": (engines[name].identity.extra or {}).get("threads")}).update(times)
+            print(f"{size}^2 {name} steps: {times}", flush=True)
         ref = rows.get("torch")
         if ref:
             for row in rows.values():
                 for key in ("restoration_s", "wavefront_step_s", "object_step_s"):
                     if key in row and key in ref:
                         row[f"{key}_over_torch"] = round(row[key] / ref[key], 3)
-        report["runs"].append({"burst": str(path), "size": int(size), "frames": int(burst.frames.shape[1]),
-                               "engines": rows})
         write_json(Path(out_dir) / "engine_speed.json", report)
     return report
 

@@ -15,7 +15,8 @@ that floor:
    NMSE_power (Eq. 12) and NMSE_var of a granulation scene convolved with the truncated PSF against the
    same scene convolved with the exact PSF (spatially invariant: the per-pixel error of the spatially
    variant sum is the same, pixel by pixel), median and 95th percentile;
-4. the cost per frame: time of N + 1 FFT convolutions and the weighted sum at 256^2 on one thread.
+4. the cost per frame: time of N + 1 FFT convolutions and the weighted sum at 256^2 on one thread, beside
+   the shipped emulator's forward pass in the same run (``--cost-only`` runs this part alone).
 
 ``python -m svrt.benchmarks.psf_basis_feasibility --out-dir DIR`` writes ``psf_basis.json`` and
 ``psf_basis.png``.
@@ -106,6 +107,31 @@ def cost_per_frame(n: int, size: int = 256, repeats: int = 3) -> float:
     return float(min(times[1:]))
 
 
+def emulator_forward_seconds(size: int = 256, repeats: int = 3) -> float:
+    """Seconds (one thread, the minimum of ``repeats``) of one forward pass of the shipped emulator
+    (``svce-c16``, torch) on one ``size``^2 frame: the cost the basis emulator is compared with."""
+    from svrt.runtime.engine import load_engine
+
+    engine = load_engine("svce-c16")
+    g = torch.Generator().manual_seed(0)
+    obj = 1 + 0.1 * torch.rand(1, 1, size, size, generator=g)
+    modes = 0.3 * torch.randn(1, engine.n_modes, size, size, generator=g)
+    times = []
+    for _ in range(repeats + 1):
+        t0 = time.perf_counter()
+        engine.forward(obj, modes, INSTRUMENT)
+        times.append(time.perf_counter() - t0)
+    return float(min(times[1:]))
+
+
+def costs() -> dict:
+    """The cost per 256^2 frame of the basis emulator's convolutions for every N, and the shipped
+    emulator's forward pass, in the same run (one thread)."""
+    torch.set_num_threads(1)
+    return {"basis_convolutions_256_one_thread_s": {str(n): round(cost_per_frame(n), 4) for n in N_VALUES},
+            "svce_c16_forward_256_one_thread_s": round(emulator_forward_seconds(), 4)}
+
+
 def run(out_dir, n_train: int = 3000, n_test: int = 200, size: int = 128, seed: int = 0) -> dict:
     from svrt.benchmarks.gpu_check import write_json
     from svrt.instruments import get_instrument
@@ -137,7 +163,7 @@ def run(out_dir, n_train: int = 3000, n_test: int = 200, size: int = 128, seed: 
                                                   if v["nmse_variance_p95"] <= 1e-2), None)}
         print(regime, {n: f"{v['nmse_power_median']:.1e}/{v['nmse_variance_median']:.1e}" for n, v in errors.items()},
               flush=True)
-    report["cost_256_one_thread_s"] = {str(n): round(cost_per_frame(n), 4) for n in N_VALUES}
+    report["cost"] = costs()
     report["seconds"] = round(time.perf_counter() - t0, 1)
     write_json(out_dir / "psf_basis.json", report)
     plot(report, out_dir / "psf_basis.png")
@@ -148,13 +174,15 @@ def plot(report: dict, path) -> str:
     from svrt.pictures import save_png, subplots
 
     fig, ax = subplots(1, 1, figsize=(6.5, 4.2), layout="constrained")
+    colour = iter(f"C{i}" for i in range(10))
     for regime, r in report["regimes"].items():
         ns = [int(n) for n in r["errors"]]
         for key, style in (("nmse_power", "-"), ("nmse_variance", "--")):
-            ax.loglog(ns, [r["errors"][str(n)][f"{key}_median"] for n in ns], style, marker="o", ms=3,
+            c = next(colour)
+            ax.loglog(ns, [r["errors"][str(n)][f"{key}_median"] for n in ns], style, color=c, marker="o", ms=3,
                       label=f"{regime}: {key} (median)")
             ax.fill_between(ns, [r["errors"][str(n)][f"{key}_median"] for n in ns],
-                            [r["errors"][str(n)][f"{key}_p95"] for n in ns], alpha=0.15)
+                            [r["errors"][str(n)][f"{key}_p95"] for n in ns], color=c, alpha=0.12)
     ax.axhline(1e-4, color="k", lw=0.8)
     ax.text(8, 1.2e-4, "issue 20 target 1e-4 (NMSE_power)", fontsize=7)
     ax.set_xlabel("N, PSF basis components (FFT convolutions per frame)")
@@ -171,7 +199,13 @@ def main(argv=None) -> int:
     p.add_argument("--n-train", type=int, default=3000)
     p.add_argument("--n-test", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cost-only", action="store_true", help="only the timings, to psf_basis_cost.json")
     args = p.parse_args(argv)
+    if args.cost_only:
+        from svrt.benchmarks.gpu_check import write_json
+
+        write_json(Path(args.out_dir) / "psf_basis_cost.json", costs())
+        return 0
     run(args.out_dir, args.n_train, args.n_test, seed=args.seed)
     return 0
 

@@ -45,3 +45,14 @@ def test_cpu_sessions_follow_torch_threads_and_do_not_spin(graph, torch_threads)
 def test_threads_given_win(graph):
     engine = load_engine(graph, threads=3)
     assert [o.intra_op_num_threads for o in _options(engine)] == [3, 3]
+
+
+def test_identity_records_the_width_for_the_memory_plan(graph):
+    """Without the width the solver's memory estimate takes an engine as width 64 (4x the activations of a
+    width-16 model): the ONNX Runtime engine must say the width its graph was exported with."""
+    from svrt.runtime.forward_model import bytes_per_pixel_sample
+
+    engine = load_engine(graph)
+    assert engine.identity.extra["width"] == 4
+    torch_engine = load_engine(graph.with_name("tiny.safetensors"))
+    assert bytes_per_pixel_sample(engine, 6) == pytest.approx(bytes_per_pixel_sample(torch_engine, 6))

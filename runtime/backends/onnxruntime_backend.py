@@ -148,6 +148,19 @@ def _session(ort, path, providers, threads, cpu: bool = True):
     return session, dict(session.get_modelmeta().custom_metadata_map)
 
 
+def _width(meta: dict) -> dict:
+    """``{"width": C}`` from the emulator config ``svrt export`` wrote into the graph, for the solver's
+    memory estimate (:func:`svrt.runtime.forward_model.bytes_per_pixel_sample`, which takes an engine
+    without a width as width 64: 4x the activations of svce-c16, smaller batches or tiles for nothing)."""
+    import json
+
+    try:
+        width = json.loads(meta.get("config", "{}")).get("width")
+    except (ValueError, AttributeError):
+        return {}
+    return {"width": int(width)} if isinstance(width, int) and width > 0 else {}
+
+
 class OnnxRuntimeEngine(CompanionPair, Engine):
     """An exported graph (one instrument) in ONNX Runtime; gradients from its VJP graph."""
 
@@ -159,6 +172,7 @@ class OnnxRuntimeEngine(CompanionPair, Engine):
             "onnxruntime", device, meta, path,
             {"providers": session.get_providers(), "vjp_graph": str(vjp_path) if vjp_session else "",
              "threads": session.get_session_options().intra_op_num_threads,
+             **_width(meta),
              "svrt_version": meta.get("svrt_version", ""), "opset": meta.get("opset", "")})
 
     @classmethod
