@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 
 def ort_default_engine(onnx_path):
@@ -106,8 +107,6 @@ class CallCounter:
 
 def step_functions(engine, burst, restoration_modes, margin: int) -> dict:
     """The wavefront step and the object step over every frame of object 0 (see the module doc)."""
-    import torch.nn.functional as F
-
     from svrt.runtime.forward_model import ForwardModel
     from svrt.runtime.plan import batches
     from svrt.runtime.solver_config import CPU_MAX_BATCH
@@ -183,7 +182,14 @@ def run(bursts, onnx_path, out_dir, names, repeats: int = 2, threads: int = 1, s
             engine.close()
             write_json(Path(out_dir) / "engine_speed.json", report)
         if modes is None:
-            raise SystemExit("at least one engine must run a whole restoration (its modes drive the steps)")
+            # no restoration here (every engine --steps-only): the burst's true modes on the solver's grid
+            from svrt.mode_grid import grid_shape
+
+            if burst.modes is None:
+                raise SystemExit(f"{path}: no engine restores it and it has no MODES to drive the steps")
+            modes = F.adaptive_avg_pool2d(torch.as_tensor(burst.modes), grid_shape(burst.frames.shape[-2:],
+                                                                                   config.grid))
+            entry["step_modes"] = "the burst's MODES averaged onto the solver's grid"
         engines = {name: load(name, onnx_path) for name in names}
         for name, times in step_times(engines, burst, modes, config.margin, repeats).items():
             rows.setdefault(name, {"ort_threads": (engines[name].identity.extra or {}).get("threads")}).update(times)

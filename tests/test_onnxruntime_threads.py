@@ -1,6 +1,6 @@
 """ONNX Runtime sessions on the CPU share the process's thread budget and do not spin (issue 20, item 5):
-with ONNX Runtime's own defaults (a spinning thread per core) the solver's alternation of ONNX Runtime
-and torch calls fought for the cores and a restoration took 2x the torch emulator's time."""
+with ONNX Runtime's own defaults a run asked to use one thread (OMP_NUM_THREADS=1) used a spinning thread
+per core; and the identity carries the model width the solver's memory plan needs."""
 
 import pytest
 import torch

@@ -114,12 +114,13 @@ def cpu_threads(threads: int | None) -> int:
     """ONNX Runtime's intra-op thread count on the CPU: ``threads`` when given, else torch's
     (``torch.get_num_threads()``, which follows ``OMP_NUM_THREADS`` and ``torch.set_num_threads``).
 
-    Why not ONNX Runtime's own default (one thread per physical core, spinning between operators):
-    in the solver the engine alternates with torch (upsampling, FFT filter, loss, optimiser) at every
-    step. ONNX Runtime's pool kept spinning on every core while torch's threads ran, and torch's
-    OpenMP threads spun while ONNX Runtime ran, so the two fought for the same cores: a restoration
-    took 2x the torch emulator's time although one forward pass alone was as fast. One thread budget
-    for the process, set once, and pool threads that sleep between calls (:func:`_session`)."""
+    Why not ONNX Runtime's own default: it takes one thread per physical core, whatever the process's
+    thread budget, and its pool threads spin between operators and calls. A restoration asked to run on
+    one thread (``OMP_NUM_THREADS=1``) ran ONNX Runtime on every core, and in the solver, which
+    alternates engine calls with torch work (upsampling, filter, loss, optimiser), spinning threads take
+    CPU from torch's. One budget for the process, and pool threads that sleep (:func:`_session`). On the
+    loaded 2-core machine of docs/ENGINE.md the step time was the same either way within the noise; the
+    engine's extra time in the solver is its VJP graph, which recomputes the forward pass."""
     if threads:
         return int(threads)
     return max(1, torch.get_num_threads())
