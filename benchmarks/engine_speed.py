@@ -204,9 +204,40 @@ def run(bursts, onnx_path, out_dir, names, repeats: int = 2, threads: int = 1, s
     return report
 
 
+def profile_graph(path, batch: int = 2, size: int = 160, runs: int = 3, threads: int = 1) -> dict:
+    """Share of ONNX Runtime's kernel time per operator type (its profiler, ``enable_profiling``) of one
+    graph (forward or VJP) on random inputs ``[batch, ., size, size]``: ``{op: [seconds per run, %]}``."""
+    import collections
+    import json
+    import tempfile
+
+    import numpy as np
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.enable_profiling = True
+    options.profile_file_prefix = str(Path(tempfile.mkdtemp()) / "ort")
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    shapes = {i.name: i.shape for i in session.get_inputs()}
+    feeds = {name: rng.standard_normal((batch, shape[1] if isinstance(shape[1], int) else 1, size, size),
+                                       dtype=np.float32) for name, shape in shapes.items()}
+    feeds["obj"] = 1.0 + 0.1 * np.abs(feeds["obj"])
+    for _ in range(runs):
+        session.run(None, feeds)
+    events = json.loads(Path(session.end_profiling()).read_text())
+    per_op = collections.Counter()
+    for e in events:
+        if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
+            per_op[e["args"].get("op_name")] += e["dur"] * 1e-6 / runs
+    total = sum(per_op.values())
+    return {op: [round(t, 4), round(100 * t / total, 1)] for op, t in per_op.most_common()}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m svrt.benchmarks.engine_speed", description=__doc__.split("\n")[0])
-    p.add_argument("--burst", action="append", required=True, help="burst to restore (repeat: one per size)")
+    p.add_argument("--burst", action="append", help="burst to restore (repeat: one per size)")
     p.add_argument("--onnx", required=True, help="forward graph from 'svrt export' (its .vjp.onnx beside it)")
     p.add_argument("--out-dir", required=True)
     p.add_argument("--engines", default="exact,torch,onnxruntime")
@@ -216,7 +247,22 @@ def main(argv=None) -> int:
                    help="engines timed on the steps only, not a whole restoration (comma-separated)")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--profile", action="store_true",
+                   help="only ONNX Runtime's per-operator profile of the forward and VJP graphs (B 2, 160^2)")
     args = p.parse_args(argv)
+    if args.profile:
+        from svrt.benchmarks.gpu_check import write_json
+        from svrt.runtime.backends.gradient_companion import find_companion
+
+        prof = {"command": shlex.join([Path(sys.executable).name, "-m", "svrt.benchmarks.engine_speed",
+                                       *sys.argv[1:]]),
+                "forward": profile_graph(args.onnx), "vjp": profile_graph(find_companion(args.onnx, None))}
+        write_json(Path(args.out_dir) / "ort_profile.json", prof)
+        for graph in ("forward", "vjp"):
+            print(graph, dict(list(prof[graph].items())[:6]))
+        return 0
+    if not args.burst:
+        p.error("--burst is required (except with --profile)")
     names = args.engines.split(",") + (["onnxruntime-ort-defaults"] if args.with_ort_defaults else [])
     run(args.burst, args.onnx, args.out_dir, names, args.repeats, args.threads, tuple(args.steps_only.split(",")))
     return 0
