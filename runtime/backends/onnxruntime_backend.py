@@ -8,7 +8,8 @@ Devices: ``"cpu"`` (CPU execution provider), ``"cuda"`` / ``"cuda:N"`` (CUDA exe
 onnxruntime-gpu; inputs and outputs stay on the GPU and are bound to torch tensors through I/O
 binding, no host copies). ``providers=[...]`` chooses execution providers explicitly, e.g.
 ``["TensorrtExecutionProvider", "CUDAExecutionProvider"]``; ``providers="tensorrt"`` is a shortcut
-for that list. ``threads`` sets ONNX Runtime's intra-op thread count (default: its own choice).
+for that list. ``threads`` sets ONNX Runtime's intra-op thread count; on the CPU the default is torch's thread count and
+the pool's threads sleep between calls instead of spinning (:func:`cpu_threads` says why).
 
 onnxruntime is imported when an engine is loaded, never at import time of :mod:`svrt.runtime`.
 """
@@ -109,13 +110,36 @@ def _device_and_providers(ort, device: str, providers):
     return dev, providers
 
 
-def _session(ort, path, providers, threads):
+def cpu_threads(threads: int | None) -> int:
+    """ONNX Runtime's intra-op thread count on the CPU: ``threads`` when given, else torch's
+    (``torch.get_num_threads()``, which follows ``OMP_NUM_THREADS`` and ``torch.set_num_threads``).
+
+    Why not ONNX Runtime's own default: it takes one thread per physical core, whatever the process's
+    thread budget, and its pool threads spin between operators and calls. A restoration asked to run on
+    one thread (``OMP_NUM_THREADS=1``) ran ONNX Runtime on every core, and in the solver, which
+    alternates engine calls with torch work (upsampling, filter, loss, optimiser), spinning threads take
+    CPU from torch's. One budget for the process, and pool threads that sleep (:func:`_session`). On the
+    loaded 2-core machine of docs/ENGINE.md the step time was the same either way within the noise; the
+    engine's extra time in the solver is its VJP graph, which recomputes the forward pass."""
+    if threads:
+        return int(threads)
+    return max(1, torch.get_num_threads())
+
+
+def _session(ort, path, providers, threads, cpu: bool = True):
     path = Path(path)
     if not path.exists():
         raise SvrtError(f"{path}: ONNX file not found.")
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    if threads:
+    if cpu:
+        # torch's thread budget, and no busy-waiting between operators or calls (see cpu_threads)
+        options.intra_op_num_threads = cpu_threads(threads)
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    elif threads:
         options.intra_op_num_threads = int(threads)
     try:
         session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
@@ -123,6 +147,19 @@ def _session(ort, path, providers, threads):
         raise SvrtError(f"{path}: not a readable ONNX graph ({_first_line(exc)}); the file may be truncated or "
                         "corrupted.") from None
     return session, dict(session.get_modelmeta().custom_metadata_map)
+
+
+def _width(meta: dict) -> dict:
+    """``{"width": C}`` from the emulator config ``svrt export`` wrote into the graph, for the solver's
+    memory estimate (:func:`svrt.runtime.forward_model.bytes_per_pixel_sample`, which takes an engine
+    without a width as width 64: 4x the activations of svce-c16, smaller batches or tiles for nothing)."""
+    import json
+
+    try:
+        width = json.loads(meta.get("config", "{}")).get("width")
+    except (ValueError, AttributeError):
+        return {}
+    return {"width": int(width)} if isinstance(width, int) and width > 0 else {}
 
 
 class OnnxRuntimeEngine(CompanionPair, Engine):
@@ -135,6 +172,8 @@ class OnnxRuntimeEngine(CompanionPair, Engine):
         self.identity = EngineIdentity.of_export(
             "onnxruntime", device, meta, path,
             {"providers": session.get_providers(), "vjp_graph": str(vjp_path) if vjp_session else "",
+             "threads": session.get_session_options().intra_op_num_threads,
+             **_width(meta),
              "svrt_version": meta.get("svrt_version", ""), "opset": meta.get("opset", "")})
 
     @classmethod
@@ -147,12 +186,13 @@ class OnnxRuntimeEngine(CompanionPair, Engine):
             raise SvrtError("the onnxruntime back end needs the path of an .onnx file written by 'svrt export'.")
         ort = import_onnxruntime()
         dev, provider_list = _device_and_providers(ort, device, providers)
-        session, meta = _session(ort, path, provider_list, threads)
+        cpu = dev.type == "cpu"
+        session, meta = _session(ort, path, provider_list, threads, cpu)
         check_graph_metadata(meta, path, "forward", instrument, n_modes, precision)
         vjp_session = None
         vjp_path = find_companion(path, vjp_path)
         if vjp_path:
-            vjp_session, vjp_meta = _session(ort, vjp_path, provider_list, threads)
+            vjp_session, vjp_meta = _session(ort, vjp_path, provider_list, threads, cpu)
             check_companion(meta, vjp_meta, path, vjp_path)
         return cls(session, meta, path, dev, vjp_session, vjp_path)
 
