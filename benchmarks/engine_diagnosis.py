@@ -42,8 +42,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from svrt.benchmarks.metrics import nmse_power, nmse_variance, power_spectrum
 from svrt.errors import SvrtError
+from svrt.metrics import nmse_power, nmse_variance, power_spectrum
 from svrt.windows import hann
 
 # frequency bands in units of the diffraction cutoff D/lambda; None: up to the Nyquist frequency
@@ -372,9 +372,9 @@ def plot(report: dict, out_dir: Path) -> list:
 def run(bursts: list, restorations: list, out_dir, model: str = "svce-c16", frames: int = 1, seed: int = 0,
         parts=("forward", "linearity", "gradient", "otf"), log=print) -> dict:
     """Every part on every (burst, restoration) pair; writes ``engine_diagnosis.json`` and the PNGs."""
-    from svrt.benchmarks.gpu_check import write_json
     from svrt.fileio import read_burst, read_restoration
     from svrt.instruments import get_instrument
+    from svrt.records import write_json
 
     if len(bursts) != len(restorations):
         raise SvrtError(f"give one --restoration per --burst; got {len(bursts)} bursts and {len(restorations)} "

@@ -150,9 +150,9 @@ def step_times(engines: dict, burst, modes, margin: int, repeats: int) -> dict:
 
 
 def run(bursts, onnx_path, out_dir, names, repeats: int = 2, threads: int = 1, steps_only=()) -> dict:
-    from svrt.benchmarks.gpu_check import write_json
     from svrt.benchmarks.validate import machine_info
     from svrt.fileio import read_burst
+    from svrt.records import write_json
     from svrt.runtime.solver import SVMOMFBD, SolverConfig
 
     torch.set_num_threads(threads)
@@ -251,7 +251,7 @@ def main(argv=None) -> int:
                    help="only ONNX Runtime's per-operator profile of the forward and VJP graphs (B 2, 160^2)")
     args = p.parse_args(argv)
     if args.profile:
-        from svrt.benchmarks.gpu_check import write_json
+        from svrt.records import write_json
         from svrt.runtime.backends.gradient_companion import find_companion
 
         prof = {"command": shlex.join([Path(sys.executable).name, "-m", "svrt.benchmarks.engine_speed",

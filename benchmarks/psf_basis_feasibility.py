@@ -74,7 +74,7 @@ def truncate(psfs: torch.Tensor, mean: torch.Tensor, basis: torch.Tensor, n: int
 def truncation_errors(scene: torch.Tensor, psfs: torch.Tensor, mean, basis, n_values=N_VALUES) -> dict:
     """Per N: median and 95th percentile over the PSFs of NMSE_power and NMSE_var of ``scene`` convolved
     with the truncated PSF against the exact PSF (reflect boundary, float64)."""
-    from svrt.benchmarks.metrics import nmse_power, nmse_variance
+    from svrt.metrics import nmse_power, nmse_variance
     from svrt.optics.convolution import fft_convolve
 
     exact = fft_convolve(scene.double(), psfs.double(), boundary="reflect")            # [P, Y, X]
@@ -133,9 +133,9 @@ def costs() -> dict:
 
 
 def run(out_dir, n_train: int = 3000, n_test: int = 200, size: int = 128, seed: int = 0) -> dict:
-    from svrt.benchmarks.gpu_check import write_json
     from svrt.instruments import get_instrument
     from svrt.optics.psf import PSFModel
+    from svrt.records import write_json
     from svrt.scenes import make_scene
 
     torch.set_num_threads(1)
@@ -202,7 +202,7 @@ def main(argv=None) -> int:
     p.add_argument("--cost-only", action="store_true", help="only the timings, to psf_basis_cost.json")
     args = p.parse_args(argv)
     if args.cost_only:
-        from svrt.benchmarks.gpu_check import write_json
+        from svrt.records import write_json
 
         write_json(Path(args.out_dir) / "psf_basis_cost.json", costs())
         return 0
