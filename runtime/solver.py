@@ -176,7 +176,8 @@ class SolveResult:
     model: float32 [K, L, Y, X] emulated frames f(o*_k, alpha_l).
     frame_average: float32 [K, Y, X] the average of the valid frames (the initial objects).
     loss: dict of 1-D arrays: iteration, total, data, reg_object, reg_modes, time_s.
-    header: every setting, the engine identity, timings, scale constants.
+    header: every setting, the engine identity, timings, scale constants, the quality cards (QUALITY, ...).
+    quality: the verdict from the data alone (:class:`svrt.runtime.quality.Quality`).
     """
 
     objects: np.ndarray
@@ -188,6 +189,7 @@ class SolveResult:
     instruments: list
     header: dict
     plan: Plan | None = None
+    quality: Any = None          # the verdict (svrt.runtime.quality.Quality), set at the end of the solve
 
     @property
     def time_per_iteration(self) -> float:
@@ -363,7 +365,12 @@ class SVMOMFBD:
             o, o_star, a, model, history = solve_tiled(ctx, data_n, pix_w, init_o, init_a)
 
         t_total = time.perf_counter() - t_start
-        return self._result(problem, plan, o, o_star, a, model, history, {**stage_info, **selection}, t_total)
+        result = self._result(problem, plan, o, o_star, a, model, history, {**stage_info, **selection}, t_total)
+        # the verdict from the data alone: header cards, a warning, or with strict an error (runtime/quality.py)
+        from svrt.runtime.quality import check_result
+
+        check_result(result, problem, cfg)
+        return result
 
     def _checkpointer(self, burst, plan: Plan, resume):
         """The :class:`~svrt.runtime.checkpoint.Checkpointer` of this solve (None without checkpoints);
