@@ -39,10 +39,10 @@ __all__ = ["Quality", "THRESHOLDS", "chi2_per_pixel", "noise_power_fraction", "r
 
 #: verdict thresholds (calibrated on simulated bursts, docs/QUALITY.md)
 THRESHOLDS = {
-    "gain": 4.0,           # restored / frame-average RMS amplitude in GAIN_BAND above this: over-restored
-    "noise": 0.3,          # share of the restored power where the frame average's SNR < 1 above this: over-restored
+    "excess": 1.6,         # wavefront_excess above this: the high modes fitted noise (good 0.7-1.5, bad 1.65-2.1)
+    "noise": 0.4,          # share of the restored power where the frame average's SNR < 1 above this (good <= 0.33)
+    "gain": 30.0,          # restored / frame-average RMS amplitude in GAIN_BAND above this (good restorations 8-21)
     "chi2_ratio": 1.0,     # chi^2(restoration model) / chi^2(frame average) at or above this: worse than the average
-    "excess": 2.0,         # wavefront_excess above this: the high modes fitted noise, over-restored
 }
 GAIN_BAND = (0.3, 0.6)      # in units of the diffraction cutoff
 NOISE_BAND = (0.05, 1.0)    # the rings of the restored power the noise share is taken over
