@@ -39,7 +39,7 @@ __all__ = ["Quality", "THRESHOLDS", "chi2_per_pixel", "noise_power_fraction", "r
 
 #: verdict thresholds (calibrated on simulated bursts, docs/QUALITY.md)
 THRESHOLDS = {
-    "excess": 1.6,         # wavefront_excess above this: the high modes fitted noise (good 0.7-1.5, bad 1.65-2.1)
+    "excess": 0.5,         # [rad^2] wavefront_excess above this: the high modes fitted noise (docs/QUALITY.md)
     "noise": 0.4,          # share of the restored power where the frame average's SNR < 1 above this (good <= 0.33)
     "gain": 30.0,          # restored / frame-average RMS amplitude in GAIN_BAND above this (good restorations 8-21)
     "chi2_ratio": 1.0,     # chi^2(restoration model) / chi^2(frame average) at or above this: worse than the average
@@ -113,23 +113,24 @@ def noise_power_fraction(restored: np.ndarray, average: np.ndarray, average_nois
 
 
 def wavefront_excess(modes: np.ndarray, n_fit: int) -> float:
-    """D/r0 from the upper half of the fitted KL modes over D/r0 from the lower half (tip and tilt left
-    out), both against their Kolmogorov variances (:func:`svrt.optics.residual.estimate_d_over_r0`);
-    ``modes [L, M, Yg, Xg]`` radians, ``n_fit`` the modes fitted. ~1 for Kolmogorov wavefronts; well above
-    1 when the high modes fitted noise, which makes the MTF too low and the restoration too sharp. NaN
-    when fewer than 6 modes were fitted."""
-    import torch
+    """Phase variance [rad^2] of the upper half of the fitted KL modes beyond Kolmogorov's continuation of
+    the lower half (tip and tilt left out): ``sum_j (<a_j^2> - c_j (D/r0)^(5/3))`` over the upper modes,
+    with ``(D/r0)^(5/3)`` from the lower ones and ``c_j`` the Kolmogorov variances
+    (:func:`svrt.optics.kl.kl_basis`); ``modes [L, M, Yg, Xg]`` radians, ``n_fit`` the modes fitted. ~0 for
+    Kolmogorov wavefronts; noise fitted as aberration adds its variance, which lowers the model's MTF by about
+    ``exp(-excess)`` and so raises the restored power by ``exp(excess)``: over-restoration. NaN when fewer
+    than 6 modes were fitted."""
+    from svrt.optics.kl import kl_basis
 
-    from svrt.optics.residual import estimate_d_over_r0
-
+    modes = np.asarray(modes, dtype=np.float64)
     n_fit = min(int(n_fit), modes.shape[1])
     if n_fit < 6:
         return float("nan")
-    a = torch.as_tensor(np.asarray(modes, dtype=np.float64))[:, :n_fit]
+    c = np.asarray(kl_basis(modes.shape[1]).variances, dtype=np.float64)[:n_fit]
+    ms = (modes[:, :n_fit] ** 2).mean(axis=tuple(i for i in range(modes.ndim) if i != 1))      # [n_fit]
     half = max(3, n_fit // 2)
-    low = estimate_d_over_r0(a[:, :half], first=2)
-    high = estimate_d_over_r0(a, first=half)
-    return float(high / low) if low > 0 else float("nan")
+    d53 = ms[2:half].sum() / c[2:half].sum()
+    return float(max(0.0, (ms[half:] - c[half:] * d53).sum()))
 
 
 @dataclass
@@ -141,7 +142,7 @@ class Quality:
     chi2_average: float         # chi^2 per pixel of the frame average as the model of every frame
     noise: float                # share of restored power where the frame average's SNR < 1 (worst object)
     gain: float                 # restored / frame-average RMS amplitude in GAIN_BAND (largest over objects)
-    excess: float = float("nan")  # D/r0 of the high fitted modes over the low ones' (wavefront_excess)
+    excess: float = float("nan")  # [rad^2] high-mode variance beyond Kolmogorov's continuation (wavefront_excess)
     reasons: list = field(default_factory=list)
 
     def cards(self) -> dict:
@@ -187,7 +188,7 @@ def verdict(chi2: float, chi2_average: float, noise: float, gain: float, object_
     if math.isfinite(gain) and gain > t["gain"]:
         q.reasons.append(f"amplitude {gain:.2g}x the frame average's at {GAIN_BAND[0]}-{GAIN_BAND[1]} D/lambda")
     if math.isfinite(excess) and excess > t["excess"]:
-        q.reasons.append(f"high-order wavefronts {excess:.2g}x stronger than Kolmogorov's continuation of the low ones")
+        q.reasons.append(f"high-order wavefronts {excess:.2g} rad^2 beyond Kolmogorov's continuation of the low ones")
     if math.isfinite(noise) and noise > t["noise"]:
         q.reasons.append(f"{noise:.0%} of its power where the frames hold only noise")
     if q.reasons:
