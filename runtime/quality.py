@@ -39,7 +39,7 @@ __all__ = ["Quality", "THRESHOLDS", "chi2_per_pixel", "noise_power_fraction", "r
 
 #: verdict thresholds (calibrated on simulated bursts, docs/QUALITY.md)
 THRESHOLDS = {
-    "excess": 0.5,         # [rad^2] wavefront_excess above this: the high modes fitted noise (docs/QUALITY.md)
+    "excess": 0.45,        # [rad^2] wavefront_excess above this: the high modes fitted noise (docs/QUALITY.md)
     "noise": 0.4,          # share of the restored power where the frame average's SNR < 1 above this (good <= 0.33)
     "gain": 30.0,          # restored / frame-average RMS amplitude in GAIN_BAND above this (good restorations 8-21)
     "chi2_ratio": 1.0,     # chi^2(restoration model) / chi^2(frame average) at or above this: worse than the average
