@@ -42,7 +42,8 @@ THRESHOLDS = {
     "excess": 0.45,        # [rad^2] wavefront_excess above this: the high modes fitted noise (docs/QUALITY.md)
     "noise": 0.4,          # share of the restored power where the frame average's SNR < 1 above this (good <= 0.33)
     "gain": 30.0,          # restored / frame-average RMS amplitude in GAIN_BAND above this (good restorations 8-21)
-    "chi2_ratio": 1.0,     # chi^2(restoration model) / chi^2(frame average) at or above this: worse than the average
+    "chi2_ratio": 1.0,     # chi^2(restoration model) / chi^2(frame average) at or above this: worse than the average,
+    "chi2_floor": 1.5,     # ... unless the model explains the frames to the noise (chi^2 below this: nothing to judge)
 }
 GAIN_BAND = (0.3, 0.6)      # in units of the diffraction cutoff
 NOISE_BAND = (0.05, 1.0)    # the rings of the restored power the noise share is taken over
@@ -175,14 +176,16 @@ class Quality:
 def verdict(chi2: float, chi2_average: float, noise: float, gain: float, object_solved: bool = True,
             thresholds: dict | None = None, excess: float = float("nan")) -> Quality:
     """The verdict from the figures (see the module doc): ``not-converged`` when the object solve never ran,
-    else ``worse-than-average`` when the model explains the frames no better than the frame average, else
+    else ``worse-than-average`` when the model explains the frames no better than the frame average (and not
+    to the noise either: frames that hardly differ are explained by their average as well), else
     ``over-restored`` when the gain or the noise share exceeds its threshold, else ``ok``."""
     t = {**THRESHOLDS, **(thresholds or {})}
     q = Quality("ok", chi2, chi2_average, noise, gain, excess)
     if not object_solved:
         q.label = "not-converged"
         return q
-    if math.isfinite(chi2) and math.isfinite(chi2_average) and chi2 >= t["chi2_ratio"] * chi2_average:
+    if (math.isfinite(chi2) and math.isfinite(chi2_average) and chi2 >= t["chi2_ratio"] * chi2_average
+            and chi2 > t["chi2_floor"]):
         q.label = "worse-than-average"
         return q
     if math.isfinite(gain) and gain > t["gain"]:
@@ -255,9 +258,8 @@ def check_result(result, problem, config) -> Quality:
 
 
 def _fitted_modes(header: dict, n_modes: int) -> int:
-    """The KL modes the solve fitted: FIT_MODES_USED, else FIT_MODES ('auto': all)."""
-    for key in ("FIT_MODES_USED", "FIT_MODES"):
-        v = header.get(key)
-        if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
-            return min(int(v), n_modes)
+    """The KL modes the solve fitted: FIT_MODES_USED (method momfbd), else all M (method adam fits every mode)."""
+    v = header.get("FIT_MODES_USED")
+    if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+        return min(int(v), n_modes)
     return n_modes

@@ -119,6 +119,8 @@ def test_worse_than_average_and_not_converged_verdicts():
     q = assess(frames, None, model, average[None], average[None], nvar, [CUTOFF])
     assert q.label == "worse-than-average" and q.chi2 > q.chi2_average
     assert "--fit-modes" in q.warning()
+    # frames that differ only by noise: their average explains them best, but a model at the noise is no fault
+    assert verdict(1.02, 0.75, 0.0, 2.0).label == "ok"
     q = verdict(1.0, 5.0, 0.0, 1.0, object_solved=False)
     assert q.label == "not-converged" and "--time-budget" in q.warning()
     cards = q.cards()
