@@ -180,6 +180,7 @@ def test_default_restoration_of_a_64x4_burst_is_no_worse_than_the_frame_average_
     for key in ("QCHI2", "QCHI2AVG", "QNOISE", "QGAIN", "QWFEXC"):
         assert isinstance(result.header[key], float), key
     assert result.header["QCHI2"] < result.header["QCHI2AVG"]
+    assert result.quality.summary().startswith("quality ok (chi2 ")
     assert not [w for w in caught if "over-restored" in str(w.message)]
 
 
