@@ -32,9 +32,9 @@ def synthetic_flat(shape, gain_rms: float, seed: int = 0, dust: int = 6) -> np.n
 def main(argv=None) -> dict:
     import torch
 
-    from svrt.benchmarks.gpu_check import write_json
     from svrt.checks import FIXED_PATTERN_WARN, fixed_pattern_fraction
     from svrt.instruments import get_instrument
+    from svrt.records import write_json
     from svrt.simulate import simulate_burst
 
     p = argparse.ArgumentParser(

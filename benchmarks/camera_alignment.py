@@ -45,7 +45,7 @@ def trial(seed: int, size: int = 128, noise: float = 0.01) -> dict:
 def main(argv=None) -> dict:
     import torch
 
-    from svrt.benchmarks.gpu_check import write_json
+    from svrt.records import write_json
 
     p = argparse.ArgumentParser(prog="python -m svrt.benchmarks.camera_alignment", description=__doc__.split("\n\n")[0])
     p.add_argument("--trials", type=int, default=10)

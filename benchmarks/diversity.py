@@ -15,7 +15,7 @@ realisations), as an observer with one or two cameras would have.
 
 Figures per solve:
 
-* ``nmse``: :func:`svrt.benchmarks.metrics.score_restoration` of the restored object against TRUTH (the one score);
+* ``nmse``: :func:`svrt.metrics.score_restoration` of the restored object against TRUTH (the one score);
 * ``wavefront_rms_rad``: the RMS over the pupil and the field of the difference between the solved and the
   true wavefronts (the burst's MODES, the KL projection of the screens at its nodes), both upsampled
   bilinearly to every pixel; KL modes are orthonormal over the pupil, so the RMS over the pupil is the
@@ -87,8 +87,8 @@ def run_case(seed: int, r0_cm: float, size: int, frames: int, waves: float, engi
 
 def solve_and_score(b, burst, engine, config) -> dict:
     """Restore ``b`` and score its object 0 and wavefronts against ``burst``'s TRUTH 0 and MODES."""
-    from svrt.benchmarks.metrics import score_restoration
     from svrt.instruments import get_instrument
+    from svrt.metrics import score_restoration
     from svrt.runtime.solver import SVMOMFBD
 
     size = burst.shape[0]
@@ -159,7 +159,7 @@ def summarise(cases: list) -> dict:
 def main(argv=None) -> dict:
     import torch
 
-    from svrt.benchmarks.gpu_check import write_json
+    from svrt.records import write_json
     from svrt.runtime.solver import load_solver_engine
 
     p = argparse.ArgumentParser(prog="python -m svrt.benchmarks.diversity", description=__doc__.split("\n\n")[0])

@@ -3,7 +3,7 @@ against the spatially invariant solution (P = 0: one wavefront per frame), on si
 bursts whose truth is known.
 
 For every seed: ``simulate_burst`` (crisp8542, r0 = 10 cm, theta0 = 2", 1 % noise by default), then
-the same solver settings with each grid, then :func:`svrt.benchmarks.metrics.compare` against the truth:
+the same solver settings with each grid, then :func:`svrt.metrics.compare` against the truth:
 NMSE after filtering both to the diffraction limit, raw and after registration (the headline:
 MOMFBD cannot know where the object sits, see :mod:`svrt.registration`), the RMS distance of
 the log power spectra (shift-blind), the contrast. Writes ``evidence.json`` and ``evidence.png``
@@ -35,8 +35,8 @@ def evidence_case(engine, seed: int, size: int = 96, frames: int = 6, objects: i
 
     Returns ``{"seed", "figures": {method: {"nmse_variance": [K], "spectral_distance": [K], "contrast": [K]}},
     "seconds": {method: s}}``, methods ``"average"`` and ``"P=<g>"``."""
-    from svrt.benchmarks.metrics import compare
     from svrt.instruments import get_instrument
+    from svrt.metrics import compare
     from svrt.runtime.solver import SVMOMFBD, SolverConfig
     from svrt.simulate import simulate_burst
 
@@ -128,9 +128,9 @@ def plot(path: Path, cases: list, grids, title: str) -> None:
 @click.option("--out-dir", default="evidence", show_default=True, type=click.Path(file_okay=False))
 def evidence_command(model, backend, seeds, size, frames, objects, grid, iterations, theta0, out_dir):
     """Restore simulated bursts spatially variant (P = --grid) and invariant (P = 0); compare with the truth."""
-    from tqdm import tqdm
+    from tqdm.auto import tqdm
 
-    from svrt.benchmarks.gpu_check import write_json
+    from svrt.records import write_json
     from svrt.runtime.engine import load_engine
 
     engine = load_engine(model, backend=backend)

@@ -5,7 +5,7 @@ Each case is one burst of ``2 n`` frames (CRISP 8542 A, 128^2, full phase screen
 simulated at a good r0 and n at a bad r0 with the same seed (the same scene and PSF box; the screens of the
 bad frames are those of the good ones with r0 scaled, so the two halves differ by the seeing only),
 interleaved (good frames at even indices). Restored by the default solver (momfbd, exact optics) with all
-frames and with ``select_frames=0.5``; scored by :func:`svrt.benchmarks.metrics.score_restoration`.
+frames and with ``select_frames=0.5``; scored by :func:`svrt.metrics.score_restoration`.
 
 Run (about two minutes of one CPU core per case)::
 
@@ -37,8 +37,8 @@ def mixed_seeing_burst(seed: int, n: int, good_r0: float, bad_r0: float, size: i
 
 
 def run_case(seed: int, n: int, good_r0: float, bad_r0: float, engine) -> dict:
-    from svrt.benchmarks.metrics import score_restoration
     from svrt.instruments import get_instrument
+    from svrt.metrics import score_restoration
     from svrt.runtime.solver import SVMOMFBD, SolverConfig
 
     t0 = time.perf_counter()
@@ -60,7 +60,7 @@ def run_case(seed: int, n: int, good_r0: float, bad_r0: float, engine) -> dict:
 def main(argv=None) -> dict:
     import torch
 
-    from svrt.benchmarks.gpu_check import write_json
+    from svrt.records import write_json
     from svrt.runtime.solver import load_solver_engine
 
     p = argparse.ArgumentParser(prog="python -m svrt.benchmarks.frame_selection", description=__doc__.split("\n\n")[0])

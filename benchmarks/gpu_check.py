@@ -66,6 +66,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from svrt.records import write_json  # noqa: F401  (re-exported: the JSON writer's earlier home)
+
 SCHEMA = "svrt-gpu-check/1"
 DEFAULT_TIME_LIMIT_S = 450.0
 RESERVE_S = 20.0            # kept back from the time limit: stopping a step (SIGINT, SIGTERM) and the last write
@@ -695,44 +697,6 @@ STEP_NAMES = tuple(s.name for s in STEPS)
 # ================================================================================================
 # the parent: runs the steps in child processes, within the time limit
 # ================================================================================================
-
-def _clean(obj):
-    """JSON-safe: NaN/inf -> None, tuples, arrays and tensors -> lists, Paths and other objects -> str."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if obj is None or isinstance(obj, (str, int, bool)):
-        return obj
-    if getattr(obj, "ndim", 0) and hasattr(obj, "tolist"):   # numpy arrays, tensors (duck-typed: stdlib only here)
-        return _clean(obj.tolist())
-    if hasattr(obj, "item"):
-        try:
-            return _clean(obj.item())
-        except Exception:  # noqa: BLE001
-            pass
-    return str(obj)
-
-
-def write_json(path: Path, obj) -> None:
-    """Write ``obj`` as JSON atomically (a reader never sees half a file; NaN/inf as null), making its
-    folder if needed. The one JSON writer of the benchmarks (bench, kernels, streaming, throughput)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(_clean(obj), fh, indent=1)
-            fh.write("\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
 
 def run_process(cmd: list, timeout: float, cwd=None, env=None) -> tuple[str, int | None, float]:
     """Run ``cmd`` in its own process group for at most ``timeout`` seconds: ("done", returncode, seconds)

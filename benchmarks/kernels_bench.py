@@ -282,7 +282,7 @@ def main(argv=None) -> int:
     res = run_kernel_benchmark(args.device, repeats=args.repeats, warmup=args.warmup)
     print(_format(res))
     if args.json:
-        from svrt.benchmarks.gpu_check import write_json
+        from svrt.records import write_json
 
         write_json(args.json, res)
     return 0

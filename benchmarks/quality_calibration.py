@@ -30,7 +30,7 @@ def run_case(spec: str) -> dict:
     """Restore the case ``spec`` (module doc) with the defaults; its figures, verdict and scores."""
     from svrt.benchmarks.metrics import score_restoration
     from svrt.instruments import get_instrument
-    from svrt.runtime.solver import SVMOMFBD, SolverConfig, default_backend, load_solver_engine
+    from svrt.runtime.solver import SVMOMFBD, SolverConfig, load_solver_engine
     from svrt.simulate import simulate_burst
 
     parts = spec.split(",")
@@ -38,7 +38,7 @@ def run_case(spec: str) -> dict:
     screen, dpm0 = "screen" in parts[4:], "dpm0" in parts[4:]
     burst = simulate_burst(size=size, n_frames=frames, n_objects=2, seed=seed, r0_cm=r0, progress=False,
                            wavefront="screen" if screen else "kl", photons=1e4 if screen else None)
-    engine = load_solver_engine(None, backend=default_backend("momfbd"))
+    engine = load_solver_engine(method="momfbd")   # the default forward model (exact optics)
     config = SolverConfig(progress=False, **({"data_per_mode": 0.0} if dpm0 else {}))
     t0 = time.perf_counter()
     with warnings.catch_warnings():

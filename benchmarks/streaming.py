@@ -22,7 +22,7 @@ objects and each frame's modes). Per burst: ``latency_s`` (submission to
 result, queue wait included, bursts fed as fast as the queue takes them), ``solve_s``, the solver's
 work (``PATCH_EVALS``: loss evaluations of the patch wavefront stage; ``OBJ_ITERS``: conjugate-gradient
 iterations of the object solves; ``iterations``: rows of the loss table) and the restoration's score
-against the truth (:func:`svrt.benchmarks.metrics.score_restoration`, object 0; the frame average's too,
+against the truth (:func:`svrt.metrics.score_restoration`, object 0; the frame average's too,
 for scale). The summary compares bursts 2..N (burst 1 starts cold in every run): mean solve time,
 mean work, mean NMSE, each warm start over "off".
 """
@@ -34,7 +34,7 @@ import json
 import statistics
 import time
 
-from svrt.benchmarks.gpu_check import write_json
+from svrt.records import write_json
 from svrt.runtime.solver_config import SolverConfig
 
 
@@ -70,8 +70,8 @@ def seeing_series(n: int, size: int, n_frames: int, n_objects: int, scene_seed: 
 
 
 def run_series(bursts: list, engine, config, warm: str) -> list[dict]:
-    from svrt.benchmarks.metrics import score_restoration
     from svrt.instruments import get_instrument
+    from svrt.metrics import score_restoration
     from svrt.runtime.streaming import Restorer
 
     cut = get_instrument(bursts[0].instruments[0]).cutoff_cycles_per_pixel

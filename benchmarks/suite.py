@@ -278,8 +278,8 @@ def _with_ceilings(records: list, peak_info: dict, again: dict, peak_precisions)
 
 def _write_and_report(result: dict, out_dir: Path, results_page, echo) -> None:
     """Write bench.json and bench.png (and the results page's section), and print the tables."""
-    from svrt.benchmarks.gpu_check import write_json
     from svrt.benchmarks.report import format_restoration_table, format_summary, format_table, plot, update_results_page
+    from svrt.records import write_json
 
     json_path = out_dir / "bench.json"
     png_path = out_dir / "bench.png"
@@ -355,6 +355,6 @@ class _NoBar:
 def _progress(total: int, enabled: bool, echo=print):
     if not enabled:
         return _NoBar(echo)
-    from tqdm import tqdm
+    from tqdm.auto import tqdm
 
     return tqdm(total=total, unit="case", dynamic_ncols=True, leave=False)

@@ -47,7 +47,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from svrt.benchmarks.gpu_check import write_json
+from svrt.records import write_json
 from svrt.runtime.solver_config import SolverConfig
 
 

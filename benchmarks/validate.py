@@ -26,7 +26,6 @@ Everything heavy is imported inside functions; matplotlib with the Agg back end.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -40,10 +39,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from svrt.benchmarks.metrics import nmse_power
 from svrt.errors import SvrtError
+from svrt.metrics import nmse_power
 from svrt.mode_grid import per_pixel_modes
 from svrt.optics.kl import defocus_mode_index
+from svrt.records import file_sha256
 
 HELD_OUT_SEED = 20_000          # + seed; training uses seed*1000+step and 10_000+seed
 DEFOCUS_INSTRUMENT = "crisp8542"
@@ -58,7 +58,7 @@ PARTS = ("pairs", "defocus", "psf", "simulate")
 # --------------------------------------------------------------------------------------------- helpers
 
 def nmse_value(y: torch.Tensor, t: torch.Tensor) -> float:
-    """:func:`~svrt.benchmarks.metrics.nmse_power` (Eq. 12) over a whole array, float64 sums."""
+    """:func:`~svrt.metrics.nmse_power` (Eq. 12) over a whole array, float64 sums."""
     return float(nmse_power(y.double(), t.double(), dims=tuple(range(y.dim()))))
 
 
@@ -116,14 +116,6 @@ def machine_info() -> dict:
     if torch.cuda.is_available():
         info["cuda_device"] = torch.cuda.get_device_name(0)
     return info
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------------------------- a. pairs
@@ -251,7 +243,7 @@ def _defocus_at(p: float, scene, big_margin: int, size: int, psf_model, k_def: i
 
     bar = None
     if progress:
-        from tqdm import tqdm
+        from tqdm.auto import tqdm
         bar = tqdm(total=size, desc=f"exact per-pixel, defocus at ({p:g}, {p:g})", unit="row", leave=False,
                    file=sys.stderr, mininterval=1)
     t0 = time.perf_counter()

@@ -37,7 +37,7 @@ Python API::
     from svrt.settings import load_settings   # [solver] of a settings file (svrt config > run.toml)
 
     jobs = plan_jobs(find_bursts(["night/*.fits"]), "restored/")
-    outcomes = run_batch(jobs, EngineSpec(model="svce-c16"), load_settings("run.toml"), workers=2)
+    outcomes = run_batch(jobs, EngineSpec(), load_settings("run.toml"), workers=2)  # the default forward model
     print(summary_table(outcomes))
 """
 
@@ -56,12 +56,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from svrt.errors import SvrtError
+from svrt.errors import SvrtError, one_sentence
+from svrt.pictures import png_beside
+from svrt.runtime.batch_progress import IterationLog, burst_started
+from svrt.runtime.restore import burst_stem, restore_file
+from svrt.runtime.solver_config import SolverConfig
 
 __all__ = ["EngineSpec", "Job", "Outcome", "cached_solver", "find_bursts", "plan_jobs", "read_manifest",
            "restore_burst", "run_batch", "summary_table", "write_summary"]
 
-_BURST_SUFFIXES = (".fits.gz", ".fit.gz", ".fts.gz", ".fits", ".fit", ".fts", ".hdf5", ".h5", ".hdf", ".he5")
 _GLOB_CHARS = set("*?[")
 
 
@@ -69,8 +72,9 @@ _GLOB_CHARS = set("*?[")
 
 @dataclass(frozen=True)
 class EngineSpec:
-    """Which engine every worker loads: emulator files (one per instrument) or a bundled model name,
-    the back end (None: from the suffix), the device ('cpu', 'cuda', 'cuda:N') and the precision
+    """Which engine every worker loads: emulator files (one per instrument) or a bundled model name (neither:
+    the default forward model, :func:`svrt.runtime.forward_choice.default_forward_model`), the back end (None:
+    from the suffix), the device ('cpu', 'cuda', 'cuda:N') and the precision
     ('auto': FP16 on CUDA, FP32 on CPU). Hashable: the key of the per-worker engine cache."""
 
     paths: tuple[str, ...] = ()
@@ -96,8 +100,8 @@ class Outcome:
     ``seconds``: wall time of the burst in its worker (read, solve, write); ``solve_seconds``: the
     solver's own (T_TOTAL); ``message``: the output written, or one sentence saying why it failed;
     ``worker``: the Dask worker's address (or host:pid); ``extra`` (restored bursts): engine_loads (engines
-    this worker process has loaded so far: 1), pid, t_start / t_end (epoch seconds) and cpu_s (the
-    process's CPU seconds for this burst)."""
+    this worker process has loaded so far: 1), pid, t_start / t_end (epoch seconds), cpu_s (the
+    process's CPU seconds for this burst) and loss_first / loss_last (the solve's first and last total loss)."""
 
     name: str
     input: str
@@ -134,16 +138,21 @@ def read_manifest(path: str | os.PathLike) -> list[Path]:
     return out
 
 
-def find_bursts(patterns: Iterable[str | os.PathLike] = (), manifest: str | os.PathLike | None = None) -> list[Path]:
+def find_bursts(patterns: Iterable[str | os.PathLike] = (), manifest: str | os.PathLike | None = None,
+                exclude: str | os.PathLike | None = None) -> list[Path]:
     """The burst files of a batch, in order, without repeats: each pattern is a path or a glob
     (``night/*.fits``, ``**`` recursive; sorted), then the paths of ``manifest`` (see
     :func:`read_manifest`). A glob that matches nothing is an error; a listed path that does not
-    exist is kept (that burst fails, the others run)."""
+    exist is kept (that burst fails, the others run). ``exclude``: a folder (the batch's output folder)
+    whose files a glob never matches, so ``'night/**/*.fits' -o night/restored`` does not take the
+    restorations of an earlier run for bursts."""
+    skip = None if exclude is None else Path(os.path.abspath(os.path.expanduser(os.fspath(exclude))))
     found: list[Path] = []
     for pattern in patterns:
         text = os.fspath(pattern)
         if _GLOB_CHARS & set(text):
-            matches = sorted(Path(m) for m in glob.glob(os.path.expanduser(text), recursive=True) if os.path.isfile(m))
+            matches = sorted(Path(m) for m in glob.glob(os.path.expanduser(text), recursive=True)
+                             if os.path.isfile(m) and not (skip is not None and _inside(m, skip)))
             if not matches:
                 raise SvrtError(f"no burst file matches {text!r}; check the pattern (quote it so the shell does not "
                                 "expand it).")
@@ -163,12 +172,8 @@ def find_bursts(patterns: Iterable[str | os.PathLike] = (), manifest: str | os.P
     return out
 
 
-def _stem(path: Path) -> str:
-    low = path.name.lower()
-    for suffix in _BURST_SUFFIXES:
-        if low.endswith(suffix):
-            return path.name[: -len(suffix)]
-    return path.name
+def _inside(path: str | os.PathLike, folder: Path) -> bool:
+    return folder in Path(os.path.abspath(path)).parents
 
 
 def plan_jobs(bursts: Sequence[str | os.PathLike], out_dir: str | os.PathLike, fmt: str = "fits") -> list[Job]:
@@ -181,7 +186,7 @@ def plan_jobs(bursts: Sequence[str | os.PathLike], out_dir: str | os.PathLike, f
     jobs, by_output = [], {}
     for b in bursts:
         src = Path(os.path.abspath(b))
-        name = _stem(src)
+        name = burst_stem(src)
         target = out / f"{name}.{fmt}"
         if target in by_output:
             raise SvrtError(f"bursts {by_output[target]} and {src} would both be written to {target}; "
@@ -206,7 +211,7 @@ def cached_solver(spec: EngineSpec, config: dict):
     """The :class:`~svrt.runtime.solver.SVMOMFBD` of this process for ``spec`` and ``config`` (a
     :meth:`SolverConfig.to_dict`): the engine is loaded on the first call and kept, so a worker
     loads it once whatever the number of bursts it restores."""
-    from svrt.runtime.solver import SVMOMFBD, SolverConfig, load_solver_engine
+    from svrt.runtime.solver import SVMOMFBD, load_solver_engine  # torch: only where a solver is made
 
     key = (spec, json.dumps(config, sort_keys=True, default=str))
     with _CACHE_LOCK:
@@ -222,7 +227,8 @@ def cached_solver(spec: EngineSpec, config: dict):
                 if not Path(p).exists():
                     raise SvrtError(f"engine file {p} does not exist on worker {socket.gethostname()}.")
             engines = [
-                load_solver_engine(n, backend=spec.backend, device=spec.device, precision=spec.precision) for n in names
+                load_solver_engine(n, backend=spec.backend, device=spec.device, precision=spec.precision,
+                                   method=config.get("method")) for n in names
             ]
             _ENGINES[spec] = engines
             _LOADS[0] += 1
@@ -270,13 +276,6 @@ def _burst_logger(job: Job) -> tuple[logging.Logger, logging.Handler]:
     return logger, handler
 
 
-def _one_sentence(exc: BaseException) -> str:
-    if isinstance(exc, SvrtError):
-        return str(exc)
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return f"{type(exc).__name__}: {text[:300]}"
-
-
 def restore_burst(job: Job, spec: EngineSpec, config: dict, options: dict | None = None) -> Outcome:
     """Restore one burst (what a worker runs): read ``job.input``, solve with the process's cached
     solver, write ``job.output`` as ``svrt deconvolve`` does, log to ``job.log``. Never raises for a
@@ -291,16 +290,16 @@ def restore_burst(job: Job, spec: EngineSpec, config: dict, options: dict | None
     if os.path.exists(job.output) and not opts.get("overwrite"):
         return Outcome(status="skipped", message=f"{job.output} exists", **base)
     logger, handler = _burst_logger(job)
+    burst_started(job.name)  # the batch's start line (svrt.runtime.batch_progress)
     try:
         logger.info("burst %s -> %s on %s (pid %d)", job.input, job.output, worker, os.getpid())
         logger.info("engine %s", json.dumps(asdict(spec)))
         logger.info("settings %s", json.dumps(config, default=str))
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            result, burst = _solve(job, spec, config, opts, logger)
+            result = _restore(job, spec, config, opts, logger)
         for w in caught:
             logger.warning("%s", w.message)
-        _write(job, result, burst, opts)
         loss = result.loss["total"]
         seconds = time.perf_counter() - t0
         msg = f"wrote {job.output}"
@@ -308,96 +307,53 @@ def restore_burst(job: Job, spec: EngineSpec, config: dict, options: dict | None
                     float(loss[0]) if len(loss) else float("nan"), float(loss[-1]) if len(loss) else float("nan"),
                     float(result.header.get("T_TOTAL", float("nan"))), seconds)
         extra = {"engine_loads": _LOADS[0], "pid": os.getpid(), "t_start": epoch, "t_end": time.time(),
-                 "cpu_s": time.process_time() - cpu0}
+                 "cpu_s": time.process_time() - cpu0,
+                 "loss_first": float(loss[0]) if len(loss) else float("nan"),  # the end line's fit summary
+                 "loss_last": float(loss[-1]) if len(loss) else float("nan")}
         return Outcome(status="done", seconds=seconds, solve_seconds=float(result.header.get("T_TOTAL", float("nan"))),
                        iterations=len(loss), message=msg, extra=extra, **base)
     except KeyboardInterrupt:
         logger.error("interrupted")
         raise
     except Exception as exc:
-        logger.error("failed: %s\n%s", _one_sentence(exc), traceback.format_exc())
-        return Outcome(status="failed", seconds=time.perf_counter() - t0, message=_one_sentence(exc), **base)
+        logger.error("failed: %s\n%s", one_sentence(exc), traceback.format_exc())
+        return Outcome(status="failed", seconds=time.perf_counter() - t0, message=one_sentence(exc), **base)
     finally:
         handler.close()
         logger.removeHandler(handler)
 
 
-def _solve(job: Job, spec: EngineSpec, config: dict, opts: dict, logger: logging.Logger):
-    from svrt.runtime.cli import _check_restoration_space, _read_checked_burst
-    from svrt.runtime.solver import SolverConfig
-
+def _restore(job: Job, spec: EngineSpec, config: dict, opts: dict, logger: logging.Logger):
+    """Read, solve and write ``job`` through :func:`svrt.runtime.restore.restore_file` (what ``svrt deconvolve``
+    runs), with this worker's memory bound and cached solver; every iteration goes to the burst's log."""
     _set_threads(opts.get("threads"))
     if not os.path.exists(job.input):
         raise SvrtError(f"burst file {job.input} does not exist.")
-    burst = _read_checked_burst(job.input, opts.get("instrument") or None, bool(opts.get("allow_nonfinite")),
-                                bool(opts.get("drop_dead_frames")), quiet=True)
-    k, n_frames = burst.n_objects, burst.n_frames
-    logger.info("frames [K, L, Y, X] = [%d, %d, %d, %d], instruments %s", k, n_frames, *burst.shape,
-                ", ".join(burst.instruments))
-    png = _png_path(job) if opts.get("png") else None
     limit = _worker_memory_limit()
     if config.get("memory_mb") is None and limit and not str(spec.device).startswith("cuda"):
         # N workers on one host: each solver plans within half its worker's share, not half the host's RAM
         config = {**config, "memory_mb": round(0.5 * limit / 2 ** 20, 1)}
         logger.info("memory bound %.0f MiB (half of this Dask worker's memory limit)", config["memory_mb"])
-    _check_restoration_space(job.output, png, burst, SolverConfig(**config))
-    solver = cached_solver(spec, config)
-    logger.info(
-        "engine %s",
-        ", ".join(f"{e.identity.model} ({e.identity.backend}, {e.identity.device})" for e in solver.engines),
-    )
 
-    logged = []
+    def make_solver(burst):
+        logger.info("frames [K, L, Y, X] = [%d, %d, %d, %d], instruments %s", burst.n_objects, burst.n_frames,
+                    *burst.shape, ", ".join(burst.instruments))
+        solver = cached_solver(spec, config)
+        logger.info("engine %s", ", ".join(f"{e.identity.model} ({e.identity.backend}, {e.identity.device})"
+                                           for e in solver.engines))
+        return solver
 
-    def log_iteration(rec: dict) -> None:
-        logged.append(rec.get("iteration"))
-        logger.info(
-            "iteration %s: total %.5e data %.5e (%.3f s)",
-            rec.get("iteration"),
-            float(rec.get("total", float("nan"))),
-            float(rec.get("data", float("nan"))),
-            float(rec.get("time_s", float("nan"))),
-        )
-
-    result = solver.solve(burst, callback=log_iteration)
-    if not logged:  # a method that does not call back: its loss table, after the fact
-        loss = result.loss
-        for i in range(len(loss["total"])):
-            log_iteration({key: loss[key][i] for key in ("iteration", "total", "data", "time_s") if key in loss})
-    return result, burst
-
-
-def _png_path(job: Job) -> str:
-    from svrt.runtime.cli import _png_name
-
-    return str(_png_name(job.output))
-
-
-def _write(job: Job, result, burst, opts: dict) -> None:
-    from svrt.runtime.cli import write_result
-
-    write_result(job.output, result, burst, Path(job.input).name, overwrite=bool(opts.get("overwrite")))
-    if opts.get("png"):
-        from svrt.runtime.quicklook import plot_restoration
-
-        plot_restoration(
-            _png_path(job),
-            burst.frames,
-            result.objects,
-            result.model,
-            burst.instruments,
-            truth=burst.truth,
-            title=f"SV-MOMFBD {Path(job.input).name}",
-            pixel_arcsec=burst.header.get("CDELT1"),
-            mask=burst.mask,
-        )
+    done = restore_file(job.input, job.output, make_solver, config=SolverConfig(**config),
+                        png=str(png_beside(job.output)) if opts.get("png") else None,
+                        instrument=opts.get("instrument") or None, allow_nonfinite=bool(opts.get("allow_nonfinite")),
+                        drop_dead_frames=bool(opts.get("drop_dead_frames")), overwrite=bool(opts.get("overwrite")),
+                        callback=IterationLog(logger), quiet=True)
+    return done.result
 
 
 # ------------------------------------------------------------------------------------------ the batch
 
 def _config_dict(config) -> dict:
-    from svrt.runtime.solver import SolverConfig
-
     if config is None:
         config = SolverConfig()
     d = config.to_dict() if hasattr(config, "to_dict") else dict(config)
@@ -417,11 +373,14 @@ def run_batch(
     options: dict | None = None,
     on_outcome: Callable[[Outcome, int, int], Any] | None = None,
     cluster_info: dict | None = None,
+    on_client: Callable[[Any], Any] | None = None,
 ) -> list[Outcome]:
     """Restore ``jobs`` (see :func:`plan_jobs`) and return one :class:`Outcome` per job, in the order
     they finished. Finished outputs are skipped before anything starts. ``on_outcome(outcome, n_done,
     n_total)`` is called as each burst finishes (status lines). ``cluster_info``, when given, receives
-    ``start_s`` (seconds to start the cluster and connect), ``workers`` and ``kind``. See the module doc
+    ``start_s`` (seconds to start the cluster and connect), ``workers`` and ``kind``; ``on_client(client)``
+    is called with the Dask client once connected (e.g. :meth:`~svrt.runtime.batch_progress.BatchWatch.attach`,
+    the start lines of the workers' bursts and the dashboard address). See the module doc
     for ``workers`` and ``scheduler``. ``threads``: torch intra-op threads per worker (default 1 on Dask
     workers; in this process torch's own default); ``options``: see :func:`restore_burst`."""
     cfg = _config_dict(config)
@@ -453,6 +412,8 @@ def run_batch(
     with _client(workers, scheduler, threads or 1, spec.device, cluster_info) as client:
         from distributed import as_completed
 
+        if on_client is not None:
+            on_client(client)
         futures = {}
         for i, job in enumerate(todo):
             fut = client.submit(restore_burst, job, spec, cfg, opts, key=f"svrt-batch-{i}-{job.name}", pure=False)
@@ -464,7 +425,7 @@ def run_batch(
                     outcome = fut.result()
                 except Exception as exc:  # the worker died (memory, segfault, killed): this burst only
                     outcome = Outcome(job.name, job.input, job.output, "failed",
-                                      message=f"its worker failed ({_one_sentence(exc)})", log=job.log)
+                                      message=f"its worker failed ({one_sentence(exc)})", log=job.log)
                 report(outcome)
         finally:
             for fut in futures:
@@ -494,7 +455,7 @@ class _client:
                 else:
                     self.client = Client(self.scheduler, timeout="20s")
             except (OSError, TimeoutError) as exc:
-                raise SvrtError(f"cannot reach the Dask scheduler at {self.scheduler} ({_one_sentence(exc)}); start it "
+                raise SvrtError(f"cannot reach the Dask scheduler at {self.scheduler} ({one_sentence(exc)}); start it "
                                 "with `dask scheduler` or check the address.") from None
         else:
             self.cluster, kind = self._local_cluster(LocalCluster)

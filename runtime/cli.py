@@ -13,109 +13,30 @@ import click
 import numpy as np
 
 from svrt.errors import SvrtError
-from svrt.pictures import check_png as _check_png
-from svrt.pictures import png_beside as _png_name
-from svrt.settings_cli import config_file_option
-from svrt.settings_cli import with_options as _with
-
-_CTX = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+from svrt.pictures import png_beside
+from svrt.runtime.cli_options import CONTEXT, Finite, check_device, engine_options, solver_config, solver_options
+from svrt.runtime.restore import PNG_BYTES, check_outputs, restore_file, write_quicklook, write_restoration_file
+from svrt.settings_cli import config_file_option, with_options
 
 
-class _Finite(click.ParamType):
-    """A finite float in [lo, hi] (click's FloatRange lets NaN through); ``open_lo``: lo excluded."""
-
-    name = "float"
-
-    def __init__(self, lo: float, hi: float, open_lo: bool = False):
-        self.lo, self.hi, self.open_lo = lo, hi, open_lo
-
-    def convert(self, value, param, ctx):
-        import math
-
-        try:
-            v = float(value)
-        except (TypeError, ValueError):
-            self.fail(f"{value!r} is not a number.", param, ctx)
-        bad_lo = v <= self.lo if self.open_lo else v < self.lo
-        if not math.isfinite(v) or bad_lo or v > self.hi:
-            self.fail(f"{value} is not in the range {self.lo:g} {'<' if self.open_lo else '<='} x <= {self.hi:g}.", param, ctx)
-        return v
-
-    def get_metavar(self, param, ctx=None):
-        return "FLOAT"
-
-
-def _check_device(device) -> None:
-    """One sentence about a bad --device, before any file is read (never blamed on the model)."""
-    from svrt.emulator import check_device
-
-    check_device(device, available=False)  # the back end checks that the device exists
-
-
-def _check_outputs(output, png_path, inputs, overwrite) -> None:
-    """Before any work: the output (and the PNG) names are new files (or --overwrite), not inputs, in
-    folders that accept a new file; stale temporary files of killed runs are removed."""
-    from svrt.fileio import check_not_input, check_writable, file_format
-
-    file_format(output)
-    check_not_input(output, *inputs)
-    check_writable(output, overwrite)
-    if png_path is not None:
-        _check_png(png_path, output, inputs, overwrite)
-        check_writable(png_path, overwrite)
-
-
-def _check_checkpoint(checkpoint, resume, output, png_path, burst_path) -> None:
-    """Before any work: --resume needs --checkpoint, and the checkpoint is none of the other files."""
-    from svrt.fileio import check_not_input
-
-    if checkpoint is None:
-        if resume:
-            raise SvrtError("--resume needs --checkpoint FILE, the checkpoint of the run to continue.")
-        return
-    names = [("output", output), ("quick-look PNG", png_path)]
-    for what, other in names:
-        if other is not None and Path(checkpoint).resolve() == Path(other).resolve():
-            raise SvrtError(f"--checkpoint {checkpoint} is also the {what}; give the checkpoint its own file.")
-    check_not_input(checkpoint, burst_path)
-
-
-_PNG_BYTES = 2 << 20  # a quick look is well below 2 MiB
 def _load_engines(engine_paths, model, backend, device, precision, method: str | None = None):
-    """One engine (or one per --engine) loaded with the solver's precision rule."""
+    """One engine (or one per --engine) loaded with the solver's precision rule; with none named, the default
+    forward model for ``method`` (:func:`svrt.runtime.forward_choice.default_forward_model`)."""
     from svrt.runtime.solver import load_solver_engine
 
     if engine_paths and model:
         raise SvrtError("give either --engine PATH or --model NAME, not both.")
     if not engine_paths:
-        if model is None and backend is None and method is not None:
-            from svrt.runtime.solver import default_backend
-
-            backend = default_backend(method)
-        return [load_solver_engine(model, backend=backend, device=device, precision=precision)]
+        return [load_solver_engine(model, backend=backend, device=device, precision=precision, method=method)]
     for p in engine_paths:
         if not Path(p).exists():
             raise SvrtError(f"engine file {p} does not exist.")
     return [load_solver_engine(p, backend=backend, device=device, precision=precision) for p in engine_paths]
 
 
-_engine_options = [
-    click.option("--engine", "engine_paths", multiple=True, type=click.Path(dir_okay=False),
-                 help="Emulator file: .safetensors (torch), .onnx (onnxruntime) or .plan (TensorRT); repeat for one "
-                      "engine per instrument."),
-    click.option("--model", default=None, help="Name of a bundled model [default: svce-c16; deconvolve and demo with --method momfbd use exact optics, "
-                      "the psf-interpolation back end, unless a model or engine is given]."),
-    click.option("--backend", default=None,
-                 type=click.Choice(["torch", "onnxruntime", "tensorrt", "psf-interpolation"]),
-                 help="Back end [default: from the file suffix]. psf-interpolation uses the exact optics (PSFs "
-                      "interpolated between grid nodes) instead of the emulator: slower, no training needed."),
-    click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N."),
-]
-
-
 # ------------------------------------------------------------------------------------------ convolve
 
-@click.command("convolve", context_settings=_CTX)
+@click.command("convolve", context_settings=CONTEXT)
 @click.option("--object", "object_path", required=True, type=click.Path(dir_okay=False),
               help="Object: FITS/HDF5 array [Y, X] or [B, Y, X].")
 @click.option("--object-key", default=None, help="Extension / dataset of the object [default: the only array].")
@@ -124,7 +45,7 @@ _engine_options = [
                    "or with a leading B.")
 @click.option("--modes-key", default=None, help="Extension / dataset of the modes [default: the only array].")
 @click.option("--instrument", required=True, help="Instrument label (see `svrt instruments`), e.g. crisp8542.")
-@_with(_engine_options)
+@with_options(engine_options)
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output image (.fits or .h5).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
 @click.option("--png", default=None, type=click.Path(dir_okay=False), help="Quick look [default: output name .png].")
@@ -143,9 +64,9 @@ def convolve_command(object_path, object_key, modes_path, modes_key, instrument,
     from svrt.fileio import check_free_space, read_array, write_array
     from svrt.instruments import get_instrument
 
-    _check_device(device)
-    png_path = None if no_png else (png or str(_png_name(output)))
-    _check_outputs(output, png_path, (object_path, modes_path), overwrite)
+    check_device(device)
+    png_path = None if no_png else (png or str(png_beside(output)))
+    check_outputs(output, png_path, (object_path, modes_path), overwrite)
     inst = get_instrument(str(instrument))
     obj, _ = read_array(object_path, object_key)
     modes, _ = read_array(modes_path, modes_key)
@@ -157,6 +78,10 @@ def convolve_command(object_path, object_key, modes_path, modes_key, instrument,
     b, y, x = obj.shape
     if y < 16 or x < 16:
         raise SvrtError(f"the object in {object_path} is {y}x{x} pixels; the emulator needs at least 16x16.")
+    if not engine_paths and model is None and backend is None:
+        from svrt.emulator import DEFAULT_MODEL
+
+        model = DEFAULT_MODEL  # svrt convolve is the emulated convolution: its default is the shipped emulator
     engine = _load_engines(engine_paths, model, backend, device, "fp32")[0]
     m = engine.n_modes
     if modes.ndim == 3:
@@ -175,7 +100,7 @@ def convolve_command(object_path, object_key, modes_path, modes_key, instrument,
     # bilinear upsampling never exceeds the nodes' values: checking the given grid bounds every pixel
     check_wavefront_units(modes, inst, modes_path, (engine.identity.extra or {}).get("training_r0_cm"))
     n = max(b, modes.shape[0])
-    check_free_space(output, 4 * n * y * x + (64 << 10) + (0 if png_path is None else _PNG_BYTES))
+    check_free_space(output, 4 * n * y * x + (64 << 10) + (0 if png_path is None else PNG_BYTES))
     mt = torch.as_tensor(modes)
     if tuple(mt.shape[2:]) != (y, x):
         from svrt.kernels import upsample_modes
@@ -212,31 +137,11 @@ def _plot_convolve(path, obj, out, inst) -> None:
 
 # ------------------------------------------------------------------------------------------ deconvolve
 
-#: SolverConfig field -> the older option names that keep working next to --field-name
-_OPTION_ALIASES = {"lr_objects": ("--lr-obj",)}
-
-
-def solver_options(exclude=(), only=None):
-    """click options for the SolverConfig settings (``only`` these), less ``exclude`` (``progress`` is -q),
-    generated from the fields (solver_config imports no torch: building them keeps --help fast)."""
-    from svrt.runtime.solver_config import SolverConfig
-    from svrt.settings_cli import setting_options
-
-    return setting_options(SolverConfig, only=only, exclude=("progress", *exclude), aliases=_OPTION_ALIASES)
-
-
-def solver_config(config_file, solver_kw, **forced):
-    """The SolverConfig of a command: defaults < [solver] of ``config_file`` < command line < ``forced``."""
-    from svrt.settings_cli import resolve
-
-    return resolve("solver", solver_kw, config_file, forced=forced)
-
-
 def _comparison_text(burst, result) -> str | None:
     """The one score of DESIGN.md (``score_restoration``: registered, low-passed at 0.9 D/lambda, border
     dropped, NMSE over the truth's variance) of the frame average and the restoration, objects by '/'."""
-    from svrt.benchmarks.metrics import score_restoration
     from svrt.instruments import get_instrument
+    from svrt.metrics import score_restoration
 
     if burst.truth is None:
         return None
@@ -255,10 +160,10 @@ def _comparison_text(burst, result) -> str | None:
     return "\n".join(lines)
 
 
-@click.command("deconvolve", context_settings=_CTX)
+@click.command("deconvolve", context_settings=CONTEXT)
 @click.argument("burst_path", metavar="BURST", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Restoration file (.fits or .h5).")
-@_with(_engine_options)
+@with_options(engine_options)
 @click.option("--instrument", "instrument", multiple=True,
               help="Instrument of each object when the file does not name it (repeat for K objects).")
 @click.option("--allow-nonfinite", is_flag=True, help="Give NaN/Inf pixels zero weight instead of refusing the file.")
@@ -272,7 +177,7 @@ def _comparison_text(burst, result) -> str | None:
               help="Continue a killed run from --checkpoint (same burst and settings) to the result of an uninterrupted one.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @config_file_option("solver")
-@_with(solver_options())
+@with_options(solver_options())
 def deconvolve_command(burst_path, output, engine_paths, model, backend, device, instrument, allow_nonfinite,
                        drop_dead_frames, overwrite, png, no_png, quiet, resume, config_file, **solver_kw):
     """Restore a burst with SV-MOMFBD: objects and per-pixel wavefronts over the whole field at once.
@@ -288,107 +193,49 @@ def deconvolve_command(burst_path, output, engine_paths, model, backend, device,
       svrt deconvolve burst.h5 -o restored.h5 --device cuda --iterations 50 --lambda-obj 0.05
       svrt deconvolve burst.fits -o restored.fits --config run.toml  # settings file: svrt config > run.toml
     """
-    from svrt.runtime.quicklook import plot_restoration
     from svrt.runtime.solver import SVMOMFBD
 
-    _check_device(device)
-    png_path = None if no_png else (png or str(_png_name(output)))
-    _check_outputs(output, png_path, (burst_path,), overwrite)
+    check_device(device)
+    png_path = None if no_png else (png or str(png_beside(output)))
     config = solver_config(config_file, solver_kw, **({"progress": False} if quiet else {}))
-    checkpoint = config.checkpoint
-    _check_checkpoint(checkpoint, resume, output, png_path, burst_path)
-    burst = _read_checked_burst(burst_path, list(instrument) or None, allow_nonfinite, drop_dead_frames, quiet)
-    _check_restoration_space(output, png_path, burst, config)
-    engines = _load_engines(engine_paths, model, backend, device, config.precision, config.method)
-    solver = SVMOMFBD(engines if len(engines) > 1 else engines[0], config)
-    result = solver.solve(burst, resume=checkpoint if resume else None)
-    write_result(output, result, burst, Path(burst_path).name, overwrite=overwrite)
+
+    def make_solver(burst):   # the engine loads once the burst is read and checked
+        engines = _load_engines(engine_paths, model, backend, device, config.precision, config.method)
+        return SVMOMFBD(engines if len(engines) > 1 else engines[0], config)
+
+    done = restore_file(burst_path, output, make_solver, config=config, png=png_path, instrument=list(instrument) or None,
+                        allow_nonfinite=allow_nonfinite, drop_dead_frames=drop_dead_frames, overwrite=overwrite,
+                        resume=resume, quiet=quiet)
+    result = done.result
     loss = result.loss["total"]
     k, y, x = result.objects.shape
     msg = (f"wrote {output}: {k} object(s) of {y}x{x}, modes {tuple(result.modes.shape)}, {len(loss)} iterations "
            f"at {result.time_per_iteration:.3g} s each, loss {loss[0]:.3e} -> {loss[-1]:.3e}")
     if png_path is not None:
-        plot_restoration(png_path, burst.frames, result.objects, result.model, burst.instruments, truth=burst.truth,
-                         title=f"SV-MOMFBD {Path(burst_path).name}", pixel_arcsec=burst.header.get("CDELT1"),
-                         mask=burst.mask)
         msg += f"; quick look {png_path}"
     click.echo(msg)
-    table = _comparison_text(burst, result)
+    table = _comparison_text(done.burst, result)
     if table:
         click.echo("against the truth (both filtered to the diffraction limit):\n" + table)
 
 
-def _read_checked_burst(path, instrument, allow_nonfinite, drop_dead, quiet):
-    """read_burst with the frame checks of :func:`svrt.checks.check_frames`; with ``drop_dead`` the
-    dead frames are left out (and said so) instead of refused."""
-    from svrt.checks import check_frames, drop_dead_frames
-    from svrt.fileio import read_burst
-
-    burst = read_burst(path, instrument=instrument, allow_nonfinite=allow_nonfinite, check=not drop_dead)
-    if drop_dead:
-        burst, dropped, masked = drop_dead_frames(burst, str(path))
-        if (dropped or masked) and not quiet:
-            parts = []
-            if dropped:
-                parts.append(f"dropped dead frame(s) {', '.join(map(str, dropped))}")
-            if masked:
-                parts.append(f"gave zero weight to dead frame(s) [k, l] = {', '.join(f'[{k}, {l}]' for k, l in masked)}")
-            click.echo(f"{path}: {'; '.join(parts)}.", err=True)
-        check_frames(burst.frames, str(path), mask=burst.mask)
-    return burst
-
-
-def _check_restoration_space(output, png_path, burst, config) -> None:
-    """Free space for the restoration (OBJECT, MODES at most per pixel, MODEL, LOSS) before solving."""
-    from svrt.fileio import check_free_space
-
-    k, n_frames = burst.n_objects, burst.n_frames
-    y, x = burst.shape
-    grid = getattr(config, "grid", 0) or max(y, x)
-    nodes = -(-y // grid) * -(-x // grid)
-    n_modes = 44 if burst.n_modes is None else burst.n_modes
-    nbytes = 4 * (k * y * x * (1 + n_frames) + n_frames * n_modes * nodes) + (1 << 20)
-    if str(output).lower().endswith((".gz", ".bz2", ".xz")):
-        nbytes //= 4
-    check_free_space(output, nbytes + (0 if png_path is None else _PNG_BYTES))
-
-
-def _restoration(result, burst, input_name: str):
-    """The Restoration of a solve: the input burst's header cards keep their names (SEED, GRID,
-    BUNIT, EXPTIME, WCS, ...) and are never overwritten; the solver's settings, the engine identity
-    and the run's figures go to ``config`` (the file's CONFIG extension, see
-    :func:`svrt.fileio.write_restoration`); read back, a setting whose name the input also uses is
-    given as SVRT_<KEY> (see :func:`svrt.fileio.merge_headers`)."""
-    from svrt.fileio import merge_headers
-
-    rest = result.to_restoration()
-    rest.config = dict(rest.header)
-    rest.header = merge_headers(burst.header, {"INPUT": input_name, "DATE": rest.config.get("DATE")})
-    return rest
-
-
 def write_result(output, result, burst, input_name: str, overwrite: bool = False):
-    """Write the restoration of ``burst`` (a :class:`~svrt.runtime.solver.SolveResult`) to ``output``
-    the way ``svrt deconvolve`` does (atomically; see :func:`_restoration`) and return it.
-    ``input_name`` is recorded as INPUT (the burst file's name)."""
-    from svrt.fileio import write_restoration
-
-    rest = _restoration(result, burst, input_name)
-    write_restoration(output, rest, overwrite=overwrite)
-    return rest
+    """Write the restoration of ``burst`` as ``svrt deconvolve`` does and return it (kept for callers of the
+    earlier name; the library home is :func:`svrt.runtime.restore.write_restoration_file`)."""
+    return write_restoration_file(output, result, burst.header, input_name, overwrite=overwrite)
 
 
 # ------------------------------------------------------------------------------------------ demo
 
-@click.command("demo", context_settings=_CTX)
+@click.command("demo", context_settings=CONTEXT)
 @click.option("--size", default=128, show_default=True, type=click.IntRange(16, 4096), help="Frame side in pixels.")
 @click.option("--frames", "n_frames", default=8, show_default=True, type=click.IntRange(1, 1000), help="L, frames.")
 @click.option("--objects", "n_objects", default=2, show_default=True, type=click.IntRange(1, 16), help="K, objects.")
-@_with(solver_options(only=("method", "iterations", "grid")))
+@with_options(solver_options(only=("method", "iterations", "grid")))
 @click.option("--instrument", default="crisp8542", show_default=True, help="Instrument label.")
 @click.option("--seed", default=1, show_default=True, type=click.IntRange(0, 2 ** 32 - 1), help="Random seed of the simulation.")
-@click.option("--r0", "r0_cm", default=10.0, show_default=True, type=_Finite(0.5, 1000), help="Fried radius [cm at 5000 A].")
-@_with(_engine_options)
+@click.option("--r0", "r0_cm", default=10.0, show_default=True, type=Finite(0.5, 1000), help="Fried radius [cm at 5000 A].")
+@with_options(engine_options)
 @click.option("--out-dir", default="svrt-demo", show_default=True, type=click.Path(file_okay=False),
               help="Folder for burst.fits, restored.fits, restored.png.")
 @click.option("--overwrite", is_flag=True, help="Replace the files of an earlier demo in --out-dir.")
@@ -404,11 +251,10 @@ def demo_command(size, n_frames, n_objects, iterations, method, grid, instrument
     """
     from svrt.fileio import check_writable, write_burst
     from svrt.instruments import get_instrument
-    from svrt.runtime.quicklook import plot_restoration
     from svrt.runtime.solver import SVMOMFBD
     from svrt.simulate import simulate_burst
 
-    _check_device(device)
+    check_device(device)
     config = solver_config(None, dict(method=method, iterations=iterations, grid=grid), progress=not quiet)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
@@ -428,10 +274,9 @@ def demo_command(size, n_frames, n_objects, iterations, method, grid, instrument
                f"method {method}" + (f", {iterations} iterations" if method == "adam" else "") + f", grid P = {grid} ...")
     solver = SVMOMFBD(engines[0], config)
     result = solver.solve(burst)
-    write_result(paths["restored"], result, burst, paths["burst"].name, overwrite=overwrite)
-    plot_restoration(paths["png"], burst.frames, result.objects, result.model, burst.instruments, truth=burst.truth,
-                     title=f"svrt demo: SV-MOMFBD of a simulated {inst.label} burst",
-                     pixel_arcsec=burst.header.get("CDELT1"))
+    write_restoration_file(paths["restored"], result, burst.header, paths["burst"].name, inputs=(paths["burst"],),
+                           overwrite=overwrite)
+    write_quicklook(paths["png"], burst, result, f"svrt demo: SV-MOMFBD of a simulated {inst.label} burst")
     click.echo(f"burst:       {paths['burst']}")
     click.echo(f"restoration: {paths['restored']}  ({float(result.header['T_TOTAL']):.1f} s, stopped: "
                f"{result.header.get('STOP') or 'iterations'})")

@@ -63,6 +63,8 @@ class Engine(ABC):
     # declared capabilities, read by the solver's forward model (svrt.runtime.forward_model):
     wants_coarse_modes: bool = False   # True: takes the coarse mode grid itself (apply_coarse), e.g. exact optics
     linear_in_object: bool = False     # True: f(o1 + o2) = f(o1) + f(o2) (a convolution); an emulator is not
+    # why this engine drives a restoration when no one named it (svrt.runtime.forward_choice; the FWDWHY card)
+    chosen_because: str | None = None
 
     @property
     def n_modes(self) -> int:
@@ -231,5 +233,21 @@ def load_engine(path: str | Path | None = None, backend: str | None = None, devi
     if backend not in BACKENDS:
         raise SvrtError(f"unknown back end '{backend}'; expected one of {', '.join(BACKENDS)}.")
     check_device(device, available=False)  # each back end checks that its device exists
-    module, cls = BACKENDS[backend].split(":")
-    return getattr(importlib.import_module(module), cls).load(path, device=device, **options)
+    module, name = BACKENDS[backend].split(":")
+    cls = getattr(importlib.import_module(module), name)
+    _refuse_unknown_options(backend, cls.load, options)
+    return cls.load(path, device=device, **options)
+
+
+def _refuse_unknown_options(backend: str, load, options: dict) -> None:
+    """One sentence for an option the back end's ``load`` does not name (its ``**_`` would swallow it: a typo or
+    an option of another back end, e.g. ``threads`` for torch, would otherwise be ignored without a word)."""
+    import inspect
+
+    params = inspect.signature(load).parameters.values()
+    fixed = ("path", "device")   # every back end's: given by load_engine itself
+    named = [p.name for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and p.name not in fixed]
+    unknown = sorted(set(options) - set(named))
+    if unknown:
+        raise SvrtError(f"the {backend} back end takes no option {', '.join(unknown)}; its options are "
+                        f"{', '.join(named) or 'none'}.")

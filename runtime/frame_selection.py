@@ -2,8 +2,10 @@
 reference channel (the lucky-imaging criterion of SST and GREGOR pipelines: granulation contrast falls
 as the seeing blurs it; Scharmer et al. 2010, Denker et al. 2005).
 
-``select`` is a fraction in (0, 1) of the frames to keep, or a count >= 1 (rounded up to at least one
-frame). The contrast is std / mean over the valid pixels of channel 0 inside a border of 1/8 of the side
+``select`` is a fraction in (0, 1] of the frames to keep (rounded up to at least one frame; 1 keeps every
+frame, as a fraction 1.0 says), or a whole count >= 2. A count of one frame is asked for by a fraction
+<= 1 / L (e.g. 0.01): the command line cannot tell ``1`` from ``1.0``, and "all" is the reading that
+cannot lose data. The contrast is std / mean over the valid pixels of channel 0 inside a border of 1/8 of the side
 (the edges hold light from outside the field); every channel keeps the same frames, since the channels of
 one frame share its wavefront. Ties keep the earlier frame. Noise raises every frame's contrast by about
 the same amount, so the ranking is kept for noise that does not change within the burst.
@@ -38,10 +40,10 @@ def frames_to_keep(contrast: torch.Tensor, select: float) -> list[int]:
     """Indices (sorted) of the ``select`` highest-contrast frames of ``contrast [L]``."""
     n = int(contrast.shape[0])
     if not (isinstance(select, (int, float)) and math.isfinite(select) and select > 0):
-        raise SvrtError(f"select_frames must be a fraction in (0, 1) or a number of frames >= 1; got {select!r}.")
-    count = max(1, math.ceil(select * n - 1e-9)) if select < 1 else int(round(select))
-    if select >= 1 and abs(select - round(select)) > 1e-9:
-        raise SvrtError(f"select_frames >= 1 is a number of frames and must be whole; got {select!r}.")
+        raise SvrtError(f"select_frames must be a fraction in (0, 1] or a number of frames >= 2; got {select!r}.")
+    count = max(1, math.ceil(select * n - 1e-9)) if select <= 1 else int(round(select))
+    if select > 1 and abs(select - round(select)) > 1e-9:
+        raise SvrtError(f"select_frames > 1 is a number of frames and must be whole; got {select!r}.")
     if count > n:
         raise SvrtError(f"select_frames asks for {count} frames but the burst has {n}.")
     order = sorted(range(n), key=lambda i: (-float(contrast[i]), i))

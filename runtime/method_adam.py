@@ -41,7 +41,7 @@ from svrt.mode_grid import node_positions, sample_coarse
 from svrt.runtime.forward_model import emulate
 from svrt.runtime.loss import grad_sq_mean
 from svrt.runtime.plan import batches
-from svrt.runtime.problem import SolveContext
+from svrt.runtime.problem import MethodResult, SolveContext
 from svrt.runtime.solver_config import grid_shape
 from svrt.windows import blend_weights
 
@@ -53,7 +53,7 @@ def solve_field(ctx: SolveContext, data_n, pix_w, init_o, init_a, tile_label: st
 
     The unknown object covers the field plus ``margin`` pixels on every side (initialised by mirroring
     ``init_o``), so that light from outside the field has somewhere to come from; only the field is
-    compared with the frames. Returns (o, o*, alpha, model, history) cropped to the field."""
+    compared with the frames. Returns the :class:`~svrt.runtime.problem.MethodResult` cropped to the field."""
     cfg = ctx.config
     k, n_frames, y, x = data_n.shape
     insts, plan = ctx.insts, ctx.plan
@@ -93,7 +93,7 @@ def solve_field(ctx: SolveContext, data_n, pix_w, init_o, init_a, tile_label: st
         start, loss_scale = _restore(resumed, opt, params, history, cfg.iterations, ck.path.name)
     bar = None
     if cfg.progress:
-        from tqdm import tqdm
+        from tqdm.auto import tqdm
 
         desc = "SV-MOMFBD" + (f" {tile_label}" if tile_label else "")
         bar = tqdm(total=cfg.iterations, initial=start - 1, desc=desc, unit="it", leave=False, dynamic_ncols=True,
@@ -139,7 +139,7 @@ def solve_field(ctx: SolveContext, data_n, pix_w, init_o, init_a, tile_label: st
         o_star = ctx.filtered(o.detach(), insts)
         model = emulate(ctx.models, o_star, ctx.centred(a), field_batches, (y, x))
     crop = (slice(None), slice(m, m + y), slice(m, m + x))
-    return o.detach()[crop], o_star[crop], a, model, history
+    return MethodResult(o.detach()[crop], o_star[crop], a, model, history, method_used="adam")
 
 
 def _gradients(ctx: SolveContext, opt, o, modes_now, params, data_n, pix_w, field_batches, loss_scale: float):
@@ -228,7 +228,8 @@ def solve_tiled(ctx: SolveContext, data_n, pix_w, init_o, init_a):
     """Solve overlapping tiles one after another and blend them with raised-cosine weights (ramps over
     the overlap on the sides inside the field). The burst stays in host memory; only one tile's frames
     are on the device at a time. Objects and model are blended per pixel; the modes of the global grid
-    are the blend of every tile's bilinear mode field sampled at the global nodes' positions."""
+    are the blend of every tile's bilinear mode field sampled at the global nodes' positions. Returns the
+    blended :class:`~svrt.runtime.problem.MethodResult`."""
     cfg = ctx.config
     k, n_frames, y, x = data_n.shape
     dev = ctx.device
@@ -252,9 +253,9 @@ def solve_tiled(ctx: SolveContext, data_n, pix_w, init_o, init_a):
         ty_n, tx_n = torch.from_numpy(y0 + node_positions(ty, tyg)), torch.from_numpy(x0 + node_positions(tx, txg))
         ia = sample_coarse(init_a, ty_n, tx_n, (y, x)).to(dev)
         pw = None if pix_w is None else pix_w[..., sl[0], sl[1]].contiguous().to(dev)
-        o, o_star, a, model, hist = solve_field(ctx, data_n[..., sl[0], sl[1]].contiguous().to(dev), pw,
-                                            init_o[:, sl[0], sl[1]].contiguous().to(dev), ia,
-                                            tile_label=f"tile {t + 1}/{len(field_tiles)}")
+        tile = solve_field(ctx, data_n[..., sl[0], sl[1]].contiguous().to(dev), pw,
+                           init_o[:, sl[0], sl[1]].contiguous().to(dev), ia, tile_label=f"tile {t + 1}/{len(field_tiles)}")
+        o, o_star, a, model, hist = tile.objects, tile.objects_filtered, tile.modes, tile.model, tile.history
         wy = torch.as_tensor(blend_weights(y, y0, ty, ramp), dtype=torch.float32)
         wx = torch.as_tensor(blend_weights(x, x0, tx, ramp), dtype=torch.float32)
         w = wy[:, None] * wx[None, :]
@@ -286,4 +287,4 @@ def solve_tiled(ctx: SolveContext, data_n, pix_w, init_o, init_a):
     o_star = (acc_os / acc_w).to(dev)
     model = (acc_m / acc_w).to(dev)
     a = ctx.centred(acc_a / acc_aw.clamp_min(1e-12)).to(dev)
-    return o, o_star, a, model, history
+    return MethodResult(o, o_star, a, model, history, method_used="adam")

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from svrt.atmosphere import d_over_r0_at_wavelength
 from svrt.runtime.loss import grad_sq_mean
 from svrt.runtime.plan import batches
-from svrt.runtime.problem import SolveContext, noise_variances
+from svrt.runtime.problem import MethodResult, SolveContext, noise_variances
 from svrt.runtime.solver_config import fitted_modes, grid_shape
 
 __all__ = ["solve_momfbd", "refine_modes"]
@@ -52,7 +52,7 @@ class _Progress:
         self.bar = None
         self.desc = desc
         if enabled:
-            from tqdm import tqdm
+            from tqdm.auto import tqdm
 
             self.bar = tqdm(desc=desc, unit="stage", leave=False, dynamic_ncols=True, file=sys.stderr)
 
@@ -72,7 +72,7 @@ HISTORY_KEYS = ("iteration", "total", "data", "reg_object", "reg_modes", "time_s
 def solve_momfbd(ctx: SolveContext, data_n, pix_w, init_o, init_a, t_start: float):
     """Patch wavefronts (object eliminated) -> Wiener objects with the SV forward model -> rounds of
     SV wavefront refinement and object solves. Everything in normalised units on the device.
-    Returns (o, o*, alpha, model, history, header cards) cropped to the field."""
+    Returns the :class:`~svrt.runtime.problem.MethodResult` (cropped to the field; ``cards``: the stages')."""
     from svrt.runtime.object_solve import solve_objects
 
     cfg = ctx.config
@@ -94,6 +94,8 @@ def solve_momfbd(ctx: SolveContext, data_n, pix_w, init_o, init_a, t_start: floa
         history["iteration"].append(len(history["iteration"]) + 1)
         for key, v in zip(HISTORY_KEYS[1:], (j_total, j_data, j_prior, j_modes, dt)):
             history[key].append(float(v))
+        if ctx.callback is not None:  # every row of the loss table, as SVMOMFBD.solve documents
+            ctx.callback({key: history[key][-1] for key in HISTORY_KEYS} | {"tile": ""})
 
     # noise of every frame, and the data weights 1 / s_kl^2 (times gamma_kl and the pixel mask)
     nvar = noise_variances(data_n, ctx.insts, dev)                                   # [K, L]
@@ -117,13 +119,16 @@ def solve_momfbd(ctx: SolveContext, data_n, pix_w, init_o, init_a, t_start: floa
     field = _FieldModel(ctx, data_n, weights, w_kl, pix_w, attenuation, prior, owner, groups, shape_p)
 
     def object_stage(o, a_eff):
-        t0 = time.perf_counter()
+        last = [time.perf_counter()]
+
+        def row(j, j_data, j_prior):   # each iteration recorded (and called back) as it ends, with its own time
+            now = time.perf_counter()
+            record(j, j_data, j_prior, 0.0, now - last[0])
+            last[0] = now
+
         res = solve_objects(lambda oo: field.value_and_grad(oo, a_eff), lambda oo: field.emulate(oo, a_eff), o,
                             prior, field.denominator(a_eff), field.weighted_sq, cfg.object_iterations,
-                            cfg.tolerance, deadline)
-        dt = (time.perf_counter() - t0) / max(1, len(res.history))
-        for j, j_data, j_prior in res.history:
-            record(j, j_data, j_prior, 0.0, dt)
+                            cfg.tolerance, deadline, on_row=row)
         info["OBJ_STOP"] = res.stop_reason
         info["OBJ_ITERS"] = info.get("OBJ_ITERS", 0) + res.iterations
         return res.objects
@@ -168,7 +173,7 @@ def solve_momfbd(ctx: SolveContext, data_n, pix_w, init_o, init_a, t_start: floa
         o, o_star = o[owner], o_star[owner]              # the group's object in every channel's row
         info["DIVERSITY"] = True
     crop = (slice(None), slice(m, m + y), slice(m, m + x))
-    return o[crop], o_star[crop], a, model, _as_arrays(history), info
+    return MethodResult(o[crop], o_star[crop], a, model, _as_arrays(history), method_used="momfbd", cards=info)
 
 
 def _first_objects(average, groups: list, m: int):

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
@@ -50,14 +50,16 @@ def fourier_precondition(g: torch.Tensor, denominator: torch.Tensor) -> torch.Te
 
 def solve_objects(data_value_and_grad: Callable, model: Callable, o0: torch.Tensor, prior: torch.Tensor,
                   denominator: torch.Tensor, weighted_sq: Callable, iterations: int = 30,
-                  tolerance: float = 1e-4, deadline: float | None = None) -> ObjectSolveResult:
+                  tolerance: float = 1e-4, deadline: float | None = None,
+                  on_row: Callable[[float, float, float], Any] | None = None) -> ObjectSolveResult:
     """Minimise J(o) by preconditioned conjugate gradients.
 
     data_value_and_grad(o) -> (data term, its gradient [K, Yp, Xp], the model f(o) [K, L, Y, X]);
     model(o) -> f(o) without gradients; weighted_sq(r) -> sum w r^2 for a model difference r;
     prior [K, Yp, Xp] = R_k on the fft2 grid; denominator [K, Yp, Xp] the preconditioner's Fourier
     diagonal; stops after ``iterations``, when J falls by less than ``tolerance`` (relative) in an
-    iteration, or at the ``deadline`` (time.perf_counter()).
+    iteration, or at the ``deadline`` (time.perf_counter()). ``on_row(J, data, prior)`` is called as each
+    accepted iteration's row joins the history (the method's loss table and callback, live).
     """
     o = o0.detach().clone()
     best = best_j = None
@@ -84,6 +86,8 @@ def solve_objects(data_value_and_grad: Callable, model: Callable, o0: torch.Tens
             o = best + step * d
             continue
         history.append((j, float(data), float(p.detach())))
+        if on_row is not None:
+            on_row(*history[-1])
         if best_j is not None and best_j - j <= tolerance * abs(best_j):
             best, best_j, reason = o, j, "converged"
             break

@@ -143,8 +143,10 @@ def validate_burst(frames, instruments, mask, weights, engine_for: Callable[[str
             raise SvrtError(f"weights must be finite, >= 0 and of shape [K, L] = {(k, n_frames)}; got {tuple(g.shape)}.")
         gamma = g.clone()
     from svrt.optics.diversity import read_diversity
+    from svrt.runtime.camera_alignment import alignment_cards
 
     diversity = read_diversity(header, instruments, "the burst's header")
+    alignment_cards(header, k, frames_t.shape[-2:])  # checked wherever present, applied with align_channels
     return ValidatedBurst(frames=frames_t, valid=valid, instruments=instruments, labels=labels, insts=insts,
                           engines=engines, gamma=gamma, header=header,
                           diversity=diversity if diversity is not None and diversity.active else None)
@@ -246,6 +248,27 @@ def initial_state(problem: Problem, io, ia, cfg: SolverConfig, n_modes: int, dev
             ia = per_pixel_modes(ia, (yg, xg))
         init_a = ia.to(device)
     return init_o, init_a
+
+
+@dataclass
+class MethodResult:
+    """What a method gives the orchestrator (:class:`~svrt.runtime.solver.SVMOMFBD`): the solution cropped to
+    the field, in normalised units, on the device.
+
+    objects: o [K, Y, X], the unknowns before the erf filter; objects_filtered: o* [K, Y, X], the restoration.
+    modes: alpha [L, M, Yg, Xg] (radians at the wavelength of object 0); model: f(o*, alpha) [K, L, Y, X].
+    history: the loss table, 1-D numpy arrays (iteration, total, data, reg_object, reg_modes, time_s).
+    cards: header cards of the method's stages (momfbd: stage figures and the stop reason; empty for adam).
+    method_used: the method that ran ('momfbd' or 'adam'; a field solved in tiles runs adam).
+    """
+
+    objects: torch.Tensor
+    objects_filtered: torch.Tensor
+    modes: torch.Tensor
+    model: torch.Tensor
+    history: dict
+    method_used: str
+    cards: dict = field(default_factory=dict)
 
 
 @dataclass

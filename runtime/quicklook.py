@@ -22,8 +22,8 @@ def plot_restoration(path: str | os.PathLike, frames, objects, model, instrument
     ``truth [K, Y, X]`` or None, ``instruments`` one label per object. Returns the path."""
     import matplotlib.ticker  # noqa: F401  (matplotlib.ticker.NullFormatter below)
 
-    from svrt.benchmarks.metrics import contrast, nmse_power, power_spectrum
     from svrt.instruments import get_instrument
+    from svrt.metrics import contrast, nmse_power, power_spectrum
     from svrt.pictures import save_png, subplots
 
     frames = np.asarray(frames, dtype=np.float64)

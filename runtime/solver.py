@@ -4,10 +4,14 @@ Two methods share the problem set-up below (photometry, tip-tilt, masks, margins
 
 * ``method="momfbd"`` (the default): whole-field wavefronts with the object eliminated, SV refinement of the
   node wavefronts, Wiener-prior objects by preconditioned conjugate gradients; its stages are described in
-  :mod:`svrt.runtime.method_momfbd`. With no engine named it uses exact optics (:func:`default_backend`).
+  :mod:`svrt.runtime.method_momfbd`.
 
 * ``method="adam"``: the paper's joint AdamW on objects and modes for ``iterations`` steps, the loss
-  below; the emulator is its default forward model.
+  below.
+
+With no engine named, both methods use the default forward model of
+:func:`svrt.runtime.forward_choice.default_forward_model` (exact optics, by measurement); every
+restoration header says which model drove it and why (FWDMODEL, FWDWHY).
 
 Unknowns: the objects ``o_k [K, Y, X]`` and the KL wavefront coefficients ``alpha_l [L, M, Yg, Xg]``
 on a coarse grid, upsampled bilinearly to every pixel (:func:`svrt.kernels.upsample_modes`). The
@@ -90,7 +94,7 @@ Where each part lives (this module is the orchestrator and keeps the public name
 Python API::
 
     from svrt.runtime.solver import SVMOMFBD, SolverConfig, load_solver_engine
-    engine = load_solver_engine("svce-c16", device="cpu")
+    engine = load_solver_engine(device="cpu")   # the default forward model; or "svce-c16", "crisp8542.onnx"
     solver = SVMOMFBD(engine, SolverConfig(iterations=30, grid=8))
     for burst in bursts:                       # the engine and buffers are reused
         result = solver.solve(burst)
@@ -112,11 +116,12 @@ import numpy as np
 import torch
 
 from svrt.errors import SvrtError
+from svrt.runtime.forward_choice import default_forward_model, forward_cards
 from svrt.runtime.forward_model import ForwardModel, bytes_per_pixel_sample
 from svrt.runtime.method_adam import solve_field, solve_tiled
 from svrt.runtime.method_momfbd import solve_momfbd
 from svrt.runtime.plan import Plan, make_plan
-from svrt.runtime.problem import Problem, SolveContext, initial_state, noise_variance, validate_burst
+from svrt.runtime.problem import MethodResult, Problem, SolveContext, initial_state, noise_variance, validate_burst
 from svrt.runtime.solver_config import (  # noqa: F401  (re-exported)
     CPU_MAX_BATCH,
     MAX_ITERATIONS,
@@ -128,7 +133,7 @@ from svrt.runtime.solver_config import (  # noqa: F401  (re-exported)
     grid_shape,
 )
 
-__all__ = ["SolverConfig", "SVMOMFBD", "SolveResult", "Plan", "load_solver_engine", "default_backend", "grid_shape",
+__all__ = ["SolverConfig", "SVMOMFBD", "SolveResult", "Plan", "load_solver_engine", "grid_shape",
            "MIN_SIZE", "TIPTILT_MODES", "noise_variance", "RUNTIME_OVERHEAD_MB"]
 
 
@@ -137,9 +142,12 @@ __all__ = ["SolverConfig", "SVMOMFBD", "SolveResult", "Plan", "load_solver_engin
 # --------------------------------------------------------------------------------------------
 
 def load_solver_engine(path_or_name: str | os.PathLike | None = None, backend: str | None = None,
-                       device: str = "cpu", precision: str = "auto", **options):
-    """:func:`svrt.runtime.engine.load_engine` with the solver's precision rule: ``auto`` is FP16 on
-    CUDA and FP32 on CPU (FP16 autocast is a torch back-end option; others keep their own precision)."""
+                       device: str = "cpu", precision: str = "auto", method: str | None = None, **options):
+    """:func:`svrt.runtime.engine.load_engine` with the solver's rules. With neither ``path_or_name`` nor
+    ``backend`` the forward model is the default of :func:`svrt.runtime.forward_choice.default_forward_model`
+    for ``method`` and ``device`` (exact optics today), and the engine remembers why (``chosen_because``, the
+    FWDWHY card of the restoration). Precision: ``auto`` is FP16 on CUDA and FP32 on CPU (FP16 autocast is a
+    torch back-end option; others keep their own precision)."""
     from svrt.runtime.engine import backend_for, load_engine
 
     if precision not in PRECISIONS:
@@ -147,20 +155,18 @@ def load_solver_engine(path_or_name: str | os.PathLike | None = None, backend: s
     device = str(device)
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise SvrtError(f"device '{device}' was asked for but no CUDA GPU is visible to torch here; use --device cpu.")
+    reason = None
+    if path_or_name is None and backend is None:
+        backend, reason = default_forward_model(method, device)
     chosen = backend or backend_for(path_or_name)
     if chosen == "torch":
         if precision == "auto":
             precision = "fp16" if device.startswith("cuda") else "fp32"
         options.setdefault("precision", precision)
-    return load_engine(path_or_name, backend=chosen, device=device, **options)
+    engine = load_engine(path_or_name, backend=chosen, device=device, **options)
+    engine.chosen_because = reason
+    return engine
 
-
-def default_backend(method: str) -> str | None:
-    """The forward model a method uses when none is named: exact optics (PSFs interpolated between the
-    nodes) for momfbd, where it restored better than the shipped width-16 emulator on every burst
-    measured (the emulator's high-frequency error is amplified by the deconvolution; README, "Restoration
-    quality"), and the emulator (the default model) for the paper's adam method."""
-    return "psf-interpolation" if method == "momfbd" else None
 
 # --------------------------------------------------------------------------------------------
 # results
@@ -314,8 +320,9 @@ class SVMOMFBD:
         init: a :class:`SolveResult` or dict with ``objects [K, Y, X]`` (input units) and/or ``modes
             [L, M, Yg, Xg]`` (radians) to start from; default the frame average and zero modes.
         weights: gamma_kl [K, L] (overrides ``config.weights``).
-        callback: called after every iteration with a dict (iteration, total, data, reg_object,
-            reg_modes, time_s, tile).
+        callback: called as every row of the loss table is recorded (every iteration of both methods: momfbd's
+            object-solve and refinement iterations, adam's steps) with a dict (iteration, total, data,
+            reg_object, reg_modes, time_s, tile).
         resume: a checkpoint (``config.checkpoint`` of an earlier, killed solve) to continue from; it must
             belong to this burst and these settings (one-sentence SvrtError otherwise). The result equals
             an uninterrupted solve's (:mod:`svrt.runtime.checkpoint`). Later checkpoints go to
@@ -336,6 +343,11 @@ class SVMOMFBD:
 
             burst, cards = align_burst(burst)
             selection.update(cards)
+        elif any(str(key).upper().startswith("ALIGN") and str(key)[5:].isdigit() for key in burst.header):
+            from svrt.checks import warn
+
+            warn("the burst's header declares ALIGNk camera alignment cards, applied only with align_channels "
+                 "(--align-channels); the channels are solved as recorded.")
         k, n_frames, y, x = burst.shape
         dev = self.device
         plan = self.plan(k, n_frames, (y, x))
@@ -355,17 +367,22 @@ class SVMOMFBD:
                            gamma=problem.gamma, plan=plan, callback=callback, cache=self._cache,
                            checkpoint=self._checkpointer(burst, plan, resume), diversity=burst.diversity)
         data_n, pix_w = problem.data, problem.pix_w
-        stage_info: dict = {}
-        if cfg.method == "momfbd" and not plan.tiled:
-            o, o_star, a, model, history, stage_info = solve_momfbd(
-                ctx, data_n, pix_w, init_o, init_a if ia is not None else None, t_start)
-        elif not plan.tiled:
-            o, o_star, a, model, history = solve_field(ctx, data_n, pix_w, init_o, init_a, tile_label="")
-        else:
-            o, o_star, a, model, history = solve_tiled(ctx, data_n, pix_w, init_o, init_a)
+        if plan.tiled:
+            if cfg.method == "momfbd":
+                # momfbd eliminates the object over the whole field at once: a field that must be cut into tiles
+                # is solved by adam, tile by tile; say so rather than write METHOD_USED = adam without a word
+                from svrt.checks import warn
 
-        t_total = time.perf_counter() - t_start
-        result = self._result(problem, plan, o, o_star, a, model, history, {**stage_info, **selection}, t_total)
+                warn(f"the {y}x{x} field is solved in {len(plan.tiles)} tiles (the memory bound or tile_size), "
+                     "which method momfbd does not support: each tile is solved with method adam (METHOD_USED); "
+                     "raise memory_mb or unset tile_size to restore with momfbd.")
+            solved = solve_tiled(ctx, data_n, pix_w, init_o, init_a)
+        elif cfg.method == "momfbd":
+            solved = solve_momfbd(ctx, data_n, pix_w, init_o, init_a if ia is not None else None, t_start)
+        else:
+            solved = solve_field(ctx, data_n, pix_w, init_o, init_a, tile_label="")
+        solved.cards.update(selection)
+        result = self._result(problem, plan, solved, time.perf_counter() - t_start)
         # the verdict from the data alone: header cards, a warning, or with strict an error (runtime/quality.py)
         from svrt.runtime.quality import check_result
 
@@ -387,8 +404,7 @@ class SVMOMFBD:
         state = load_checkpoint(resume, fp, cfg.method) if resume is not None else None
         return Checkpointer(cfg.checkpoint if cfg.checkpoint is not None else resume, fp, cfg.method, state)
 
-    def _result(self, problem: Problem, plan: Plan, o, o_star, a, model, history: dict, stage_info: dict,
-                t_total: float) -> SolveResult:
+    def _result(self, problem: Problem, plan: Plan, solved: MethodResult, t_total: float) -> SolveResult:
         """The solution in the input's units with its header: every setting, the engine identity, the
         plan, timings, memory, the stage cards of the method and the scale constants."""
         cfg = self.config
@@ -397,10 +413,11 @@ class SVMOMFBD:
         yg, xg = grid_shape((y, x), cfg.grid)
         insts, scale = problem.burst.insts, problem.scale
         sc = scale.to(dev)
-        objects = (o_star * sc[:, None, None]).cpu().numpy()
-        objects_raw = (o.detach() * sc[:, None, None]).cpu().numpy()
-        model_np = (model * sc[:, None, None, None]).cpu().numpy()
-        modes_np = a.detach().cpu().numpy()
+        history = solved.history
+        objects = (solved.objects_filtered * sc[:, None, None]).cpu().numpy()
+        objects_raw = (solved.objects.detach() * sc[:, None, None]).cpu().numpy()
+        model_np = (solved.model * sc[:, None, None, None]).cpu().numpy()
+        modes_np = solved.modes.detach().cpu().numpy()
         if dev.type == "cuda":
             peak_mb = torch.cuda.max_memory_allocated(dev) / 2 ** 20
             peak_kind = "cuda"
@@ -433,9 +450,9 @@ class SVMOMFBD:
             "T_TOTAL": round(t_total, 3),
             "NMASKED": int((~problem.burst.valid).sum()),
             "LOSS_FINAL": float(history["total"][-1]),
-            "METHOD_USED": "adam" if (cfg.method == "adam" or plan.tiled) else "momfbd",
+            "METHOD_USED": solved.method_used,
         })
-        header.update(stage_info)
+        header.update(solved.cards)
         for i in range(k):
             header[f"SCALE{i}"] = float(scale[i])
         return SolveResult(objects=objects.astype(np.float32), objects_unfiltered=objects_raw.astype(np.float32),
@@ -452,6 +469,7 @@ class SVMOMFBD:
             "ENGINE_MODEL": e0.model, "ENGINE_HASH": e0.model_hash, "ENGINE_NMODES": int(e0.n_modes),
             "ENGINE_INSTRUMENTS": ",".join(e0.instruments), "ENGINE_FILE": Path(e0.path).name if e0.path else "",
         }
+        out.update(forward_cards(engines[0]))
         distinct = list(dict.fromkeys(engines))
         if len(distinct) > 1:
             for i, e in enumerate(engines):

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from svrt.errors import SvrtError
 from svrt.mode_grid import grid_shape
-from svrt.settings import setting
+from svrt.settings import check_ranges, setting
 
 __all__ = ["SolverConfig", "grid_shape", "fitted_modes", "MIN_FIT_MODES", "MIN_SIZE", "TIPTILT_MODES", "MAX_ITERATIONS", "CPU_MAX_BATCH",
            "RUNTIME_OVERHEAD_MB", "PRECISIONS"]
@@ -43,65 +43,66 @@ class SolverConfig:
 
     method: str = setting("momfbd", "momfbd: patch wavefronts, Wiener objects, SV refinement; adam: the paper's "
                                     "joint AdamW on objects and modes", choices=_METHODS)
-    iterations: int = setting(30, "AdamW iterations (method adam; paper: 30)")
+    iterations: int = setting(30, "AdamW iterations (method adam; paper: 30)", method="adam")
     grid: int = setting(32, "[pixel] P, pixels per coarse-grid node (Yg = ceil(Y/P)); 0: one wavefront per frame "
-                            "(invariant MFBD)")
-    patch_size: int = setting(64, "[pixel] side of the patch around each node in the wavefront stage (method momfbd)")
-    patch_iterations: int = setting(30, "L-BFGS iterations per mode step of the patch wavefront stage (method momfbd)")
+                            "(invariant MFBD)", min=0, max=65536)
+    patch_size: int = setting(64, "[pixel] side of the patch around each node in the wavefront stage (method momfbd)", min=16, max=4096, method="momfbd")
+    patch_iterations: int = setting(30, "L-BFGS iterations per mode step of the patch wavefront stage (method momfbd)", method="momfbd")
     node_iterations: int | None = setting(0, "L-BFGS iterations of each node's own patch after the whole field "
-                                             "(none: patch_iterations; 0: none, the SV refinement moves the nodes)")
-    coarse_to_fine: bool = setting(True, "start every patch from the whole field's wavefronts (method momfbd)")
+                                             "(none: patch_iterations; 0: none, the SV refinement moves the nodes)", method="momfbd")
+    coarse_to_fine: bool = setting(True, "start every patch from the whole field's wavefronts (method momfbd)", method="momfbd")
     fit_modes: int | None = setting(35, "fit KL 1..fit_modes in the patch stage, the rest 0 (none: all M), at most "
                                         "what the data support (data_per_mode); 35: the best single value over r0 "
-                                        "7-15 cm on 128^2-256^2 fields (benchmarks/PEERS-MATRIX.md)")
+                                        "7-15 cm on 128^2-256^2 fields (benchmarks/PEERS-MATRIX.md)", min=2, max=1000,
+                                    method="momfbd")
     data_per_mode: float = setting(600.0, "fit at most K (L-1)/L Y X / data_per_mode modes (method momfbd): small "
                                           "fields and few frames fit fewer modes instead of fitting noise "
-                                          "(fitted_modes; 0: fit_modes whatever the field)")
+                                          "(fitted_modes; 0: fit_modes whatever the field)", min=0, method="momfbd")
     start_rms: float = setting(0.3, "[rad] RMS of the random start of the modes freed at each step of the patch "
-                                    "stage (method momfbd; also regularises: 0.1 fits more noise, 0.6 diverges)")
-    object_iterations: int = setting(20, "most conjugate-gradient iterations of each object solve")
-    refine_rounds: int = setting(2, "rounds of (SV wavefront refinement, object solve) after the first object solve")
-    refine_iterations: int = setting(10, "L-BFGS iterations of each SV wavefront refinement (0: none)")
+                                    "stage (method momfbd; also regularises: 0.1 fits more noise, 0.6 diverges)", min=0, max=10, method="momfbd")
+    object_iterations: int = setting(20, "most conjugate-gradient iterations of each object solve", method="momfbd")
+    refine_rounds: int = setting(2, "rounds of (SV wavefront refinement, object solve) after the first object solve", method="momfbd")
+    refine_iterations: int = setting(10, "L-BFGS iterations of each SV wavefront refinement (0: none)", method="momfbd")
     refine_above: float = setting(1.25, "refine the node wavefronts only when the first solution's chi^2 per "
-                                        "pixel exceeds this (the field is anisoplanatic beyond the noise); 0: always")
+                                        "pixel exceeds this (the field is anisoplanatic beyond the noise); 0: always", min=0, max=1e+06, method="momfbd")
     node_modes: int | None = setting(None, "KL modes 1..node_modes vary from node to node in the SV refinement; the "
-                                           "higher ones keep the whole field's value (none: all M)")
-    prior_scale: float = setting(1.0, "multiplies the Wiener prior 1/P_O (1: the minimum-mean-square-error estimate)")
+                                           "higher ones keep the whole field's value (none: all M)", min=1, max=1000, method="momfbd")
+    prior_scale: float = setting(1.0, "multiplies the Wiener prior 1/P_O (1: the minimum-mean-square-error estimate)", min=0, max=1e+06, method="momfbd")
     high_order: str = setting("none", "wavefront beyond the fitted modes: none, or kolmogorov (its mean OTF from "
                                       "the fitted r0)", choices=_HIGH_ORDERS)
-    tolerance: float = setting(1e-3, "stop an object solve when J falls by less than this (relative) in an iteration")
+    tolerance: float = setting(1e-3, "stop an object solve when J falls by less than this (relative) in an iteration", method="momfbd")
     time_budget: float | None = setting(None, "[s] stop refining once the restoration has taken this long "
-                                              "(none: no limit)")
-    lr_objects: float = setting(10 ** -1.7, "AdamW learning rate of the objects (normalised intensity units; Fig. 9)")
-    lr_modes: float = setting(10 ** -0.5, "AdamW learning rate of the modes (radians; Fig. 9)")
-    weight_decay_objects: float = setting(0.0, "AdamW decoupled weight decay of the objects (0 keeps the photometry)")
-    weight_decay_modes: float = setting(0.01, "AdamW decoupled weight decay of the modes (torch default)")
+                                              "(none: no limit)", max=1e+07)
+    lr_objects: float = setting(10 ** -1.7, "AdamW learning rate of the objects (normalised intensity units; Fig. 9)", max=100, method="adam")
+    lr_modes: float = setting(10 ** -0.5, "AdamW learning rate of the modes (radians; Fig. 9)", max=100, method="adam")
+    weight_decay_objects: float = setting(0.0, "AdamW decoupled weight decay of the objects (0 keeps the photometry)", method="adam")
+    weight_decay_modes: float = setting(0.01, "AdamW decoupled weight decay of the modes (torch default)", method="adam")
     lambda_obj: float = setting(1.0, "lambda_o, Tikhonov weight of <|grad o*|^2> (dimensionless; tuned on "
-                                     "simulations, see docs)")
+                                     "simulations, see docs)", min=0, max=1e+06)
     lambda_modes: float = setting(0.01, "lambda_alpha, Tikhonov weight of <|grad alpha|^2> "
-                                        "(rad^-2 per node; paper 0.01)")
-    filter_width: float = setting(1.8, "w of Eq. 16, in units of the diffraction cutoff D/lambda")
-    filter_sharpness: float = setting(20.0, "n of Eq. 16")
+                                        "(rad^-2 per node; paper 0.01)", min=0, max=1e+06)
+    filter_width: float = setting(1.8, "w of Eq. 16, in units of the diffraction cutoff D/lambda", max=10)
+    filter_sharpness: float = setting(20.0, "n of Eq. 16", max=10000)
     apodization: str = setting("mirror", "boundary of the Fourier filter: mirror (reflect-pad), hann (window), "
                                          "none (periodic)", choices=_APODIZATIONS)
-    apodization_pixels: int = setting(16, "[pixel] mirror margin / width of the hann ramps")
+    apodization_pixels: int = setting(16, "[pixel] mirror margin / width of the hann ramps", min=0, max=1024)
     weights: str = setting("uniform", "gamma_kl: uniform (1) or noise (inverse noise variance, mean 1)",
                            choices=_WEIGHTS)
     scaling: str = setting("object", "photometric normalisation constant: one per object or one global",
                            choices=_SCALINGS)
     tiptilt: bool = setting(True, "remove the mean tip-tilt over the frames (fixes the object's position)")
-    margin: int = setting(16, "[pixel] the object extends this far beyond the field (light from outside it)")
+    margin: int = setting(16, "[pixel] the object extends this far beyond the field (light from outside it)", min=0, max=1024)
     global_modes: bool = setting(True, "modes = per-frame global part + per-node part (faster convergence; "
-                                       "same model)")
-    lr_nodes: float | None = setting(0.1, "learning rate of the per-node part with global_modes (none: lr_modes)")
-    init_modes_std: float = setting(0.0, "[rad] std of random initial modes (0: zero modes, the paper's start)")
+                                       "same model)", method="adam")
+    lr_nodes: float | None = setting(0.1, "learning rate of the per-node part with global_modes (none: lr_modes)", max=100, method="adam")
+    init_modes_std: float = setting(0.0, "[rad] std of random initial modes (0: zero modes, the paper's start)", min=0, max=10)
     max_batch: int | None = setting(None, "most (object, frame) pairs per emulator call (none: from memory_mb; "
-                                          "CPU: at most 2)")
+                                          "CPU: at most 2)", min=1, max=1e+06)
     memory_mb: float | None = setting(None, "[MiB] memory bound (none: 80 % of free CUDA memory, 50 % of RAM "
-                                            "on CPU)")
+                                            "on CPU)", max=1e+08)
     tile_size: int | None = setting(None, "[pixel] force overlapping tiles of this side (none: tiles only if a "
-                                          "frame does not fit)")
-    tile_overlap: int = setting(32, "[pixel] overlap of neighbouring tiles (raised-cosine blend)")
+                                          "frame does not fit)", max=65536)
+    tile_overlap: int = setting(32, "[pixel] overlap of neighbouring tiles (raised-cosine blend)", min=0, max=4096)
     checkpointing: str = setting("auto", "gradient checkpointing of the U-Net levels (auto: on CUDA)",
                                  choices=_CHECKPOINTINGS)
     precision: str = setting("auto", "engine precision when the solver loads it (auto: fp16 on CUDA, fp32 on CPU)",
@@ -115,7 +116,7 @@ class SolverConfig:
     checkpoint_every: int = setting(10, "adam: write the checkpoint every this many iterations (momfbd: after every "
                                         "stage)")
     select_frames: float | None = setting(None, "keep the sharpest frames by RMS contrast of object 0: a fraction in "
-                                                "(0, 1) or a count >= 1 (none: all); the kept frames go in the header")
+                                                "(0, 1] (1: all) or a count >= 2 (none: all); the kept frames go in the header")
     align_channels: bool = setting(False, "register channels 1..K-1 to channel 0 (shift, rotation, scale) before the "
                                           "solve, from the ALIGNk cards or the frame averages")
     strict: bool = setting(False, "a restoration whose quality verdict (runtime/quality.py) is not ok is an error: "
@@ -186,10 +187,11 @@ class SolverConfig:
              f"checkpoint_every must be an integer in 1..{MAX_ITERATIONS}; got {self.checkpoint_every!r}.")
         need(self.select_frames is None or (isinstance(self.select_frames, (int, float)) and not isinstance(self.select_frames, bool)
                                             and math.isfinite(self.select_frames) and self.select_frames > 0),
-             f"select_frames must be None, a fraction in (0, 1) or a number of frames >= 1; got {self.select_frames!r}.")
+             f"select_frames must be None, a fraction in (0, 1] or a number of frames >= 2; got {self.select_frames!r}.")
         need(isinstance(self.align_channels, bool), f"align_channels must be True or False; got {self.align_channels!r}.")
         need(isinstance(self.strict, bool), f"strict must be True or False; got {self.strict!r}.")
         need(self.kernels in _KERNELS, f"kernels must be one of {', '.join(_KERNELS)}; got {self.kernels!r}.")
+        check_ranges(self)  # the ranges each setting(...) declares, e.g. patch_size <= 4096
         return self
 
     def to_dict(self) -> dict:

@@ -39,7 +39,8 @@ Example::
     from svrt.runtime.streaming import Restorer
     from svrt.settings import load_settings   # [solver] of a settings file (svrt config > run.toml)
 
-    with Restorer("svce-c16", load_settings("run.toml"), max_pending=2, warm_start="all") as restorer:
+    # None: the default forward model of every entry point (svrt.runtime.forward_choice); or "svce-c16", an .onnx
+    with Restorer(None, load_settings("run.toml"), max_pending=2, warm_start="all") as restorer:
         for item in restorer.stream(camera_bursts()):          # an iterator of Burst objects
             if item.error is None:
                 item.write(f"restored/{item.name}.fits")
@@ -58,7 +59,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from svrt.errors import SvrtError
+from svrt.errors import SvrtError, one_sentence
+from svrt.runtime.restore import burst_stem
 
 __all__ = ["Restored", "Restorer"]
 
@@ -74,7 +76,8 @@ class Restored:
     error: one sentence when it failed. warm: whether it started from the previous result.
     wait_s: seconds it waited in the queue; solve_s: seconds of the solve; latency_s: from submission
     to the result (wait + solve). header: the burst's header cards; instruments: its labels; input:
-    the burst file's name (written as INPUT), or ``name``.
+    the burst file's name (written as INPUT), or ``name``; source: the burst file's path ('' for a burst
+    given in memory), which :meth:`write` never overwrites.
     """
 
     index: int
@@ -88,6 +91,7 @@ class Restored:
     latency_s: float = 0.0
     header: dict = field(default_factory=dict)
     instruments: list = field(default_factory=list)
+    source: str = ""
 
     @property
     def iterations(self) -> int:
@@ -96,21 +100,21 @@ class Restored:
 
     def restoration(self):
         """The :class:`svrt.fileio.Restoration` that ``svrt deconvolve`` would write for this burst."""
-        from types import SimpleNamespace
-
-        from svrt.runtime.cli import _restoration
+        from svrt.runtime.restore import restoration_of
 
         if self.result is None:
             raise SvrtError(f"burst {self.name} was not restored ({self.error}); there is nothing to write.")
-        return _restoration(self.result, SimpleNamespace(header=self.header), self.input or self.name)
+        return restoration_of(self.result, self.header, self.input or self.name)
 
     def write(self, path: str | os.PathLike, overwrite: bool = False):
-        """Write the restoration file (FITS or HDF5 by suffix) as ``svrt deconvolve`` does; returns it."""
-        from svrt.fileio import write_restoration
+        """Write the restoration file (FITS or HDF5 by suffix) as ``svrt deconvolve`` does; returns it. Never over
+        the burst file this item was read from, whatever ``overwrite`` says or however ``path`` is spelt."""
+        from svrt.runtime.restore import write_restoration_file
 
-        rest = self.restoration()
-        write_restoration(path, rest, overwrite=overwrite)
-        return rest
+        if self.result is None:
+            raise SvrtError(f"burst {self.name} was not restored ({self.error}); there is nothing to write.")
+        return write_restoration_file(path, self.result, self.header, self.input or self.name,
+                                      inputs=(self.source,) if self.source else (), overwrite=overwrite)
 
 
 @dataclass
@@ -139,16 +143,8 @@ class _Unread:
 
 def _name_of(source: Any, index: int) -> str:
     if isinstance(source, (str, os.PathLike)):
-        from svrt.runtime.batch import _stem
-
-        return _stem(Path(source))
+        return burst_stem(source)
     return f"burst{index}"
-
-
-def _one_sentence(exc: BaseException) -> str:
-    from svrt.runtime.batch import _one_sentence as sentence
-
-    return sentence(exc)
 
 
 class Restorer:
@@ -156,7 +152,8 @@ class Restorer:
 
     engine: an :class:`~svrt.runtime.engine.Engine` (or a list / mapping of them, as
         :class:`~svrt.runtime.solver.SVMOMFBD` takes), or an engine file / bundled model name loaded
-        here once with ``backend``, ``device`` and the config's precision.
+        here once with ``backend``, ``device`` and the config's precision; None: the default forward model
+        (:func:`svrt.runtime.forward_choice.default_forward_model`), as ``svrt deconvolve`` and ``svrt batch``.
     config: the :class:`~svrt.runtime.solver.SolverConfig` (default settings when None); its progress
         bar is turned off.
     warm_start: "off" (default; False), "all" (objects and wavefronts; True) or "objects": how each burst
@@ -184,7 +181,8 @@ class Restorer:
             raise SvrtError(f"max_pending must be an integer >= 1 (bursts waiting in the queue); got {max_pending!r}.")
         config = dataclasses.replace(config or SolverConfig(), progress=False)
         if engine is None or isinstance(engine, (str, os.PathLike)):
-            engine = load_solver_engine(engine, backend=backend, device=device, precision=config.precision)
+            engine = load_solver_engine(engine, backend=backend, device=device, precision=config.precision,
+                                        method=config.method)
         self.solver = SVMOMFBD(engine, config)
         modes = {True: "all", False: "off", "all": "all", "objects": "objects", "off": "off"}
         if not isinstance(warm_start, (bool, str)) or warm_start not in modes:
@@ -221,17 +219,21 @@ class Restorer:
             return self._load(burst.burst)
         if isinstance(burst, _Unread):
             raise burst.exc
-        if isinstance(burst, (str, os.PathLike)):
-            from svrt.fileio import read_burst
+        from svrt.fileio import Burst, read_burst
 
+        if isinstance(burst, (str, os.PathLike)) and os.fspath(burst):
             return read_burst(burst, **self.read_options)
+        if not isinstance(burst, Burst):
+            raise SvrtError(f"a stream item is a {type(burst).__name__} ({str(burst)[:60]!r}); expected a "
+                            "svrt.fileio.Burst or the path of a burst file.")
         return burst
 
     def _solve(self, item: _Item) -> Restored:
         t_start = time.perf_counter()
         source = item.burst.path if isinstance(item.burst, (_Loaded, _Unread)) else item.burst
+        is_file = isinstance(source, (str, os.PathLike))
         out = Restored(index=item.index, name=item.name, wait_s=t_start - item.t_submit,
-                       input=Path(source).name if isinstance(source, (str, os.PathLike)) else item.name)
+                       input=Path(source).name if is_file else item.name, source=os.fspath(source) if is_file else "")
         try:
             burst = self._load(item.burst)
             out.header, out.instruments = dict(burst.header), list(burst.instruments)
@@ -246,7 +248,7 @@ class Restorer:
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # one bad burst does not end the stream
-            out.error = _one_sentence(exc)
+            out.error = one_sentence(exc)
         t_end = time.perf_counter()
         out.solve_s = t_end - t_start
         out.latency_s = t_end - item.t_submit
@@ -353,7 +355,7 @@ class Restorer:
         if failure:
             exc = failure[0]
             yield Restored(index=self._count, name=f"burst{self._count}", error="the burst source failed: "
-                                                                                f"{_one_sentence(exc)}")
+                                                                                f"{one_sentence(exc)}")
 
     def __enter__(self) -> "Restorer":
         return self

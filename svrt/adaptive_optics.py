@@ -27,13 +27,16 @@ True
 from __future__ import annotations
 
 import numbers
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from svrt.errors import SvrtError
 from svrt.instruments import ARCSEC_PER_RADIAN, Instrument, get_instrument
-from svrt.optics.kl import DEFAULT_ZERNIKE_ORDER, kl_basis
-from svrt.phase_screens import LayeredScreens, _pupil_projector
+from svrt.optics.kl import DEFAULT_ZERNIKE_ORDER, kl_basis, kl_pupil_projector
+
+if TYPE_CHECKING:  # annotations only: svrt.phase_screens imports this module to correct its screens
+    from svrt.phase_screens import LayeredScreens
 
 # KL modes svrt builds (from the Zernikes of radial orders 1..16): the most a mirror can correct here.
 MAX_AO_MODES = (DEFAULT_ZERNIKE_ORDER + 1) * (DEFAULT_ZERNIKE_ORDER + 2) // 2 - 1
@@ -101,7 +104,7 @@ class AdaptiveOptics:
         wavefront of the lock point, by weighted least squares over the pupil (piston fitted, dropped)."""
         if self.n_modes == 0:
             return np.zeros(0)
-        x, y, projector = _pupil_projector(self.instrument, self.n_modes, self.pupil_px)
+        x, y, projector = kl_pupil_projector(self.instrument, self.n_modes, self.pupil_px)
         ly, lx = (a / ARCSEC_PER_RADIAN for a in self.lock_arcsec)
         return projector @ screens.phase([ly], [lx], x, y)[0].numpy()
 

@@ -277,6 +277,25 @@ def check_image(image: Any, source: str, key: str = "the image") -> None:
                         "arithmetic; rescale it (e.g. to a mean of 1).")
 
 
+#: nodes closer than this [pixel] are finer than any wavefront the frames constrain (grid P >= 2 in the solver)
+MIN_NODE_SPACING = 2.0
+
+
+def check_mode_grid(grid: tuple[int, int], shape: tuple[int, int], source: str, key: str = "the modes") -> None:
+    """Refuse a coarse mode grid ``(Yg, Xg)`` with more nodes than the field ``shape = (Y, X)`` has pixels, and
+    warn about one finer than :data:`MIN_NODE_SPACING` pixels per node that is not the per-pixel grid itself:
+    bilinear upsampling stretches it over the field (50x50 nodes over 64x64 pixels put nodes 1.28 px apart,
+    which is no grid a solve or a simulation makes)."""
+    (yg, xg), (y, x) = (int(v) for v in grid), (int(v) for v in shape)
+    if yg > y or xg > x:
+        raise SvrtError(f"{key} in {source} are on a {yg}x{xg} grid, finer than the {y}x{x} field; expected at most "
+                        "one node per pixel.")
+    if (yg, xg) != (y, x) and min(y / yg, x / xg) < MIN_NODE_SPACING:
+        warn(f"{key} in {source} are on a {yg}x{xg} grid over a {y}x{x} field ({min(y / yg, x / xg):.2f} pixels per "
+             f"node): finer than {MIN_NODE_SPACING:g} pixels per node, stretched over the field; check that they "
+             "belong to this field.")
+
+
 def drop_dead_frames(burst, source: str = "the burst"):
     """``(burst, dropped, masked)``: ``burst`` without its dead frames.
 
@@ -284,8 +303,6 @@ def drop_dead_frames(burst, source: str = "the burst"):
     only some objects is kept for the others and gets zero weight (mask False) where it is dead.
     ``dropped`` lists the removed frame indices, ``masked`` the (k, l) pairs given zero weight.
     Raises :class:`SvrtError` when no frame would be left."""
-    from svrt.fileio import Burst
-
     dead = dead_frames(burst.frames, burst.mask)
     if not dead:
         return burst, [], []
@@ -306,7 +323,8 @@ def drop_dead_frames(burst, source: str = "the burst"):
     frames = burst.frames[:, keep]
     modes = None if burst.modes is None else burst.modes[keep]
     mask = None if mask is None else mask[:, keep]
-    new = Burst(frames=frames, instruments=list(burst.instruments), truth=burst.truth, modes=modes,
+    # the burst's own class (svrt.fileio.Burst), not imported here: svrt.fileio imports this module
+    new = type(burst)(frames=frames, instruments=list(burst.instruments), truth=burst.truth, modes=modes,
                 header=dict(burst.header), mask=mask)
     masked = [(i, keep.index(l)) for i, l in masked]
     return new, drop, masked

@@ -27,6 +27,7 @@ except KeyboardInterrupt:
 COMMANDS = {
     "instruments": ("svrt.instruments_cli:instruments", "List the instrumental configurations."),
     "simulate": ("svrt.simulate_cli:simulate_command", "Simulate an anisoplanatic burst (FITS or HDF5)."),
+    "prepare": ("svrt.prepare_cli:prepare_command", "Camera files and calibration (dark, gain) to a burst file."),
     "train": ("svrt.trainer.cli:train_command", "Train the spatially variant convolution emulator."),
     "validate": ("svrt.benchmarks.validate:validate_command", "Validate an emulator against exact convolutions."),
     "export": ("svrt.export.cli:export_command", "Export a model to ONNX or a TensorRT plan."),
@@ -37,6 +38,7 @@ COMMANDS = {
         "svrt.runtime.batch_cli:batch_command",
         "Restore many bursts (glob or manifest), resumable, on Dask workers.",
     ),
+    "series": ("svrt.runtime.series_cli:series_command", "Co-align restorations into a time series cube (FITS)."),
     "demo": (
         "svrt.runtime.cli:demo_command",
         "Simulate a burst, restore it with the shipped model, write FITS and PNG.",
@@ -135,7 +137,9 @@ def _run(argv) -> int:
     warnings.showwarning = _show_warning
     sys.unraisablehook = _unraisable
     try:
-        cli.main(args=argv, standalone_mode=False)
+        # without standalone mode click returns the code of ctx.exit(n) (e.g. svrt batch's 1 when a burst failed)
+        # instead of exiting: pass it on; a command's own return value (None) means success
+        code = cli.main(args=argv, standalone_mode=False)
     except SvrtError as exc:
         click.echo(f"svrt: error: {exc}", err=True)
         return 2
@@ -155,7 +159,7 @@ def _run(argv) -> int:
     finally:
         warnings.showwarning = _default_showwarning
         sys.unraisablehook = _default_unraisablehook
-    return 0
+    return code if isinstance(code, int) and not isinstance(code, bool) else 0
 
 
 def main(argv=None):

@@ -24,7 +24,7 @@ from svrt.atmosphere import (
 from svrt.errors import SvrtError
 from svrt.instruments import ARCSEC_PER_RADIAN, Instrument, get_instrument
 from svrt.mode_grid import node_positions
-from svrt.optics.kl import kl_basis
+from svrt.optics.kl import kl_pupil_projector
 
 _NEAR_CELLS = 3          # main-grid cells with |kx|, |ky| <= this get cell-integrated power
 
@@ -150,34 +150,6 @@ def node_field_angles(grid_shape, image_shape, pixel_arcsec: float) -> tuple[np.
     ay = (node_positions(y, yg) - (y - 1) / 2) * pixel_arcsec
     ax = (node_positions(x, xg) - (x - 1) / 2) * pixel_arcsec
     return ay, ax
-
-
-@lru_cache(maxsize=8)
-def _pupil_projector(inst: Instrument, n_modes: int, pupil_px: int):
-    """Pupil sample points and the least-squares projector onto piston + KL 1..M.
-
-    Returns ``(x_m [N], y_m [N], projector [M, N])``: coordinates (m, pupil centre at 0) of the N
-    grid points inside the pupil (``pupil_px`` points across D) and the matrix that maps phase
-    samples to KL coefficients (weighted by the pupil amplitude, piston fitted and dropped).
-    """
-    from svrt.optics.pupil import make_pupil, pupil_coordinates
-
-    amp = make_pupil(pupil_px, pupil_px, inst.obscuration_cm / inst.diameter_cm, inst.spider_count,
-                     inst.spider_width_cm / inst.diameter_cm)
-    x, y = pupil_coordinates(pupil_px, pupil_px)
-    keep = amp > 0
-    x, y, w = x[keep], y[keep], amp[keep]
-    modes = kl_basis(n_modes).evaluate(np.hypot(x, y), np.arctan2(y, x))       # [M, N]
-    design = np.concatenate([np.ones((1, x.size)), modes]).T                    # [N, M + 1]
-    # weighted least squares by the normal equations: the (M + 1) x (M + 1) Gram matrix of nearly
-    # orthogonal modes is well conditioned, and this avoids an SVD of the [N, M + 1] matrix
-    gram = (design * w[:, None]).T @ design
-    projector = np.linalg.solve(gram, design.T * w[None, :])                    # [M + 1, N]
-    radius = inst.diameter_m / 2
-    out = (x * radius, y * radius, np.ascontiguousarray(projector[1:]))
-    for a in out:
-        a.setflags(write=False)
-    return out
 
 
 def _screen_size(reach_m: float, diameter_m: float, pupil_px: int) -> int:
@@ -317,10 +289,10 @@ def wavefront_modes(screens, instrument: str | Instrument, grid_shape, image_sha
     """KL coefficients ``[L, M, Yg, Xg]`` float32 (rad at the instrument's wavelength) of the wavefronts
     of ``screens`` (an iterable of L :class:`LayeredScreens`) at the coarse-grid nodes
     (:func:`node_field_angles`): the phase on a pupil of ``pupil_px`` points across D, projected by
-    weighted least squares onto piston + KL 1..M (:func:`_pupil_projector`; piston dropped)."""
+    weighted least squares onto piston + KL 1..M (:func:`svrt.optics.kl.kl_pupil_projector`; piston dropped)."""
     inst = get_instrument(instrument)
     yg, xg = (int(v) for v in grid_shape)
-    px_m, py_m, projector = _pupil_projector(inst, n_modes, pupil_px)
+    px_m, py_m, projector = kl_pupil_projector(inst, n_modes, pupil_px)
     ay, ax = node_field_angles((yg, xg), image_shape, inst.pixel_arcsec)
     ayy, axx = np.meshgrid(ay / ARCSEC_PER_RADIAN, ax / ARCSEC_PER_RADIAN, indexing="ij")   # [Yg, Xg] rad
     node_y, node_x = ayy.reshape(-1), axx.reshape(-1)

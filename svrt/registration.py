@@ -13,6 +13,12 @@ Method (all estimates get the same treatment, frame average included):
 
 * :func:`estimate_shift`: the peak of the cross-correlation of the two mean-subtracted, Hann-windowed
   images, refined to sub-pixel by a parabola through the peak and its neighbours (per axis).
+* :func:`estimate_shift_dft`: the cross-correlation's peak found on a grid ``upsample`` times finer
+  than the pixels by a matrix-multiply DFT of a 1.5-pixel neighbourhood (Guizar-Sicairos, Thurman &
+  Fienup 2008, Opt. Lett. 33, 156), refined by a parabola on that grid, with a flat-top window that
+  moves with the content. Unbiased for a pure shift (< 0.002 px): it co-aligns time series
+  (:mod:`svrt.runtime.series`). :func:`estimate_shift` (biased by a few hundredths of a pixel: its
+  parabola on the pixel grid and its fixed Hann window) stays the score's registration, unchanged.
 * :func:`destretch`: shifts measured in ``block`` x ``block`` windows on a grid of step ``block / 2``,
   spread to every pixel by bilinear interpolation, the image resampled there (bicubic, mirrored
   borders). The shift field is as smooth as the blocks are wide: it can undo a warp, not a blur.
@@ -29,7 +35,7 @@ import torch.nn.functional as F
 
 from svrt.windows import hann
 
-__all__ = ["estimate_shift", "apply_shift_field", "destretch"]
+__all__ = ["estimate_shift", "estimate_shift_dft", "apply_shift_field", "destretch"]
 
 
 def estimate_shift(image: np.ndarray, reference: np.ndarray, max_shift: float = 8.0) -> tuple[float, float]:
@@ -57,6 +63,98 @@ def estimate_shift(image: np.ndarray, reference: np.ndarray, max_shift: float = 
     if 0 < px < win.shape[1] - 1:
         dx = refine(win[py, px - 1], win[py, px], win[py, px + 1])
     return float(py - r + dy), float(px - r + dx)
+
+
+def _upsampled_dft(spectrum: np.ndarray, size: int, upsample: int, offsets: tuple[float, float]) -> np.ndarray:
+    """``[size, size]``: the inverse DFT of ``spectrum [Y, X]`` evaluated on a grid of step ``1 / upsample``
+    pixels whose sample ``offsets`` (in upsampled samples) is lag 0, by two matrix products (no zero padding:
+    cost ``O(size * Y * X)``, not ``O(upsample^2 Y X)``)."""
+    out = spectrum
+    for axis in (1, 0):   # x first, then y: each tensordot replaces the last axis by the upsampled one
+        n = spectrum.shape[axis]
+        lags = (np.arange(size) - offsets[axis])[:, None]
+        kernel = np.exp(2j * np.pi * lags * np.fft.fftfreq(n, upsample)[None, :])
+        out = np.tensordot(kernel, out, axes=(1, -1))
+    return out
+
+
+def _parabola_offset(v_minus: float, v0: float, v_plus: float) -> float:
+    """Vertex of the parabola through three equally spaced samples, in samples from the middle one."""
+    den = v_minus - 2 * v0 + v_plus
+    return 0.0 if den >= 0 else float(np.clip(0.5 * (v_minus - v_plus) / den, -0.5, 0.5))
+
+
+def _dft_peak(a: np.ndarray, b: np.ndarray, upsample: int, max_shift: float | None) -> tuple[float, float]:
+    """The cross-correlation peak of ``a [Y, X]`` against ``b [Y, X]`` (as given: no mean removed, no
+    window) to ``1 / upsample`` pixel, refined by a parabola on the upsampled grid."""
+    product = np.fft.fft2(a) * np.conj(np.fft.fft2(b))
+    cc = np.fft.ifft2(product).real
+    if max_shift is not None:   # lags beyond max_shift (periodic distance) are not candidates
+        ly = np.abs(np.fft.fftfreq(a.shape[0], 1 / a.shape[0]))[:, None]
+        lx = np.abs(np.fft.fftfreq(a.shape[1], 1 / a.shape[1]))[None, :]
+        cc = np.where((ly <= max_shift) & (lx <= max_shift), cc, -np.inf)
+    peak = np.array(np.unravel_index(int(np.argmax(cc)), cc.shape), dtype=np.float64)
+    size = np.array(a.shape, dtype=np.float64)
+    wrap = peak > np.fix(size / 2)
+    peak[wrap] -= size[wrap]   # lags in [-N/2, N/2)
+    if upsample == 1:
+        return float(peak[0]), float(peak[1])
+    region = int(np.ceil(1.5 * upsample))
+    centre = np.fix(region / 2)
+    fine = _upsampled_dft(product, region, upsample, (centre - peak[0] * upsample, centre - peak[1] * upsample)).real
+    iy, ix = np.unravel_index(int(np.argmax(fine)), fine.shape)
+    fy = fx = 0.0
+    if 0 < iy < region - 1:
+        fy = _parabola_offset(fine[iy - 1, ix], fine[iy, ix], fine[iy + 1, ix])
+    if 0 < ix < region - 1:
+        fx = _parabola_offset(fine[iy, ix - 1], fine[iy, ix], fine[iy, ix + 1])
+    return float(peak[0] + (iy + fy - centre) / upsample), float(peak[1] + (ix + fx - centre) / upsample)
+
+
+def estimate_shift_dft(image: np.ndarray, reference: np.ndarray, upsample: int = 100, ramp_fraction: float = 0.125,
+                       iterations: int = 4, max_shift: float | None = None) -> tuple[float, float]:
+    """``(dy, dx)`` of ``image [Y, X]`` relative to ``reference [Y, X]`` (the module's convention), by the
+    upsampled-DFT cross-correlation of Guizar-Sicairos et al. (2008).
+
+    Both images are apodised by a flat-top window (raised-cosine ramps over ``ramp_fraction`` of each
+    side) so that the frame edges, which do not move with the content, do not correlate; the image's
+    window then follows the content: it is moved by the shift just measured and the shift measured again
+    (at most ``iterations`` times, until it changes by < 1e-4 px). A window fixed to the frame biases the
+    shift towards zero (measured 0.04 px median for 128^2 granulation crops drifting by up to 3 px, 20
+    pairs); the moving one leaves 0.0006 px. The peak is found to ``1 / upsample`` pixel over +-0.75 px
+    around the coarse one (within ``max_shift`` pixels when given), then by a parabola on that fine grid,
+    so that the result is not quantised to it.
+
+    >>> import numpy as np
+    >>> ref = np.random.default_rng(0).normal(size=(32, 32))
+    >>> moved = np.roll(ref, (3, -2), axis=(0, 1))
+    >>> [round(v, 2) for v in estimate_shift_dft(moved, ref, ramp_fraction=0)]
+    [3.0, -2.0]
+    """
+    from svrt.windows import shifted_flat_top_window
+
+    img = np.asarray(image, np.float64)
+    ref = np.asarray(reference, np.float64)
+    if img.ndim != 2 or img.shape != ref.shape:
+        raise ValueError(f"estimate_shift_dft needs two [Y, X] images of one shape; got {img.shape} and {ref.shape}")
+    upsample = max(int(upsample), 1)
+    ramp = int(round(ramp_fraction * min(img.shape)))
+    if ramp < 1:   # no window: the images are taken as periodic (e.g. exact Fourier shifts)
+        return _dft_peak(img - img.mean(), ref - ref.mean(), upsample, max_shift)
+
+    def apodised(x: np.ndarray, shift: tuple[float, float]) -> np.ndarray:
+        w = shifted_flat_top_window(x.shape, ramp, shift).numpy()
+        return (x - (x * w).sum() / w.sum()) * w   # the weighted mean: no step left at the window's edge
+
+    b = apodised(ref, (0.0, 0.0))
+    shift = (0.0, 0.0)
+    for _ in range(max(int(iterations), 1)):
+        new = _dft_peak(apodised(img, shift), b, upsample, max_shift)
+        done = max(abs(new[0] - shift[0]), abs(new[1] - shift[1])) < 1e-4
+        shift = new
+        if done:
+            break
+    return shift
 
 
 def apply_shift_field(image: np.ndarray, shift_y: np.ndarray, shift_x: np.ndarray) -> np.ndarray:

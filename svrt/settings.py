@@ -32,20 +32,27 @@ from typing import Any
 
 from svrt.errors import SvrtError
 
-__all__ = ["setting", "Spec", "specs", "parse_text", "check_value", "read_table", "load_settings", "to_toml",
-           "settings_class", "TABLES", "NONE"]
+__all__ = ["setting", "Spec", "specs", "parse_text", "check_value", "check_ranges", "check_settings", "inapplicable",
+           "read_table", "load_settings", "to_toml", "settings_class", "TABLES", "NONE"]
 
 NONE = "none"  # the spelling of None on the command line and in a file
 
 #: table of a settings file -> its settings class ("module:attribute", imported when needed)
-TABLES = {"solver": "svrt.runtime.solver_config:SolverConfig", "train": "svrt.trainer.train_config:TrainConfig"}
+TABLES = {"solver": "svrt.runtime.solver_config:SolverConfig", "train": "svrt.trainer.train_config:TrainConfig",
+          "prepare": "svrt.prepare_config:PrepareConfig",  # [prepare] also holds [[prepare.camera]]: read_prepare
+          "cluster": "svrt.runtime.cluster:ClusterConfig"}  # svrt batch --cluster slurm
 
 
 def setting(default: Any = dataclasses.MISSING, help: str = "", *, choices: tuple | None = None,
+            min: float | None = None, max: float | None = None, method: str | None = None,
             default_factory: Any = dataclasses.MISSING) -> Any:
-    """A dataclass field with its help (units first, in brackets) and, for a string, its allowed values."""
+    """A dataclass field with its help (units first, in brackets), for a string its allowed values, for a
+    number its range ``min <= value <= max`` (either end may be left open; :func:`check_ranges` checks
+    it), and ``method``: the one value of the class's ``method`` field under which the setting acts
+    (:func:`inapplicable` lists those given in vain)."""
     return dataclasses.field(default=default, default_factory=default_factory,
-                             metadata={"help": help, "choices": tuple(choices) if choices else None})
+                             metadata={"help": help, "choices": tuple(choices) if choices else None,
+                                       "min": min, "max": max, "method": method})
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,18 @@ class Spec:
     default: Any
     help: str
     choices: tuple | None
+    min: float | None = None
+    max: float | None = None
+    method: str | None = None
+
+    @property
+    def range(self) -> str:
+        """The declared range as text ('' when open): 'in 16..4096', '>= 0', '<= 10'."""
+        if self.min is not None and self.max is not None:
+            return f"in {self.min:g}..{self.max:g}"
+        if self.min is not None:
+            return f">= {self.min:g}"
+        return f"<= {self.max:g}" if self.max is not None else ""
 
     @property
     def expected(self) -> str:
@@ -89,8 +108,32 @@ def specs(cls: type) -> list[Spec]:
     for f in dataclasses.fields(cls):
         kind, optional = _kind(f.name, hints[f.name])
         default = f.default_factory() if f.default is dataclasses.MISSING else f.default
-        out.append(Spec(f.name, kind, optional, default, f.metadata.get("help", ""), f.metadata.get("choices")))
+        meta = f.metadata
+        out.append(Spec(f.name, kind, optional, default, meta.get("help", ""), meta.get("choices"), meta.get("min"),
+                        meta.get("max"), meta.get("method")))
     return out
+
+
+def check_ranges(config: Any) -> None:
+    """Raise :class:`SvrtError` (one sentence naming the field) when a number of the settings object
+    ``config`` lies outside the range its :func:`setting` declares: the one check of every range, for the
+    command line, the settings file and the Python API alike (``patch_size = 1e23`` is a typo, not a
+    patch)."""
+    for spec in specs(type(config)):
+        value = getattr(config, spec.name)
+        if not spec.range or not _is_number(value):
+            continue
+        if (spec.min is not None and value < spec.min) or (spec.max is not None and value > spec.max):
+            raise SvrtError(f"{spec.name} must be {spec.range}; got {value!r}.")
+
+
+def inapplicable(config: Any, given: Any) -> list[str]:
+    """The names among ``given`` (settings a user set) that do nothing under ``config.method``: those
+    declared with ``method=`` another method (:func:`setting`) and set to other than their default (a file
+    from ``svrt config`` lists every setting at its default: nothing to warn about)."""
+    method = getattr(config, "method", None)
+    return [s.name for s in specs(type(config)) if s.name in set(given) and s.method and s.method != method
+            and getattr(config, s.name) != s.default]
 
 
 def parse_text(spec: Spec, text: str) -> Any:
@@ -148,7 +191,9 @@ def _load_toml(path: Path) -> dict:
         raise SvrtError(f"the settings file {path} does not exist.")
     try:
         with open(path, "rb") as fh:
-            return tomllib.load(fh)
+            raw = fh.read()
+        # editors on Windows start UTF-8 files with a byte-order mark, which TOML does not allow
+        return tomllib.loads(raw.removeprefix(b"\xef\xbb\xbf").decode("utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise SvrtError(f"the settings file {path} is not valid TOML: {exc}.") from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -179,17 +224,24 @@ def read_table(path: str | Path, table: str) -> dict[str, Any]:
                             f"{', '.join(f'[{t}]' for t in TABLES)}.")
         if key not in TABLES:
             raise SvrtError(f"{path}: unknown table [{key}]; expected {' or '.join(f'[{t}]' for t in TABLES)}.")
-    by_name = {s.name: s for s in specs(settings_class(table))}
+    return check_settings(data.get(table, {}), settings_class(table), f"{path}: [{table}]")
+
+
+def check_settings(values: dict[str, Any], cls: type, where: str,
+                   listed_in: str = "svrt config lists them all") -> dict[str, Any]:
+    """``values`` (a TOML table) checked against the fields of the settings class ``cls``, as the field
+    types; a key it lacks or a value of the wrong kind raises :class:`SvrtError` that starts with
+    ``where`` (the file and the table) and ends by saying where the settings are ``listed_in``."""
+    by_name = {s.name: s for s in specs(cls)}
     out = {}
-    for key, value in data.get(table, {}).items():
+    for key, value in values.items():
         spec = by_name.get(key)
         if spec is None:
-            raise SvrtError(f"{path}: [{table}] has no setting {key!r}; {_nearest(key, list(by_name))}"
-                            f"svrt config lists them all.")
+            raise SvrtError(f"{where} has no setting {key!r}; {_nearest(key, list(by_name))}{listed_in}.")
         try:
             out[key] = check_value(spec, value)
         except ValueError as exc:
-            raise SvrtError(f"{path}: [{table}] {key} must be {exc}; got {_toml_value(value)}.") from None
+            raise SvrtError(f"{where} {key} must be {exc}; got {_toml_value(value)}.") from None
     return out
 
 

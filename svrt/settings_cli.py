@@ -16,7 +16,17 @@ from typing import Any, Callable, Iterable
 import click
 
 from svrt.errors import SvrtError
-from svrt.settings import NONE, Spec, load_settings, parse_text, read_table, settings_class, specs, to_toml
+from svrt.settings import (
+    NONE,
+    Spec,
+    inapplicable,
+    load_settings,
+    parse_text,
+    read_table,
+    settings_class,
+    specs,
+    to_toml,
+)
 
 __all__ = ["setting_options", "config_file_option", "with_options", "resolve", "config_command"]
 
@@ -93,9 +103,22 @@ def resolve(table: str, values: dict[str, Any], config_file: str | None = None,
     given = {k: v for k, v in values.items()
              if ctx.get_parameter_source(k) not in (None, click.core.ParameterSource.DEFAULT)}
     try:
-        return cls(**{**from_file, **given, **(forced or {})})
+        config = cls(**{**from_file, **given, **(forced or {})})
     except SvrtError as exc:
         raise _blame(exc, ctx, given, from_file, config_file, table) from None
+    idle = inapplicable(config, {**from_file, **given})
+    if idle:
+        from svrt.checks import warn
+
+        where = {name: "--" + name.replace("_", "-") if name in given else f"{name} in {config_file}" for name in idle}
+        warn(f"{', '.join(where[n] for n in idle)} {'acts' if len(idle) == 1 else 'act'} only under method "
+             f"{_method_of(cls, idle[0])}, not {config.method}; ignored.")
+    return config
+
+
+def _method_of(cls: type, name: str) -> str:
+    """The method under which setting ``name`` of ``cls`` acts (its ``setting(method=...)``)."""
+    return next(s.method for s in specs(cls) if s.name == name)
 
 
 def _blame(exc: SvrtError, ctx: click.Context, given: dict, from_file: dict, config_file, table: str) -> Exception:
@@ -116,7 +139,8 @@ def _blame(exc: SvrtError, ctx: click.Context, given: dict, from_file: dict, con
 @click.argument("file", required=False, type=click.Path(dir_okay=False))
 @click.option("--train", is_flag=True, help="The [train] table (svrt train) instead of [solver] (svrt deconvolve, "
                                             "svrt batch).")
-def config_command(file, train):
+@click.option("--cluster", is_flag=True, help="The [cluster] table (svrt batch --cluster slurm) instead of [solver].")
+def config_command(file, train, cluster):
     """Print the settings as a TOML file: the defaults, or FILE's settings over them (a check of FILE).
 
     Every key is optional: one left out keeps its default. A command reads the file with --config,
@@ -127,11 +151,15 @@ def config_command(file, train):
       svrt config > run.toml                        # edit, then:
       svrt deconvolve burst.fits -o restored.fits --config run.toml --grid 0
       svrt config --train > train.toml              # svrt train --config train.toml -o my.safetensors
+      svrt config --cluster >> run.toml             # the SLURM jobs of svrt batch --cluster slurm
       svrt config run.toml                          # check run.toml; print every setting it gives
     """
-    table = "train" if train else "solver"
+    if train and cluster:
+        raise click.UsageError("give --train or --cluster, not both.")
+    table = "train" if train else "cluster" if cluster else "solver"
     config = load_settings(file, table) if file else settings_class(table)()
-    command = "svrt train" if train else "svrt deconvolve BURST -o OUT (or svrt batch)"
+    command = {"train": "svrt train", "cluster": "svrt batch BURSTS -o OUT --cluster slurm",
+               "solver": "svrt deconvolve BURST -o OUT (or svrt batch)"}[table]
     click.echo(f"# svrt settings{f' from {file}' if file else ''}; read with: {command} --config FILE\n"
                f"# A key left out keeps its default; an option on the command line wins over the file; "
                f'"{NONE}" unsets.\n')

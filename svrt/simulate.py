@@ -277,7 +277,13 @@ def _validate(instrument, size, n_frames, n_objects, seed, r0_cm, theta0_arcsec,
         raise SvrtError(f"the number of modes {n_modes} is more than the {MAX_MODES} KL modes svrt builds "
                         "(Zernike radial orders 1..16).")
     if psf_size is not None:
+        # a box narrower than the Airy core (first dark ring, 2.44 lambda/D across) cuts the blur off: no PSF
+        core = 2.44 * inst.sampling
         psf_size = _check_int(psf_size, "psf_size", 1)
+        if psf_size < math.ceil(core) + 1:
+            raise SvrtError(f"psf_size {psf_size} is smaller than the diffraction core of {inst.label} (its first dark "
+                            f"ring is {core:.1f} pixels across); expected at least {math.ceil(core) + 1} pixels, or "
+                            "none for the default.")
     if wavefront not in WAVEFRONTS:
         raise SvrtError(f"wavefront must be 'kl' (44 KL modes on the coarse grid) or 'screen' (the full phase "
                         f"screens at every pixel); got {wavefront!r}.")
@@ -343,7 +349,9 @@ def simulate_burst(instrument="crisp8542", size: int = 256, n_frames: int = 12, 
     at the instrument's wavelength, after the AO), the instrument label per object and a header with
     TELESCOP, INSTRUME, WAVELNTH [A], CDELT1/2 [arcsec] and the settings (R0, R0WAVE, R0INST, THETA0,
     NOISE, SEED, SCENE, GRID, NMODES, PSFSIZE, NLAYERS, LAYHi [m], LAYWi, WAVEFRNT, L0 [m], AOMODES,
-    AOLOCKY/X [arcsec], PHOTONS, PUPILPX, SCREENPX). No DATE-OBS: a simulation has none.
+    AOLOCKY/X [arcsec], PHOTONS, PUPILPX, SCREENPX). A simulation has no date: DATE-OBS is J2000.0 and
+    EXPTIME 12 ms (``svrt.fileio.standard.SIMULATION_DATE``, ``SIMULATION_EXPTIME``), so that the files
+    carry standard times (the pointing is disk centre, ``DEFAULT_POINTING``, when they are written).
 
     The model and cost of ``wavefront="screen"``: the module doc.
     """
@@ -425,7 +433,7 @@ def _frames_through(obj, waves: _Wavefronts, model, shape, desc: str, progress: 
     """The noiseless frames ``[K, L, Y, X]`` of ``obj [K, Y + S - 1, X + S - 1]`` through every frame's
     wavefront: per pixel the bilinear KL coefficients of the coarse grid (plus ``d_kl [M, 1, 1]``) or,
     with screens, the full phase of the screens over the pixel's footprints (plus ``d_phase [1, N]``)."""
-    from tqdm import tqdm
+    from tqdm.auto import tqdm
 
     from svrt.optics.convolution import spatially_variant_convolve, spatially_variant_convolve_psfs
 
@@ -487,8 +495,11 @@ def _burst_header(inst, atmosphere, model, ao, *, r0_cm, theta0_arcsec, noise, s
                   wavefront, outer_scale_m, photons, screen_px) -> dict:
     """The header of a simulated burst: the instrument's cards and every setting (the module doc)."""
     from svrt.atmosphere import r0_at_wavelength
+    from svrt.fileio.standard import SIMULATION_DATE, SIMULATION_EXPTIME
 
     header = {
+        "DATE-OBS": SIMULATION_DATE,       # a simulation has no date: J2000.0, documented (svrt.fileio.standard)
+        "EXPTIME": SIMULATION_EXPTIME,
         "TELESCOP": inst.telescope,
         "INSTRUME": inst.instrument,
         "WAVELNTH": float(inst.wavelength_angstrom),

@@ -11,7 +11,7 @@ and they are genuinely different things:
   the emulator's training objects (``svrt train --boundary apodize``).
 * **the Hann window** (:func:`hann`): ``0.5 - 0.5 cos(2 pi k / (n - 1))`` over the whole side, no flat
   part (``numpy.hanning``). Used where only the spectrum matters and leakage must be smallest:
-  power spectra (:mod:`svrt.benchmarks.metrics`) and the cross-correlation of the registration.
+  power spectra (:mod:`svrt.metrics`) and the cross-correlation of the registration.
 * **tilings** of a field into overlapping tiles, two of them:
 
   - :func:`tiles` + :func:`blend_weights`: the solver's memory tiles. Each tile is solved on its own;
@@ -80,6 +80,28 @@ def flat_top_window(shape: tuple[int, int], ramp: int, device=None, dtype=torch.
     wy = flat_top(shape[0], ramp, dtype=dtype, device=device)
     wx = flat_top(shape[1], ramp, dtype=dtype, device=device)
     return wy[:, None] * wx[None, :]
+
+
+def shifted_flat_top_window(shape: tuple[int, int], ramp: int, shift: tuple[float, float] = (0.0, 0.0),
+                            dtype=torch.float64) -> torch.Tensor:
+    """``[Y, X]``: :func:`flat_top_window` moved by a sub-pixel ``shift = (dy, dx)`` (evaluated at ``y - dy``,
+    ``x - dx``; zero where it leaves the frame). At ``shift = (0, 0)`` it is :func:`flat_top_window`.
+
+    Why: a window fixed to the frame pulls a measured shift towards zero lag, because it weights the two
+    images' content differently; a window that moves with the content does not
+    (:func:`svrt.registration.estimate_shift_dft`).
+
+    >>> bool(torch.allclose(shifted_flat_top_window((6, 5), 2), flat_top_window((6, 5), 2, dtype=torch.float64)))
+    True
+    """
+    def axis(n: int, d: float) -> torch.Tensor:
+        r = max(min(int(ramp), n // 2), 1)
+        u = torch.arange(int(n), dtype=torch.float64) - float(d)
+        rise = ((u + 0.5) / r).clamp(0, 1)
+        fall = ((n - 0.5 - u) / r).clamp(0, 1)
+        return torch.sin(0.5 * math.pi * rise) ** 2 * torch.sin(0.5 * math.pi * fall) ** 2
+
+    return (axis(shape[0], shift[0])[:, None] * axis(shape[1], shift[1])[None, :]).to(dtype)
 
 
 def modified_hann(n: int, ramp_fraction: float = 0.125, device=None) -> torch.Tensor:

@@ -16,11 +16,10 @@ from scipy import integrate, special
 from svrt.atmosphere import Atmosphere, kl_standard_deviations, r0_at_wavelength, von_karman_psd
 from svrt.errors import SvrtError
 from svrt.instruments import get_instrument
-from svrt.optics.kl import kl_basis
+from svrt.optics.kl import kl_basis, kl_pupil_projector
 from svrt.optics.zernike import KOLMOGOROV_C, noll_covariance, noll_to_nm
 from svrt.phase_screens import (
     LayeredScreens,
-    _pupil_projector,
     _screen_amplitudes,
     _screen_size,
     anisoplanatic_modes,
@@ -161,7 +160,7 @@ def _expected_mode_variances(outer_scale_m=None):
     subharmonic frequencies (the pupil samples fall on screen pixels there, so bilinear sampling
     is exact), times (5000 / lambda)^2."""
     inst = get_instrument(INST)
-    x_m, y_m, proj = _pupil_projector(inst, 44, PUPIL_PX)
+    x_m, y_m, proj = kl_pupil_projector(inst, 44, PUPIL_PX)
     dx = inst.diameter_m / PUPIL_PX
     n = _screen_size(0.0, inst.diameter_m, PUPIL_PX)
     amp, levels = _screen_amplitudes(n, dx, SUB, outer_scale_m)

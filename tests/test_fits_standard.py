@@ -4,12 +4,16 @@ provenance (PRSTEPn) with the solver's settings in a CONFIG table, one 2-D HDU p
 
 from __future__ import annotations
 
+import re
+import shutil
+import subprocess
 import warnings
 from types import SimpleNamespace
 
 import astropy.units as u
 import numpy as np
 import pytest
+import torch
 from astropy.io import fits
 from astropy.wcs import WCS
 
@@ -161,3 +165,145 @@ def test_hdf5_keeps_config_apart(tmp_path):
 
     with h5py.File(out) as f:
         assert int(f.attrs["GRID"]) == 4 and "ITERATIONS" not in f.attrs and "config" in f
+
+
+# ================================================================ standard metadata and fitsverify (issues 22, 24)
+
+FITSVERIFY = shutil.which("fitsverify")
+needs_fitsverify = pytest.mark.skipif(
+    FITSVERIFY is None, reason="fitsverify is not installed (Debian: apt-get install -y fitsverify)")
+
+
+def fitsverify_report(path) -> tuple[int, int, str]:
+    """(warnings, errors, report) of ``fitsverify`` on ``path``."""
+    out = subprocess.run([FITSVERIFY, str(path)], capture_output=True, text=True, check=False).stdout
+    found = re.search(r"Verification found (\d+) warning\(s\) and (\d+) error\(s\)", out)
+    assert found, out
+    return int(found.group(1)), int(found.group(2)), out
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory, tiny_model):
+    """Every kind of FITS file svrt writes, each made by its command: a simulated burst, its restoration by
+    svrt deconvolve and by svrt batch, and svrt convolve's output (tiny sizes, tiny engine, 2 iterations)."""
+    from click.testing import CliRunner
+
+    from svrt.cli import cli
+
+    torch.set_num_threads(1)
+    d = tmp_path_factory.mktemp("written")
+
+    def run(*args):
+        r = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=True)
+        assert r.exit_code == 0, (r.output, r.exception)
+
+    fast = ["--engine", tiny_model, "--method", "adam", "--iterations", "2", "--grid", "16"]
+    run("simulate", "--size", "32", "--frames", "2", "--objects", "2", "--psf-size", "24", "-q", "-o", d / "sim.fits")
+    run("deconvolve", d / "sim.fits", "-o", d / "rest.fits", "-q", *fast)
+    run("batch", d / "sim.fits", "-o", d / "batch", *fast)
+    run("convolve", "--object", d / "sim.fits", "--object-key", "TRUTH", "--modes", d / "sim.fits", "--modes-key",
+        "MODES", "--instrument", "crisp8542", "--engine", tiny_model, "-o", d / "conv.fits")
+    return {"simulate": d / "sim.fits", "deconvolve": d / "rest.fits", "batch": d / "batch" / "sim.fits",
+            "convolve": d / "conv.fits"}
+
+
+@needs_fitsverify
+@pytest.mark.parametrize("command", ["simulate", "deconvolve", "batch", "convolve"])
+def test_every_fits_file_svrt_writes_passes_fitsverify(written, command):
+    warns, errors, report = fitsverify_report(written[command])
+    assert (warns, errors) == (0, 0), report
+
+
+@needs_fitsverify
+def test_input_with_long_strings_and_pc_matrix_passes_fitsverify(restored):
+    """The input's PC matrix and a long string (continued on CONTINUE cards, declared by LONGSTRN)."""
+    out, burst, rest = restored
+    back = read_restoration(out)
+    back.header["NOTE"] = "a note longer than one FITS card can hold, " * 3
+    long = out.with_name("long.fits")
+    write_restoration(long, back)
+    with fits.open(long) as hdul:
+        assert hdul[0].header["LONGSTRN"] == "OGIP 1.0" and hdul["OBJECT0"].header["LONGSTRN"] == "OGIP 1.0"
+        assert "PC1_2" in hdul["OBJECT0"].header
+    for path in (out, long):
+        warns, errors, report = fitsverify_report(path)
+        assert (warns, errors) == (0, 0), report
+
+
+def test_data_less_primary_has_no_wcs_and_images_a_full_one(written):
+    for command, path in written.items():
+        with fits.open(path) as hdul:
+            for hdu in hdul:
+                keys = set(hdu.header)
+                wcs = {k for k in keys if re.match(r"^(CTYPE|CRPIX|CRVAL|CDELT|CUNIT)[12]$", k)}
+                if hdu.data is None or isinstance(hdu, fits.BinTableHDU):
+                    assert not wcs, (command, hdu.name)
+                elif hdu.name not in ("MODES",) or command == "deconvolve":
+                    assert len(wcs) == 10, (command, hdu.name, sorted(wcs))      # a full WCS of the image axes
+
+
+def test_simulated_burst_and_its_restoration_carry_the_standard_cards(written):
+    from svrt.fileio.standard import DEFAULT_POINTING, SIMULATION_DATE, SIMULATION_EXPTIME
+
+    with fits.open(written["simulate"]) as hdul:
+        h = hdul["FRAMES"].header
+        assert (h["CTYPE1"], h["CTYPE2"]) == ("HPLN-TAN", "HPLT-TAN") and (h["CRVAL1"], h["CRVAL2"]) == DEFAULT_POINTING
+        assert (h["CRPIX1"], h["CRPIX2"]) == (16.5, 16.5) and h["WCSAXES"] == 2
+        p = hdul[0].header
+        assert p["DATE-BEG"] == SIMULATION_DATE and p["XPOSURE"] == SIMULATION_EXPTIME and p["NSUMEXP"] == 1
+        assert p["ORIGIN"] == "svrt" and p["DATE-END"] == "2000-01-01T12:00:00.024"
+    with fits.open(written["deconvolve"]) as hdul:
+        for name in ("OBJECT0", "OBJECT1", "OBJECT", "MODEL"):
+            h = hdul[name].header
+            assert h["DATE-BEG"] == SIMULATION_DATE and h["DATE-AVG"] == "2000-01-01T12:00:00.012", name
+            assert h["NSUMEXP"] == 2 and h["XPOSURE"] == pytest.approx(2 * SIMULATION_EXPTIME), name
+            assert h["LEVEL"] == "2" and h["ORIGIN"] == "svrt" and h["ATMOS_R0"] > 0, name
+            WCS(h)  # astropy builds it
+        # the MODES HDU maps the grid's nodes: 2x2 nodes of 16 px over the 32x32 field
+        m = hdul["MODES"].header
+        assert m["CDELT1"] == pytest.approx(16 * 0.059) and m["CRPIX1"] == 1.5 and m["CRVAL1"] == 0.0
+
+
+def test_restoration_times_follow_the_input_and_r0_the_fitted_modes(restored):
+    """The input's DATE-OBS and EXPTIME (12 ms, 3 frames) give the restoration's times; ATMOS_R0 is the r0 of
+    the fitted KL coefficients at 5000 A (svrt.optics.residual), and re-writing changes none of it."""
+    out, burst, rest = restored
+    with fits.open(out) as hdul:
+        h = hdul["OBJECT0"].header
+        assert h["DATE-BEG"] == "2024-06-01T08:30:00.5" and h["DATE-END"] == "2024-06-01T08:30:00.536"
+        assert h["DATE-AVG"] == "2024-06-01T08:30:00.518" and h["NSUMEXP"] == L
+        assert h["XPOSURE"] == pytest.approx(L * 0.012) and 0 < h["ATMOS_R0"] < 10
+    again = out.with_name("again2.fits")
+    write_restoration(again, read_restoration(out))
+    with fits.open(again) as hdul:
+        assert hdul["OBJECT0"].header["NSUMEXP"] == L and hdul["OBJECT0"].header["XPOSURE"] == pytest.approx(L * 0.012)
+
+
+def test_sunpy_map_opens_a_restoration_without_arguments(restored, written):
+    sunpy_map = pytest.importorskip("sunpy.map", reason="sunpy[map] is in the test extras (pip install -e '.[test]')")
+    out, burst, rest = restored
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        maps = sunpy_map.Map(out)
+        simulated = sunpy_map.Map(written["deconvolve"])
+    assert isinstance(maps, list) and len(maps) >= K
+    np.testing.assert_array_equal(maps[0].data, rest.objects[0].astype(np.float32))    # the objects first
+    assert maps[0].date.isot.startswith("2024-06-01T08:30:00.5")                        # the input's time
+    assert simulated[0].date.isot == "2000-01-01T12:00:00.000"                          # the simulation's default
+    assert simulated[0].coordinate_frame.name == "helioprojective"
+
+
+def test_undated_input_claims_no_solarnet_compliance(tmp_path):
+    """DATE-BEG is mandatory in SOLARNET: a restoration of an input without a date has no SOLARNET card
+    (it had SOLARNET = 0.5 without DATE-BEG), one with a date has both."""
+    loss = {key: np.arange(3, dtype=float) for key in ("iteration", "total", "data", "reg_object", "reg_modes")}
+    rng = np.random.default_rng(0)
+    for header, claimed in (({"CDELT1": 0.059, "CDELT2": 0.059}, False),
+                            ({"CDELT1": 0.059, "CDELT2": 0.059, "DATE-OBS": "2024-06-01T08:30:00"}, True)):
+        rest = Restoration(rng.random((1, Y, X)), rng.normal(size=(L, 5, 2, 2)), rng.random((1, L, Y, X)), loss,
+                           header=header, instruments=["crisp8542"])
+        path = tmp_path / f"r{int(claimed)}.fits"
+        write_restoration(path, rest)
+        with fits.open(path) as hdul:
+            h = hdul["OBJECT0"].header
+            assert ("SOLARNET" in h) == claimed and ("DATE-BEG" in h) == claimed and h["OBS_HDU"] == 1

@@ -1,10 +1,10 @@
-"""svrt.benchmarks.metrics.score_restoration, the one score of DESIGN.md: what it must and must not count."""
+"""svrt.metrics.score_restoration, the one score of DESIGN.md: what it must and must not count."""
 
 import numpy as np
 import pytest
 from shifted import fourier_shift
 
-from svrt.benchmarks.metrics import compare, diffraction_limited, nmse_variance, score_restoration
+from svrt.metrics import compare, diffraction_limited, nmse_variance, score_restoration
 from svrt.scenes import make_scene
 
 N = 128

@@ -171,14 +171,14 @@ def test_momfbd_default_restores_a_full_screen_burst():
     """The defaults (method momfbd, exact optics) on a burst the solver's model did not make (full phase
     screens, Poisson noise): much closer to the truth than the frame average, with the stages and the
     stopping reason in the header. 64^2 x 4 frames, r0 = 15 cm: ~10 s on one core."""
-    from svrt.benchmarks.metrics import score_restoration
-    from svrt.runtime.solver import SVMOMFBD, SolverConfig, default_backend, load_solver_engine
+    from svrt.metrics import score_restoration
+    from svrt.runtime.solver import SVMOMFBD, SolverConfig, load_solver_engine
     from svrt.simulate import simulate_burst
 
     burst = simulate_burst("crisp8542", size=64, n_frames=4, n_objects=1, seed=2, r0_cm=15.0, wavefront="screen",
                            outer_scale_m=20.0, photons=1e4, noise=0.0, progress=False)
     cfg = SolverConfig(progress=False, patch_iterations=15)
-    engine = load_solver_engine(None, backend=default_backend(cfg.method))
+    engine = load_solver_engine(method=cfg.method)   # the default forward model
     result = SVMOMFBD(engine, cfg).solve(burst)
     cut = get_instrument("crisp8542").cutoff_cycles_per_pixel
     restored = score_restoration(result.objects[0], burst.truth[0], cut)["nmse_variance"]
@@ -197,12 +197,12 @@ def test_sv_refinement_only_where_the_field_is_anisoplanatic():
     noise (chi^2 1.1) and skips it, a strongly anisoplanatic one (theta0 = 0.5", ~1" at 8542 A: the 96^2
     field of 5.7" spans ~6 isoplanatic patches) leaves chi^2 2.3 and is refined. 96^2 x 4 frames, ~5 s.
     (On 64^2 fields the first solution leaves chi^2 1.4-2 even through one wavefront: edges, few modes.)"""
-    from svrt.runtime.solver import SVMOMFBD, SolverConfig, default_backend, load_solver_engine
+    from svrt.runtime.solver import SVMOMFBD, SolverConfig, load_solver_engine
     from svrt.simulate import simulate_burst
 
     cfg = SolverConfig(progress=False, patch_iterations=10, object_iterations=10, refine_iterations=3,
                        refine_rounds=1)
-    engine = load_solver_engine(None, backend=default_backend(cfg.method))
+    engine = load_solver_engine(method=cfg.method)   # the default forward model
     headers = {}
     for theta0 in (1000.0, 0.5):
         burst = simulate_burst("crisp8542", size=96, n_frames=4, n_objects=1, seed=3, r0_cm=10.0,

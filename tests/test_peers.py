@@ -63,12 +63,10 @@ def test_harness_resume_and_outputs(tmp_path, tiny_burst):
         assert rec["wall_s"] >= 0
     svrt = res["svrt-tiny"]
     assert svrt["method"]["solver_config"]["iterations"] == 1 and svrt["method"]["solver_config"]["grid"] == 0
-    # no model named: the engine `svrt deconvolve` loads by default for the method (exact optics for momfbd)
-    from svrt.runtime.solver import default_backend
+    # no model named: the default forward model of every entry point (exact optics)
+    from svrt.runtime.forward_choice import default_forward_model
 
-    assert svrt["method"]["engine"]["backend"] == (
-        default_backend(svrt["method"]["solver_config"]["method"]) or "torch"
-    )
+    assert svrt["method"]["engine"]["backend"] == default_forward_model(svrt["method"]["solver_config"]["method"])[0]
     assert svrt["versions"]["svrt"]
     on_disk = json.loads((out / "peers.json").read_text())
     saved = on_disk["cases"][CASE.id]["results"]["svrt-tiny"]["score"]

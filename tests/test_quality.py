@@ -166,9 +166,9 @@ def test_default_restoration_of_a_64x4_burst_is_no_worse_than_the_frame_average_
     the defaults now fit 10 (0.11 / 0.22 measured)."""
     import warnings
 
-    from svrt.runtime.solver import SVMOMFBD, default_backend, load_solver_engine
+    from svrt.runtime.solver import SVMOMFBD, load_solver_engine
 
-    engine = load_solver_engine(None, backend=default_backend("momfbd"))
+    engine = load_solver_engine(method="momfbd")   # the default forward model
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = SVMOMFBD(engine, SolverConfig(progress=False)).solve(burst64)
@@ -186,9 +186,9 @@ def test_default_restoration_of_a_64x4_burst_is_no_worse_than_the_frame_average_
 
 def test_time_budget_that_cuts_the_object_solve_is_not_converged_and_warned(burst64):
     from svrt.checks import SvrtWarning
-    from svrt.runtime.solver import SVMOMFBD, default_backend, load_solver_engine
+    from svrt.runtime.solver import SVMOMFBD, load_solver_engine
 
-    engine = load_solver_engine(None, backend=default_backend("momfbd"))
+    engine = load_solver_engine(method="momfbd")   # the default forward model
     cfg = SolverConfig(progress=False, time_budget=1e-3, patch_iterations=2)
     with pytest.warns(SvrtWarning, match="--time-budget"):
         result = SVMOMFBD(engine, cfg).solve(burst64)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from shifted import fourier_shift
 
-from svrt.benchmarks.metrics import compare
+from svrt.metrics import compare
 from svrt.registration import apply_shift_field, destretch, estimate_shift
 from svrt.scenes import make_scene
 
@@ -57,3 +57,26 @@ def test_compare_reports_registered_nmse(scene):
     assert figs["moved"]["nmse_variance"][0] > 0.1
     assert figs["moved"]["nmse_variance_registered"][0] < 0.01
     assert figs["moved"]["shift_rms"][0] == pytest.approx(np.sqrt(5.0), abs=0.2)
+
+
+def test_estimate_shift_dft_is_unbiased_on_drifting_crops():
+    """20 pairs of 128^2 granulation crops (edges not periodic, noise 1 %) shifted by up to 3 px
+    (python -m svrt.benchmarks.registration_bias): the upsampled DFT with a window that follows the content
+    finds the shift to 0.002 px median, 0.01 px worst (measured 0.0006 / 0.0012); the score's parabola
+    registration is biased (measured 0.018 median, 0.040 worst)."""
+    from svrt.benchmarks.registration_bias import drifting_pairs, shift_errors
+
+    errors = shift_errors(drifting_pairs(20, 128))
+    assert np.median(errors["estimate_shift_dft"]) < 0.002 and errors["estimate_shift_dft"].max() < 0.01
+    assert np.median(errors["estimate_shift"]) > 5 * np.median(errors["estimate_shift_dft"])
+
+
+def test_estimate_shift_dft_exact_shifts_and_search_radius(scene):
+    """Periodic (Fourier) shifts without a window: to 0.002 px; max_shift keeps a far peak out."""
+    from svrt.registration import estimate_shift_dft
+
+    for dy, dx in [(0.37, -1.61), (-5.25, 4.5), (12.3, -0.08)]:
+        assert estimate_shift_dft(fourier_shift(scene, dy, dx), scene, ramp_fraction=0) == pytest.approx(
+            (dy, dx), abs=0.002)
+    far = estimate_shift_dft(fourier_shift(scene, 20.0, 0.0), scene, ramp_fraction=0, max_shift=4)
+    assert max(abs(far[0]), abs(far[1])) <= 4

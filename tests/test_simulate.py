@@ -53,7 +53,7 @@ def test_shapes_and_header(noiseless):
                            GRID=2, NMODES=44, PSFSIZE=24, NLAYERS=3).items():
         assert h[key] == value, key
     assert h["LAYH0"] == 0.0 and h["LAYH2"] > h["LAYH1"] > 0
-    assert "DATE-OBS" not in h                                   # a simulation has no date
+    assert h["DATE-OBS"] == "2000-01-01T12:00:00.000"            # a simulation has no date: J2000.0, documented
 
 
 def test_deterministic_for_a_seed(noisy):

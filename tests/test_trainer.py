@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from svrt.atmosphere import kl_standard_deviations, kolmogorov_coefficients
-from svrt.benchmarks.metrics import nmse_power
 from svrt.emulator import SVCE, EmulatorConfig, load_model, save_model
 from svrt.errors import SvrtError
+from svrt.metrics import nmse_power
 from svrt.optics.convolution import fft_convolve
 from svrt.trainer import pairs as pairs_module
 from svrt.trainer.images import SOURCES

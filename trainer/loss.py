@@ -1,4 +1,4 @@
-"""The training loss of Eq. 11 (its figure, the NMSE of Eq. 12, is :func:`svrt.benchmarks.metrics.nmse_power`)."""
+"""The training loss of Eq. 11 (its figure, the NMSE of Eq. 12, is :func:`svrt.metrics.nmse_power`)."""
 
 from __future__ import annotations
 

@@ -35,7 +35,7 @@ def recipe(generator: PairGenerator) -> dict:
 def write_pair_cache(path: str | Path, generator: PairGenerator, n: int, seed: int, progress: bool = True) -> Path:
     """Generate ``n`` pairs from ``numpy.random.default_rng([seed, 7])`` into ``path`` (written atomically)."""
     import h5py
-    from tqdm import tqdm
+    from tqdm.auto import tqdm
 
     from svrt.fileio import atomic_write
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from svrt.benchmarks.metrics import nmse_power
 from svrt.emulator import SVCE, EmulatorConfig, save_model
+from svrt.metrics import nmse_power
 from svrt.trainer.images import DEFAULT_MIX
 from svrt.trainer.loss import emulator_loss
 from svrt.trainer.pairs import PairGenerator, PairStream, fixed_set
@@ -82,7 +82,7 @@ def evaluate(model: SVCE, val: dict, device, batch: int = 32) -> dict:
 def train(cfg: TrainConfig, out: str | Path, run_dir: str | Path, command: str = "", log=print) -> dict:
     """Train and write the best-validation weights to ``out`` (safetensors + JSON). Resumes from
     ``run_dir/checkpoint.safetensors`` when it exists (safetensors + JSON: nothing is unpickled)."""
-    from tqdm import tqdm
+    from tqdm.auto import tqdm
 
 
     device = torch.device(cfg.device)
@@ -235,7 +235,7 @@ def _initialise(model: SVCE, cfg: TrainConfig) -> dict:
         raise SvrtError(f"{cfg.init_from}: architecture {source.config.to_dict()} differs from the one to train "
                         f"{model.config.to_dict()}; --init-from needs the same width, modes and instruments.")
     model.load_state_dict(source.state_dict())
-    from svrt.benchmarks.validate import file_sha256
+    from svrt.records import file_sha256
 
     path = resolve_model_path(cfg.init_from)
     return {"model": path.name, "file_sha256": file_sha256(path), "step": meta.get("step"),

@@ -12,8 +12,9 @@ Burst file (the design card's "File contracts"; docs/ARCHITECTURE.md), FITS layo
 
     PRIMARY  no data; SVRTFILE = 'burst', NOBJ = K, NFRAMES = L, INSTR0 .. INSTR{K-1}
              (instrument label of each object) and the extra header cards (DATE-OBS, TELESCOP,
-             WAVELNTH [Angstrom], CDELT1/CDELT2 [arcsec], simulation settings, ...)
-    FRAMES   float32 [K, L, Y, X]  observed frames (BUNIT = header BUNIT or 'arbitrary')
+             WAVELNTH [Angstrom], simulation settings, ...) less the WCS of the image axes
+    FRAMES   float32 [K, L, Y, X]  observed frames (BUNIT = header BUNIT or 'arbitrary'), with the
+             celestial WCS of axes 1-2 (CDELT1/CDELT2 [arcsec], ...; WCSAXES = 2)
     TRUTH    float32 [K, Y, X]     object before the atmosphere (simulated bursts only)
     MODES    float32 [L, M, Yg, Xg] true KL coefficients, BUNIT = 'rad' (simulated bursts only)
 
@@ -44,6 +45,10 @@ Restoration file (SOLARNET-style, partially compliant: ``SOLARNET = 0.5``), FITS
     CONFIG   binary table KEY, VALUE, COMMENT: every solver setting, the engine's identity and the run's
              figures (:attr:`Restoration.config`), VALUE as JSON text (32, 0.0199, "momfbd", true, null)
 
+Every file also carries the standard cards of :mod:`~svrt.fileio.standard` that its header lacks
+(celestial WCS, DATE-BEG/END/AVG, XPOSURE, NSUMEXP, ORIGIN; LEVEL and ATMOS_R0 for restorations), which
+read back as part of the header dict. The MODES HDU of a restoration has the WCS of the node grid.
+
 The input's cards are never overwritten by the solver's: those live in CONFIG under their own names
 (GRID there is the solver's P, pixels per node, whatever the burst's GRID means). Every HDU has an
 EXTNAME. HDF5: datasets ``object``, ``modes``, ``model``, a group ``loss`` holding one 1-D dataset per
@@ -64,7 +69,8 @@ the header dict.
 The modules: :mod:`~svrt.fileio.atomic` (atomic writes, checks of an output), :mod:`~svrt.fileio.formats`
 (FITS or HDF5), :mod:`~svrt.fileio.header` (header cards), :mod:`~svrt.fileio.fitsfile` and
 :mod:`~svrt.fileio.hdf5file` (reading and writing each format), :mod:`~svrt.fileio.validation` (the checks
-of arrays, labels, LOSS and CONFIG), :mod:`~svrt.fileio.burst`, :mod:`~svrt.fileio.restoration` (with
+of arrays, labels, LOSS and CONFIG), :mod:`~svrt.fileio.standard` (WCS, times and the other standard
+cards), :mod:`~svrt.fileio.burst`, :mod:`~svrt.fileio.restoration` (with
 :mod:`~svrt.fileio.solarnet`, its observation cards) and :mod:`~svrt.fileio.arrays` (single arrays).
 """
 
@@ -82,7 +88,7 @@ from svrt.fileio.atomic import (
 from svrt.fileio.burst import Burst, read_burst, write_burst
 from svrt.fileio.formats import FITS_SUFFIXES, HDF5_SUFFIXES, file_format
 from svrt.fileio.header import FILE_KEYS, merge_headers, register_header_comments
-from svrt.fileio.restoration import Restoration, read_restoration, write_restoration
+from svrt.fileio.restoration import Restoration, read_restoration, restoration_nbytes, write_restoration
 from svrt.fileio.validation import LOSS_KEYS
 
 __all__ = [
@@ -103,6 +109,7 @@ __all__ = [
     "read_array",
     "read_burst",
     "read_restoration",
+    "restoration_nbytes",
     "register_header_comments",
     "write_array",
     "write_burst",

@@ -11,10 +11,12 @@ from astropy.io import fits
 from svrt.errors import SvrtError
 from svrt.fileio.atomic import _nbytes, _size_hint, atomic_write
 from svrt.fileio.contents import _name
-from svrt.fileio.fitsfile import _write_fits
+from svrt.fileio.fitsfile import _wcs_axes_card, _write_fits
 from svrt.fileio.formats import _read_contents, _write_guard
 from svrt.fileio.hdf5file import _h5_write_header, _write_h5
 from svrt.fileio.header import _clean_header, _extras, _set_card
+from svrt.fileio.solarnet import _wcs_axes
+from svrt.fileio.standard import standard_cards
 from svrt.fileio.validation import _as_float32, _check_finite, _is_name
 
 
@@ -82,14 +84,19 @@ def write_array(
     extras = _clean_header(header, where)
     if key is not None and not _is_name(key.strip()):
         raise SvrtError(f"Key {key!r} for {where} is not a valid name; expected printable ASCII without spaces.")
+    if arr.ndim >= 2:
+        extras = standard_cards(extras, arr.shape[-2:], 1)  # an image's WCS, times and ORIGIN (svrt.fileio.standard)
     if fmt == "fits":
-        hdr = fits.Header()
+        on_primary = key is None or key.strip().upper() == "PRIMARY"
+        hdr, image = fits.Header(), fits.Header()
         for name, value in extras.items():
-            _set_card(hdr, name, value, None, where)
-        if key is None or key.strip().upper() == "PRIMARY":
+            # the WCS of the image axes goes with the data: on an extension when the primary has none
+            _set_card(image if _wcs_axes(name) and not on_primary else hdr, name, value, None, where)
+        _wcs_axes_card(hdr if on_primary else image, arr.ndim, where)
+        if on_primary:
             hdus: list[Any] = [fits.PrimaryHDU(data=arr, header=hdr)]
         else:
-            hdus = [fits.PrimaryHDU(header=hdr), fits.ImageHDU(data=arr, name=key.strip().upper())]
+            hdus = [fits.PrimaryHDU(header=hdr), fits.ImageHDU(data=arr, header=image, name=key.strip().upper())]
         with atomic_write(path, size_hint=_size_hint(path, _nbytes(arr))) as tmp:
             _write_fits(tmp, hdus)
     else:

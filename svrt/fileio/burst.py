@@ -16,6 +16,7 @@ from svrt.fileio.fitsfile import _image_hdu, _primary_header, _write_hdus
 from svrt.fileio.formats import _read_contents, _writing
 from svrt.fileio.hdf5file import _h5_dataset, _h5_write_header, _write_h5
 from svrt.fileio.header import _clean_header, _extras, _image_cards
+from svrt.fileio.standard import standard_cards
 from svrt.fileio.validation import (
     _burst_arrays,
     _check_finite,
@@ -24,7 +25,7 @@ from svrt.fileio.validation import (
 )
 
 
-@dataclass
+@dataclass(repr=False)
 class Burst(_FourAxes):
     """K objects observed through L frames of Y x X pixels.
 
@@ -72,7 +73,7 @@ def write_burst(path: str | os.PathLike, burst: Burst, overwrite: bool = False) 
     not a FITS or HDF5 one, or if a header card cannot be stored. ``burst.mask`` is not written.
     """
     fmt, where = _writing("write_burst", path, burst, Burst, overwrite)
-    extras = _clean_header(burst.header, where)
+    extras = standard_cards(_clean_header(burst.header, where), burst.shape, burst.n_frames)
     k, n_frames = burst.n_objects, burst.n_frames
     bunit = str(extras.get("BUNIT", "arbitrary"))
     hint = _size_hint(path, _nbytes(burst.frames, burst.truth, burst.modes))
@@ -176,6 +177,9 @@ def read_burst(
     """
     contents = _read_contents(path)
     where = contents.path
+    if "FRAMES" in contents.tables:
+        raise SvrtError(f"FRAMES in {where} is a table; FRAMES must be an image "
+                        f"{'HDU' if contents.fmt == 'fits' else 'dataset'} of the observed frames [K, L, Y, X].")
     if "FRAMES" not in contents.arrays:
         raise SvrtError(
             f"{where} has no FRAMES {'extension' if contents.fmt == 'fits' else 'dataset'} "

@@ -16,6 +16,7 @@ from svrt.errors import SvrtError
 from svrt.fileio.atomic import atomic_write
 from svrt.fileio.contents import _Contents, _short
 from svrt.fileio.header import _fits_header_dict, _set_card
+from svrt.fileio.solarnet import _wcs_axes
 
 _FITS_BLOCK = 2880  # bytes of a FITS block: headers and data are padded to whole blocks
 _FITS_PROBLEM_WORDS = ("truncated", "error validating header", "checksum", "datasum", "corrupt")
@@ -102,10 +103,17 @@ def _read_fits(path: str) -> _Contents:
         )
     announced = contents.root.get("NEXTEND")
     if isinstance(announced, int) and not isinstance(announced, bool) and len(names) - 1 < announced:
-        raise SvrtError(
-            f"FITS file {path} is truncated: its primary header announces NEXTEND = {announced} extensions but only "
-            f"{len(names) - 1} ({', '.join(names[1:]) or 'none'}) are there."
-        )
+        there = f"{len(names) - 1} ({', '.join(names[1:]) or 'none'})"
+        if "SVRTFILE" in contents.root:
+            # svrt writes NEXTEND last, with the HDUs it counts: fewer HDUs is a file cut between extensions
+            raise SvrtError(f"FITS file {path} is truncated: its primary header announces NEXTEND = {announced} "
+                            f"extensions but only {there} are there.")
+        # other writers leave NEXTEND stale when extensions are removed (an optional card, FITS 4.0 section 4.4.2):
+        # every HDU there is complete, so the file is read, with a note in case it was cut between extensions
+        from svrt.checks import warn
+
+        warn(f"FITS file {path} announces NEXTEND = {announced} extensions but holds {there}; reading those "
+             "(a stale NEXTEND, or a copy cut between extensions).")
     return contents
 
 
@@ -148,6 +156,8 @@ def _primary_header(kind: str, k: int, n_frames: int, instruments: Sequence[str]
     for i, lab in enumerate(instruments):
         _set_card(hdr, f"INSTR{i}", lab, f"svrt instrument label of object {i}", where)
     for key, value in extras.items():
+        if _wcs_axes(key):
+            continue  # the WCS of the image axes belongs to the image HDUs: this one has no data (FITS 4.0, 8.1)
         _set_card(hdr, key, value, None, where)
     return hdr
 
@@ -165,9 +175,21 @@ def _image_hdu(name: str, data: np.ndarray, bunit: str, axes: str, what: str, ex
             cdelt = extras.get("CDELT" + axis)
             if isinstance(cdelt, (int, float)) and not isinstance(cdelt, bool) and "CUNIT" + axis not in extras:
                 _set_card(hdr, "CUNIT" + axis, "arcsec", None, where)
+        _wcs_axes_card(hdr, data.ndim, where)
     hdr.add_comment(f"{name}: {what}")
     hdr.add_comment(f"array axes {axes} (FITS NAXIS1 is the last, X)")
     return fits.ImageHDU(data=np.ascontiguousarray(data, dtype=np.float32), header=hdr, name=name)
+
+
+def _wcs_axes_card(hdr: fits.Header, ndim: int, where: str) -> None:
+    """WCSAXES = 2, ahead of the WCS cards, on a cube (OBJECT [K, Y, X], FRAMES [K, L, Y, X]) whose WCS
+    describes the image axes only: without it a FITS reader expects a CTYPEn for every axis."""
+    if ndim > 2 and "CTYPE1" in hdr:
+        _set_card(hdr, "WCSAXES", 2, None, where)
+        first = min(i for i, key in enumerate(hdr.keys()) if _wcs_axes(key) and key != "WCSAXES")
+        card = hdr.cards["WCSAXES"]
+        del hdr["WCSAXES"]
+        hdr.insert(first, card)
 
 
 # WCS cards of the two image axes (and the observer's position), copied onto every image extension
@@ -188,5 +210,9 @@ def _write_hdus(path: str | os.PathLike, hdus: list[Any], size_hint: int | None)
 def _write_fits(tmp: str, hdus: list[Any]) -> None:
     """Write the HDUs to ``tmp``; an OSError (full disk, ...) propagates to :func:`atomic_write`."""
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("ignore")  # astropy's notes on comments it shortens to fit a card
+        for hdu in hdus:
+            if any(len(card.image) > 80 for card in hdu.header.cards) and "LONGSTRN" not in hdu.header:
+                # a string longer than a card continues on CONTINUE cards: the OGIP convention, declared (FITS 4.2.1.2)
+                hdu.header["LONGSTRN"] = ("OGIP 1.0", "long strings continue on CONTINUE cards")
         fits.HDUList(hdus).writeto(tmp, checksum=True)

@@ -26,7 +26,8 @@ _STRUCTURAL = {
 _STRUCTURAL_RE = re.compile(
     r"^(NAXIS\d+|T(TYPE|FORM|UNIT|DIM|NULL|SCAL|ZERO|DISP)\d+|Z(NAXIS|TILE|NAME|VAL)\d+)$"
 )
-_MANAGED = {"SVRTFILE", "NOBJ", "NFRAMES", "NEXTEND"}
+# LONGSTRN and WCSAXES follow from the cards and the data written (svrt.fileio.fitsfile), as NEXTEND does
+_MANAGED = {"SVRTFILE", "NOBJ", "NFRAMES", "NEXTEND", "LONGSTRN", "WCSAXES"}
 _INSTR_RE = re.compile(r"^INSTR(\d+)$")
 _STANDARD_KEY_RE = re.compile(r"^[A-Z0-9_-]{1,8}$")
 # HDF5 root attributes this module manages (lower case, so they never meet an upper-case header key).

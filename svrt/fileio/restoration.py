@@ -14,11 +14,12 @@ from astropy.io import fits
 
 from svrt.errors import SvrtError
 from svrt.fileio.atomic import _nbytes, _size_hint
-from svrt.fileio.fitsfile import _image_hdu, _primary_header, _write_hdus
+from svrt.fileio.fitsfile import _image_hdu, _primary_header, _wcs_axes_card, _write_hdus
 from svrt.fileio.formats import _read_contents, _writing
 from svrt.fileio.hdf5file import _h5_dataset, _h5_write_header, _write_h5
-from svrt.fileio.header import _COMMENTS, FILE_KEYS, _clean_header, _extras, merge_headers
-from svrt.fileio.solarnet import _object_wavelengths, _obs_cards, _obs_hdu, _provenance
+from svrt.fileio.header import _COMMENTS, FILE_KEYS, _clean_header, _extras, _set_card, merge_headers
+from svrt.fileio.solarnet import _object_wavelengths, _obs_cards, _obs_hdu, _provenance, _wcs_axes
+from svrt.fileio.standard import grid_wcs_cards, standard_cards
 from svrt.fileio.validation import (
     _as_float32,
     _check_config,
@@ -30,7 +31,7 @@ from svrt.fileio.validation import (
 )
 
 
-@dataclass
+@dataclass(repr=False)
 class Restoration(_FourAxes):
     """Result of ``svrt deconvolve``.
 
@@ -145,6 +146,22 @@ def _read_config(table: Mapping[str, np.ndarray] | None, where: str) -> dict[str
     return out
 
 
+#: [bytes] allowance for one HDU's header and padding in :func:`restoration_nbytes` (4 FITS blocks: ~140 cards)
+_HEADER_BYTES = 4 * 2880
+
+
+def restoration_nbytes(k: int, n_frames: int, shape: tuple[int, int], n_modes: int, grid: tuple[int, int],
+                       n_iterations: int = 100, n_config: int = 80) -> int:
+    """[bytes] The size of the FITS restoration file of K objects, L frames of ``shape = (Y, X)``, M modes
+    on ``grid = (Yg, Xg)`` nodes (layout: module doc), within a few header blocks: the objects twice (the
+    K images and the cube), MODES, MODEL, LOSS and CONFIG, every HDU's header. What a free-space check
+    before a solve should ask for (plus the quick look's PNG), rather than a guess with fixed MiB margins."""
+    y, x = (int(v) for v in shape)
+    data = 4 * (2 * k * y * x + n_frames * n_modes * int(grid[0]) * int(grid[1]) + k * n_frames * y * x)
+    tables = 8 * 6 * n_iterations + 200 * n_config
+    return data + tables + (k + 6) * _HEADER_BYTES
+
+
 def write_restoration(path: str | os.PathLike, rest: Restoration, overwrite: bool = False) -> None:
     """Write ``rest`` to ``path`` (FITS or HDF5 by extension), atomically (layout: module doc).
 
@@ -155,7 +172,9 @@ def write_restoration(path: str | os.PathLike, rest: Restoration, overwrite: boo
     """
     fmt, where = _writing("write_restoration", path, rest, Restoration, overwrite)
     config = _check_config(rest.config, where)
-    extras = _clean_header(_without_config(rest.header, config), where)
+    extras = standard_cards(_clean_header(_without_config(rest.header, config), where), rest.shape, rest.n_frames,
+                            restoration=True, modes=rest.modes, instrument=(rest.instruments or [None])[0],
+                            fit_modes=config.get("FIT_MODES"))
     bunit = str(extras.get("BUNIT", "arbitrary"))
     k, n_frames = rest.n_objects, rest.n_frames
     hint = _size_hint(path, 2 * _nbytes(rest.objects) + _nbytes(rest.modes, rest.model, *rest.loss.values()))
@@ -177,6 +196,12 @@ def write_restoration(path: str | os.PathLike, rest: Restoration, overwrite: boo
         hdus.append(_image_hdu("MODES", rest.modes, "rad", "[L, M, Yg, Xg]",
                                "inferred KL wavefront coefficients (radians of phase) on the coarse grid", {}, where))
         hdus[-1].header["BTYPE"] = ("Wavefront KL coefficients", "type of data")
+        # a map of the grid's nodes (sunpy.map.Map(path) maps every HDU): their WCS and the observation's times
+        grid = grid_wcs_cards(cube, rest.shape, rest.modes.shape[2:])
+        times = {key: cube[key] for key in ("DATE-OBS", "DATE-BEG", "DATE-END", "DATE-AVG") if key in cube}
+        for key, value in {**grid, **times}.items():
+            _set_card(hdus[-1].header, key, value, None, where)
+        _wcs_axes_card(hdus[-1].header, rest.modes.ndim, where)
         model = _obs_cards(extras, config, prov, name, "emulated frames of the restored objects and modes")
         hdus.append(_obs_hdu("MODEL", rest.model, "[K, L, Y, X]", "emulated frames of the restored objects and modes",
                              model, where))
@@ -249,5 +274,9 @@ def read_restoration(path: str | os.PathLike, allow_nonfinite: bool = False) -> 
         labels = [str(contents.root[f"INSTR{i}"]) for i in range(k)]
     if labels and len(labels) != k:
         raise SvrtError(f"{where} names {len(labels)} instruments for {k} objects; expected one per object.")
+    root = _extras(contents.root)
+    # the primary has no data, so the WCS of the image axes is on the object HDUs: the header keeps it
+    image = contents.arrays.get("OBJECT0", contents.arrays["OBJECT"])[1]
+    root.update({key: value for key, value in image.items() if _wcs_axes(key) and key != "WCSAXES" and key not in root})
     return Restoration(objects=objects, modes=modes, model=model, loss=loss,
-                       header=merge_headers(_extras(contents.root), config), instruments=labels, config=config)
+                       header=merge_headers(root, config), instruments=labels, config=config)

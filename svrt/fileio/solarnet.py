@@ -15,7 +15,7 @@ from svrt.fileio.header import _COMMENTS, _set_card
 
 #: SOLARNET compliance of a restoration: partial (the mandatory keys are there; the conditionally
 #: mandatory ones, e.g. OBSGEO-X/Y/Z or WAVEMIN/WAVEMAX, only when the input has them)
-SOLARNET_LEVEL = 0.5
+SOLARNET_LEVEL = 0.5  # written only with a DATE-BEG (the input's, its DATE-OBS, or a simulation's default)
 #: config entries summarised in PRPARAn (the full list is the CONFIG extension)
 _PRPARA_KEYS = ("METHOD_USED", "GRID", "ITERATIONS", "PATCH_SIZE", "REFINE_ROUNDS", "LAMBDA_OBJ", "LAMBDA_MODES",
                 "WEIGHTS", "ENGINE_MODEL", "ENGINE_BACKEND")
@@ -93,6 +93,8 @@ def _obs_cards(extras: Mapping[str, Any], config: Mapping[str, Any], provenance:
     date_beg = extras.get("DATE-BEG", extras.get("DATE-OBS"))
     if date_beg is not None:
         cards.setdefault("DATE-BEG", date_beg)
+    else:
+        del cards["SOLARNET"]  # DATE-BEG is mandatory: an undated input's restoration claims no compliance
     if wavelength is not None:
         cards["WAVELNTH"] = float(wavelength)
     if "WAVELNTH" in cards:
@@ -145,6 +147,9 @@ def _obs_hdu(name: str, data: np.ndarray, axes: str, what: str, cards: Mapping[s
     comments = {**_COMMENTS, **_OBS_COMMENTS, "BUNIT": "unit of the data ('': the input's relative units)"}
     for key, value in cards.items():
         _set_card(hdr, key, value, comments.get(key), where)
+    from svrt.fileio.fitsfile import _wcs_axes_card
+
+    _wcs_axes_card(hdr, np.ndim(data), where)
     hdr.add_comment(f"{name}: {what}")
     hdr.add_comment(f"array axes {axes} (FITS NAXIS1 is the last, X)")
     return fits.ImageHDU(data=np.ascontiguousarray(data, dtype=np.float32), header=hdr, name=name)

@@ -81,6 +81,9 @@ def _burst_arrays(frames: Any, truth: Any, modes: Any, where: str, names: Sequen
     if modes is not None:
         modes = _check_modes(_as_float32(modes, modes_name, where), n_frames, modes_name, where,
                              f"the L of {frames_name}")
+        from svrt.checks import check_mode_grid
+
+        check_mode_grid(modes.shape[2:], (y, x), where, modes_name)
     return frames, truth, modes
 
 
@@ -184,9 +187,24 @@ def _check_config(config: Any, where: str) -> dict[str, Any]:
 
 class _FourAxes:
     """K, L and (Y, X) of a burst or restoration from its ``[K, L, Y, X]`` array, the attribute that
-    ``_four_axes`` names (frames, or the restoration's model)."""
+    ``_four_axes`` names (frames, or the restoration's model), and a short repr of them (no arrays)."""
 
     _four_axes = "frames"
+
+    def __repr__(self) -> str:
+        """``Burst(K=2, L=12, 256x256, crisp8542+crisp8542, modes [12, 44, 8, 8], truth, 31 cards)``: the shapes,
+        instruments and what else it holds, never the arrays (a notebook prints this)."""
+        y, x = self.shape
+        parts = [f"K={self.n_objects}", f"L={self.n_frames}", f"{y}x{x}",
+                 "+".join(getattr(self, "instruments", None) or []) or "no instruments"]
+        modes = getattr(self, "modes", None)
+        if modes is not None:
+            parts.append(f"modes [{', '.join(map(str, modes.shape))}]")
+        parts += [name for name in ("truth", "mask") if getattr(self, name, None) is not None]
+        if hasattr(self, "loss"):
+            parts.append(f"{self.n_iterations} iterations")
+        parts.append(f"{len(getattr(self, 'header', {}) or {})} cards")
+        return f"{type(self).__name__}({', '.join(parts)})"
 
     @property
     def n_objects(self) -> int:

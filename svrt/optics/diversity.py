@@ -155,6 +155,10 @@ def read_diversity(
             p = h[f"DIVOBJ{i}"]
             if isinstance(p, bool) or not isinstance(p, (int, np.integer)) or not 0 <= int(p) < k:
                 raise SvrtError(f"DIVOBJ{i} in {where} must be a channel index in 0..{k - 1}; got {p!r}.")
+            if int(p) == i:
+                others = ", ".join(str(j) for j in range(k) if j != i) or "none"
+                raise SvrtError(f"DIVOBJ{i} in {where} points to channel {i} itself; expected the index of the other "
+                                f"channel whose object channel {i} images ({others}), or no DIVOBJ{i} card.")
             partner[i] = int(p)
         elif waves[i] != 0.0:
             raise SvrtError(f"{where} gives a defocus for channel {i} but no DIVOBJ{i}; expected the index of the "

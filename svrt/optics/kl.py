@@ -15,6 +15,7 @@ from functools import lru_cache
 import numpy as np
 
 from svrt.errors import SvrtError
+from svrt.optics.pupil import make_pupil, pupil_coordinates
 from svrt.optics.zernike import noll_covariance, noll_to_nm, zernike
 
 DEFAULT_ZERNIKE_ORDER = 16  # KL built from Zernikes 2..153 (radial orders 1..16)
@@ -85,3 +86,31 @@ def kl_residual_variances(n_modes: int = 44) -> np.ndarray:
     from svrt.optics.zernike import PISTON_REMOVED_VARIANCE
 
     return PISTON_REMOVED_VARIANCE - np.concatenate([[0.0], np.cumsum(kl_basis(n_modes).variances)])
+
+
+@lru_cache(maxsize=8)
+def kl_pupil_projector(inst, n_modes: int, pupil_px: int):
+    """Pupil sample points and the least-squares projector onto piston + KL 1..M of ``inst``'s pupil (an
+    :class:`~svrt.instruments.Instrument`): what the phase screens' wavefronts and the AO's wavefront sensor
+    are projected with.
+
+    Returns ``(x_m [N], y_m [N], projector [M, N])``: coordinates (m, pupil centre at 0) of the N
+    grid points inside the pupil (``pupil_px`` points across D) and the matrix that maps phase
+    samples to KL coefficients (weighted by the pupil amplitude, piston fitted and dropped).
+    """
+    amp = make_pupil(pupil_px, pupil_px, inst.obscuration_cm / inst.diameter_cm, inst.spider_count,
+                     inst.spider_width_cm / inst.diameter_cm)
+    x, y = pupil_coordinates(pupil_px, pupil_px)
+    keep = amp > 0
+    x, y, w = x[keep], y[keep], amp[keep]
+    modes = kl_basis(n_modes).evaluate(np.hypot(x, y), np.arctan2(y, x))       # [M, N]
+    design = np.concatenate([np.ones((1, x.size)), modes]).T                    # [N, M + 1]
+    # weighted least squares by the normal equations: the (M + 1) x (M + 1) Gram matrix of nearly
+    # orthogonal modes is well conditioned, and this avoids an SVD of the [N, M + 1] matrix
+    gram = (design * w[:, None]).T @ design
+    projector = np.linalg.solve(gram, design.T * w[None, :])                    # [M + 1, N]
+    radius = inst.diameter_m / 2
+    out = (x * radius, y * radius, np.ascontiguousarray(projector[1:]))
+    for a in out:
+        a.setflags(write=False)
+    return out
