@@ -40,7 +40,7 @@ from svrt.atmosphere import d_over_r0_at_wavelength
 from svrt.runtime.loss import grad_sq_mean
 from svrt.runtime.plan import batches
 from svrt.runtime.problem import MethodResult, SolveContext, noise_variances
-from svrt.runtime.solver_config import grid_shape
+from svrt.runtime.solver_config import fitted_modes, grid_shape
 
 __all__ = ["solve_momfbd", "refine_modes"]
 
@@ -208,7 +208,10 @@ def _node_wavefronts(ctx: SolveContext, data_n, nvar, init_a, grid: tuple[int, i
 
     cfg = ctx.config
     t_stage = time.perf_counter()
-    common = dict(tiptilt=cfg.tiptilt, fit_modes=cfg.fit_modes, diversity=ctx.diversity, start_rms=cfg.start_rms)
+    # fit_modes capped by what the field's data support (small fields: fewer modes, not noise fitted)
+    info["FIT_MODES_USED"] = fitted_modes(cfg, tuple(data_n.shape), ctx.n_modes)
+    common = dict(tiptilt=cfg.tiptilt, fit_modes=info["FIT_MODES_USED"], diversity=ctx.diversity,
+                  start_rms=cfg.start_rms)
     whole_field = None
     if init_a is None and grid != (1, 1) and cfg.coarse_to_fine:
         glob, whole_field = patch_wavefronts(data_n, ctx.insts, ctx.n_modes, (1, 1), nvar.mean(dim=1),
@@ -239,7 +242,7 @@ def _high_order_attenuation(ctx: SolveContext, alpha, problem, shape_p: tuple[in
     cfg = ctx.config
     if cfg.high_order != "kolmogorov":
         return [None] * len(ctx.insts)
-    n_fit = min(ctx.n_modes, cfg.fit_modes or ctx.n_modes)
+    n_fit = info["FIT_MODES_USED"]
     d_r0 = estimate_d_over_r0(alpha[:, :n_fit])
     info["D_OVER_R0"] = round(d_r0, 3)
     info["FIT_ERR_RAD2"] = round(fitting_error_variance(d_r0, n_fit), 4)

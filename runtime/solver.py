@@ -182,7 +182,8 @@ class SolveResult:
     model: float32 [K, L, Y, X] emulated frames f(o*_k, alpha_l).
     frame_average: float32 [K, Y, X] the average of the valid frames (the initial objects).
     loss: dict of 1-D arrays: iteration, total, data, reg_object, reg_modes, time_s.
-    header: every setting, the engine identity, timings, scale constants.
+    header: every setting, the engine identity, timings, scale constants, the quality cards (QUALITY, ...).
+    quality: the verdict from the data alone (:class:`svrt.runtime.quality.Quality`).
     """
 
     objects: np.ndarray
@@ -194,6 +195,7 @@ class SolveResult:
     instruments: list
     header: dict
     plan: Plan | None = None
+    quality: Any = None          # the verdict (svrt.runtime.quality.Quality), set at the end of the solve
 
     @property
     def time_per_iteration(self) -> float:
@@ -380,7 +382,12 @@ class SVMOMFBD:
         else:
             solved = solve_field(ctx, data_n, pix_w, init_o, init_a, tile_label="")
         solved.cards.update(selection)
-        return self._result(problem, plan, solved, time.perf_counter() - t_start)
+        result = self._result(problem, plan, solved, time.perf_counter() - t_start)
+        # the verdict from the data alone: header cards, a warning, or with strict an error (runtime/quality.py)
+        from svrt.runtime.quality import check_result
+
+        check_result(result, problem, cfg)
+        return result
 
     def _checkpointer(self, burst, plan: Plan, resume):
         """The :class:`~svrt.runtime.checkpoint.Checkpointer` of this solve (None without checkpoints);

@@ -17,11 +17,12 @@ from svrt.errors import SvrtError
 from svrt.mode_grid import grid_shape
 from svrt.settings import check_ranges, setting
 
-__all__ = ["SolverConfig", "grid_shape", "MIN_SIZE", "TIPTILT_MODES", "MAX_ITERATIONS", "CPU_MAX_BATCH",
+__all__ = ["SolverConfig", "grid_shape", "fitted_modes", "MIN_FIT_MODES", "MIN_SIZE", "TIPTILT_MODES", "MAX_ITERATIONS", "CPU_MAX_BATCH",
            "RUNTIME_OVERHEAD_MB", "PRECISIONS"]
 
 MIN_SIZE = 16               # smallest image side the solver accepts (one emulator block)
 TIPTILT_MODES = (0, 1)      # KL modes 1 and 2 (0-based): tip and tilt
+MIN_FIT_MODES = 3           # tip, tilt and defocus: a field that supports fewer is refused (fitted_modes)
 _WEIGHTS = ("uniform", "noise")
 _SCALINGS = ("object", "global")
 _APODIZATIONS = ("mirror", "hann", "none")
@@ -50,8 +51,13 @@ class SolverConfig:
     node_iterations: int | None = setting(0, "L-BFGS iterations of each node's own patch after the whole field "
                                              "(none: patch_iterations; 0: none, the SV refinement moves the nodes)", method="momfbd")
     coarse_to_fine: bool = setting(True, "start every patch from the whole field's wavefronts (method momfbd)", method="momfbd")
-    fit_modes: int | None = setting(35, "fit KL 1..fit_modes in the patch stage, the rest 0 (none: all M); 35: "
-                                        "the best single value over r0 7-15 cm (benchmarks/PEERS-MATRIX.md)", min=2, max=1000, method="momfbd")
+    fit_modes: int | None = setting(35, "fit KL 1..fit_modes in the patch stage, the rest 0 (none: all M), at most "
+                                        "what the data support (data_per_mode); 35: the best single value over r0 "
+                                        "7-15 cm on 128^2-256^2 fields (benchmarks/PEERS-MATRIX.md)", min=2, max=1000,
+                                    method="momfbd")
+    data_per_mode: float = setting(600.0, "fit at most K (L-1)/L Y X / data_per_mode modes (method momfbd): small "
+                                          "fields and few frames fit fewer modes instead of fitting noise "
+                                          "(fitted_modes; 0: fit_modes whatever the field)", min=0, method="momfbd")
     start_rms: float = setting(0.3, "[rad] RMS of the random start of the modes freed at each step of the patch "
                                     "stage (method momfbd; also regularises: 0.1 fits more noise, 0.6 diverges)", min=0, max=10, method="momfbd")
     object_iterations: int = setting(20, "most conjugate-gradient iterations of each object solve", method="momfbd")
@@ -113,6 +119,8 @@ class SolverConfig:
                                                 "(0, 1] (1: all) or a count >= 2 (none: all); the kept frames go in the header")
     align_channels: bool = setting(False, "register channels 1..K-1 to channel 0 (shift, rotation, scale) before the "
                                           "solve, from the ALIGNk cards or the frame averages")
+    strict: bool = setting(False, "a restoration whose quality verdict (runtime/quality.py) is not ok is an error: "
+                                  "nothing is written, exit status 2 (default: written with its verdict and a warning)")
 
     def __post_init__(self) -> None:
         self.validate()
@@ -137,7 +145,7 @@ class SolverConfig:
         need(self.node_modes is None or (isinstance(self.node_modes, int) and self.node_modes >= 1),
              f"node_modes must be None or an integer >= 1; got {self.node_modes!r}.")
         need(isinstance(self.patch_size, int) and self.patch_size >= 16, f"patch_size must be an integer >= 16 pixels; got {self.patch_size!r}.")
-        for name in ("prior_scale", "tolerance", "refine_above", "start_rms"):
+        for name in ("prior_scale", "tolerance", "refine_above", "start_rms", "data_per_mode"):
             v = getattr(self, name)
             need(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0, f"{name} must be a number >= 0; got {v!r}.")
         need(self.time_budget is None or (isinstance(self.time_budget, (int, float)) and self.time_budget > 0),
@@ -181,6 +189,7 @@ class SolverConfig:
                                             and math.isfinite(self.select_frames) and self.select_frames > 0),
              f"select_frames must be None, a fraction in (0, 1] or a number of frames >= 2; got {self.select_frames!r}.")
         need(isinstance(self.align_channels, bool), f"align_channels must be True or False; got {self.align_channels!r}.")
+        need(isinstance(self.strict, bool), f"strict must be True or False; got {self.strict!r}.")
         need(self.kernels in _KERNELS, f"kernels must be one of {', '.join(_KERNELS)}; got {self.kernels!r}.")
         check_ranges(self)  # the ranges each setting(...) declares, e.g. patch_size <= 4096
         return self
@@ -195,3 +204,31 @@ class SolverConfig:
             out[k.upper()] = ("none" if k == "checkpoint" else "auto") if v is None else (str(v) if k == "checkpoint" else v)
         return out
 
+
+
+def fitted_modes(config: SolverConfig, shape: tuple[int, int, int, int], n_modes: int) -> int:
+    """The KL modes the wavefront stage of method momfbd fits for frames of ``shape`` = (K, L, Y, X): the
+    defaults adapt to the field here, in one place.
+
+    Each frame's wavefront is fitted to the K Y X pixels of that frame, but one frame's worth of data per
+    object goes to the object itself (object-eliminated MFBD: L frames constrain L - 1 independent
+    wavefront contrasts), so ``K (L - 1) / L Y X`` data constrain the fitted modes of every frame. With
+    fewer than ``data_per_mode`` (600) data per mode the high modes fit noise as aberrations: the MTF
+    comes out too low and the object over-restored (the 64^2 x 4-frame default fitted 35 modes and gave
+    NMSE_var 1.68 / 2.19 against the frame average's 0.55 / 0.77; 14 modes gave 0.07 / 0.18; 96^2 x 4 at 35
+    modes 0.13 / 0.23, at 14 0.04 / 0.10; docs/QUALITY.md). At 600, 128^2 x 8 frames x 2 objects (28672
+    data: 47 modes) and every larger field keep ``fit_modes``; 64^2 x 4 x 2 fits 10, 96^2 x 4 x 2 fits 23.
+
+    Returns min(fit_modes or M, K (L-1)/L Y X // data_per_mode); ``data_per_mode = 0`` or one frame:
+    ``fit_modes`` as set. SvrtError (one sentence naming the
+    options) when the field supports fewer than :data:`MIN_FIT_MODES`."""
+    k, n_frames, y, x = shape
+    top = n_modes if config.fit_modes is None else min(int(config.fit_modes), n_modes)
+    if config.data_per_mode <= 0 or n_frames < 2:
+        return top
+    supported = int(k * (n_frames - 1) / n_frames * y * x // config.data_per_mode)
+    if supported < MIN_FIT_MODES:
+        raise SvrtError(f"a {y}x{x} field of {n_frames} frames and {k} object(s) supports only {supported} fitted "
+                        f"wavefront mode(s) at data_per_mode {config.data_per_mode:g}, too few to restore safely; "
+                        "use more frames or a larger field, or set --data-per-mode 0 to fit --fit-modes anyway.")
+    return min(top, supported)

@@ -15,9 +15,10 @@ from svrt.fileio import read_burst, read_restoration, write_burst
 from svrt.runtime.forward_choice import EXACT_OPTICS, default_forward_model
 from svrt.runtime.solver import SVMOMFBD, SolverConfig, load_solver_engine
 
-# short but complete momfbd: patch wavefronts, a first object solve and one SV refinement round
+# short but complete momfbd: patch wavefronts, a first object solve and one SV refinement round; data_per_mode 0:
+# the 48^2 x 3-frame field supports 2 modes by the defaults' rule, which refuses it (this tests the entry points)
 SETTINGS = dict(grid=24, patch_size=32, patch_iterations=4, object_iterations=4, refine_rounds=1,
-                refine_iterations=2, refine_above=0.0, margin=8)
+                refine_iterations=2, refine_above=0.0, margin=8, data_per_mode=0.0)
 
 
 @pytest.fixture(scope="module")

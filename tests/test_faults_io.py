@@ -101,7 +101,7 @@ def test_adam_only_options_under_momfbd_get_one_warning(tiny_model, tmp_path):
     notes, r = svrt_warnings(lambda: run(["deconvolve", path, "-o", tmp_path / "r.fits", *tiny_engine(tiny_model),
                                           "--grid", "0", "--fit-modes", "3", "--patch-iterations", "1",
                                           "--object-iterations", "1", "--refine-rounds", "0", "--lr-objects", "0.1",
-                                          "-q"]))
+                                          "--data-per-mode", "0", "-q"]))   # 32^2 x 3 is refused by the mode cap
     assert r.exit_code == 0, r.output
     lines = [n for n in notes if "--lr-objects" in n]
     assert len(lines) == 1 and "only under method adam" in lines[0], notes
@@ -114,7 +114,7 @@ def test_adam_only_options_under_momfbd_get_one_warning(tiny_model, tmp_path):
     notes, r = svrt_warnings(lambda: run(["deconvolve", path, "-o", tmp_path / "r2.fits", *tiny_engine(tiny_model),
                                           "--config", tmp_path / "run.toml", "--grid", "0", "--fit-modes", "3",
                                           "--patch-iterations", "1", "--object-iterations", "1", "--refine-rounds",
-                                          "0", "-q"]))
+                                          "0", "--data-per-mode", "0", "-q"]))
     assert r.exit_code == 0 and not [n for n in notes if "only under method" in n], (r.output, notes)
 
 

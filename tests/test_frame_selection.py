@@ -54,7 +54,9 @@ def test_solver_keeps_the_sharp_frames_and_records_them():
     # frame 1 ruined by extra blur: it must be the one left out
     b.frames[0, 1] = _blurred(b.frames[0, 1], 4.0)
     engine = load_solver_engine(None, backend="psf-interpolation")
-    cfg = SolverConfig(grid=0, fit_modes=5, patch_iterations=5, object_iterations=3, select_frames=2, progress=False)
+    # data_per_mode=0: 48^2 x 2 kept frames support only one mode by the defaults' rule; this tests the selection
+    cfg = SolverConfig(grid=0, fit_modes=5, patch_iterations=5, object_iterations=3, select_frames=2, progress=False,
+                       data_per_mode=0)
     res = SVMOMFBD(engine, cfg).solve(b)
     assert res.modes.shape[0] == 2 and res.model.shape[1] == 2
     assert res.header["FRSEL_KEPT"] == "0,2" and res.header["FRSEL_N"] == 3
