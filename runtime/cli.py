@@ -213,6 +213,8 @@ def deconvolve_command(burst_path, output, engine_paths, model, backend, device,
     k, y, x = result.objects.shape
     msg = (f"wrote {output}: {k} object(s) of {y}x{x}, modes {tuple(result.modes.shape)}, {len(loss)} iterations "
            f"at {result.time_per_iteration:.3g} s each, loss {loss[0]:.3e} -> {loss[-1]:.3e}")
+    if result.quality is not None:
+        msg += f"; {result.quality.summary()}"
     if png_path is not None:
         msg += f"; quick look {png_path}"
     click.echo(msg)
