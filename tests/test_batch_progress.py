@@ -88,7 +88,7 @@ def test_start_line_and_log_lines_appear_while_the_first_burst_runs(tiny_model, 
 
 def test_momfbd_log_lines_appear_while_the_burst_runs(tiny_model, tmp_path, monkeypatch):
     config = SolverConfig(method="momfbd", grid=0, progress=False, patch_iterations=3, object_iterations=3,
-                          refine_rounds=1, refine_iterations=2)
+                          refine_rounds=1, refine_iterations=2, data_per_mode=0)  # 32^2 x 2: plumbing only
     jobs, watch, outcomes, seen = _watched_batch(tiny_model, tmp_path, monkeypatch, config, n=1)
     assert [o.status for o in outcomes] == ["done"], outcomes
     # each iteration line is written, and on disk, while the solve runs (not from the loss table after it)
