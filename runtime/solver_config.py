@@ -22,7 +22,7 @@ __all__ = ["SolverConfig", "grid_shape", "fitted_modes", "MIN_FIT_MODES", "MIN_S
 
 MIN_SIZE = 16               # smallest image side the solver accepts (one emulator block)
 TIPTILT_MODES = (0, 1)      # KL modes 1 and 2 (0-based): tip and tilt
-MIN_FIT_MODES = 3           # tip, tilt and defocus: a field that supports fewer is refused (fitted_modes)
+MIN_FIT_MODES = 5           # the first two radial orders (tip-tilt; defocus and astigmatism): fewer is refused
 _WEIGHTS = ("uniform", "noise")
 _SCALINGS = ("object", "global")
 _APODIZATIONS = ("mirror", "hann", "none")
@@ -55,7 +55,7 @@ class SolverConfig:
                                         "what the data support (data_per_mode); 35: the best single value over r0 "
                                         "7-15 cm on 128^2-256^2 fields (benchmarks/PEERS-MATRIX.md)", min=2, max=1000,
                                     method="momfbd")
-    data_per_mode: float = setting(600.0, "fit at most K (L-1)/L Y X / data_per_mode modes (method momfbd): small "
+    data_per_mode: float = setting(400.0, "fit at most K (L-1)/L Y X / data_per_mode modes (method momfbd): small "
                                           "fields and few frames fit fewer modes instead of fitting noise "
                                           "(fitted_modes; 0: fit_modes whatever the field)", min=0, method="momfbd")
     start_rms: float = setting(0.3, "[rad] RMS of the random start of the modes freed at each step of the patch "
@@ -213,20 +213,28 @@ def fitted_modes(config: SolverConfig, shape: tuple[int, int, int, int], n_modes
     Each frame's wavefront is fitted to the K Y X pixels of that frame, but one frame's worth of data per
     object goes to the object itself (object-eliminated MFBD: L frames constrain L - 1 independent
     wavefront contrasts), so ``K (L - 1) / L Y X`` data constrain the fitted modes of every frame. With
-    fewer than ``data_per_mode`` (600) data per mode the high modes fit noise as aberrations: the MTF
-    comes out too low and the object over-restored (the 64^2 x 4-frame default fitted 35 modes and gave
-    NMSE_var 1.68 / 2.19 against the frame average's 0.55 / 0.77; 14 modes gave 0.07 / 0.18; 96^2 x 4 at 35
-    modes 0.13 / 0.23, at 14 0.04 / 0.10; docs/QUALITY.md). At 600, 128^2 x 8 frames x 2 objects (28672
-    data: 47 modes) and every larger field keep ``fit_modes``; 64^2 x 4 x 2 fits 10, 96^2 x 4 x 2 fits 23.
+    too few data per mode the high modes fit noise as aberrations: the MTF comes out too low and the object
+    over-restored (the 64^2 x 4-frame x 2-object default fitted 35 modes and gave NMSE_var 1.68 / 2.19 against
+    the frame average's 0.55 / 0.77; 14 modes gave 0.07 / 0.18, 15 modes 0.30 / 0.47; docs/QUALITY.md). The cap
+    is rounded down to a complete radial order (2, 5, 9, 14, 20, 27, 35, 44 modes: the steps in which the patch
+    stage frees them; a partial order is an arbitrary choice among modes of equal variance, and 15 modes did
+    4x worse than 14 above). ``data_per_mode = 400`` keeps the configurations the peer matrix validated at 35
+    modes (128^2 x 8 frames x 1 object: 14336 data, 35; at 600 they fitted 20-23 and the r0 = 7 cm bursts
+    lost up to 24 %) and fits 14 on 64^2 x 4 x 2, 5 on 64^2 x 4 x 1.
 
-    Returns min(fit_modes or M, K (L-1)/L Y X // data_per_mode); ``data_per_mode = 0`` or one frame:
-    ``fit_modes`` as set. SvrtError (one sentence naming the
-    options) when the field supports fewer than :data:`MIN_FIT_MODES`."""
+    Returns min(fit_modes or M, the largest complete radial order <= K (L-1)/L Y X / data_per_mode);
+    ``data_per_mode = 0`` or one frame: ``fit_modes`` as set. SvrtError (one sentence naming the options)
+    when the field supports fewer than :data:`MIN_FIT_MODES`."""
     k, n_frames, y, x = shape
     top = n_modes if config.fit_modes is None else min(int(config.fit_modes), n_modes)
     if config.data_per_mode <= 0 or n_frames < 2:
         return top
     supported = int(k * (n_frames - 1) / n_frames * y * x // config.data_per_mode)
+    order = 1
+    while (order + 1) * (order + 4) // 2 <= supported:     # n (n + 3) / 2 modes end radial order n (no piston)
+        order += 1
+    if supported < top:
+        supported = order * (order + 3) // 2
     if supported < MIN_FIT_MODES:
         raise SvrtError(f"a {y}x{x} field of {n_frames} frames and {k} object(s) supports only {supported} fitted "
                         f"wavefront mode(s) at data_per_mode {config.data_per_mode:g}, too few to restore safely; "

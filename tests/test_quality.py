@@ -138,7 +138,9 @@ def test_fitted_modes_adapt_to_the_field_and_refuse_a_field_too_small():
     cfg = SolverConfig()
     assert fitted_modes(cfg, (2, 8, 128, 128), 44) == 35                 # large fields keep fit_modes
     assert fitted_modes(cfg, (2, 12, 256, 256), 44) == 35
-    assert fitted_modes(cfg, (2, 4, 64, 64), 44) == 10                   # 6144 data / 600
+    assert fitted_modes(cfg, (1, 8, 128, 128), 44) == 35                 # the peer matrix's 128^2 bursts keep 35
+    assert fitted_modes(cfg, (2, 4, 64, 64), 44) == 14                   # 6144 data / 400 = 15: radial order 4 ends at 14
+    assert fitted_modes(cfg, (1, 4, 64, 64), 44) == 5
     assert fitted_modes(SolverConfig(data_per_mode=0), (2, 4, 64, 64), 44) == 35
     assert fitted_modes(SolverConfig(fit_modes=None), (2, 8, 256, 256), 44) == 44
     error_of(lambda: fitted_modes(cfg, (1, 2, 32, 32), 44), "32x32", "--data-per-mode 0", "more frames")
@@ -173,7 +175,7 @@ def test_default_restoration_of_a_64x4_burst_is_no_worse_than_the_frame_average_
         warnings.simplefilter("always")
         result = SVMOMFBD(engine, SolverConfig(progress=False)).solve(burst64)
     restored, average = _score(burst64, result.objects), _score(burst64, result.frame_average)
-    assert result.header["FIT_MODES_USED"] == 10
+    assert result.header["FIT_MODES_USED"] == 14
     # the margin: half the frame average's NMSE (measured 0.11 / 0.22 against 0.55 / 0.77)
     assert all(r < 0.5 * a for r, a in zip(restored, average)), (restored, average)
     assert result.header["QUALITY"] == "ok" and result.quality.label == "ok"
