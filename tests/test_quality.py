@@ -139,7 +139,7 @@ def test_fitted_modes_adapt_to_the_field_and_refuse_a_field_too_small():
     assert fitted_modes(cfg, (2, 8, 128, 128), 44) == 35                 # large fields keep fit_modes
     assert fitted_modes(cfg, (2, 12, 256, 256), 44) == 35
     assert fitted_modes(cfg, (1, 8, 128, 128), 44) == 35                 # the peer matrix's 128^2 bursts keep 35
-    assert fitted_modes(cfg, (2, 4, 64, 64), 44) == 14                   # 6144 data / 400 = 15: radial order 4 ends at 14
+    assert fitted_modes(cfg, (2, 4, 64, 64), 44) == 14                   # 6144 / 400 = 15: order 4 ends at 14
     assert fitted_modes(cfg, (1, 4, 64, 64), 44) == 5
     assert fitted_modes(SolverConfig(data_per_mode=0), (2, 4, 64, 64), 44) == 35
     assert fitted_modes(SolverConfig(fit_modes=None), (2, 8, 256, 256), 44) == 44
