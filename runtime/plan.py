@@ -21,7 +21,8 @@ from svrt.runtime.solver_config import CPU_MAX_BATCH, MIN_SIZE, RUNTIME_OVERHEAD
 from svrt.windows import tiles
 
 __all__ = ["Plan", "make_plan", "batches", "default_batch_cap", "Estimate", "estimate", "describe",
-           "check_fits", "plan_summary", "PROCESS_BASE_MB", "PATCH_BYTES_PER_SAMPLE", "SECONDS_PER_SAMPLE"]
+           "check_fits", "plan_summary", "PROCESS_BASE_MB", "PATCH_BYTES_PER_SAMPLE", "SECONDS_PER_SAMPLE",
+           "SECONDS_FIXED"]
 
 
 @dataclass
@@ -122,6 +123,7 @@ def batches(n_objects: int, n_frames: int, batch: int) -> list:
 PROCESS_BASE_MB = 700.0         # [MiB] torch, svrt, astropy and the PSF models before the solve's arrays (CPU)
 PATCH_BYTES_PER_SAMPLE = 34.0   # [byte] per pixel and (object, frame): 1024^2 x 12 x 1 peaked at 3.1 GB
 SECONDS_PER_SAMPLE = 38e-6      # [s] per pixel and (object, frame) on the reference CPU: 256^2 and 512^2 x 12
+SECONDS_FIXED = 10.0            # [s] start-up, reading and writing: 128^2 x 3 frames took 18 s, 12 s of it solving
 
 
 @dataclass
@@ -144,7 +146,7 @@ def estimate(plan: Plan, n_objects: int, n_frames: int, shape: tuple[int, int], 
     solver = (_fixed_bytes(n_objects, n_frames, shape, n_modes, grid) + plan.batch * plan.bytes_per_sample
               + PATCH_BYTES_PER_SAMPLE * samples)
     base = PROCESS_BASE_MB if device.type == "cpu" else RUNTIME_OVERHEAD_MB
-    seconds = SECONDS_PER_SAMPLE * samples if device.type == "cpu" else None
+    seconds = SECONDS_FIXED + SECONDS_PER_SAMPLE * samples if device.type == "cpu" else None
     return Estimate(peak_bytes=solver + base * 2 ** 20, solver_bytes=solver, seconds=seconds)
 
 
