@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["mirror_tile", "burst_for", "run_size", "collect", "main"]
+__all__ = ["mirror_tile", "burst_for", "run_size", "collect", "markdown", "main"]
 
 REFERENCE_SIZE = 256   # the time per pixel is given relative to this size
 
@@ -151,6 +151,23 @@ def collect(out_dir: Path) -> dict:
             "its patch-wise run at 256^2 and 512^2 is left for a later run"}
 
 
+def markdown(curve: dict) -> str:
+    """The curve as the table of docs/COST.md."""
+    ref = curve["reference_size"]
+    lines = [f"| field | burst | CPU time [s] | wall [s] | peak RSS [MiB] | us per pixel and frame | vs {ref}^2 | "
+             "patch stage [s] | object solves + refinement [s] | NMSE_var (objects) | plan line's estimate |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in curve["rows"]:
+        est = r["plan"].split("estimated peak memory ")[-1].split(" (")[0] if r["plan"] else ""
+        when = r["plan"].split("about ")[-1].split(" on ")[0] if "about " in r["plan"] else ""
+        kind = "mirrored" if r["mirrored"] else "simulated"
+        lines.append(f"| {r['size']}^2 x {r['frames']} x {r['objects']} | {kind} | {r['cpu_s']:.0f} "
+                     f"| {r['wall_s']:.0f} | {r['peak_rss_mb']:.0f} | {r['us_per_pixel_sample']:.1f} "
+                     f"| {r['relative_to_ref']:.2f} | {r['t_patch_s']:.0f} | {r['t_iterations_s']:.0f} "
+                     f"| {' / '.join(f'{v:.4f}' for v in r['nmse_var'])} | {est}, {when} |")
+    return "\n".join(lines)
+
+
 def plot(curve: dict, path: Path) -> None:
     from svrt.pictures import save_png, subplots
 
@@ -201,6 +218,7 @@ def main(argv=None) -> int:
     if curve["rows"]:
         write_json(args.out_dir / "cost_curve.json", curve)
         plot(curve, args.out_dir / "cost_curve.png")
+        print(markdown(curve))
         for r in curve["rows"]:
             print(f"{r['size']:5d}^2  {r['cpu_s']:8.1f} s CPU  {r['peak_rss_mb']:8.0f} MiB  "
                   f"{r['us_per_pixel_sample']:6.1f} us/pixel-sample  x{r['relative_to_ref']:.2f}")
