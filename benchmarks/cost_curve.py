@@ -155,7 +155,7 @@ def markdown(curve: dict) -> str:
     """The curve as the table of docs/COST.md."""
     ref = curve["reference_size"]
     lines = [f"| field | burst | CPU time [s] | wall [s] | peak RSS [MiB] | us per pixel and frame | vs {ref}^2 | "
-             "patch stage [s] | object solves + refinement [s] | NMSE_var (objects) | plan line's estimate |",
+             "patch stage, wall [s] | objects + refinement, wall [s] | NMSE_var (objects) | plan line's estimate |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in curve["rows"]:
         est = r["plan"].split("estimated peak memory ")[-1].split(" (")[0] if r["plan"] else ""
