@@ -202,8 +202,13 @@ def deconvolve_command(burst_path, output, engine_paths, model, backend, device,
     config = solver_config(config_file, solver_kw, **({"progress": False} if quiet else {}))
 
     def make_solver(burst):   # the engine loads once the burst is read and checked
+        from svrt.runtime.plan import plan_summary
+
         engines = _load_engines(engine_paths, model, backend, device, config.precision, config.method)
-        return SVMOMFBD(engines if len(engines) > 1 else engines[0], config)
+        solver = SVMOMFBD(engines if len(engines) > 1 else engines[0], config)
+        # memory and time before the work: a field that cannot fit is refused here, not after an hour
+        click.echo(plan_summary(solver, burst.frames.shape, str(burst_path)))
+        return solver
 
     done = restore_file(burst_path, output, make_solver, config=config, png=png_path, instrument=list(instrument) or None,
                         allow_nonfinite=allow_nonfinite, drop_dead_frames=drop_dead_frames, overwrite=overwrite,

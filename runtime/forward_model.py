@@ -26,7 +26,8 @@ import contextlib
 import torch
 import torch.nn.functional as F
 
-__all__ = ["ForwardModel", "emulate", "upsample", "bytes_per_pixel_sample", "level_checkpointing"]
+__all__ = ["ForwardModel", "emulate", "upsample", "bytes_per_pixel_sample", "level_checkpointing",
+           "EXACT_OPTICS_BYTES_PER_PIXEL"]
 
 
 def upsample(coarse: torch.Tensor, size, impl: str) -> torch.Tensor:
@@ -79,6 +80,12 @@ def level_checkpointing(engine, enabled: bool):
                 del mod.forward
 
 
+#: [byte] peak bytes per pixel (field plus margin) of one (object, frame) call of exact optics
+#: (:func:`svrt.optics.psf_interpolation.interpolated_psf_convolve`, 16-pixel margin, 32-pixel grid, 48-pixel PSFs)
+#: with its backward pass: ru_maxrss growth of one call of 2 frames measured 607 at 256^2 and 756 at 512^2 (CPU)
+EXACT_OPTICS_BYTES_PER_PIXEL = 800.0
+
+
 def bytes_per_pixel_sample(engine, n_modes: int, checkpointing: bool = False) -> float:
     """Estimated peak bytes per pixel of one (object, frame) emulator call with its backward pass.
 
@@ -86,7 +93,13 @@ def bytes_per_pixel_sample(engine, n_modes: int, checkpointing: bool = False) ->
     ``25 C + 4.4 (M + 1)`` floats per pixel. The estimate is ``1.25 (A C + 5 (M + 1))`` floats of 4
     bytes with A = 25, or A = 12 with checkpointing on CUDA (on CPU the allocator keeps the peak of
     the recomputation, measured equal); activations count 2 bytes in FP16. Engines without a U-Net
-    width count as width 64 (``identity.extra['width']`` when they record one)."""
+    width count as width 64 (``identity.extra['width']`` when they record one).
+
+    Exact optics (engines that take the coarse mode grid, PSFs interpolated between the nodes) hold no U-Net
+    activations: :data:`EXACT_OPTICS_BYTES_PER_PIXEL` (the width-64 rule gave 9.1 kB, 12x too much, and tiled
+    a 1024^2 field that fits)."""
+    if getattr(engine, "wants_coarse_modes", False):
+        return EXACT_OPTICS_BYTES_PER_PIXEL
     model = getattr(engine, "model", None)
     width = getattr(getattr(model, "config", None), "width", None) or int(engine.identity.extra.get("width", 64))
     per_c = 12.0 if (checkpointing and engine.device.type == "cuda") else 25.0

@@ -1,6 +1,7 @@
 """How a burst is processed under the memory bound: frames per engine call (:class:`Plan`), the
 memory estimate, the (object, frames) batches and, when even one frame of the field does not fit,
-overlapping tiles blended with raised-cosine weights (both from :mod:`svrt.windows`).
+overlapping tiles blended with raised-cosine weights (both from :mod:`svrt.windows`); and the plan line
+``svrt deconvolve`` prints before the work (:func:`estimate`, :func:`describe`, :func:`check_fits`).
 
 The K x L engine calls are batched (``max_batch`` frames per call, or as many as the memory bound
 ``memory_mb`` allows) and gradients accumulated batch by batch, so the memory does not grow with L.
@@ -19,7 +20,9 @@ from svrt.runtime.forward_model import bytes_per_pixel_sample
 from svrt.runtime.solver_config import CPU_MAX_BATCH, MIN_SIZE, RUNTIME_OVERHEAD_MB, SolverConfig, grid_shape
 from svrt.windows import tiles
 
-__all__ = ["Plan", "make_plan", "batches", "default_batch_cap"]
+__all__ = ["Plan", "make_plan", "batches", "default_batch_cap", "Estimate", "estimate", "describe",
+           "check_fits", "plan_summary", "PROCESS_BASE_MB", "PATCH_BYTES_PER_SAMPLE", "SECONDS_PER_SAMPLE",
+           "SECONDS_FIXED"]
 
 
 @dataclass
@@ -67,9 +70,7 @@ def make_plan(cfg: SolverConfig, engines: list, n_modes: int, device: torch.devi
     pad = padding_for(y + m2, x + m2)
     bpp = max(bytes_per_pixel_sample(e, n_modes, ckpt) for e in engines)
     per_sample = bpp * (y + m2 + pad[2] + pad[3]) * (x + m2 + pad[0] + pad[1])
-    yg, xg = grid_shape(shape, cfg.grid)
-    # frames, weights, model; objects with their Adam states and filter buffers; modes with Adam states
-    fixed = 4.0 * (n_objects * n_frames * y * x * 3 + n_objects * y * x * 8 + n_frames * n_modes * yg * xg * 4)
+    fixed = _fixed_bytes(n_objects, n_frames, shape, n_modes, grid_shape(shape, cfg.grid))
     work = bound - RUNTIME_OVERHEAD_MB * 2 ** 20 - fixed
     total = n_objects * n_frames
     cap = cfg.max_batch if cfg.max_batch is not None else default_batch_cap(device)
@@ -98,6 +99,13 @@ def make_plan(cfg: SolverConfig, engines: list, n_modes: int, device: torch.devi
                 checkpointing=ckpt, overlap=overlap)
 
 
+def _fixed_bytes(n_objects: int, n_frames: int, shape: tuple[int, int], n_modes: int, grid) -> float:
+    """Bytes of the arrays of the whole burst: frames, weights, model; objects with their optimiser states and
+    filter buffers; modes with their optimiser states."""
+    (y, x), (yg, xg) = shape, grid
+    return 4.0 * (n_objects * n_frames * y * x * 3 + n_objects * y * x * 8 + n_frames * n_modes * yg * xg * 4)
+
+
 def batches(n_objects: int, n_frames: int, batch: int) -> list:
     """The engine calls of one pass over the burst: [(k, [frame indices])], at most ``batch`` frames each,
     object by object (each call uses one object's engine and instrument)."""
@@ -106,3 +114,75 @@ def batches(n_objects: int, n_frames: int, batch: int) -> list:
         for s in range(0, n_frames, batch):
             out.append((kk, list(range(s, min(n_frames, s + batch)))))
     return out
+
+
+# The whole-restoration model of :func:`estimate`, from ru_maxrss and the wall time of default momfbd
+# restorations with exact optics on the 2-core reference CPU (docs/COST.md): 256^2, 512^2 and 1024^2 x 12
+# frames. Peak = PROCESS_BASE_MB + the fixed arrays of make_plan + one engine batch + PATCH_BYTES_PER_SAMPLE
+# per pixel and (object, frame) for the patch stage's spectra and OTFs of the whole field.
+PROCESS_BASE_MB = 700.0         # [MiB] torch, svrt, astropy and the PSF models before the solve's arrays (CPU)
+PATCH_BYTES_PER_SAMPLE = 34.0   # [byte] per pixel and (object, frame): 1024^2 x 12 x 1 peaked at 3.1 GB
+SECONDS_PER_SAMPLE = 38e-6      # [s] per pixel and (object, frame) on the reference CPU: 256^2 and 512^2 x 12
+SECONDS_FIXED = 10.0            # [s] start-up, reading and writing: 128^2 x 3 frames took 18 s, 12 s of it solving
+
+
+@dataclass
+class Estimate:
+    """The cost of one restoration: ``peak_bytes`` the process's peak (resident memory on CPU, device memory on
+    CUDA), ``solver_bytes`` the part the memory bound governs, ``seconds`` the wall time (None off the CPU)."""
+
+    peak_bytes: float
+    solver_bytes: float
+    seconds: float | None
+
+
+def estimate(plan: Plan, n_objects: int, n_frames: int, shape: tuple[int, int], n_modes: int, grid,
+             device: torch.device) -> Estimate:
+    """Peak memory and time of restoring a ``[K, L, Y, X]`` burst (``n_objects``, ``n_frames``, ``shape``) with
+    ``plan`` and ``grid`` = (Yg, Xg) nodes. A tiled plan counts one tile's batch on top of the whole burst's
+    arrays. The time is the reference CPU's per-sample cost and ignores the thread count."""
+    y, x = shape
+    samples = n_objects * n_frames * y * x
+    solver = (_fixed_bytes(n_objects, n_frames, shape, n_modes, grid) + plan.batch * plan.bytes_per_sample
+              + PATCH_BYTES_PER_SAMPLE * samples)
+    base = PROCESS_BASE_MB if device.type == "cpu" else RUNTIME_OVERHEAD_MB
+    seconds = SECONDS_FIXED + SECONDS_PER_SAMPLE * samples if device.type == "cpu" else None
+    return Estimate(peak_bytes=solver + base * 2 ** 20, solver_bytes=solver, seconds=seconds)
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else (f"{seconds / 60:.0f} min" if seconds < 7200
+                                                   else f"{seconds / 3600:.1f} h")
+
+
+def describe(plan: Plan, est: Estimate, n_objects: int, n_frames: int, shape: tuple[int, int]) -> str:
+    """The plan line ``svrt deconvolve`` prints before the solve: the burst, how it is cut, the estimated peak
+    memory against the bound and the estimated time."""
+    y, x = shape
+    how = (f"{len(plan.tiles)} tiles of {plan.tiles[0][2]}x{plan.tiles[0][3]}" if plan.tiled else "whole field")
+    when = ("time not modelled off the CPU" if est.seconds is None else
+            f"about {_duration(est.seconds)} on a 2-core CPU ({SECONDS_PER_SAMPLE * 1e6:.0f} us per pixel and frame)")
+    return (f"plan: {n_objects} object(s) x {n_frames} frames of {y}x{x}, {how}, {plan.batch} frame(s) per engine "
+            f"call; estimated peak memory {est.peak_bytes / 2 ** 30:.2f} GiB (bound {plan.bound_bytes / 2 ** 30:.1f} "
+            f"GiB), {when}")
+
+
+def check_fits(plan: Plan, est: Estimate, shape: tuple[int, int], source: str) -> None:
+    """Refuse, in one sentence, a burst whose estimated memory exceeds the bound even after tiling: the whole
+    burst's arrays and the patch stage do not shrink with tiles."""
+    if est.solver_bytes > plan.bound_bytes:
+        y, x = shape
+        raise SvrtError(f"{source}: restoring the {y}x{x} burst needs an estimated "
+                        f"{est.solver_bytes / 2 ** 30:.2f} GiB, above the memory bound of "
+                        f"{plan.bound_bytes / 2 ** 30:.2f} GiB; raise memory_mb (--memory-mb) or restore fewer "
+                        "frames or a smaller field.")
+
+
+def plan_summary(solver, frames_shape: tuple, source: str) -> str:
+    """The plan line of restoring frames ``[K, L, Y, X]`` with ``solver`` (an
+    :class:`~svrt.runtime.solver.SVMOMFBD`); SvrtError (naming ``source``) when it does not fit the bound."""
+    k, n_frames, y, x = frames_shape
+    plan = solver.plan(k, n_frames, (y, x))
+    est = estimate(plan, k, n_frames, (y, x), solver.n_modes, grid_shape((y, x), solver.config.grid), solver.device)
+    check_fits(plan, est, (y, x), source)
+    return describe(plan, est, k, n_frames, (y, x))

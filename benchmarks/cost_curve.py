@@ -1,0 +1,229 @@
+"""The cost curve of ``svrt deconvolve``: wall time and peak resident memory of one default restoration per
+field size, on this machine, with the time per pixel relative to 256^2 (issue 23: it must not grow faster than
+the number of pixels).
+
+Each size is restored by ``svrt deconvolve`` in a fresh process (``python -m svrt.cli``), so its peak memory is
+its own: ``ru_maxrss`` of that child alone (``os.wait4``), not the running maximum over all children that
+``resource.getrusage(RUSAGE_CHILDREN)`` gives. The wall time and the CPU time (user + system, ``os.wait4``)
+include reading, the solve and writing; the time per pixel is from the CPU time, which other work on a shared
+machine does not stretch (with one thread, ``OMP_NUM_THREADS=1``, it equals the wall time of an idle machine).
+
+The bursts come from :func:`svrt.simulate.simulate_burst` (``wavefront="screen"``, data that do not follow the
+solver's model) up to ``--simulate-up-to``; larger fields are the largest simulated burst mirror-tiled (its
+frames, truth and noise reflected across the edges: a camera-sized field at a fraction of the simulation's
+cost, as the 1024^2 measurement of issue 23 was made).
+
+Every size writes ``cost-<size>.json`` into the output folder as soon as it is done; the curve (``cost_curve.json``,
+``cost_curve.png``) is made from all of them, so sizes run apart (a long 1024^2 run in the background) join one
+curve, and ``--report-only`` remakes it. torchmfbd's patch-wise run (the ``[peers]`` extra) is not part of this
+script: its column is left for a run where it is installed (``python -m svrt.benchmarks.peers``).
+
+Usage::
+
+    python -m svrt.benchmarks.cost_curve --sizes 128,256,512,1024 --frames 12 --objects 2 --out-dir cost/
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["mirror_tile", "burst_for", "run_size", "collect", "markdown", "main"]
+
+REFERENCE_SIZE = 256   # the time per pixel is given relative to this size
+
+
+def mirror_tile(burst, size: int):
+    """The ``[K, L, size, size]`` burst made of ``burst`` (square, side s) and its mirror images: rows and columns
+    reflected about the edges (s, 2s, ...) as often as needed, then cropped. MODES is dropped (the reflected
+    wavefront's tip-tilt would change sign); TRUTH, the header and the instruments are kept."""
+    from svrt.fileio import Burst
+
+    def tile(a):
+        reps = -(-size // a.shape[-1])
+        row = np.concatenate([a if i % 2 == 0 else a[..., ::-1] for i in range(reps)], axis=-1)
+        out = np.concatenate([row if i % 2 == 0 else row[..., ::-1, :] for i in range(reps)], axis=-2)
+        return np.ascontiguousarray(out[..., :size, :size])
+
+    truth = None if burst.truth is None else tile(burst.truth)
+    return Burst(frames=tile(burst.frames), instruments=list(burst.instruments), truth=truth,
+                 header=dict(burst.header) | {"MIRRORED": f"from {burst.frames.shape[-1]}^2"})
+
+
+def burst_for(size: int, frames: int, objects: int, seed: int, simulate_up_to: int, folder: Path) -> Path:
+    """The burst file of one size in ``folder`` (made once and kept): simulated up to ``simulate_up_to``, the
+    largest simulated one mirror-tiled beyond."""
+    from svrt.fileio import read_burst, write_burst
+
+    path = folder / f"burst-{size}x{frames}x{objects}-s{seed}.fits"
+    if path.exists():
+        return path
+    if size <= simulate_up_to:
+        from svrt.simulate import simulate_burst
+
+        burst = simulate_burst(size=size, n_frames=frames, n_objects=objects, seed=seed, wavefront="screen",
+                               progress=False)
+    else:
+        burst = mirror_tile(read_burst(burst_for(simulate_up_to, frames, objects, seed, simulate_up_to, folder)),
+                            size)
+    write_burst(path, burst)
+    return path
+
+
+def _stage_times(restoration) -> dict:
+    """Seconds per stage from the restoration's cards and loss table: the patch stage (T_PATCH), the object
+    solves and refinements (the loss table's rows) and the rest (reading, plan, writing within T_TOTAL)."""
+    cfg = restoration.config or restoration.header
+    t_total = float(cfg.get("T_TOTAL", float("nan")))
+    t_patch = float(cfg.get("T_PATCH", float("nan")))
+    t_rows = float(np.nansum(restoration.loss.get("time_s", [])))
+    return {"t_total_solver_s": t_total, "t_patch_s": t_patch, "t_iterations_s": t_rows,
+            "t_other_s": t_total - t_patch - t_rows, "iterations": int(len(restoration.loss.get("total", []))),
+            "obj_iters": cfg.get("OBJ_ITERS"), "patch_evals": cfg.get("PATCH_EVALS"), "rounds": cfg.get("ROUNDS")}
+
+
+def run_size(size: int, frames: int, objects: int, seed: int, simulate_up_to: int, out_dir: Path,
+             extra_args=()) -> dict:
+    """Restore the burst of one size with ``svrt deconvolve`` in a fresh process; its wall time, its own peak RSS,
+    the plan line it printed, the stage times and the score; written to ``cost-<size>.json``."""
+    from svrt.fileio import read_restoration
+    from svrt.instruments import get_instrument
+    from svrt.metrics import score_restoration
+    from svrt.records import write_json
+
+    burst_path = burst_for(size, frames, objects, seed, simulate_up_to, out_dir)
+    output = out_dir / f"restored-{size}.fits"
+    cmd = [sys.executable, "-m", "svrt.cli", "deconvolve", str(burst_path), "-o", str(output), "--no-png", "-q",
+           "--overwrite", *extra_args]
+    log = out_dir / f"deconvolve-{size}.log"
+    t0 = time.perf_counter()
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, text=True)
+        # wait4 gives this child's own rusage (RUSAGE_CHILDREN is the maximum over every child so far)
+        _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    out = log.read_text()
+    if proc.returncode != 0:
+        raise RuntimeError(f"svrt deconvolve failed on {burst_path} (exit {proc.returncode}): {out.strip()[-2000:]}")
+    peak_mb = usage.ru_maxrss / 1024.0 if sys.platform != "darwin" else usage.ru_maxrss / 2 ** 20
+    cpu = usage.ru_utime + usage.ru_stime
+    rest = read_restoration(output)
+    from svrt.fileio import read_burst
+
+    burst = read_burst(burst_path)
+    cfg = rest.config or rest.header
+    scores = [score_restoration(rest.objects[k], burst.truth[k], get_instrument(s).cutoff_cycles_per_pixel)
+              for k, s in enumerate(burst.instruments)] if burst.truth is not None else []
+    plan_line = next((line for line in out.splitlines() if line.startswith("plan:")), "")
+    record = {"size": size, "frames": frames, "objects": objects, "seed": seed,
+              "burst": burst_path.name, "mirrored": size > simulate_up_to, "command": " ".join(cmd[1:]),
+              "wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "peak_rss_mb": round(peak_mb, 1),
+              "peak_mb_at_solve_end": float(cfg.get("PEAK_MB", float("nan"))),
+              "plan": plan_line, "nmse_var": [round(float(s["nmse_variance"]), 5) for s in scores],
+              "threads": os.environ.get("OMP_NUM_THREADS"), **_stage_times(rest)}
+    write_json(out_dir / f"cost-{size}.json", record)
+    return record
+
+
+def collect(out_dir: Path) -> dict:
+    """The curve from every ``cost-<size>.json`` in ``out_dir``: per size the time per pixel and (object, frame)
+    relative to :data:`REFERENCE_SIZE` (or the smallest size when it is absent)."""
+    rows = sorted((json.loads(p.read_text()) for p in out_dir.glob("cost-*.json")), key=lambda r: r["size"])
+    if not rows:
+        return {"rows": []}
+    ref = next((r for r in rows if r["size"] == REFERENCE_SIZE), rows[0])
+
+    def per_sample(r):   # CPU time: other work on a shared machine stretches the wall time, not the CPU time
+        return r["cpu_s"] / (r["size"] ** 2 * r["frames"] * r["objects"])
+
+    for r in rows:
+        r["us_per_pixel_sample"] = round(1e6 * per_sample(r), 2)
+        r["relative_to_ref"] = round(per_sample(r) / per_sample(ref), 3)
+    return {"reference_size": ref["size"], "rows": rows, "torchmfbd": "not installed here (the [peers] extra): "
+            "its patch-wise run at 256^2 and 512^2 is left for a later run"}
+
+
+def markdown(curve: dict) -> str:
+    """The curve as the table of docs/COST.md."""
+    ref = curve["reference_size"]
+    lines = [f"| field | burst | CPU time [s] | wall [s] | peak RSS [MiB] | us per pixel and frame | vs {ref}^2 | "
+             "patch stage, wall [s] | objects + refinement, wall [s] | NMSE_var (objects) | plan line's estimate |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in curve["rows"]:
+        est = r["plan"].split("estimated peak memory ")[-1].split(" (")[0] if r["plan"] else ""
+        when = r["plan"].split("about ")[-1].split(" on ")[0] if "about " in r["plan"] else ""
+        kind = "mirrored" if r["mirrored"] else "simulated"
+        lines.append(f"| {r['size']}^2 x {r['frames']} x {r['objects']} | {kind} | {r['cpu_s']:.0f} "
+                     f"| {r['wall_s']:.0f} | {r['peak_rss_mb']:.0f} | {r['us_per_pixel_sample']:.1f} "
+                     f"| {r['relative_to_ref']:.2f} | {r['t_patch_s']:.0f} | {r['t_iterations_s']:.0f} "
+                     f"| {' / '.join(f'{v:.4f}' for v in r['nmse_var'])} | {est}, {when} |")
+    return "\n".join(lines)
+
+
+def plot(curve: dict, path: Path) -> None:
+    from svrt.pictures import save_png, subplots
+
+    rows = curve["rows"]
+    n = np.array([r["size"] ** 2 for r in rows], dtype=float)
+    fig, axes = subplots(1, 3, figsize=(13, 4))
+    axes[0].loglog(n, [r["cpu_s"] for r in rows], "o-", label="svrt deconvolve")
+    axes[0].loglog(n, rows[0]["cpu_s"] * n / n[0], "k:", label="linear in pixels")
+    axes[0].set_xlabel("pixels per frame")
+    axes[0].set_ylabel("CPU time [s]")
+    axes[0].legend(fontsize=8)
+    axes[1].semilogx(n, [r["relative_to_ref"] for r in rows], "o-")
+    axes[1].axhline(1.2, color="r", ls=":", label="1.2x (issue 23)")
+    axes[1].set_xlabel("pixels per frame")
+    axes[1].set_ylabel(f"time per pixel / that at {curve['reference_size']}^2")
+    axes[1].legend(fontsize=8)
+    axes[2].loglog(n, [r["peak_rss_mb"] / 1024 for r in rows], "o-")
+    axes[2].axhline(16, color="r", ls=":", label="16 GiB")
+    axes[2].set_xlabel("pixels per frame")
+    axes[2].set_ylabel("peak RSS [GiB]")
+    axes[2].legend(fontsize=8)
+    r0 = rows[0]
+    fig.suptitle(f"svrt deconvolve, {r0['objects']} objects x {r0['frames']} frames, one run per size", fontsize=10)
+    fig.tight_layout()
+    save_png(fig, path, dpi=90)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m svrt.benchmarks.cost_curve", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", default="128,256,512,1024", help="field sides, comma-separated")
+    ap.add_argument("--frames", type=int, default=12)
+    ap.add_argument("--objects", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--simulate-up-to", type=int, default=512,
+                    help="simulate bursts up to this side; larger ones mirror-tile that burst")
+    ap.add_argument("--out-dir", required=True, type=Path)
+    ap.add_argument("--report-only", action="store_true", help="only remake the curve from the cost-*.json there")
+    args = ap.parse_args(argv)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    if not args.report_only:
+        for size in (int(s) for s in args.sizes.split(",") if s.strip()):
+            rec = run_size(size, args.frames, args.objects, args.seed, args.simulate_up_to, args.out_dir)
+            print(f"{size}^2: {rec['cpu_s']:.1f} s CPU ({rec['wall_s']:.1f} s wall), peak RSS "
+                  f"{rec['peak_rss_mb']:.0f} MiB, NMSE_var {rec['nmse_var']}", flush=True)
+    from svrt.records import write_json
+
+    curve = collect(args.out_dir)
+    if curve["rows"]:
+        write_json(args.out_dir / "cost_curve.json", curve)
+        plot(curve, args.out_dir / "cost_curve.png")
+        print(markdown(curve))
+        for r in curve["rows"]:
+            print(f"{r['size']:5d}^2  {r['cpu_s']:8.1f} s CPU  {r['peak_rss_mb']:8.0f} MiB  "
+                  f"{r['us_per_pixel_sample']:6.1f} us/pixel-sample  x{r['relative_to_ref']:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

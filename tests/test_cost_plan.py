@@ -1,0 +1,91 @@
+"""The plan ``svrt deconvolve`` prints before the work (runtime/plan.py: estimate, describe, check_fits) and the
+cost curve's bookkeeping (benchmarks/cost_curve.py)."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+from sentences import sentence
+
+from svrt.errors import SvrtError
+from svrt.runtime.forward_model import EXACT_OPTICS_BYTES_PER_PIXEL
+from svrt.runtime.plan import plan_summary
+from svrt.runtime.solver import SVMOMFBD, SolverConfig, load_solver_engine
+
+
+@pytest.fixture(scope="module")
+def exact():
+    return load_solver_engine(device="cpu")      # the default forward model: exact optics
+
+
+def test_exact_optics_plan_does_not_tile_a_camera_field(exact):
+    """A 1024^2 x 12 x 2 burst under an 8 GiB bound: one frame of exact optics takes ~0.9 GB, so the field is solved
+    whole by momfbd. The width-64 emulator rule (9.1 kB per pixel, ~10 GB a frame) cut it into tiles, which
+    momfbd does not support: the restoration silently became method adam."""
+    solver = SVMOMFBD(exact, SolverConfig(progress=False, memory_mb=8192))
+    assert solver.bytes_per_pixel_sample() == EXACT_OPTICS_BYTES_PER_PIXEL
+    plan = solver.plan(2, 12, (1024, 1024))
+    assert not plan.tiled and plan.batch >= 1
+    line = plan_summary(solver, (2, 12, 1024, 1024), "burst.fits")
+    assert line.startswith("plan: 2 object(s) x 12 frames of 1024x1024, whole field")
+    est = float(re.search(r"estimated peak memory ([\d.]+) GiB", line).group(1))
+    assert 2.0 < est < 16.0                       # issue 23: under 16 GiB (measured 1024^2 x 12 x 1: 3.1 GB)
+
+
+def test_plan_refuses_a_burst_beyond_the_bound(exact):
+    """One frame fits a 1.5 GiB bound but the burst's own arrays and the patch stage do not: refused before any
+    work, in one sentence naming the file and the setting to change."""
+    solver = SVMOMFBD(exact, SolverConfig(progress=False, memory_mb=1500))
+    with pytest.raises(SvrtError) as e:
+        plan_summary(solver, (2, 12, 1024, 1024), "camera.fits")
+    sentence(e.value, "camera.fits", "1024x1024", "memory bound", "--memory-mb")
+
+
+def test_deconvolve_prints_the_plan_and_its_memory_is_within_2x(tmp_path):
+    """``svrt deconvolve`` (a fresh process, as the cost curve runs it) prints the plan line before the result,
+    and the estimated peak memory is within 2x of the process's measured peak RSS."""
+    from svrt.benchmarks.cost_curve import collect, run_size
+
+    rec = run_size(64, 3, 1, seed=2, simulate_up_to=64, out_dir=tmp_path)
+    log = (tmp_path / "deconvolve-64.log").read_text().splitlines()
+    assert log[0].startswith("plan: 1 object(s) x 3 frames of 64x64"), log[:2]
+    assert any(line.startswith("wrote ") for line in log[1:])
+    est_mb = 1024 * float(re.search(r"estimated peak memory ([\d.]+) GiB", rec["plan"]).group(1))
+    assert 0.5 <= est_mb / rec["peak_rss_mb"] <= 2.0, (est_mb, rec["peak_rss_mb"])
+    curve = collect(tmp_path)
+    assert [r["size"] for r in curve["rows"]] == [64] and curve["rows"][0]["relative_to_ref"] == 1.0
+
+
+def test_mirror_tile_reflects_about_the_edges():
+    from svrt.benchmarks.cost_curve import mirror_tile
+    from svrt.fileio import Burst
+
+    frames = np.arange(2 * 3 * 4 * 4, dtype=np.float32).reshape(2, 3, 4, 4)
+    big = mirror_tile(Burst(frames=frames, instruments="crisp8542", truth=frames[:, 0]), 10)
+    assert big.frames.shape == (2, 3, 10, 10) and big.truth.shape == (2, 10, 10)
+    np.testing.assert_array_equal(big.frames[..., :4, :4], frames)
+    np.testing.assert_array_equal(big.frames[..., :4, 4:8], frames[..., ::-1])      # mirrored across x = 4
+    np.testing.assert_array_equal(big.frames[..., 4:8, :4], frames[..., ::-1, :])   # mirrored across y = 4
+    assert big.modes is None
+
+
+def test_whole_field_psfs_by_fft_equal_the_pruned_dft():
+    """PSFs of a whole field (the patch stage's one wavefront per frame) are computed by FFT, whose cost grows as
+    S^2 log S instead of the DFT products' S^3; the numbers are the same to float32 rounding."""
+    import torch
+
+    import svrt.optics.psf as psf_module
+    from svrt.optics.psf import FFT_MIN_PSF_SIZE, PSFModel
+
+    model = PSFModel("crisp8542", 44, psf_size=FFT_MIN_PSF_SIZE)
+    a = 0.5 * torch.randn(3, 44, generator=torch.Generator().manual_seed(0))
+    by_fft = model(a)
+    try:
+        psf_module.FFT_MIN_PSF_SIZE = 10 ** 9                 # force the DFT products
+        by_dft = model(a)
+    finally:
+        psf_module.FFT_MIN_PSF_SIZE = FFT_MIN_PSF_SIZE
+    assert float((by_fft - by_dft).abs().max() / by_dft.max()) < 1e-5
+    np.testing.assert_allclose(by_fft.sum(dim=(-2, -1)).numpy(), 1.0, rtol=1e-5)
