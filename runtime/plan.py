@@ -17,7 +17,14 @@ import torch
 
 from svrt.errors import SvrtError
 from svrt.runtime.forward_model import bytes_per_pixel_sample
-from svrt.runtime.solver_config import CPU_MAX_BATCH, MIN_SIZE, RUNTIME_OVERHEAD_MB, SolverConfig, grid_shape
+from svrt.runtime.solver_config import (
+    CPU_MAX_BATCH,
+    MIN_SIZE,
+    RUNTIME_OVERHEAD_MB,
+    SolverConfig,
+    check_field_size,
+    grid_shape,
+)
 from svrt.windows import tiles
 
 __all__ = ["Plan", "make_plan", "batches", "default_batch_cap", "Estimate", "estimate", "describe",
@@ -182,6 +189,7 @@ def plan_summary(solver, frames_shape: tuple, source: str) -> str:
     """The plan line of restoring frames ``[K, L, Y, X]`` with ``solver`` (an
     :class:`~svrt.runtime.solver.SVMOMFBD`); SvrtError (naming ``source``) when it does not fit the bound."""
     k, n_frames, y, x = frames_shape
+    check_field_size(y, x)      # the solver's own refusal first: a plan of a field it refuses would mislead
     plan = solver.plan(k, n_frames, (y, x))
     est = estimate(plan, k, n_frames, (y, x), solver.n_modes, grid_shape((y, x), solver.config.grid), solver.device)
     check_fits(plan, est, (y, x), source)

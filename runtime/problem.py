@@ -34,7 +34,7 @@ from svrt.errors import SvrtError
 from svrt.instruments import get_instrument
 from svrt.mode_grid import per_pixel_modes
 from svrt.runtime.loss import centred, filtered
-from svrt.runtime.solver_config import MIN_SIZE, SolverConfig, grid_shape
+from svrt.runtime.solver_config import SolverConfig, check_field_size, grid_shape
 from svrt.windows import flat_top_window
 
 if TYPE_CHECKING:
@@ -99,8 +99,7 @@ def validate_burst(frames, instruments, mask, weights, engine_for: Callable[[str
     k, n_frames, y, x = frames_t.shape
     if k < 1 or n_frames < 1:
         raise SvrtError(f"frames must hold at least one object and one frame; got shape {tuple(frames_t.shape)}.")
-    if y < MIN_SIZE or x < MIN_SIZE:
-        raise SvrtError(f"frames of {y}x{x} pixels are too small; SV-MOMFBD needs at least {MIN_SIZE}x{MIN_SIZE}.")
+    check_field_size(y, x)
     if instruments is None:
         raise SvrtError("the instrument of each object is needed (instruments=[...] or a Burst).")
     if isinstance(instruments, str):

@@ -17,7 +17,7 @@ from svrt.errors import SvrtError
 from svrt.mode_grid import grid_shape
 from svrt.settings import check_ranges, setting
 
-__all__ = ["SolverConfig", "grid_shape", "fitted_modes", "MIN_FIT_MODES", "MIN_SIZE", "TIPTILT_MODES", "MAX_ITERATIONS", "CPU_MAX_BATCH",
+__all__ = ["SolverConfig", "grid_shape", "check_field_size", "fitted_modes", "MIN_FIT_MODES", "MIN_SIZE", "TIPTILT_MODES", "MAX_ITERATIONS", "CPU_MAX_BATCH",
            "RUNTIME_OVERHEAD_MB", "PRECISIONS"]
 
 MIN_SIZE = 16               # smallest image side the solver accepts (one emulator block)
@@ -204,6 +204,12 @@ class SolverConfig:
             out[k.upper()] = ("none" if k == "checkpoint" else "auto") if v is None else (str(v) if k == "checkpoint" else v)
         return out
 
+
+
+def check_field_size(y: int, x: int) -> None:
+    """Refuse frames of ``Y x X`` pixels smaller than :data:`MIN_SIZE` on a side, in one sentence."""
+    if y < MIN_SIZE or x < MIN_SIZE:
+        raise SvrtError(f"frames of {y}x{x} pixels are too small; SV-MOMFBD needs at least {MIN_SIZE}x{MIN_SIZE}.")
 
 
 def fitted_modes(config: SolverConfig, shape: tuple[int, int, int, int], n_modes: int) -> int:
