@@ -32,35 +32,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from svrt.trainer.psf_basis import AO_MODES, AO_RESIDUAL, draw_coefficients, pca_basis
+
 INSTRUMENT = "crisp8542"
 PSF_SIZE = 48
 N_VALUES = (8, 16, 32, 64, 128, 256, 512)
-R0_RANGE_CM = (5.0, 20.0)
-AO_MODES = 20
-AO_RESIDUAL = (0.05, 0.4)
-
-
-def draw_coefficients(n: int, regime: str, rng: np.random.Generator, n_modes: int = 44) -> np.ndarray:
-    """``[n, n_modes]`` KL coefficients (radians at 8542 A) of the regime ``ao`` or ``open``."""
-    from svrt.atmosphere import kolmogorov_coefficients
-
-    r0 = rng.uniform(*R0_RANGE_CM, size=n)
-    coef = np.stack([kolmogorov_coefficients(INSTRUMENT, float(r), n_modes, rng=rng) for r in r0])
-    if regime == "ao":
-        coef[:, :AO_MODES] *= rng.uniform(*AO_RESIDUAL, size=(n, 1))
-    elif regime != "open":
-        raise ValueError(f"unknown regime {regime!r}")
-    return coef.astype(np.float32)
-
-
-def pca_basis(psfs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(mean ``[S, S]``, components ``[R, S, S]`` by decreasing singular value, singular values ``[R]``)
-    of PSFs ``[P, S, S]``."""
-    p, s, _ = psfs.shape
-    flat = psfs.reshape(p, -1).double()
-    mean = flat.mean(0)
-    _, sv, vh = torch.linalg.svd(flat - mean, full_matrices=False)
-    return mean.reshape(s, s), vh.reshape(-1, s, s), sv
+R0_RANGE_CM = (5.0, 20.0)   # the wavefronts of svrt.trainer.psf_basis.draw_coefficients
 
 
 def truncate(psfs: torch.Tensor, mean: torch.Tensor, basis: torch.Tensor, n: int) -> torch.Tensor:

@@ -96,6 +96,11 @@ def export_command(model, output, instrument, fp16, vjp, opset, tensorrt, plan_p
             targets += [vjp_path_for(plan), plan_metadata_path(vjp_path_for(plan))]
     for t in targets:
         check_output(t, overwrite)
+    from svrt.emulator import model_kind
+
+    if model_kind(model) == "psf-basis":
+        _export_psf_basis(model, out, instrument, fp16, plans, vjp, check)
+        return
 
     net, meta = load_for_export(model)
     net.one_hot(instrument)  # an instrument the model was not trained for: one sentence, before any work
@@ -130,3 +135,25 @@ def export_command(model, output, instrument, fp16, vjp, opset, tensorrt, plan_p
             checks = compare_engine(engine, net, instrument, size=size, batch=batch, gradient=vjp)
             engine.close()
             _print_checks(checks, f"TensorRT vs PyTorch FP32, batch {batch} of {size}x{size}:")
+
+
+def _export_psf_basis(model, out: Path, instrument: str, fp16: bool, plans: bool, vjp: bool, check: bool) -> None:
+    """``svrt export`` of a PSF-basis emulator: its PSF graphs (svrt.export.psf_basis_graphs), FP32 ONNX."""
+    from svrt.export.psf_basis_graphs import export_psf_basis_onnx
+    from svrt.psf_emulator import load_psf_emulator
+
+    net, meta = load_psf_emulator(model)
+    if instrument.lower() != net.config.instrument.lower():
+        raise SvrtError(f"{model} is a PSF-basis emulator of {net.config.instrument}, not '{instrument}'; train one "
+                        f"for it with 'svrt train-psf-basis --instrument {instrument}'.")
+    if plans or fp16:
+        raise SvrtError(f"{model} is a PSF-basis emulator: it exports to FP32 ONNX only (its graphs are small; the "
+                        "convolution around them runs in the runtime); drop --tensorrt, --fp16 and .plan.")
+    click.echo(f"PSF-basis emulator {meta.get('name', model)} (hash {meta.get('sha256', '?')}, "
+               f"{net.config.n_basis} basis PSFs, {net.config.n_modes} modes), instrument {net.config.instrument}")
+    result = export_psf_basis_onnx(model, out, vjp=vjp, check=check)
+    for f, kind in zip(result["files"], ["forward (PSFs)", "gradient (VJP)"]):
+        click.echo(f"wrote {f} ({kind} graph, fp32, {_size(f)})")
+    if result["checks"]:
+        click.echo("ONNX Runtime (CPU) vs PyTorch on 64 wavefronts, max relative difference: " + ", ".join(
+            f"{k} {v:.1e}" for k, v in result["checks"].items()))

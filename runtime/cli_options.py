@@ -51,13 +51,14 @@ engine_options = [
                  help="Emulator file: .safetensors (torch), .onnx (onnxruntime) or .plan (TensorRT); repeat for one "
                       "engine per instrument."),
     click.option("--model", default=None,
-                 help="Name of a bundled emulator model, e.g. svce-c16 [default: none: deconvolve, batch and demo use "
-                      "exact optics (the psf-interpolation back end) unless a model or engine is named; convolve uses "
-                      "svce-c16]."),
+                 help="Name of a bundled emulator model, e.g. svce-c16 or psfb-crisp8542 [default: none: deconvolve, "
+                      "batch and demo use exact optics (the psf-interpolation back end) unless a model or engine is "
+                      "named; convolve uses svce-c16]."),
     click.option("--backend", default=None,
-                 type=click.Choice(["torch", "onnxruntime", "tensorrt", "psf-interpolation"]),
-                 help="Back end [default: from the file suffix]. psf-interpolation uses the exact optics (PSFs "
-                      "interpolated between grid nodes) instead of the emulator: no training needed."),
+                 type=click.Choice(["torch", "onnxruntime", "tensorrt", "psf-interpolation", "psf-basis"]),
+                 help="Back end [default: from the file suffix, and for weights from their kind]. psf-interpolation "
+                      "uses the exact optics (PSFs interpolated between grid nodes) instead of the emulator: no "
+                      "training needed; psf-basis runs a PSF-basis emulator (e.g. --model psfb-crisp8542)."),
     click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N."),
 ]
 

@@ -10,8 +10,10 @@ Shapes: ``obj [B, 1, Y, X]``, ``modes [B, M, Y, X]`` (radians), output ``[B, 1, 
 sizes that are not multiples of 16 are reflect-padded here, so back ends only see multiples of 16.
 
 Back ends live in :mod:`svrt.runtime.backends` (``torch_backend``, ``onnxruntime_backend``,
-``tensorrt_backend``); each is imported only when chosen. :func:`load_engine` picks one from the
-file: ``.safetensors`` (or a bundled model name) -> torch, ``.onnx`` -> onnxruntime, ``.plan`` -> tensorrt.
+``tensorrt_backend``, ``psf_interpolation_backend``, ``psf_basis_backend``); each is imported only when
+chosen. :func:`load_engine` picks one from the file: ``.safetensors`` (or a bundled model name) -> torch
+(the U-Net) or psf-basis (a PSF-basis emulator, by its metadata), ``.onnx`` -> onnxruntime, ``.plan`` ->
+tensorrt.
 """
 
 from __future__ import annotations
@@ -210,16 +212,26 @@ BACKENDS = {
     "onnxruntime": "svrt.runtime.backends.onnxruntime_backend:OnnxRuntimeEngine",
     "tensorrt": "svrt.runtime.backends.tensorrt_backend:TensorRTEngine",
     "psf-interpolation": "svrt.runtime.backends.psf_interpolation_backend:PSFInterpolationEngine",
+    "psf-basis": "svrt.runtime.backends.psf_basis_backend:PSFBasisEngine",
 }
 
 SUFFIX_BACKEND = {".safetensors": "torch", ".onnx": "onnxruntime", ".plan": "tensorrt", ".engine": "tensorrt"}
 
 
 def backend_for(path: str | Path | None) -> str:
-    """The default back end for a file (or a bundled model name: torch)."""
+    """The default back end for a file: by its suffix, and for weights (``.safetensors`` or a bundled model
+    name) by the kind their metadata records: the U-Net runs on torch, a PSF-basis emulator on psf-basis."""
     if path is None:
         return "torch"
-    return SUFFIX_BACKEND.get(Path(str(path)).suffix.lower(), "torch")
+    backend = SUFFIX_BACKEND.get(Path(str(path)).suffix.lower(), "torch")
+    if backend == "torch":
+        from svrt.emulator import model_kind
+
+        try:
+            return "psf-basis" if model_kind(path) == "psf-basis" else "torch"
+        except SvrtError:
+            return "torch"   # an unknown name or a missing file: the torch back end's loader says which
+    return backend
 
 
 def load_engine(path: str | Path | None = None, backend: str | None = None, device: str = "cpu",

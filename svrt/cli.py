@@ -29,6 +29,8 @@ COMMANDS = {
     "simulate": ("svrt.simulate_cli:simulate_command", "Simulate an anisoplanatic burst (FITS or HDF5)."),
     "prepare": ("svrt.prepare_cli:prepare_command", "Camera files and calibration (dark, gain) to a burst file."),
     "train": ("svrt.trainer.cli:train_command", "Train the spatially variant convolution emulator."),
+    "train-psf-basis": ("svrt.trainer.cli:train_psf_basis_command",
+                        "Train a PSF-basis emulator (linear in the object) for one instrument."),
     "validate": ("svrt.benchmarks.validate:validate_command", "Validate an emulator against exact convolutions."),
     "export": ("svrt.export.cli:export_command", "Export a model to ONNX or a TensorRT plan."),
     "engines": ("svrt.runtime.inventory:engines_command", "List the back ends and devices this machine can run."),

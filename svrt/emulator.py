@@ -351,19 +351,13 @@ def check_device(device, available: bool = True) -> "torch.device":
     return dev
 
 
-def load_model(name_or_path: str | Path | None = None, device="cpu") -> tuple[SVCE, dict]:
-    """Load a model (eval mode) and its metadata; never unpickles (safetensors only).
-
-    Verified on loading, each failure one :class:`SvrtError` sentence naming the file: the metadata
-    is JSON with a well-formed ``config``; the tensors match that architecture; the weights' content
-    hash equals the ``sha256`` recorded in the metadata (a flipped bit or an edited tensor is caught);
-    every weight is finite (NaN or Inf weights give NaN images). ``device`` is checked first
-    (:func:`check_device`), so a bad device is never blamed on the file."""
+def read_weights_file(path: Path) -> tuple[dict, dict]:
+    """The tensors and the JSON metadata (safetensors key ``svrt``) of a model file, never unpickled; each
+    failure one :class:`SvrtError` sentence naming the file. Shared by every model kind (the U-Net here,
+    the PSF-basis emulator of :mod:`svrt.psf_emulator`)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file, safe_open
 
-    dev = check_device(device)
-    path = resolve_model_path(name_or_path)
     try:
         with safe_open(str(path), framework="pt") as f:
             raw = (f.metadata() or {}).get("svrt")
@@ -380,11 +374,13 @@ def load_model(name_or_path: str | Path | None = None, device="cpu") -> tuple[SV
     if not isinstance(meta, dict):
         raise SvrtError(f"{path}: the metadata (safetensors key 'svrt') is a {type(meta).__name__}; expected a JSON "
                         "object.")
-    config = _config_from_metadata(meta, path)
-    try:
-        model = SVCE(config)
-    except (TypeError, ValueError, RuntimeError) as exc:
-        raise SvrtError(f"{path}: metadata 'config' does not describe a buildable emulator ({exc}).") from None
+    return tensors, meta
+
+
+def load_weights_into(model: nn.Module, tensors: dict, meta: dict, path: Path) -> None:
+    """Load ``tensors`` into ``model`` after checking that they match its architecture, that their content
+    hash equals the ``sha256`` of the metadata (a flipped bit or an edited tensor is caught) and that every
+    weight is finite (NaN or Inf weights give NaN images)."""
     try:
         missing, unexpected = model.load_state_dict(tensors, strict=False)
     except RuntimeError:  # tensors of the wrong shape
@@ -404,4 +400,42 @@ def load_model(name_or_path: str | Path | None = None, device="cpu") -> tuple[SV
     if bad:
         raise SvrtError(f"{path}: {len(bad)} weight tensor(s) hold NaN or Inf values ({', '.join(sorted(bad)[:3])}); "
                         "the model would give NaN images: retrain it or use another model.")
+
+
+def model_kind(name_or_path: str | Path | None) -> str:
+    """``"svce"`` (the U-Net) or ``"psf-basis"`` (:mod:`svrt.psf_emulator`) for a model file or bundled name:
+    the metadata's ``kind`` (files written before the PSF-basis emulator have none: the U-Net). Reads the
+    header only."""
+    from safetensors import SafetensorError, safe_open
+
+    path = resolve_model_path(name_or_path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = (f.metadata() or {}).get("svrt") or "{}"
+        kind = json.loads(raw).get("kind", "svce")
+    except (SafetensorError, OSError, ValueError, AttributeError):
+        return "svce"  # load_model gives the precise sentence
+    return kind if isinstance(kind, str) else "svce"
+
+
+def load_model(name_or_path: str | Path | None = None, device="cpu") -> tuple[SVCE, dict]:
+    """Load a model (eval mode) and its metadata; never unpickles (safetensors only).
+
+    Verified on loading, each failure one :class:`SvrtError` sentence naming the file: the metadata
+    is JSON with a well-formed ``config``; the tensors match that architecture; the weights' content
+    hash equals the ``sha256`` recorded in the metadata (a flipped bit or an edited tensor is caught);
+    every weight is finite (NaN or Inf weights give NaN images). ``device`` is checked first
+    (:func:`check_device`), so a bad device is never blamed on the file."""
+    dev = check_device(device)
+    path = resolve_model_path(name_or_path)
+    tensors, meta = read_weights_file(path)
+    if meta.get("kind", "svce") != "svce":
+        raise SvrtError(f"{path} is a {meta['kind']} model, not the U-Net emulator; load it with "
+                        "svrt.runtime.engine.load_engine, which picks its back end.")
+    config = _config_from_metadata(meta, path)
+    try:
+        model = SVCE(config)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise SvrtError(f"{path}: metadata 'config' does not describe a buildable emulator ({exc}).") from None
+    load_weights_into(model, tensors, meta, path)
     return model.to(dev).eval(), meta

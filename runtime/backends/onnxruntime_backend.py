@@ -194,6 +194,10 @@ class OnnxRuntimeEngine(CompanionPair, Engine):
         if vjp_path:
             vjp_session, vjp_meta = _session(ort, vjp_path, provider_list, threads, cpu)
             check_companion(meta, vjp_meta, path, vjp_path)
+        if meta.get("kind") == "psf-basis":   # PSF graphs of a PSF-basis emulator (svrt.export.psf_basis_graphs)
+            from svrt.runtime.backends.onnxruntime_psf_basis import OnnxRuntimePSFBasisEngine
+
+            return OnnxRuntimePSFBasisEngine(session, meta, path, vjp_session, vjp_path)
         return cls(session, meta, path, dev, vjp_session, vjp_path)
 
     # --- running -------------------------------------------------------------------------------
