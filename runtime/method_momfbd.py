@@ -36,7 +36,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from svrt.atmosphere import d_over_r0_at_wavelength
 from svrt.runtime.loss import grad_sq_mean
 from svrt.runtime.plan import batches
 from svrt.runtime.problem import MethodResult, SolveContext, noise_variances
@@ -214,11 +213,11 @@ def _node_wavefronts(ctx: SolveContext, data_n, nvar, init_a, grid: tuple[int, i
                   start_rms=cfg.start_rms)
     whole_field = None
     if init_a is None and grid != (1, 1) and cfg.coarse_to_fine:
-        glob, whole_field = patch_wavefronts(data_n, ctx.insts, ctx.n_modes, (1, 1), nvar.mean(dim=1),
+        glob, whole_field = patch_wavefronts(data_n, ctx.channels, ctx.n_modes, (1, 1), nvar.mean(dim=1),
                                              cfg.patch_size, cfg.patch_iterations, **common)
         init_a = glob.expand(-1, -1, *grid).contiguous()
     node_iterations = cfg.patch_iterations if (cfg.node_iterations is None or init_a is None) else cfg.node_iterations
-    alpha, pinfo = patch_wavefronts(data_n, ctx.insts, ctx.n_modes, grid, nvar.mean(dim=1), cfg.patch_size,
+    alpha, pinfo = patch_wavefronts(data_n, ctx.channels, ctx.n_modes, grid, nvar.mean(dim=1), cfg.patch_size,
                                     max(1, node_iterations), init=init_a, **common)
     if init_a is not None and grid != (1, 1) and node_iterations == 0:
         alpha = init_a                     # the nodes keep the start; the SV refinement moves them
@@ -237,7 +236,7 @@ def _high_order_attenuation(ctx: SolveContext, alpha, problem, shape_p: tuple[in
     of the fitted modes, for every channel on the object's grid ``[Y + 2m, X + 2m]`` (and on the patch
     problem, whose object power laws are refitted with it); otherwise a None per channel."""
     from svrt.optics.filters import frequency_radius
-    from svrt.optics.residual import estimate_d_over_r0, fitting_error_otf, fitting_error_variance
+    from svrt.optics.residual import estimate_d_over_r0, fitting_error_variance
 
     cfg = ctx.config
     if cfg.high_order != "kolmogorov":
@@ -248,12 +247,10 @@ def _high_order_attenuation(ctx: SolveContext, alpha, problem, shape_p: tuple[in
     info["FIT_ERR_RAD2"] = round(fitting_error_variance(d_r0, n_fit), 4)
     nu = frequency_radius(shape_p, real=False, device=ctx.device)
     nu_s = frequency_radius((problem.layout.size,) * 2, real=True, device=ctx.device)
-    # D / r0 scales as lambda^(-6/5) (the ratio lambda_0 / lambda_k of each channel)
-    d_r0_k = [d_over_r0_at_wavelength(d_r0, ratio) for ratio in ctx.ratios]
-    problem.attenuation = [fitting_error_otf(nu_s / inst.cutoff_cycles_per_pixel, d, n_fit)
-                           for inst, d in zip(ctx.insts, d_r0_k)]
+    # each channel at its own wavelength (Channel.attenuation: D / r0 scales as lambda^(-6/5))
+    problem.attenuation = [ch.attenuation(nu_s, d_r0, n_fit) for ch in ctx.channels]
     problem.refit_object_power(alpha.permute(0, 2, 3, 1))
-    return [fitting_error_otf(nu / inst.cutoff_cycles_per_pixel, d, n_fit) for inst, d in zip(ctx.insts, d_r0_k)]
+    return [ch.attenuation(nu, d_r0, n_fit) for ch in ctx.channels]
 
 
 def _wiener_prior(ctx: SolveContext, problem, alpha, groups: list, shape_p: tuple[int, int], info: dict):
@@ -296,20 +293,8 @@ class _FieldModel:
         self.attenuation, self.prior, self.owner, self.groups, self.shape_p = attenuation, prior, owner, groups, shape_p
         self.k, self.n_frames, self.y, self.x = data_n.shape
         self.batches = batches(self.k, self.n_frames, ctx.plan.batch)
-        self._psf_models = None
-
-    @property
-    def psf_models(self) -> list:
-        """One :class:`~svrt.optics.psf.PSFModel` per channel, PSFs of side min(64, field) (even), for the
-        preconditioner; made once."""
-        if self._psf_models is None:
-            from svrt.optics.psf import PSFModel
-
-            s = min(64, *self.shape_p)
-            s -= s % 2
-            self._psf_models = [PSFModel(inst, self.ctx.n_modes, psf_size=s, device=self.prior.device)
-                                for inst in self.ctx.insts]
-        return self._psf_models
+        # the preconditioner's PSFs: side min(64, field), even
+        self.psf_size = min(64, *shape_p) - min(64, *shape_p) % 2
 
     def attenuate(self, o_k, i):
         """Object ``o_k`` through channel i's OTF of the unfitted modes (none: unchanged)."""
@@ -349,20 +334,11 @@ class _FieldModel:
         """2 (sum_l w_kl |S_kl|^2 + R_k) with S_kl the OTF of frame l's field-mean wavefront (for an object
         seen in several channels, the sum over them of the data part): the CG preconditioner."""
         ctx, dev = self.ctx, self.prior.device
-        s = self.psf_models[0].psf_size
         mean_a = a_eff.mean(dim=(-2, -1))                                                     # [L, M]
         out = torch.empty(len(self.groups), *self.shape_p, device=dev)
         data_part = []
-        for i, psf_model in enumerate(self.psf_models):
-            a_i = mean_a * ctx.ratios[i]
-            if ctx.models[i].diversity is not None:
-                a_i = a_i + ctx.models[i].diversity.to(a_i)
-            psf = psf_model(a_i)                                                               # [L, s, s]
-            big = torch.zeros(self.n_frames, *self.shape_p, device=dev)
-            big[:, :s, :s] = psf
-            t = torch.fft.fft2(torch.roll(big, shifts=(-(s // 2), -(s // 2)), dims=(-2, -1)))
-            if self.attenuation[i] is not None:
-                t = t * self.attenuation[i]
+        for i, channel in enumerate(ctx.channels):
+            t = channel.field_otf(mean_a, ctx.n_modes, self.psf_size, self.shape_p, dev, self.attenuation[i])
             mean_w = self.w_kl[i] * (float(self.pix_w[i].mean()) if self.pix_w is not None else 1.0)
             data_part.append((mean_w[:, None, None] * t.abs().pow(2)).sum(dim=0))
         for g, members in enumerate(self.groups):

@@ -33,6 +33,7 @@ import torch
 from svrt.errors import SvrtError
 from svrt.instruments import get_instrument
 from svrt.mode_grid import per_pixel_modes
+from svrt.runtime.channel import wavelength_ratios
 from svrt.runtime.loss import centred, filtered
 from svrt.runtime.solver_config import SolverConfig, check_field_size, grid_shape
 from svrt.windows import flat_top_window
@@ -213,7 +214,7 @@ class Problem:
                 gamma = torch.ones(k, n_frames)
         pix_w = None if bool(valid.all()) else valid.to(data_device).float()
         # wavelength ratios (modes in radians at the wavelength of object 0)
-        ratios = [insts[0].wavelength_angstrom / inst.wavelength_angstrom for inst in insts]
+        ratios = wavelength_ratios(insts)
         return cls(burst=burst, scale=scale, average=average, data=data_n, average_n=avg_n, pix_w=pix_w,
                    gamma=gamma.to(device), ratios=ratios)
 
@@ -303,6 +304,11 @@ class SolveContext:
     def centred(self, a: torch.Tensor) -> torch.Tensor:
         """The modes with the mean tip-tilt over the frames removed (when ``config.tiptilt``)."""
         return centred(a, self.config.tiptilt)
+
+    @property
+    def channels(self) -> list:
+        """The :class:`~svrt.runtime.channel.Channel` of each object (its wavelength ratio, its diversity)."""
+        return [m.channel for m in self.models]
 
     @property
     def ratios(self) -> list:
