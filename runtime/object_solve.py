@@ -26,6 +26,8 @@ from typing import Any, Callable
 
 import torch
 
+from svrt.runtime.solver_config import solver_default
+
 __all__ = ["ObjectSolveResult", "solve_objects", "prior_value", "fourier_precondition"]
 
 
@@ -49,8 +51,9 @@ def fourier_precondition(g: torch.Tensor, denominator: torch.Tensor) -> torch.Te
 
 
 def solve_objects(data_value_and_grad: Callable, model: Callable, o0: torch.Tensor, prior: torch.Tensor,
-                  denominator: torch.Tensor, weighted_sq: Callable, iterations: int = 30,
-                  tolerance: float = 1e-4, deadline: float | None = None,
+                  denominator: torch.Tensor, weighted_sq: Callable,
+                  iterations: int = solver_default("object_iterations"),
+                  tolerance: float = solver_default("tolerance"), deadline: float | None = None,
                   on_row: Callable[[float, float, float], Any] | None = None) -> ObjectSolveResult:
     """Minimise J(o) by preconditioned conjugate gradients.
 

@@ -43,16 +43,13 @@ from svrt.mode_grid import node_positions
 from svrt.optics.filters import frequency_radius
 from svrt.runtime.channel import burst_channels
 from svrt.runtime.object_prior import fit_object_power
+from svrt.runtime.solver_config import solver_default
 from svrt.windows import modified_hann
 
 __all__ = ["PatchLayout", "patch_layout", "patch_wavefronts", "MODE_STEPS"]
 
 # modes freed in steps: tip-tilt, + defocus and astigmatism, + coma and trefoil, ..., all
 MODE_STEPS = (2, 5, 9, 14, 20, 27, 35, 44, 54, 65)
-# [rad] RMS of the random start of newly freed modes (seeded). It also regularises: the marginal likelihood
-# keeps falling as the fit follows the noise, and from 0.3 rad the 30 L-BFGS steps of a mode step end nearer
-# the truth than from 0.1 (NMSE 0.024-0.072 vs 0.036-0.083 on 5 of 5 128^2 bursts; 0.6 rad diverges)
-START_RMS_RAD = 0.3
 
 
 @dataclass(frozen=True)
@@ -209,10 +206,12 @@ class PatchProblem:
 
 
 def patch_wavefronts(frames: torch.Tensor, channels, n_modes: int, grid_shape: tuple[int, int], noise_var,
-                     patch_size: int = 64, iterations: int = 40, gamma_scale: float = 1.0,
+                     patch_size: int = solver_default("patch_size"),
+                     iterations: int = solver_default("patch_iterations"), gamma_scale: float = 1.0,
                      tiptilt: bool = True, weights: torch.Tensor | None = None, attenuation=None,
                      init: torch.Tensor | None = None, progress=None, fit_modes: int | None = None,
-                     seed: int = 0, diversity=None, start_rms: float = START_RMS_RAD) -> tuple[torch.Tensor, dict]:
+                     seed: int = 0, diversity=None,
+                     start_rms: float = solver_default("start_rms")) -> tuple[torch.Tensor, dict]:
     """Wavefronts ``[L, M, Yg, Xg]`` (radians at object 0's wavelength) at the grid nodes, from one
     object-eliminated MOMFBD per node's patch.
 
@@ -222,7 +221,8 @@ def patch_wavefronts(frames: torch.Tensor, channels, n_modes: int, grid_shape: t
     ``iterations`` L-BFGS iterations per mode step (:data:`MODE_STEPS` up to ``n_modes``);
     ``weights [K, L]`` gamma_kl; ``attenuation(i, nu)`` the OTF factor of the unmodelled high orders;
     ``init [L, M, Yg, Xg]`` a starting point (e.g. the previous burst's); ``start_rms`` [rad] the random
-    start of newly freed modes; ``diversity`` a
+    start of newly freed modes (seeded; the defaults of ``patch_size``, ``iterations`` and ``start_rms`` are
+    the settings', :class:`~svrt.runtime.solver_config.SolverConfig`); ``diversity`` a
     :class:`~svrt.optics.diversity.DiversitySpec` (channels tied to one object, their known defocus) or
     None. Returns the wavefronts and a
     dict with the metric before and after and the number of function evaluations."""
