@@ -29,10 +29,8 @@ and continues with the next round, to the same result.
 
 from __future__ import annotations
 
-import sys
 import time
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -40,32 +38,9 @@ from svrt.runtime.loss import grad_sq_mean
 from svrt.runtime.plan import batches
 from svrt.runtime.problem import MethodResult, SolveContext, noise_variances
 from svrt.runtime.solver_config import fitted_modes, grid_shape
+from svrt.runtime.solver_monitor import Monitor, StoppingRule, lbfgs
 
 __all__ = ["solve_momfbd", "refine_modes"]
-
-
-class _Progress:
-    """A tqdm bar whose description names the stage (wavefronts, objects, refinement)."""
-
-    def __init__(self, enabled: bool, desc: str):
-        self.bar = None
-        self.desc = desc
-        if enabled:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(desc=desc, unit="stage", leave=False, dynamic_ncols=True, file=sys.stderr)
-
-    def stage(self, name: str) -> None:
-        if self.bar is not None:
-            self.bar.set_description(f"{self.desc}: {name}")
-            self.bar.update(1)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
-HISTORY_KEYS = ("iteration", "total", "data", "reg_object", "reg_modes", "time_s")
 
 
 def solve_momfbd(ctx: SolveContext, data_n, pix_w, init_o, init_a, t_start: float):
@@ -84,17 +59,14 @@ def solve_momfbd(ctx: SolveContext, data_n, pix_w, init_o, init_a, t_start: floa
     m = cfg.margin
     grid = grid_shape((y, x), cfg.grid)
     shape_p = (y + 2 * m, x + 2 * m)                   # the object with its margin
-    deadline = None if cfg.time_budget is None else t_start + float(cfg.time_budget)
-    history = {key: [] for key in HISTORY_KEYS}
+    stop = ctx.stop if ctx.stop is not None else StoppingRule.of(cfg, t_start)
+    # the loss table, the callback with every row (as SVMOMFBD.solve documents), the stage bar
+    monitor = Monitor(ctx.callback)
     info: dict = {}
-    bar = _Progress(cfg.progress, "SV-MOMFBD")
+    monitor.open_progress(cfg.progress, "SV-MOMFBD")
 
     def record(j_total, j_data, j_prior, j_modes, dt):
-        history["iteration"].append(len(history["iteration"]) + 1)
-        for key, v in zip(HISTORY_KEYS[1:], (j_total, j_data, j_prior, j_modes, dt)):
-            history[key].append(float(v))
-        if ctx.callback is not None:  # every row of the loss table, as SVMOMFBD.solve documents
-            ctx.callback({key: history[key][-1] for key in HISTORY_KEYS} | {"tile": ""})
+        monitor.end_iteration(monitor.row(j_total, j_data, j_prior, j_modes, dt))
 
     # noise of every frame, and the data weights 1 / s_kl^2 (times gamma_kl and the pixel mask)
     nvar = noise_variances(data_n, ctx.insts, dev)                                   # [K, L]
@@ -108,10 +80,10 @@ def solve_momfbd(ctx: SolveContext, data_n, pix_w, init_o, init_a, t_start: floa
         tensors, state, saved = resumed
         prior, attenuation, o, a, rounds_done = _restore(tensors, state, len(groups), shape_p, ck.path.name, dev)
         info.update(state["info"])
-        history.update({key: list(saved.get(key, [])) for key in history})
+        monitor.resume(saved)
     else:
         # 1. wavefronts at the nodes: object-eliminated MOMFBD of each node's patch
-        bar.stage("wavefronts per patch")
+        monitor.stage("wavefronts per patch")
         alpha, problem = _node_wavefronts(ctx, data_n, nvar, init_a, grid, info)
         attenuation = _high_order_attenuation(ctx, alpha, problem, shape_p, info)
         prior = _wiener_prior(ctx, problem, alpha, groups, shape_p, info)
@@ -127,34 +99,34 @@ def solve_momfbd(ctx: SolveContext, data_n, pix_w, init_o, init_a, t_start: floa
 
         res = solve_objects(lambda oo: field.value_and_grad(oo, a_eff), lambda oo: field.emulate(oo, a_eff), o,
                             prior, field.denominator(a_eff), field.weighted_sq, cfg.object_iterations,
-                            cfg.tolerance, deadline, on_row=row)
+                            cfg.tolerance, stop.deadline, on_row=row)
         info["OBJ_STOP"] = res.stop_reason
         info["OBJ_ITERS"] = info.get("OBJ_ITERS", 0) + res.iterations
         return res.objects
 
     def save(o, a, rounds_done):
         if ck is not None:
-            _save_checkpoint(ck, o, a, prior, attenuation, rounds_done, info, history)
+            _save_checkpoint(ck, o, a, prior, attenuation, rounds_done, info, monitor.history)
 
     # 2. the objects with the SV forward model, started from the frame average (field + mirrored margin)
     if resumed is None:
-        bar.stage("objects")
+        monitor.stage("objects")
         o = _first_objects(init_o.detach().to(dev), groups, m)
         a = ctx.centred(alpha.to(dev))
         o = object_stage(o, a)
         # chi^2 per weighted sample of this first solution (one wavefront per frame when coarse_to_fine):
         # ~1 where it explains the data down to the noise
-        info["CHI2_FIRST"] = round(history["data"][-1] / max(1, int((weights > 0).expand_as(data_n).sum())), 4)
+        info["CHI2_FIRST"] = round(monitor.history["data"][-1] / max(1, int((weights > 0).expand_as(data_n).sum())), 4)
         rounds_done = 0
         save(o, a, rounds_done)
 
     # 3. rounds of SV wavefront refinement (objects fixed) and object solves
     n_rounds = _refinement_rounds(cfg, grid, info)
     for rnd in range(rounds_done, n_rounds):
-        if deadline is not None and time.perf_counter() > deadline:
+        if stop.out_of_time():
             info["STOP"] = "time budget"
             break
-        bar.stage(f"refine {rnd + 1}/{cfg.refine_rounds}")
+        monitor.stage(f"refine {rnd + 1}/{cfg.refine_rounds}")
         a = refine_modes(ctx, o if spec is None else o[owner], a, data_n, weights, field.attenuate, (y, x), record)
         o = object_stage(o, a)
         rounds_done += 1
@@ -162,7 +134,7 @@ def solve_momfbd(ctx: SolveContext, data_n, pix_w, init_o, init_a, t_start: floa
             save(o, a, rounds_done)
     info["ROUNDS"] = rounds_done
     info.setdefault("STOP", info.get("OBJ_STOP", ""))
-    bar.close()
+    monitor.close()
 
     # the restoration: o through the erf filter of Eq. 16 (o is already band-limited by the prior)
     o_star = ctx.filtered(o, [ctx.insts[g[0]] for g in groups])
@@ -172,7 +144,7 @@ def solve_momfbd(ctx: SolveContext, data_n, pix_w, init_o, init_a, t_start: floa
         o, o_star = o[owner], o_star[owner]              # the group's object in every channel's row
         info["DIVERSITY"] = True
     crop = (slice(None), slice(m, m + y), slice(m, m + x))
-    return MethodResult(o[crop], o_star[crop], a, model, _as_arrays(history), method_used="momfbd", cards=info)
+    return MethodResult(o[crop], o_star[crop], a, model, monitor.arrays(), method_used="momfbd", cards=info)
 
 
 def _first_objects(average, groups: list, m: int):
@@ -183,11 +155,6 @@ def _first_objects(average, groups: list, m: int):
         mode = "reflect" if m < min(average.shape[-2:]) else "replicate"
         o = F.pad(o[:, None], (m, m, m, m), mode=mode)[:, 0]
     return o
-
-
-def _as_arrays(history: dict) -> dict:
-    """The loss rows as numpy arrays (iteration int64, the rest float64)."""
-    return {key: np.asarray(v, dtype=np.int64 if key == "iteration" else np.float64) for key, v in history.items()}
 
 
 def _save_checkpoint(ck, o, a, prior, attenuation, rounds_done: int, info: dict, history: dict) -> None:
@@ -261,8 +228,8 @@ def _wiener_prior(ctx: SolveContext, problem, alpha, groups: list, shape_p: tupl
     nu_p = frequency_radius(shape_p, real=False, device=ctx.device)
     prior = torch.empty(len(groups), *shape_p, device=ctx.device)
     for i, members in enumerate(groups):
-        law = problem.powers[members[0]]
-        info[f"POWER_SLOPE{i}"] = round(law.slope, 3)
+        law = problem.powers[members[0]]                       # an ObjectPrior (runtime/object_prior.py)
+        info.update({f"{key}{i}": value for key, value in law.cards().items()})
         r = ctx.config.prior_scale / law(nu_p)
         r[0, 0] = 0.0
         prior[i] = r
@@ -377,8 +344,7 @@ def refine_modes(ctx: SolveContext, o, a, data_n, weights, attenuate, size, reco
     n_node = a.shape[1] if cfg.node_modes is None else min(int(cfg.node_modes), a.shape[1])
     free = a[:, :n_node].detach().clone().requires_grad_(True)
     fixed = a[:, n_node:].detach()
-    opt = torch.optim.LBFGS([free], lr=1.0, max_iter=cfg.refine_iterations, history_size=10,
-                            line_search_fn="strong_wolfe", tolerance_grad=1e-10, tolerance_change=1e-12)
+    opt = lbfgs([free], cfg.refine_iterations, "refine")
     scale = [None]
 
     def closure():

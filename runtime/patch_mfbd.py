@@ -42,8 +42,9 @@ from svrt.errors import SvrtError
 from svrt.mode_grid import node_positions
 from svrt.optics.filters import frequency_radius
 from svrt.runtime.channel import burst_channels
-from svrt.runtime.object_prior import fit_object_power
+from svrt.runtime.object_prior import ObjectPrior, ObjectPriorFit, fit_object_power
 from svrt.runtime.solver_config import solver_default
+from svrt.runtime.solver_monitor import lbfgs
 from svrt.windows import modified_hann
 
 __all__ = ["PatchLayout", "patch_layout", "patch_wavefronts", "MODE_STEPS"]
@@ -106,10 +107,12 @@ class PatchProblem:
 
     channels: one :class:`~svrt.runtime.channel.Channel` per object (or its
     :class:`~svrt.instruments.Instrument`, then made into channels with ``diversity``'s known defocus);
-    ``diversity`` also ties channels to one object (its groups)."""
+    ``diversity`` also ties channels to one object (its groups). ``prior_fit`` makes each object's
+    :class:`~svrt.runtime.object_prior.ObjectPrior` from the patch spectra (:func:`fit_object_power`)."""
 
     def __init__(self, frames: torch.Tensor, channels, n_modes: int, layout: PatchLayout, noise_var: torch.Tensor,
-                 gamma_scale: float = 1.0, weights: torch.Tensor | None = None, attenuation=None, diversity=None):
+                 gamma_scale: float = 1.0, weights: torch.Tensor | None = None, attenuation=None, diversity=None,
+                 prior_fit: ObjectPriorFit = fit_object_power):
         k = frames.shape[0]
         s = layout.size
         self.layout, self.n_modes, self.k = layout, n_modes, k
@@ -138,9 +141,10 @@ class PatchProblem:
         self.powers = [None] * k
         # phase diversity: the channels of each object
         self.groups = [[i] for i in range(k)] if diversity is None else [list(g) for g in diversity.groups]
+        self.prior_fit = prior_fit
 
-    def set_object_power(self, i: int, power) -> None:
-        """The object prior P_O of object ``i`` (a callable of nu in cycles per pixel, power per pixel):
+    def set_object_power(self, i: int, power: ObjectPrior) -> None:
+        """The object prior P_O of object ``i`` (an :class:`~svrt.runtime.object_prior.ObjectPrior`):
         gamma(nu) = s^2 / P_O(nu), the ratio of noise to object power at every frequency."""
         self.powers[i] = power
         self.gamma[i] = (self.gamma_scale * self.noise_var[i] / power(self.nu)).clamp_min(1e-12)
@@ -199,8 +203,8 @@ class PatchProblem:
             for group in self.groups:
                 i = group[0]
                 t = self.otfs(alpha, i)
-                law = fit_object_power(self.spectra[i].abs().pow(2).mean(dim=0), t.abs().pow(2).mean(dim=0),
-                                       self.noise_var[i], self.window_power, self.cutoffs[i])
+                law = self.prior_fit(self.spectra[i].abs().pow(2).mean(dim=0), t.abs().pow(2).mean(dim=0),
+                                     self.noise_var[i], self.window_power, self.cutoffs[i])
                 for j in group:
                     self.set_object_power(j, law)
 
@@ -257,8 +261,7 @@ def patch_wavefronts(frames: torch.Tensor, channels, n_modes: int, grid_shape: t
             n_before = n_free
         free = alpha[..., :n_free].clone().requires_grad_(True)
         fixed = alpha[..., n_free:].detach()
-        opt = torch.optim.LBFGS([free], lr=1.0, max_iter=iterations, history_size=20,
-                                line_search_fn="strong_wolfe", tolerance_grad=1e-9, tolerance_change=1e-12)
+        opt = lbfgs([free], iterations, "patch")
 
         def closure():
             opt.zero_grad()

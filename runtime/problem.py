@@ -283,6 +283,8 @@ class SolveContext:
     checkpoint: the :class:`~svrt.runtime.checkpoint.Checkpointer` of this solve (writes the state,
         holds the state to resume from), or None.
     diversity: the burst's :class:`~svrt.optics.diversity.DiversitySpec`, or None (every channel its own object).
+    stop: the :class:`~svrt.runtime.solver_monitor.StoppingRule` of the solve (the time budget from its start), or
+        None (no deadline).
     """
 
     config: SolverConfig
@@ -296,6 +298,7 @@ class SolveContext:
     cache: dict = field(default_factory=dict)
     checkpoint: Any = None        # a svrt.runtime.checkpoint.Checkpointer, or None (no checkpoints)
     diversity: Any = None         # a svrt.optics.diversity.DiversitySpec (channels tied to one object), or None
+    stop: Any = None              # the svrt.runtime.solver_monitor.StoppingRule of the solve (its time budget), or None
 
     def filtered(self, o: torch.Tensor, insts: list | None = None) -> torch.Tensor:
         """o* = F^-1(H F(o)) of ``o [K, Y, X]`` (instruments ``insts``, default every object's)."""

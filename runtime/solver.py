@@ -133,6 +133,7 @@ from svrt.runtime.solver_config import (  # noqa: F401  (re-exported)
     SolverConfig,
     grid_shape,
 )
+from svrt.runtime.solver_monitor import StoppingRule
 
 __all__ = ["SolverConfig", "SVMOMFBD", "SolveResult", "Plan", "load_solver_engine", "grid_shape",
            "MIN_SIZE", "TIPTILT_MODES", "noise_variance", "RUNTIME_OVERHEAD_MB"]
@@ -364,7 +365,8 @@ class SVMOMFBD:
                   for e, label, channel in zip(burst.engines, burst.labels, channels)]
         ctx = SolveContext(config=cfg, device=dev, n_modes=self.n_modes, models=models, insts=burst.insts,
                            gamma=problem.gamma, plan=plan, callback=callback, cache=self._cache,
-                           checkpoint=self._checkpointer(burst, plan, resume), diversity=burst.diversity)
+                           checkpoint=self._checkpointer(burst, plan, resume), diversity=burst.diversity,
+                           stop=StoppingRule.of(cfg, t_start))
         data_n, pix_w = problem.data, problem.pix_w
         if plan.tiled:
             if cfg.method == "momfbd":

@@ -83,8 +83,9 @@ class SolverConfig:
                                       "the fitted r0)", choices=_HIGH_ORDERS)
     tolerance: float = setting(1e-3, "stop an object solve when J falls by less than this (relative) in an iteration",
                                min=0, method="momfbd")
-    time_budget: float | None = setting(None, "[s] stop refining once the restoration has taken this long "
-                                              "(none: no limit)", above=0, max=1e+07)
+    time_budget: float | None = setting(None, "[s] stop once the restoration has taken this long: momfbd's object "
+                                              "solves and refinement rounds, adam's steps (none: no limit)",
+                                        above=0, max=1e+07)
     lr_objects: float = setting(10 ** -1.7, "AdamW learning rate of the objects (normalised intensity units; Fig. 9)",
                                 above=0, max=100, method="adam")
     lr_modes: float = setting(10 ** -0.5, "AdamW learning rate of the modes (radians; Fig. 9)", above=0, max=100,
