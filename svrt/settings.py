@@ -31,6 +31,7 @@ import importlib
 import json
 import math
 import os
+import re
 import sys
 import typing
 from dataclasses import dataclass
@@ -40,7 +41,7 @@ from typing import Any
 from svrt.errors import SvrtError
 
 __all__ = ["setting", "Spec", "specs", "parse_text", "check_value", "check_declared", "check_settings", "inapplicable",
-           "read_table", "flatten_groups", "load_settings", "to_toml", "settings_class", "TABLES", "NONE"]
+           "read_table", "flatten_groups", "table_of", "load_settings", "to_toml", "settings_class", "TABLES", "NONE"]
 
 NONE = "none"  # the spelling of None on the command line and in a file
 
@@ -252,6 +253,17 @@ def read_table(path: str | Path, table: str) -> dict[str, Any]:
     return check_settings(flatten_groups(data.get(table, {}), cls, path, table), cls, f"{path}: [{table}]")
 
 
+def table_of(table: str, error: Exception, keys: Any) -> str:
+    """The (sub-)table of ``table`` that holds the setting an ``error`` of the settings class names (the first
+    of ``keys`` named in its message): ``solver.resources`` for memory_mb; ``table`` when none is named."""
+    words = set(re.findall(r"[a-z][a-z0-9_]*", str(error)))
+    group_of = _groups(settings_class(table))
+    for key in keys:
+        if key in words and group_of.get(key):
+            return f"{table}.{group_of[key]}"
+    return table
+
+
 def _groups(cls: type) -> dict[str, str | None]:
     """Setting name -> its group (None: the table itself) for the settings class ``cls``."""
     return {s.name: s.group for s in specs(cls)}
@@ -306,7 +318,7 @@ def load_settings(path: str | Path, table: str = "solver", **overrides: Any) -> 
     try:
         return settings_class(table)(**{**values, **overrides})
     except SvrtError as exc:
-        raise SvrtError(f"{path}: [{table}] {exc}") from None
+        raise SvrtError(f"{path}: [{table_of(table, exc, values)}] {exc}") from None
 
 
 def _toml_value(value: Any) -> str:
