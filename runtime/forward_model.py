@@ -1,7 +1,8 @@
 """The solver's forward model: ``f(o*_k, s_k alpha_l)``, the frame l of object k predicted from the
 filtered object and the coarse wavefront grid, for any engine.
 
-One interface, :class:`ForwardModel` (one per object: its engine, its instrument, its wavelength ratio),
+One interface, :class:`ForwardModel` (one per channel: its engine, its instrument label, its
+:class:`~svrt.runtime.channel.Channel`),
 with the engine's declared capabilities instead of probes at every call:
 
 * ``coarse_modes`` (:attr:`svrt.runtime.engine.Engine.wants_coarse_modes`): the engine takes the coarse
@@ -13,8 +14,8 @@ with the engine's declared capabilities instead of probes at every call:
 * ``checkpointable``: a torch engine whose U-Net levels can be recomputed in the backward pass
   (gradient checkpointing on CUDA, ``Plan.checkpointing``).
 
-Coefficients are radians at the wavelength of object 0; object k sees ``alpha * lambda_0 / lambda_k``
-(``ratio``), because objects observed simultaneously share the optical path difference. The object
+Coefficients are radians at the wavelength of object 0; object k sees ``alpha * lambda_0 / lambda_k`` plus
+its known diversity (:meth:`svrt.runtime.channel.Channel.wavefront`, the one home of that rule). The object
 covers the field plus a margin m on every side; the per-pixel modes of the margin are those of the
 nearest field pixel (the bilinear field with clamped edges) and the output is cropped to the field.
 """
@@ -25,6 +26,8 @@ import contextlib
 
 import torch
 import torch.nn.functional as F
+
+from svrt.runtime.channel import Channel
 
 __all__ = ["ForwardModel", "emulate", "upsample", "bytes_per_pixel_sample", "level_checkpointing",
            "EXACT_OPTICS_BYTES_PER_PIXEL"]
@@ -112,33 +115,32 @@ class ForwardModel:
 
     engine: an :class:`svrt.runtime.engine.Engine` that covers ``instrument``.
     instrument: the label as the engine spells it.
-    ratio: ``lambda_0 / lambda_k``, the factor from the reference wavelength's radians to this object's.
+    channel: the :class:`~svrt.runtime.channel.Channel` (wavelength ratio to object 0, known diversity) whose
+        wavefront the engine sees; a number is the ratio ``lambda_0 / lambda_k`` of a channel without diversity.
     kernels: the :mod:`svrt.kernels` implementation of the upsampling (auto, torch, triton).
     checkpointing: recompute the U-Net levels in the backward pass (when the engine allows it).
-    diversity: ``[M]`` known KL coefficients (radians at this object's wavelength) added to every frame's
-        wavefront after the wavelength scaling: a phase-diversity channel's defocus
-        (:mod:`svrt.optics.diversity`); None for an ordinary channel.
     """
 
-    def __init__(self, engine, instrument: str, ratio: float, kernels: str = "auto", checkpointing: bool = False,
-                 diversity: torch.Tensor | None = None):
+    def __init__(self, engine, instrument: str, channel: Channel | float, kernels: str = "auto",
+                 checkpointing: bool = False):
         self.engine = engine
         self.instrument = instrument
-        self.ratio = ratio
+        self.channel = channel if isinstance(channel, Channel) else Channel(None, float(channel))
         self.kernels = kernels
         self.checkpointing = checkpointing
         # declared capabilities (Engine class attributes; getattr only for duck-typed engines from outside svrt)
         self.coarse_modes = bool(getattr(engine, "wants_coarse_modes", False))
         self.linear_in_object = bool(getattr(engine, "linear_in_object", False))
         self.checkpointable = _checkpointable(engine)
-        self.diversity = diversity
+
+    @property
+    def ratio(self) -> float:
+        """``lambda_0 / lambda_k`` of this channel."""
+        return self.channel.ratio
 
     def _modes(self, a_eff: torch.Tensor, frames_idx) -> torch.Tensor:
         """The modes this channel sees, ``[B, M, Yg, Xg]``: scaled to its wavelength, plus its known diversity."""
-        a = a_eff[frames_idx] * self.ratio
-        if self.diversity is not None:
-            a = a + self.diversity.to(a)[None, :, None, None]
-        return a
+        return self.channel.wavefront(a_eff[frames_idx], dim=1)
 
     @property
     def fp16(self) -> bool:

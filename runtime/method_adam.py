@@ -29,7 +29,6 @@ rates (objects ``lr_objects``, the paper's 10^-1.7; modes ``lr_modes``, 10^-0.5)
 from __future__ import annotations
 
 import math
-import sys
 import time
 
 import numpy as np
@@ -43,6 +42,7 @@ from svrt.runtime.loss import grad_sq_mean
 from svrt.runtime.plan import batches
 from svrt.runtime.problem import MethodResult, SolveContext
 from svrt.runtime.solver_config import grid_shape
+from svrt.runtime.solver_monitor import Monitor, StoppingRule
 from svrt.windows import blend_weights
 
 __all__ = ["solve_field", "solve_tiled"]
@@ -84,20 +84,18 @@ def solve_field(ctx: SolveContext, data_n, pix_w, init_o, init_a, tile_label: st
     fp16 = ctx.fp16
     loss_scale = float(cfg.loss_scale) if cfg.loss_scale is not None else (2.0 ** 16 if fp16 else 1.0)
     field_batches = batches(k, n_frames, plan.batch)
-    history: dict = {key: [] for key in ("iteration", "total", "data", "reg_object", "reg_modes", "time_s")}
+    # the loss table, the callback, the bar and the checkpoint cadence (svrt.runtime.solver_monitor)
+    monitor = Monitor(ctx.callback, tile_label, checkpoint_every=cfg.checkpoint_every, last=cfg.iterations)
     ck = ctx.checkpoint
     params = [o] + ([g] if g is not None else []) + [a]          # the order of the optimiser's groups
     start = 1
     resumed = ck.take() if ck is not None else None
     if resumed is not None:
-        start, loss_scale = _restore(resumed, opt, params, history, cfg.iterations, ck.path.name)
-    bar = None
-    if cfg.progress:
-        from tqdm.auto import tqdm
-
-        desc = "SV-MOMFBD" + (f" {tile_label}" if tile_label else "")
-        bar = tqdm(total=cfg.iterations, initial=start - 1, desc=desc, unit="it", leave=False, dynamic_ncols=True,
-                   file=sys.stderr)
+        start, loss_scale = _restore(resumed, opt, params, monitor.history, cfg.iterations, ck.path.name)
+    monitor.open_progress(cfg.progress, "SV-MOMFBD" + (f" {tile_label}" if tile_label else ""), total=cfg.iterations,
+                          initial=start - 1)
+    stop = ctx.stop if ctx.stop is not None else StoppingRule()
+    cards: dict = {}
     try:
         for it in range(start, cfg.iterations + 1):
             t0 = time.perf_counter()
@@ -113,33 +111,23 @@ def solve_field(ctx: SolveContext, data_n, pix_w, init_o, init_a, tile_label: st
                 if g is not None:
                     g.copy_(ctx.centred(g))
             dt = time.perf_counter() - t0
-            terms = {"iteration": it, "data": data_total, "reg_object": float(reg_o.detach()),
-                     "reg_modes": float(reg_a.detach())}
-            terms["total"] = terms["data"] + terms["reg_object"] + terms["reg_modes"]
-            terms["time_s"] = dt
-            for key in history:
-                history[key].append(terms[key])
-            if bar is not None:
-                bar.set_postfix(total=f"{terms['total']:.3e}", data=f"{terms['data']:.3e}",
-                                reg_o=f"{terms['reg_object']:.2e}", reg_m=f"{terms['reg_modes']:.2e}",
-                                refresh=False)
-                bar.update(1)
-            if ck is not None and it % cfg.checkpoint_every == 0 and it < cfg.iterations:
-                _save(ck, opt, params, history, it, loss_scale)
-            if ctx.callback is not None:
-                ctx.callback(dict(terms, tile=tile_label))
+            reg_object, reg_modes = float(reg_o.detach()), float(reg_a.detach())
+            row = {"iteration": it, "total": data_total + reg_object + reg_modes, "data": data_total,
+                   "reg_object": reg_object, "reg_modes": reg_modes, "time_s": dt}
+            monitor.end_iteration(row, save=None if ck is None else
+                                  lambda: _save(ck, opt, params, monitor.history, it, loss_scale))
+            if it < cfg.iterations and stop.out_of_time():
+                cards["STOP"] = "time budget"
+                break
     finally:
-        if bar is not None:
-            bar.close()
-    history["iteration"] = np.asarray(history["iteration"], dtype=np.int64)
-    for key in ("total", "data", "reg_object", "reg_modes", "time_s"):
-        history[key] = np.asarray(history[key], dtype=np.float64)
+        monitor.close()
+    history = monitor.arrays()
     with torch.no_grad():
         a = modes_now().detach()
         o_star = ctx.filtered(o.detach(), insts)
         model = emulate(ctx.models, o_star, ctx.centred(a), field_batches, (y, x))
     crop = (slice(None), slice(m, m + y), slice(m, m + x))
-    return MethodResult(o.detach()[crop], o_star[crop], a, model, history, method_used="adam")
+    return MethodResult(o.detach()[crop], o_star[crop], a, model, history, method_used="adam", cards=cards)
 
 
 def _gradients(ctx: SolveContext, opt, o, modes_now, params, data_n, pix_w, field_batches, loss_scale: float):
@@ -246,6 +234,7 @@ def solve_tiled(ctx: SolveContext, data_n, pix_w, init_o, init_a):
     py, px = torch.from_numpy(node_positions(y, yg)), torch.from_numpy(node_positions(x, xg))
     init_a = init_a.detach().to("cpu")
     history = None
+    cards: dict = {}
     for t, (y0, x0, ty, tx) in enumerate(field_tiles):
         sl = (slice(y0, y0 + ty), slice(x0, x0 + tx))
         tyg, txg = (math.ceil(ty / cfg.grid), math.ceil(tx / cfg.grid)) if cfg.grid else (1, 1)
@@ -256,6 +245,7 @@ def solve_tiled(ctx: SolveContext, data_n, pix_w, init_o, init_a):
         tile = solve_field(ctx, data_n[..., sl[0], sl[1]].contiguous().to(dev), pw,
                            init_o[:, sl[0], sl[1]].contiguous().to(dev), ia, tile_label=f"tile {t + 1}/{len(field_tiles)}")
         o, o_star, a, model, hist = tile.objects, tile.objects_filtered, tile.modes, tile.model, tile.history
+        cards.update(tile.cards)                       # STOP of a tile cut by the time budget
         wy = torch.as_tensor(blend_weights(y, y0, ty, ramp), dtype=torch.float32)
         wx = torch.as_tensor(blend_weights(x, x0, tx, ramp), dtype=torch.float32)
         w = wy[:, None] * wx[None, :]
@@ -287,4 +277,4 @@ def solve_tiled(ctx: SolveContext, data_n, pix_w, init_o, init_a):
     o_star = (acc_os / acc_w).to(dev)
     model = (acc_m / acc_w).to(dev)
     a = ctx.centred(acc_a / acc_aw.clamp_min(1e-12)).to(dev)
-    return MethodResult(o, o_star, a, model, history, method_used="adam")
+    return MethodResult(o, o_star, a, model, history, method_used="adam", cards=cards)

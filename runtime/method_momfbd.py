@@ -29,44 +29,18 @@ and continues with the next round, to the same result.
 
 from __future__ import annotations
 
-import sys
 import time
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from svrt.atmosphere import d_over_r0_at_wavelength
 from svrt.runtime.loss import grad_sq_mean
 from svrt.runtime.plan import batches
 from svrt.runtime.problem import MethodResult, SolveContext, noise_variances
 from svrt.runtime.solver_config import fitted_modes, grid_shape
+from svrt.runtime.solver_monitor import Monitor, StoppingRule, lbfgs
 
 __all__ = ["solve_momfbd", "refine_modes"]
-
-
-class _Progress:
-    """A tqdm bar whose description names the stage (wavefronts, objects, refinement)."""
-
-    def __init__(self, enabled: bool, desc: str):
-        self.bar = None
-        self.desc = desc
-        if enabled:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(desc=desc, unit="stage", leave=False, dynamic_ncols=True, file=sys.stderr)
-
-    def stage(self, name: str) -> None:
-        if self.bar is not None:
-            self.bar.set_description(f"{self.desc}: {name}")
-            self.bar.update(1)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
-HISTORY_KEYS = ("iteration", "total", "data", "reg_object", "reg_modes", "time_s")
 
 
 def solve_momfbd(ctx: SolveContext, data_n, pix_w, init_o, init_a, t_start: float):
@@ -85,17 +59,14 @@ def solve_momfbd(ctx: SolveContext, data_n, pix_w, init_o, init_a, t_start: floa
     m = cfg.margin
     grid = grid_shape((y, x), cfg.grid)
     shape_p = (y + 2 * m, x + 2 * m)                   # the object with its margin
-    deadline = None if cfg.time_budget is None else t_start + float(cfg.time_budget)
-    history = {key: [] for key in HISTORY_KEYS}
+    stop = ctx.stop if ctx.stop is not None else StoppingRule.of(cfg, t_start)
+    # the loss table, the callback with every row (as SVMOMFBD.solve documents), the stage bar
+    monitor = Monitor(ctx.callback)
     info: dict = {}
-    bar = _Progress(cfg.progress, "SV-MOMFBD")
+    monitor.open_progress(cfg.progress, "SV-MOMFBD")
 
     def record(j_total, j_data, j_prior, j_modes, dt):
-        history["iteration"].append(len(history["iteration"]) + 1)
-        for key, v in zip(HISTORY_KEYS[1:], (j_total, j_data, j_prior, j_modes, dt)):
-            history[key].append(float(v))
-        if ctx.callback is not None:  # every row of the loss table, as SVMOMFBD.solve documents
-            ctx.callback({key: history[key][-1] for key in HISTORY_KEYS} | {"tile": ""})
+        monitor.end_iteration(monitor.row(j_total, j_data, j_prior, j_modes, dt))
 
     # noise of every frame, and the data weights 1 / s_kl^2 (times gamma_kl and the pixel mask)
     nvar = noise_variances(data_n, ctx.insts, dev)                                   # [K, L]
@@ -109,10 +80,10 @@ def solve_momfbd(ctx: SolveContext, data_n, pix_w, init_o, init_a, t_start: floa
         tensors, state, saved = resumed
         prior, attenuation, o, a, rounds_done = _restore(tensors, state, len(groups), shape_p, ck.path.name, dev)
         info.update(state["info"])
-        history.update({key: list(saved.get(key, [])) for key in history})
+        monitor.resume(saved)
     else:
         # 1. wavefronts at the nodes: object-eliminated MOMFBD of each node's patch
-        bar.stage("wavefronts per patch")
+        monitor.stage("wavefronts per patch")
         alpha, problem = _node_wavefronts(ctx, data_n, nvar, init_a, grid, info)
         attenuation = _high_order_attenuation(ctx, alpha, problem, shape_p, info)
         prior = _wiener_prior(ctx, problem, alpha, groups, shape_p, info)
@@ -128,34 +99,34 @@ def solve_momfbd(ctx: SolveContext, data_n, pix_w, init_o, init_a, t_start: floa
 
         res = solve_objects(lambda oo: field.value_and_grad(oo, a_eff), lambda oo: field.emulate(oo, a_eff), o,
                             prior, field.denominator(a_eff), field.weighted_sq, cfg.object_iterations,
-                            cfg.tolerance, deadline, on_row=row)
+                            cfg.tolerance, stop.deadline, on_row=row)
         info["OBJ_STOP"] = res.stop_reason
         info["OBJ_ITERS"] = info.get("OBJ_ITERS", 0) + res.iterations
         return res.objects
 
     def save(o, a, rounds_done):
         if ck is not None:
-            _save_checkpoint(ck, o, a, prior, attenuation, rounds_done, info, history)
+            _save_checkpoint(ck, o, a, prior, attenuation, rounds_done, info, monitor.history)
 
     # 2. the objects with the SV forward model, started from the frame average (field + mirrored margin)
     if resumed is None:
-        bar.stage("objects")
+        monitor.stage("objects")
         o = _first_objects(init_o.detach().to(dev), groups, m)
         a = ctx.centred(alpha.to(dev))
         o = object_stage(o, a)
         # chi^2 per weighted sample of this first solution (one wavefront per frame when coarse_to_fine):
         # ~1 where it explains the data down to the noise
-        info["CHI2_FIRST"] = round(history["data"][-1] / max(1, int((weights > 0).expand_as(data_n).sum())), 4)
+        info["CHI2_FIRST"] = round(monitor.history["data"][-1] / max(1, int((weights > 0).expand_as(data_n).sum())), 4)
         rounds_done = 0
         save(o, a, rounds_done)
 
     # 3. rounds of SV wavefront refinement (objects fixed) and object solves
     n_rounds = _refinement_rounds(cfg, grid, info)
     for rnd in range(rounds_done, n_rounds):
-        if deadline is not None and time.perf_counter() > deadline:
+        if stop.out_of_time():
             info["STOP"] = "time budget"
             break
-        bar.stage(f"refine {rnd + 1}/{cfg.refine_rounds}")
+        monitor.stage(f"refine {rnd + 1}/{cfg.refine_rounds}")
         a = refine_modes(ctx, o if spec is None else o[owner], a, data_n, weights, field.attenuate, (y, x), record)
         o = object_stage(o, a)
         rounds_done += 1
@@ -163,7 +134,7 @@ def solve_momfbd(ctx: SolveContext, data_n, pix_w, init_o, init_a, t_start: floa
             save(o, a, rounds_done)
     info["ROUNDS"] = rounds_done
     info.setdefault("STOP", info.get("OBJ_STOP", ""))
-    bar.close()
+    monitor.close()
 
     # the restoration: o through the erf filter of Eq. 16 (o is already band-limited by the prior)
     o_star = ctx.filtered(o, [ctx.insts[g[0]] for g in groups])
@@ -173,7 +144,7 @@ def solve_momfbd(ctx: SolveContext, data_n, pix_w, init_o, init_a, t_start: floa
         o, o_star = o[owner], o_star[owner]              # the group's object in every channel's row
         info["DIVERSITY"] = True
     crop = (slice(None), slice(m, m + y), slice(m, m + x))
-    return MethodResult(o[crop], o_star[crop], a, model, _as_arrays(history), method_used="momfbd", cards=info)
+    return MethodResult(o[crop], o_star[crop], a, model, monitor.arrays(), method_used="momfbd", cards=info)
 
 
 def _first_objects(average, groups: list, m: int):
@@ -184,11 +155,6 @@ def _first_objects(average, groups: list, m: int):
         mode = "reflect" if m < min(average.shape[-2:]) else "replicate"
         o = F.pad(o[:, None], (m, m, m, m), mode=mode)[:, 0]
     return o
-
-
-def _as_arrays(history: dict) -> dict:
-    """The loss rows as numpy arrays (iteration int64, the rest float64)."""
-    return {key: np.asarray(v, dtype=np.int64 if key == "iteration" else np.float64) for key, v in history.items()}
 
 
 def _save_checkpoint(ck, o, a, prior, attenuation, rounds_done: int, info: dict, history: dict) -> None:
@@ -214,11 +180,11 @@ def _node_wavefronts(ctx: SolveContext, data_n, nvar, init_a, grid: tuple[int, i
                   start_rms=cfg.start_rms)
     whole_field = None
     if init_a is None and grid != (1, 1) and cfg.coarse_to_fine:
-        glob, whole_field = patch_wavefronts(data_n, ctx.insts, ctx.n_modes, (1, 1), nvar.mean(dim=1),
+        glob, whole_field = patch_wavefronts(data_n, ctx.channels, ctx.n_modes, (1, 1), nvar.mean(dim=1),
                                              cfg.patch_size, cfg.patch_iterations, **common)
         init_a = glob.expand(-1, -1, *grid).contiguous()
     node_iterations = cfg.patch_iterations if (cfg.node_iterations is None or init_a is None) else cfg.node_iterations
-    alpha, pinfo = patch_wavefronts(data_n, ctx.insts, ctx.n_modes, grid, nvar.mean(dim=1), cfg.patch_size,
+    alpha, pinfo = patch_wavefronts(data_n, ctx.channels, ctx.n_modes, grid, nvar.mean(dim=1), cfg.patch_size,
                                     max(1, node_iterations), init=init_a, **common)
     if init_a is not None and grid != (1, 1) and node_iterations == 0:
         alpha = init_a                     # the nodes keep the start; the SV refinement moves them
@@ -237,7 +203,7 @@ def _high_order_attenuation(ctx: SolveContext, alpha, problem, shape_p: tuple[in
     of the fitted modes, for every channel on the object's grid ``[Y + 2m, X + 2m]`` (and on the patch
     problem, whose object power laws are refitted with it); otherwise a None per channel."""
     from svrt.optics.filters import frequency_radius
-    from svrt.optics.residual import estimate_d_over_r0, fitting_error_otf, fitting_error_variance
+    from svrt.optics.residual import estimate_d_over_r0, fitting_error_variance
 
     cfg = ctx.config
     if cfg.high_order != "kolmogorov":
@@ -248,12 +214,10 @@ def _high_order_attenuation(ctx: SolveContext, alpha, problem, shape_p: tuple[in
     info["FIT_ERR_RAD2"] = round(fitting_error_variance(d_r0, n_fit), 4)
     nu = frequency_radius(shape_p, real=False, device=ctx.device)
     nu_s = frequency_radius((problem.layout.size,) * 2, real=True, device=ctx.device)
-    # D / r0 scales as lambda^(-6/5) (the ratio lambda_0 / lambda_k of each channel)
-    d_r0_k = [d_over_r0_at_wavelength(d_r0, ratio) for ratio in ctx.ratios]
-    problem.attenuation = [fitting_error_otf(nu_s / inst.cutoff_cycles_per_pixel, d, n_fit)
-                           for inst, d in zip(ctx.insts, d_r0_k)]
+    # each channel at its own wavelength (Channel.attenuation: D / r0 scales as lambda^(-6/5))
+    problem.attenuation = [ch.attenuation(nu_s, d_r0, n_fit) for ch in ctx.channels]
     problem.refit_object_power(alpha.permute(0, 2, 3, 1))
-    return [fitting_error_otf(nu / inst.cutoff_cycles_per_pixel, d, n_fit) for inst, d in zip(ctx.insts, d_r0_k)]
+    return [ch.attenuation(nu, d_r0, n_fit) for ch in ctx.channels]
 
 
 def _wiener_prior(ctx: SolveContext, problem, alpha, groups: list, shape_p: tuple[int, int], info: dict):
@@ -264,8 +228,8 @@ def _wiener_prior(ctx: SolveContext, problem, alpha, groups: list, shape_p: tupl
     nu_p = frequency_radius(shape_p, real=False, device=ctx.device)
     prior = torch.empty(len(groups), *shape_p, device=ctx.device)
     for i, members in enumerate(groups):
-        law = problem.powers[members[0]]
-        info[f"POWER_SLOPE{i}"] = round(law.slope, 3)
+        law = problem.powers[members[0]]                       # an ObjectPrior (runtime/object_prior.py)
+        info.update({f"{key}{i}": value for key, value in law.cards().items()})
         r = ctx.config.prior_scale / law(nu_p)
         r[0, 0] = 0.0
         prior[i] = r
@@ -296,20 +260,8 @@ class _FieldModel:
         self.attenuation, self.prior, self.owner, self.groups, self.shape_p = attenuation, prior, owner, groups, shape_p
         self.k, self.n_frames, self.y, self.x = data_n.shape
         self.batches = batches(self.k, self.n_frames, ctx.plan.batch)
-        self._psf_models = None
-
-    @property
-    def psf_models(self) -> list:
-        """One :class:`~svrt.optics.psf.PSFModel` per channel, PSFs of side min(64, field) (even), for the
-        preconditioner; made once."""
-        if self._psf_models is None:
-            from svrt.optics.psf import PSFModel
-
-            s = min(64, *self.shape_p)
-            s -= s % 2
-            self._psf_models = [PSFModel(inst, self.ctx.n_modes, psf_size=s, device=self.prior.device)
-                                for inst in self.ctx.insts]
-        return self._psf_models
+        # the preconditioner's PSFs: side min(64, field), even
+        self.psf_size = min(64, *shape_p) - min(64, *shape_p) % 2
 
     def attenuate(self, o_k, i):
         """Object ``o_k`` through channel i's OTF of the unfitted modes (none: unchanged)."""
@@ -349,20 +301,11 @@ class _FieldModel:
         """2 (sum_l w_kl |S_kl|^2 + R_k) with S_kl the OTF of frame l's field-mean wavefront (for an object
         seen in several channels, the sum over them of the data part): the CG preconditioner."""
         ctx, dev = self.ctx, self.prior.device
-        s = self.psf_models[0].psf_size
         mean_a = a_eff.mean(dim=(-2, -1))                                                     # [L, M]
         out = torch.empty(len(self.groups), *self.shape_p, device=dev)
         data_part = []
-        for i, psf_model in enumerate(self.psf_models):
-            a_i = mean_a * ctx.ratios[i]
-            if ctx.models[i].diversity is not None:
-                a_i = a_i + ctx.models[i].diversity.to(a_i)
-            psf = psf_model(a_i)                                                               # [L, s, s]
-            big = torch.zeros(self.n_frames, *self.shape_p, device=dev)
-            big[:, :s, :s] = psf
-            t = torch.fft.fft2(torch.roll(big, shifts=(-(s // 2), -(s // 2)), dims=(-2, -1)))
-            if self.attenuation[i] is not None:
-                t = t * self.attenuation[i]
+        for i, channel in enumerate(ctx.channels):
+            t = channel.field_otf(mean_a, ctx.n_modes, self.psf_size, self.shape_p, dev, self.attenuation[i])
             mean_w = self.w_kl[i] * (float(self.pix_w[i].mean()) if self.pix_w is not None else 1.0)
             data_part.append((mean_w[:, None, None] * t.abs().pow(2)).sum(dim=0))
         for g, members in enumerate(self.groups):
@@ -401,8 +344,7 @@ def refine_modes(ctx: SolveContext, o, a, data_n, weights, attenuate, size, reco
     n_node = a.shape[1] if cfg.node_modes is None else min(int(cfg.node_modes), a.shape[1])
     free = a[:, :n_node].detach().clone().requires_grad_(True)
     fixed = a[:, n_node:].detach()
-    opt = torch.optim.LBFGS([free], lr=1.0, max_iter=cfg.refine_iterations, history_size=10,
-                            line_search_fn="strong_wolfe", tolerance_grad=1e-10, tolerance_change=1e-12)
+    opt = lbfgs([free], cfg.refine_iterations, "refine")
     scale = [None]
 
     def closure():

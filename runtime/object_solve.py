@@ -20,11 +20,13 @@ converges in a few iterations (Polak-Ribiere directions, restarted when they sto
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
+
+from svrt.runtime.solver_config import solver_default
+from svrt.runtime.solver_monitor import StoppingRule
 
 __all__ = ["ObjectSolveResult", "solve_objects", "prior_value", "fourier_precondition"]
 
@@ -49,8 +51,9 @@ def fourier_precondition(g: torch.Tensor, denominator: torch.Tensor) -> torch.Te
 
 
 def solve_objects(data_value_and_grad: Callable, model: Callable, o0: torch.Tensor, prior: torch.Tensor,
-                  denominator: torch.Tensor, weighted_sq: Callable, iterations: int = 30,
-                  tolerance: float = 1e-4, deadline: float | None = None,
+                  denominator: torch.Tensor, weighted_sq: Callable,
+                  iterations: int = solver_default("object_iterations"),
+                  tolerance: float = solver_default("tolerance"), deadline: float | None = None,
                   on_row: Callable[[float, float, float], Any] | None = None) -> ObjectSolveResult:
     """Minimise J(o) by preconditioned conjugate gradients.
 
@@ -58,9 +61,10 @@ def solve_objects(data_value_and_grad: Callable, model: Callable, o0: torch.Tens
     model(o) -> f(o) without gradients; weighted_sq(r) -> sum w r^2 for a model difference r;
     prior [K, Yp, Xp] = R_k on the fft2 grid; denominator [K, Yp, Xp] the preconditioner's Fourier
     diagonal; stops after ``iterations``, when J falls by less than ``tolerance`` (relative) in an
-    iteration, or at the ``deadline`` (time.perf_counter()). ``on_row(J, data, prior)`` is called as each
+    iteration, or at the ``deadline`` (time.perf_counter(); :class:`~svrt.runtime.solver_monitor.StoppingRule`). ``on_row(J, data, prior)`` is called as each
     accepted iteration's row joins the history (the method's loss table and callback, live).
     """
+    stop = StoppingRule(deadline)
     o = o0.detach().clone()
     best = best_j = None
     d = g_prev = z_prev = None
@@ -88,11 +92,11 @@ def solve_objects(data_value_and_grad: Callable, model: Callable, o0: torch.Tens
         history.append((j, float(data), float(p.detach())))
         if on_row is not None:
             on_row(*history[-1])
-        if best_j is not None and best_j - j <= tolerance * abs(best_j):
+        if best_j is not None and stop.converged(best_j, j, tolerance):
             best, best_j, reason = o, j, "converged"
             break
         best, best_j, shrinks = o, j, 0
-        if deadline is not None and time.perf_counter() > deadline:
+        if stop.out_of_time():
             reason = "time budget"
             break
         g = g_data + g_prior

@@ -8,7 +8,8 @@ wavefronts alone (Paxman et al. 1992, Eq. 27)::
     L(alpha) = sum_k sum_{nu < cutoff_k} [ sum_l |D_kl|^2 - |sum_l D_kl conj(S_kl)|^2 / (sum_l |S_kl|^2 + g_k) ]
 
 ``D_kl`` the spectrum of frame l of object k in the apodised patch, ``S_kl`` the OTF of the wavefront
-``alpha_l`` (radians at object 0's wavelength, scaled by lambda_0 / lambda_k), ``g_k`` the ratio of the
+``alpha_l`` (radians at object 0's wavelength, scaled by lambda_0 / lambda_k: the channel's wavefront,
+:mod:`svrt.runtime.channel`), ``g_k`` the ratio of the
 noise power to the object's power (the Wiener term that keeps the metric from fitting noise). Every
 patch and frame is computed in one batch, so all patches are solved together by L-BFGS; the modes are
 freed in steps of radial order (tip-tilt to defocus-astigmatism to coma ... to all M), the standard way
@@ -39,16 +40,17 @@ import torch
 
 from svrt.errors import SvrtError
 from svrt.mode_grid import node_positions
+from svrt.optics.filters import frequency_radius
+from svrt.runtime.channel import burst_channels
+from svrt.runtime.object_prior import ObjectPrior, ObjectPriorFit, fit_object_power
+from svrt.runtime.solver_config import solver_default
+from svrt.runtime.solver_monitor import lbfgs
 from svrt.windows import modified_hann
 
 __all__ = ["PatchLayout", "patch_layout", "patch_wavefronts", "MODE_STEPS"]
 
 # modes freed in steps: tip-tilt, + defocus and astigmatism, + coma and trefoil, ..., all
 MODE_STEPS = (2, 5, 9, 14, 20, 27, 35, 44, 54, 65)
-# [rad] RMS of the random start of newly freed modes (seeded). It also regularises: the marginal likelihood
-# keeps falling as the fit follows the noise, and from 0.3 rad the 30 L-BFGS steps of a mode step end nearer
-# the truth than from 0.1 (NMSE 0.024-0.072 vs 0.036-0.083 on 5 of 5 128^2 bursts; 0.6 rad diverges)
-START_RMS_RAD = 0.3
 
 
 @dataclass(frozen=True)
@@ -92,11 +94,6 @@ def _extract(frames: torch.Tensor, layout: PatchLayout) -> torch.Tensor:
     return p.permute(0, 1, 2, 4, 3, 5)
 
 
-def otf(psf: torch.Tensor) -> torch.Tensor:
-    """OTF on the rfft2 grid of a PSF ``[..., S, S]`` centred on pixel S // 2: ``[..., S, S // 2 + 1]``."""
-    return torch.fft.rfft2(torch.fft.ifftshift(psf, dim=(-2, -1)))
-
-
 def _centred(alpha: torch.Tensor, tiptilt: bool) -> torch.Tensor:
     """``[L, ..., M]`` with the mean over frames of tip and tilt (modes 0, 1) removed."""
     if not tiptilt or alpha.shape[0] < 1:
@@ -106,17 +103,21 @@ def _centred(alpha: torch.Tensor, tiptilt: bool) -> torch.Tensor:
 
 
 class PatchProblem:
-    """The spectra of every patch and the PSF models; :meth:`metric` is L(alpha) summed over patches."""
+    """The spectra of every patch and the channels' OTFs; :meth:`metric` is L(alpha) summed over patches.
 
-    def __init__(self, frames: torch.Tensor, insts, n_modes: int, layout: PatchLayout, noise_var: torch.Tensor,
-                 gamma_scale: float = 1.0, weights: torch.Tensor | None = None, attenuation=None, diversity=None):
-        from svrt.optics.filters import frequency_radius
-        from svrt.optics.psf import PSFModel
+    channels: one :class:`~svrt.runtime.channel.Channel` per object (or its
+    :class:`~svrt.instruments.Instrument`, then made into channels with ``diversity``'s known defocus);
+    ``diversity`` also ties channels to one object (its groups). ``prior_fit`` makes each object's
+    :class:`~svrt.runtime.object_prior.ObjectPrior` from the patch spectra (:func:`fit_object_power`)."""
 
+    def __init__(self, frames: torch.Tensor, channels, n_modes: int, layout: PatchLayout, noise_var: torch.Tensor,
+                 gamma_scale: float = 1.0, weights: torch.Tensor | None = None, attenuation=None, diversity=None,
+                 prior_fit: ObjectPriorFit = fit_object_power):
         k = frames.shape[0]
         s = layout.size
         self.layout, self.n_modes, self.k = layout, n_modes, k
         dev = frames.device
+        self.device = dev
         win = modified_hann(s, device=dev)
         patches = _extract(frames, layout)                                      # [K, L, Yg, Xg, S, S]
         mean = patches.mean(dim=(-2, -1), keepdim=True)
@@ -124,8 +125,8 @@ class PatchProblem:
         if weights is not None:                                                 # gamma_kl as amplitude weights
             self.spectra = self.spectra * weights.sqrt()[:, :, None, None, None, None]
         nu = frequency_radius((s, s), real=True, device=dev)
-        self.models = [PSFModel(inst, n_modes, psf_size=s, device=dev) for inst in insts]
-        self.ratios = [insts[0].wavelength_angstrom / inst.wavelength_angstrom for inst in insts]
+        self.channels = burst_channels(channels, diversity, n_modes)
+        insts = [ch.instrument for ch in self.channels]
         self.masks = [((nu <= inst.cutoff_cycles_per_pixel) & (nu > 0)).float() for inst in insts]
         self.cutoffs = [inst.cutoff_cycles_per_pixel for inst in insts]
         # OTF factor of what the M modes do not describe (svrt.optics.residual), [S, S/2+1] per object
@@ -138,26 +139,19 @@ class PatchProblem:
         self.count = [float(mk.sum()) * layout.shape[0] * layout.shape[1] for mk in self.masks]
         self.gamma = [None] * k
         self.powers = [None] * k
-        # phase diversity: the channels of each object, and each channel's known KL offset [M] (or None)
+        # phase diversity: the channels of each object
         self.groups = [[i] for i in range(k)] if diversity is None else [list(g) for g in diversity.groups]
-        self.offsets = [None] * k if diversity is None else [
-            None if d is None else torch.as_tensor(d, dtype=torch.float32, device=dev) for d in diversity.coefficients(n_modes)]
+        self.prior_fit = prior_fit
 
-    def set_object_power(self, i: int, power) -> None:
-        """The object prior P_O of object ``i`` (a callable of nu in cycles per pixel, power per pixel):
+    def set_object_power(self, i: int, power: ObjectPrior) -> None:
+        """The object prior P_O of object ``i`` (an :class:`~svrt.runtime.object_prior.ObjectPrior`):
         gamma(nu) = s^2 / P_O(nu), the ratio of noise to object power at every frequency."""
         self.powers[i] = power
         self.gamma[i] = (self.gamma_scale * self.noise_var[i] / power(self.nu)).clamp_min(1e-12)
 
     def otfs(self, alpha: torch.Tensor, i: int) -> torch.Tensor:
         """OTFs of object ``i`` for wavefronts ``alpha [L, Yg, Xg, M]``: ``[L, Yg, Xg, S, S/2+1]``."""
-        a = alpha * self.ratios[i]
-        if self.offsets[i] is not None:
-            a = a + self.offsets[i]
-        t = otf(self.models[i](a))
-        if self.attenuation[i] is not None:
-            t = t * self.attenuation[i]
-        return t
+        return self.channels[i].patch_otf(alpha, self.n_modes, self.layout.size, self.device, self.attenuation[i])
 
     def metric(self, alpha: torch.Tensor) -> torch.Tensor:
         """Minus the log marginal likelihood of the wavefronts (the objects integrated out under their
@@ -205,39 +199,41 @@ class PatchProblem:
     def refit_object_power(self, alpha: torch.Tensor) -> None:
         """Fit every object's P_O to the patches given the wavefronts ``alpha [L, Yg, Xg, M]`` (an object seen
         in several channels: on its anchor's frames, shared by the group)."""
-        from svrt.runtime.object_prior import fit_object_power
-
         with torch.no_grad():
             for group in self.groups:
                 i = group[0]
                 t = self.otfs(alpha, i)
-                law = fit_object_power(self.spectra[i].abs().pow(2).mean(dim=0), t.abs().pow(2).mean(dim=0),
-                                       self.noise_var[i], self.window_power, self.cutoffs[i])
+                law = self.prior_fit(self.spectra[i].abs().pow(2).mean(dim=0), t.abs().pow(2).mean(dim=0),
+                                     self.noise_var[i], self.window_power, self.cutoffs[i])
                 for j in group:
                     self.set_object_power(j, law)
 
 
-def patch_wavefronts(frames: torch.Tensor, insts, n_modes: int, grid_shape: tuple[int, int], noise_var,
-                     patch_size: int = 64, iterations: int = 40, gamma_scale: float = 1.0,
+def patch_wavefronts(frames: torch.Tensor, channels, n_modes: int, grid_shape: tuple[int, int], noise_var,
+                     patch_size: int = solver_default("patch_size"),
+                     iterations: int = solver_default("patch_iterations"), gamma_scale: float = 1.0,
                      tiptilt: bool = True, weights: torch.Tensor | None = None, attenuation=None,
                      init: torch.Tensor | None = None, progress=None, fit_modes: int | None = None,
-                     seed: int = 0, diversity=None, start_rms: float = START_RMS_RAD) -> tuple[torch.Tensor, dict]:
+                     seed: int = 0, diversity=None,
+                     start_rms: float = solver_default("start_rms")) -> tuple[torch.Tensor, dict]:
     """Wavefronts ``[L, M, Yg, Xg]`` (radians at object 0's wavelength) at the grid nodes, from one
     object-eliminated MOMFBD per node's patch.
 
-    frames ``[K, L, Y, X]`` normalised; ``insts`` one :class:`~svrt.instruments.Instrument` per object;
+    frames ``[K, L, Y, X]`` normalised; ``channels`` one :class:`~svrt.runtime.channel.Channel` (or
+    :class:`~svrt.instruments.Instrument`) per object;
     ``noise_var [K]`` the noise variance per pixel of each object's frames (same units);
     ``iterations`` L-BFGS iterations per mode step (:data:`MODE_STEPS` up to ``n_modes``);
     ``weights [K, L]`` gamma_kl; ``attenuation(i, nu)`` the OTF factor of the unmodelled high orders;
     ``init [L, M, Yg, Xg]`` a starting point (e.g. the previous burst's); ``start_rms`` [rad] the random
-    start of newly freed modes; ``diversity`` a
+    start of newly freed modes (seeded; the defaults of ``patch_size``, ``iterations`` and ``start_rms`` are
+    the settings', :class:`~svrt.runtime.solver_config.SolverConfig`); ``diversity`` a
     :class:`~svrt.optics.diversity.DiversitySpec` (channels tied to one object, their known defocus) or
     None. Returns the wavefronts and a
     dict with the metric before and after and the number of function evaluations."""
     k, n_frames, y, x = frames.shape
     layout = patch_layout((y, x), grid_shape, patch_size)
     noise = torch.as_tensor(noise_var, dtype=torch.float32).reshape(-1)
-    problem = PatchProblem(frames, insts, n_modes, layout, noise, gamma_scale, weights, attenuation, diversity)
+    problem = PatchProblem(frames, channels, n_modes, layout, noise, gamma_scale, weights, attenuation, diversity)
     problem.refit_object_power(torch.zeros(n_frames, *layout.shape, n_modes, device=frames.device) if init is None
                                else init.permute(0, 2, 3, 1).to(frames.device, torch.float32))
     yg, xg = layout.shape
@@ -265,8 +261,7 @@ def patch_wavefronts(frames: torch.Tensor, insts, n_modes: int, grid_shape: tupl
             n_before = n_free
         free = alpha[..., :n_free].clone().requires_grad_(True)
         fixed = alpha[..., n_free:].detach()
-        opt = torch.optim.LBFGS([free], lr=1.0, max_iter=iterations, history_size=20,
-                                line_search_fn="strong_wolfe", tolerance_grad=1e-9, tolerance_change=1e-12)
+        opt = lbfgs([free], iterations, "patch")
 
         def closure():
             opt.zero_grad()

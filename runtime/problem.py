@@ -33,6 +33,7 @@ import torch
 from svrt.errors import SvrtError
 from svrt.instruments import get_instrument
 from svrt.mode_grid import per_pixel_modes
+from svrt.runtime.channel import wavelength_ratios
 from svrt.runtime.loss import centred, filtered
 from svrt.runtime.solver_config import SolverConfig, check_field_size, grid_shape
 from svrt.windows import flat_top_window
@@ -213,7 +214,7 @@ class Problem:
                 gamma = torch.ones(k, n_frames)
         pix_w = None if bool(valid.all()) else valid.to(data_device).float()
         # wavelength ratios (modes in radians at the wavelength of object 0)
-        ratios = [insts[0].wavelength_angstrom / inst.wavelength_angstrom for inst in insts]
+        ratios = wavelength_ratios(insts)
         return cls(burst=burst, scale=scale, average=average, data=data_n, average_n=avg_n, pix_w=pix_w,
                    gamma=gamma.to(device), ratios=ratios)
 
@@ -282,6 +283,8 @@ class SolveContext:
     checkpoint: the :class:`~svrt.runtime.checkpoint.Checkpointer` of this solve (writes the state,
         holds the state to resume from), or None.
     diversity: the burst's :class:`~svrt.optics.diversity.DiversitySpec`, or None (every channel its own object).
+    stop: the :class:`~svrt.runtime.solver_monitor.StoppingRule` of the solve (the time budget from its start), or
+        None (no deadline).
     """
 
     config: SolverConfig
@@ -295,6 +298,7 @@ class SolveContext:
     cache: dict = field(default_factory=dict)
     checkpoint: Any = None        # a svrt.runtime.checkpoint.Checkpointer, or None (no checkpoints)
     diversity: Any = None         # a svrt.optics.diversity.DiversitySpec (channels tied to one object), or None
+    stop: Any = None              # the svrt.runtime.solver_monitor.StoppingRule of the solve (its time budget), or None
 
     def filtered(self, o: torch.Tensor, insts: list | None = None) -> torch.Tensor:
         """o* = F^-1(H F(o)) of ``o [K, Y, X]`` (instruments ``insts``, default every object's)."""
@@ -303,6 +307,11 @@ class SolveContext:
     def centred(self, a: torch.Tensor) -> torch.Tensor:
         """The modes with the mean tip-tilt over the frames removed (when ``config.tiptilt``)."""
         return centred(a, self.config.tiptilt)
+
+    @property
+    def channels(self) -> list:
+        """The :class:`~svrt.runtime.channel.Channel` of each object (its wavelength ratio, its diversity)."""
+        return [m.channel for m in self.models]
 
     @property
     def ratios(self) -> list:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from svrt.errors import SvrtError
+from svrt.mode_grid import N_MODES
 from svrt.pictures import check_png
 
 __all__ = ["BURST_SUFFIXES", "FileRestoration", "burst_stem", "check_checkpoint", "check_outputs",
@@ -117,7 +118,7 @@ def check_restoration_space(output, png, burst, config) -> None:
     from svrt.mode_grid import grid_shape
 
     y, x = burst.shape
-    n_modes = 44 if burst.n_modes is None else burst.n_modes
+    n_modes = N_MODES if burst.n_modes is None else burst.n_modes
     p = int(getattr(config, "grid", 0) or 0)
     grid = grid_shape((y, x), p if p <= max(y, x) else 0)
     nbytes = restoration_nbytes(burst.n_objects, burst.n_frames, (y, x), n_modes, grid,

@@ -116,6 +116,7 @@ import numpy as np
 import torch
 
 from svrt.errors import SvrtError
+from svrt.runtime.channel import burst_channels
 from svrt.runtime.forward_choice import default_forward_model, forward_cards
 from svrt.runtime.forward_model import ForwardModel, bytes_per_pixel_sample
 from svrt.runtime.method_adam import solve_field, solve_tiled
@@ -132,6 +133,7 @@ from svrt.runtime.solver_config import (  # noqa: F401  (re-exported)
     SolverConfig,
     grid_shape,
 )
+from svrt.runtime.solver_monitor import StoppingRule
 
 __all__ = ["SolverConfig", "SVMOMFBD", "SolveResult", "Plan", "load_solver_engine", "grid_shape",
            "MIN_SIZE", "TIPTILT_MODES", "noise_variance", "RUNTIME_OVERHEAD_MB"]
@@ -220,16 +222,12 @@ class SolveResult:
 
 
 
-def _attach_diversity(spec, models: list, cfg: SolverConfig, plan: Plan, n_modes: int) -> None:
-    """Give every diversity channel's forward model its known defocus (KL coefficients at its own wavelength);
-    one SvrtError sentence where the solve cannot honour it (method adam, tiles)."""
+def _check_diversity_supported(cfg: SolverConfig, plan: Plan) -> None:
+    """One SvrtError sentence where the solve cannot honour a burst's phase diversity (method adam, tiles)."""
     if cfg.method != "momfbd" or plan.tiled:
         why = "method adam" if cfg.method != "momfbd" else f"a solve in {len(plan.tiles)} tiles"
         raise SvrtError(f"the burst declares phase diversity (DIVERSk/DIVOBJk cards), which {why} does not support; "
                         "use method momfbd on a field that fits in memory (raise memory_mb, unset tile_size).")
-    for model, coefficients in zip(models, spec.coefficients(n_modes)):
-        if coefficients is not None:
-            model.diversity = torch.as_tensor(coefficients, dtype=torch.float32)
 
 
 def _peak_rss_mb() -> float:
@@ -359,13 +357,16 @@ class SVMOMFBD:
 
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(dev)
-        models = [ForwardModel(e, label, ratio, kernels=cfg.kernels, checkpointing=plan.checkpointing)
-                  for e, label, ratio in zip(burst.engines, burst.labels, problem.ratios)]
         if burst.diversity is not None:
-            _attach_diversity(burst.diversity, models, cfg, plan, self.n_modes)
+            _check_diversity_supported(cfg, plan)
+        # each channel's wavefront (wavelength ratio, known defocus) and PSFs: svrt.runtime.channel
+        channels = burst_channels(burst.insts, burst.diversity, self.n_modes)
+        models = [ForwardModel(e, label, channel, kernels=cfg.kernels, checkpointing=plan.checkpointing)
+                  for e, label, channel in zip(burst.engines, burst.labels, channels)]
         ctx = SolveContext(config=cfg, device=dev, n_modes=self.n_modes, models=models, insts=burst.insts,
                            gamma=problem.gamma, plan=plan, callback=callback, cache=self._cache,
-                           checkpoint=self._checkpointer(burst, plan, resume), diversity=burst.diversity)
+                           checkpoint=self._checkpointer(burst, plan, resume), diversity=burst.diversity,
+                           stop=StoppingRule.of(cfg, t_start))
         data_n, pix_w = problem.data, problem.pix_w
         if plan.tiled:
             if cfg.method == "momfbd":

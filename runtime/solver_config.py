@@ -9,15 +9,13 @@ so the settings that made a restoration travel with it.
 from __future__ import annotations
 
 import dataclasses
-import math
-import os
 from dataclasses import dataclass
 
 from svrt.errors import SvrtError
 from svrt.mode_grid import grid_shape
-from svrt.settings import check_ranges, setting
+from svrt.settings import check_declared, setting
 
-__all__ = ["SolverConfig", "grid_shape", "check_field_size", "fitted_modes", "MIN_FIT_MODES", "MIN_SIZE", "TIPTILT_MODES", "MAX_ITERATIONS", "CPU_MAX_BATCH",
+__all__ = ["SolverConfig", "solver_default", "grid_shape", "check_field_size", "fitted_modes", "MIN_FIT_MODES", "MIN_SIZE", "TIPTILT_MODES", "MAX_ITERATIONS", "CPU_MAX_BATCH",
            "RUNTIME_OVERHEAD_MB", "PRECISIONS"]
 
 MIN_SIZE = 16               # smallest image side the solver accepts (one emulator block)
@@ -43,13 +41,16 @@ class SolverConfig:
 
     method: str = setting("momfbd", "momfbd: patch wavefronts, Wiener objects, SV refinement; adam: the paper's "
                                     "joint AdamW on objects and modes", choices=_METHODS)
-    iterations: int = setting(30, "AdamW iterations (method adam; paper: 30)", method="adam")
+    iterations: int = setting(30, "AdamW iterations (method adam; paper: 30)", min=1, max=MAX_ITERATIONS, method="adam")
     grid: int = setting(32, "[pixel] P, pixels per coarse-grid node (Yg = ceil(Y/P)); 0: one wavefront per frame "
                             "(invariant MFBD)", min=0, max=65536)
-    patch_size: int = setting(64, "[pixel] side of the patch around each node in the wavefront stage (method momfbd)", min=16, max=4096, method="momfbd")
-    patch_iterations: int = setting(30, "L-BFGS iterations per mode step of the patch wavefront stage (method momfbd)", method="momfbd")
+    patch_size: int = setting(64, "[pixel] side of the patch around each node in the wavefront stage (method momfbd)",
+                              min=16, max=4096, method="momfbd")
+    patch_iterations: int = setting(30, "L-BFGS iterations per mode step of the patch wavefront stage (method momfbd)",
+                                    min=0, max=MAX_ITERATIONS, method="momfbd")
     node_iterations: int | None = setting(0, "L-BFGS iterations of each node's own patch after the whole field "
-                                             "(none: patch_iterations; 0: none, the SV refinement moves the nodes)", method="momfbd")
+                                             "(none: patch_iterations; 0: none, the SV refinement moves the nodes)",
+                                          min=0, max=MAX_ITERATIONS, method="momfbd")
     coarse_to_fine: bool = setting(True, "start every patch from the whole field's wavefronts (method momfbd)", method="momfbd")
     fit_modes: int | None = setting(35, "fit KL 1..fit_modes in the patch stage, the rest 0 (none: all M), at most "
                                         "what the data support (data_per_mode); 35: the best single value over r0 "
@@ -58,31 +59,47 @@ class SolverConfig:
     data_per_mode: float = setting(400.0, "fit at most K (L-1)/L Y X / data_per_mode modes (method momfbd): small "
                                           "fields and few frames fit fewer modes instead of fitting noise "
                                           "(fitted_modes; 0: fit_modes whatever the field)", min=0, method="momfbd")
+    # 0.3 rad also regularises: the marginal likelihood keeps falling as the fit follows the noise, and from 0.3 rad
+    # the 30 L-BFGS steps of a mode step end nearer the truth than from 0.1 (NMSE 0.024-0.072 vs 0.036-0.083 on 5 of
+    # 5 128^2 bursts; 0.6 rad diverges)
     start_rms: float = setting(0.3, "[rad] RMS of the random start of the modes freed at each step of the patch "
-                                    "stage (method momfbd; also regularises: 0.1 fits more noise, 0.6 diverges)", min=0, max=10, method="momfbd")
-    object_iterations: int = setting(20, "most conjugate-gradient iterations of each object solve", method="momfbd")
-    refine_rounds: int = setting(2, "rounds of (SV wavefront refinement, object solve) after the first object solve", method="momfbd")
-    refine_iterations: int = setting(10, "L-BFGS iterations of each SV wavefront refinement (0: none)", method="momfbd")
+                                    "stage (method momfbd; also regularises: 0.1 fits more noise, 0.6 diverges)",
+                               min=0, max=10, method="momfbd")
+    object_iterations: int = setting(20, "most conjugate-gradient iterations of each object solve", min=0,
+                                     max=MAX_ITERATIONS, method="momfbd")
+    refine_rounds: int = setting(2, "rounds of (SV wavefront refinement, object solve) after the first object solve",
+                                 min=0, max=MAX_ITERATIONS, method="momfbd")
+    refine_iterations: int = setting(10, "L-BFGS iterations of each SV wavefront refinement (0: none)", min=0,
+                                     max=MAX_ITERATIONS, method="momfbd")
     refine_above: float = setting(1.25, "refine the node wavefronts only when the first solution's chi^2 per "
-                                        "pixel exceeds this (the field is anisoplanatic beyond the noise); 0: always", min=0, max=1e+06, method="momfbd")
+                                        "pixel exceeds this (the field is anisoplanatic beyond the noise); 0: always",
+                                  min=0, max=1e+06, method="momfbd")
     node_modes: int | None = setting(None, "KL modes 1..node_modes vary from node to node in the SV refinement; the "
-                                           "higher ones keep the whole field's value (none: all M)", min=1, max=1000, method="momfbd")
-    prior_scale: float = setting(1.0, "multiplies the Wiener prior 1/P_O (1: the minimum-mean-square-error estimate)", min=0, max=1e+06, method="momfbd")
+                                           "higher ones keep the whole field's value (none: all M)", min=1, max=1000,
+                                     method="momfbd")
+    prior_scale: float = setting(1.0, "multiplies the Wiener prior 1/P_O (1: the minimum-mean-square-error estimate)",
+                                 min=0, max=1e+06, method="momfbd")
     high_order: str = setting("none", "wavefront beyond the fitted modes: none, or kolmogorov (its mean OTF from "
                                       "the fitted r0)", choices=_HIGH_ORDERS)
-    tolerance: float = setting(1e-3, "stop an object solve when J falls by less than this (relative) in an iteration", method="momfbd")
-    time_budget: float | None = setting(None, "[s] stop refining once the restoration has taken this long "
-                                              "(none: no limit)", max=1e+07)
-    lr_objects: float = setting(10 ** -1.7, "AdamW learning rate of the objects (normalised intensity units; Fig. 9)", max=100, method="adam")
-    lr_modes: float = setting(10 ** -0.5, "AdamW learning rate of the modes (radians; Fig. 9)", max=100, method="adam")
-    weight_decay_objects: float = setting(0.0, "AdamW decoupled weight decay of the objects (0 keeps the photometry)", method="adam")
-    weight_decay_modes: float = setting(0.01, "AdamW decoupled weight decay of the modes (torch default)", method="adam")
+    tolerance: float = setting(1e-3, "stop an object solve when J falls by less than this (relative) in an iteration",
+                               min=0, method="momfbd")
+    time_budget: float | None = setting(None, "[s] stop once the restoration has taken this long: momfbd's object "
+                                              "solves and refinement rounds, adam's steps (none: no limit)",
+                                        above=0, max=1e+07)
+    lr_objects: float = setting(10 ** -1.7, "AdamW learning rate of the objects (normalised intensity units; Fig. 9)",
+                                above=0, max=100, method="adam")
+    lr_modes: float = setting(10 ** -0.5, "AdamW learning rate of the modes (radians; Fig. 9)", above=0, max=100,
+                              method="adam")
+    weight_decay_objects: float = setting(0.0, "AdamW decoupled weight decay of the objects (0 keeps the photometry)",
+                                          min=0, method="adam")
+    weight_decay_modes: float = setting(0.01, "AdamW decoupled weight decay of the modes (torch default)", min=0,
+                                        method="adam")
     lambda_obj: float = setting(1.0, "lambda_o, Tikhonov weight of <|grad o*|^2> (dimensionless; tuned on "
                                      "simulations, see docs)", min=0, max=1e+06)
     lambda_modes: float = setting(0.01, "lambda_alpha, Tikhonov weight of <|grad alpha|^2> "
                                         "(rad^-2 per node; paper 0.01)", min=0, max=1e+06)
-    filter_width: float = setting(1.8, "w of Eq. 16, in units of the diffraction cutoff D/lambda", max=10)
-    filter_sharpness: float = setting(20.0, "n of Eq. 16", max=10000)
+    filter_width: float = setting(1.8, "w of Eq. 16, in units of the diffraction cutoff D/lambda", above=0, max=10)
+    filter_sharpness: float = setting(20.0, "n of Eq. 16", above=0, max=10000)
     apodization: str = setting("mirror", "boundary of the Fourier filter: mirror (reflect-pad), hann (window), "
                                          "none (periodic)", choices=_APODIZATIONS)
     apodization_pixels: int = setting(16, "[pixel] mirror margin / width of the hann ramps", min=0, max=1024)
@@ -91,32 +108,38 @@ class SolverConfig:
     scaling: str = setting("object", "photometric normalisation constant: one per object or one global",
                            choices=_SCALINGS)
     tiptilt: bool = setting(True, "remove the mean tip-tilt over the frames (fixes the object's position)")
-    margin: int = setting(16, "[pixel] the object extends this far beyond the field (light from outside it)", min=0, max=1024)
+    margin: int = setting(16, "[pixel] the object extends this far beyond the field (light from outside it)", min=0,
+                          max=1024)
     global_modes: bool = setting(True, "modes = per-frame global part + per-node part (faster convergence; "
                                        "same model)", method="adam")
-    lr_nodes: float | None = setting(0.1, "learning rate of the per-node part with global_modes (none: lr_modes)", max=100, method="adam")
-    init_modes_std: float = setting(0.0, "[rad] std of random initial modes (0: zero modes, the paper's start)", min=0, max=10)
+    lr_nodes: float | None = setting(0.1, "learning rate of the per-node part with global_modes (none: lr_modes)",
+                                     above=0, max=100, method="adam")
+    init_modes_std: float = setting(0.0, "[rad] std of random initial modes (0: zero modes, the paper's start)", min=0,
+                                    max=10)
     max_batch: int | None = setting(None, "most (object, frame) pairs per emulator call (none: from memory_mb; "
-                                          "CPU: at most 2)", min=1, max=1e+06)
+                                          "CPU: at most 2)", min=1, max=1e+06, group="resources")
     memory_mb: float | None = setting(None, "[MiB] memory bound (none: 80 % of free CUDA memory, 50 % of RAM "
-                                            "on CPU)", max=1e+08)
+                                            "on CPU)", above=0, max=1e+08, group="resources")
     tile_size: int | None = setting(None, "[pixel] force overlapping tiles of this side (none: tiles only if a "
-                                          "frame does not fit)", max=65536)
-    tile_overlap: int = setting(32, "[pixel] overlap of neighbouring tiles (raised-cosine blend)", min=0, max=4096)
+                                          "frame does not fit)", min=2 * MIN_SIZE, max=65536, group="resources")
+    tile_overlap: int = setting(32, "[pixel] overlap of neighbouring tiles (raised-cosine blend)", min=0, max=4096,
+                                group="resources")
     checkpointing: str = setting("auto", "gradient checkpointing of the U-Net levels (auto: on CUDA)",
-                                 choices=_CHECKPOINTINGS)
+                                 choices=_CHECKPOINTINGS, group="resources")
     precision: str = setting("auto", "engine precision when the solver loads it (auto: fp16 on CUDA, fp32 on CPU)",
-                             choices=PRECISIONS)
-    loss_scale: float | None = setting(None, "FP16 loss scale (none: automatic, 2^16 halved on overflow)")
-    kernels: str = setting("auto", "svrt.kernels implementation", choices=_KERNELS)
+                             choices=PRECISIONS, group="resources")
+    loss_scale: float | None = setting(None, "FP16 loss scale (none: automatic, 2^16 halved on overflow)", above=0,
+                                       group="resources")
+    kernels: str = setting("auto", "svrt.kernels implementation", choices=_KERNELS, group="resources")
     seed: int = setting(0, "random seed (init_modes_std)")
     progress: bool = setting(True, "tqdm progress bar on stderr")
     checkpoint: str | None = setting(None, "file the restoration's state is checkpointed to, atomically "
-                                           "(svrt.runtime.checkpoint; none: no checkpoints)")
+                                           "(svrt.runtime.checkpoint; none: no checkpoints)", group="resources")
     checkpoint_every: int = setting(10, "adam: write the checkpoint every this many iterations (momfbd: after every "
-                                        "stage)")
+                                        "stage)", min=1, max=MAX_ITERATIONS, group="resources")
     select_frames: float | None = setting(None, "keep the sharpest frames by RMS contrast of object 0: a fraction in "
-                                                "(0, 1] (1: all) or a count >= 2 (none: all); the kept frames go in the header")
+                                                "(0, 1] (1: all) or a count >= 2 (none: all); the kept frames go in "
+                                                "the header", above=0)
     align_channels: bool = setting(False, "register channels 1..K-1 to channel 0 (shift, rotation, scale) before the "
                                           "solve, from the ALIGNk cards or the frame averages")
     strict: bool = setting(False, "a restoration whose quality verdict (runtime/quality.py) is not ok is an error: "
@@ -126,72 +149,14 @@ class SolverConfig:
         self.validate()
 
     def validate(self) -> "SolverConfig":
-        def need(cond: bool, msg: str) -> None:
-            if not cond:
-                raise SvrtError(msg)
-
-        need(self.method in _METHODS, f"method must be one of {', '.join(_METHODS)}; got {self.method!r}.")
-        need(self.high_order in _HIGH_ORDERS, f"high_order must be one of {', '.join(_HIGH_ORDERS)}; got {self.high_order!r}.")
-        need(isinstance(self.iterations, int) and 1 <= self.iterations <= MAX_ITERATIONS,
-             f"iterations must be an integer in 1..{MAX_ITERATIONS}; got {self.iterations!r}.")
-        for name in ("patch_iterations", "object_iterations", "refine_iterations", "refine_rounds"):
-            v = getattr(self, name)
-            need(isinstance(v, int) and 0 <= v <= MAX_ITERATIONS, f"{name} must be an integer in 0..{MAX_ITERATIONS}; got {v!r}.")
-        need(self.node_iterations is None or (isinstance(self.node_iterations, int) and 0 <= self.node_iterations <= MAX_ITERATIONS),
-             f"node_iterations must be None or an integer in 0..{MAX_ITERATIONS}; got {self.node_iterations!r}.")
-        need(isinstance(self.coarse_to_fine, bool), f"coarse_to_fine must be True or False; got {self.coarse_to_fine!r}.")
-        need(self.fit_modes is None or (isinstance(self.fit_modes, int) and self.fit_modes >= 2),
-             f"fit_modes must be None or an integer >= 2; got {self.fit_modes!r}.")
-        need(self.node_modes is None or (isinstance(self.node_modes, int) and self.node_modes >= 1),
-             f"node_modes must be None or an integer >= 1; got {self.node_modes!r}.")
-        need(isinstance(self.patch_size, int) and self.patch_size >= 16, f"patch_size must be an integer >= 16 pixels; got {self.patch_size!r}.")
-        for name in ("prior_scale", "tolerance", "refine_above", "start_rms", "data_per_mode"):
-            v = getattr(self, name)
-            need(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0, f"{name} must be a number >= 0; got {v!r}.")
-        need(self.time_budget is None or (isinstance(self.time_budget, (int, float)) and self.time_budget > 0),
-             f"time_budget must be None or a positive number of seconds; got {self.time_budget!r}.")
-        need(isinstance(self.grid, int) and self.grid >= 0, f"grid (P, pixels per node) must be an integer >= 0; got {self.grid!r}.")
-        for name in ("lr_objects", "lr_modes"):
-            v = getattr(self, name)
-            need(isinstance(v, (int, float)) and math.isfinite(v) and v > 0, f"{name} must be a positive number; got {v!r}.")
-        for name in ("weight_decay_objects", "weight_decay_modes", "lambda_obj", "lambda_modes", "init_modes_std"):
-            v = getattr(self, name)
-            need(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0, f"{name} must be a number >= 0; got {v!r}.")
-        need(self.lr_nodes is None or (isinstance(self.lr_nodes, (int, float)) and math.isfinite(self.lr_nodes) and self.lr_nodes > 0),
-             f"lr_nodes must be None or a positive number; got {self.lr_nodes!r}.")
-        need(self.filter_width > 0 and self.filter_sharpness > 0,
-             f"filter_width and filter_sharpness must be positive; got {self.filter_width!r} and {self.filter_sharpness!r}.")
-        need(self.apodization in _APODIZATIONS, f"apodization must be one of {', '.join(_APODIZATIONS)}; got {self.apodization!r}.")
-        need(isinstance(self.margin, int) and self.margin >= 0, f"margin must be an integer >= 0 pixels; got {self.margin!r}.")
-        need(isinstance(self.apodization_pixels, int) and self.apodization_pixels >= 0,
-             f"apodization_pixels must be an integer >= 0; got {self.apodization_pixels!r}.")
-        need(self.weights in _WEIGHTS, f"weights must be one of {', '.join(_WEIGHTS)}; got {self.weights!r}.")
-        need(self.scaling in _SCALINGS, f"scaling must be one of {', '.join(_SCALINGS)}; got {self.scaling!r}.")
-        need(self.max_batch is None or (isinstance(self.max_batch, int) and self.max_batch >= 1),
-             f"max_batch must be None or an integer >= 1; got {self.max_batch!r}.")
-        need(self.memory_mb is None or (isinstance(self.memory_mb, (int, float)) and self.memory_mb > 0),
-             f"memory_mb must be None or a positive number of MiB; got {self.memory_mb!r}.")
-        need(self.tile_size is None or (isinstance(self.tile_size, int) and self.tile_size >= 2 * MIN_SIZE),
-             f"tile_size must be None or an integer >= {2 * MIN_SIZE} pixels; got {self.tile_size!r}.")
-        need(isinstance(self.tile_overlap, int) and self.tile_overlap >= 0,
-             f"tile_overlap must be an integer >= 0 pixels; got {self.tile_overlap!r}.")
-        need(self.tile_size is None or self.tile_overlap < self.tile_size // 2,
-             f"tile_overlap ({self.tile_overlap}) must be less than half of tile_size ({self.tile_size}).")
-        need(self.checkpointing in _CHECKPOINTINGS, f"checkpointing must be one of {', '.join(_CHECKPOINTINGS)}; got {self.checkpointing!r}.")
-        need(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}.")
-        need(self.loss_scale is None or (isinstance(self.loss_scale, (int, float)) and self.loss_scale > 0),
-             f"loss_scale must be None or positive; got {self.loss_scale!r}.")
-        need(self.checkpoint is None or (isinstance(self.checkpoint, (str, os.PathLike)) and str(self.checkpoint) != ""),
-             f"checkpoint must be None or a file path; got {self.checkpoint!r}.")
-        need(isinstance(self.checkpoint_every, int) and 1 <= self.checkpoint_every <= MAX_ITERATIONS,
-             f"checkpoint_every must be an integer in 1..{MAX_ITERATIONS}; got {self.checkpoint_every!r}.")
-        need(self.select_frames is None or (isinstance(self.select_frames, (int, float)) and not isinstance(self.select_frames, bool)
-                                            and math.isfinite(self.select_frames) and self.select_frames > 0),
-             f"select_frames must be None, a fraction in (0, 1] or a number of frames >= 2; got {self.select_frames!r}.")
-        need(isinstance(self.align_channels, bool), f"align_channels must be True or False; got {self.align_channels!r}.")
-        need(isinstance(self.strict, bool), f"strict must be True or False; got {self.strict!r}.")
-        need(self.kernels in _KERNELS, f"kernels must be one of {', '.join(_KERNELS)}; got {self.kernels!r}.")
-        check_ranges(self)  # the ranges each setting(...) declares, e.g. patch_size <= 4096
+        """Check every setting: its type, choices and range as its :func:`~svrt.settings.setting` declares them
+        (:func:`~svrt.settings.check_declared`), then the rules that tie settings together. One SvrtError
+        sentence naming the setting."""
+        check_declared(self)
+        if self.tile_size is not None and self.tile_overlap >= self.tile_size // 2:
+            raise SvrtError(f"tile_overlap ({self.tile_overlap}) must be less than half of tile_size ({self.tile_size}).")
+        if self.checkpoint is not None and str(self.checkpoint) == "":
+            raise SvrtError(f"checkpoint must be None or a file path; got {self.checkpoint!r}.")
         return self
 
     def to_dict(self) -> dict:
@@ -204,6 +169,13 @@ class SolverConfig:
             out[k.upper()] = ("none" if k == "checkpoint" else "auto") if v is None else (str(v) if k == "checkpoint" else v)
         return out
 
+
+
+def solver_default(name: str):
+    """The declared default of the setting ``name`` (:class:`SolverConfig`): the default of an inner function
+    (the patch stage's iterations, the object solve's tolerance) that the settings also set, so that a call
+    without the argument does what a solve with the default settings does."""
+    return SolverConfig.__dataclass_fields__[name].default
 
 
 def check_field_size(y: int, x: int) -> None:

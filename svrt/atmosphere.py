@@ -15,6 +15,7 @@ import numpy as np
 
 from svrt.errors import SvrtError
 from svrt.instruments import ARCSEC_PER_RADIAN, Instrument, get_instrument
+from svrt.mode_grid import N_MODES
 from svrt.optics.kl import kl_basis
 from svrt.optics.zernike import KOLMOGOROV_C as KOLMOGOROV_PSD
 
@@ -40,7 +41,7 @@ def d_over_r0_at_wavelength(d_over_r0: float, reference_over_wavelength: float) 
     return float(d_over_r0) / r0_at_wavelength(1.0, 1.0, reference_over_wavelength)
 
 
-def kl_standard_deviations(instrument: str | Instrument, r0_cm: float, n_modes: int = 44,
+def kl_standard_deviations(instrument: str | Instrument, r0_cm: float, n_modes: int = N_MODES,
                            reference_angstrom: float = R0_REFERENCE_WAVELENGTH) -> np.ndarray:
     """RMS (radians) of each KL coefficient ``[n_modes]``: sqrt(variance_l (D/r0(lambda))^(5/3))."""
     inst = get_instrument(instrument)
@@ -48,7 +49,7 @@ def kl_standard_deviations(instrument: str | Instrument, r0_cm: float, n_modes: 
     return np.sqrt(kl_basis(n_modes).variances * (inst.diameter_cm / r0) ** (5 / 3))
 
 
-def kolmogorov_coefficients(instrument: str | Instrument, r0_cm: float, n_modes: int = 44,
+def kolmogorov_coefficients(instrument: str | Instrument, r0_cm: float, n_modes: int = N_MODES,
                             size: int | tuple = (), rng: np.random.Generator | None = None,
                             reference_angstrom: float = R0_REFERENCE_WAVELENGTH) -> np.ndarray:
     """Random KL coefficients ``[*size, n_modes]`` (radians) of Kolmogorov wavefronts (Roddier 1990)."""

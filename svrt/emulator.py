@@ -45,6 +45,7 @@ import torch.nn.functional as F
 
 from svrt.errors import SvrtError
 from svrt.instruments import default_conditioning
+from svrt.mode_grid import N_MODES
 
 MULTIPLE = 16  # four 2x2 poolings
 NORM_EPS = 1e-6
@@ -99,7 +100,7 @@ class EmulatorConfig:
     """Everything needed to rebuild the network; stored in the weights' JSON metadata."""
 
     width: int = 64                    # C
-    n_modes: int = 44                  # M
+    n_modes: int = N_MODES             # M
     instruments: list = field(default_factory=default_conditioning)   # one-hot order
     film_hidden: int = 64
     normalize: bool = True

@@ -25,7 +25,11 @@ import numpy as np
 
 from svrt.errors import SvrtError
 
-__all__ = ["grid_shape", "node_positions", "per_pixel_modes", "bilinear_weights", "sample_coarse"]
+#: M, the number of KL wavefront modes (KL 1..M, Noll 2..M+1 rotated) of the paper and of every default: the
+#: coarse grid holds [L, M, Yg, Xg]; an engine or a file that names its own M overrides it
+N_MODES = 44
+
+__all__ = ["N_MODES", "grid_shape", "node_positions", "per_pixel_modes", "bilinear_weights", "sample_coarse"]
 
 
 def grid_shape(shape: tuple[int, int], grid: int) -> tuple[int, int]:

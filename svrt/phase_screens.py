@@ -23,7 +23,7 @@ from svrt.atmosphere import (
 )
 from svrt.errors import SvrtError
 from svrt.instruments import ARCSEC_PER_RADIAN, Instrument, get_instrument
-from svrt.mode_grid import node_positions
+from svrt.mode_grid import N_MODES, node_positions
 from svrt.optics.kl import kl_pupil_projector
 
 _NEAR_CELLS = 3          # main-grid cells with |kx|, |ky| <= this get cell-integrated power
@@ -284,7 +284,7 @@ def layered_screens(instrument: str | Instrument, atmosphere: Atmosphere, n_fram
         yield LayeredScreens(screens, atmosphere.heights_m, dx, inst.wavelength_angstrom)
 
 
-def wavefront_modes(screens, instrument: str | Instrument, grid_shape, image_shape, n_modes: int = 44,
+def wavefront_modes(screens, instrument: str | Instrument, grid_shape, image_shape, n_modes: int = N_MODES,
                     pupil_px: int = 64) -> np.ndarray:
     """KL coefficients ``[L, M, Yg, Xg]`` float32 (rad at the instrument's wavelength) of the wavefronts
     of ``screens`` (an iterable of L :class:`LayeredScreens`) at the coarse-grid nodes
@@ -309,7 +309,7 @@ def wavefront_modes(screens, instrument: str | Instrument, grid_shape, image_sha
 
 
 def anisoplanatic_modes(instrument: str | Instrument, r0_cm: float, theta0_arcsec: float | None,
-                        n_frames: int, grid_shape, image_shape, n_modes: int = 44,
+                        n_frames: int, grid_shape, image_shape, n_modes: int = N_MODES,
                         rng: np.random.Generator | None = None, atmosphere: Atmosphere | None = None,
                         pupil_px: int = 64, subharmonics: int = 6, outer_scale_m: float | None = None,
                         ao_modes: int = 0, ao_lock_arcsec=(0.0, 0.0)) -> np.ndarray:

@@ -12,7 +12,13 @@ The file has one table per settings class::
 
     [solver]            # SolverConfig: svrt deconvolve, svrt batch
     grid = 0
+    [solver.momfbd]     # the settings of one group (setting(group=...) or the method they act under)
+    patch_size = 64
     [train]             # TrainConfig: svrt train
+
+A setting declared with a group (``setting(..., group="resources")``, or ``method="momfbd"``: the group of
+that method) is written in the sub-table ``[table.group]``; it is also read there or, as older flat files
+have it, in ``[table]`` itself. A key in the wrong sub-table is one sentence naming the table it belongs in.
 
 This module imports neither click nor torch (the settings classes import it).
 """
@@ -24,6 +30,8 @@ import difflib
 import importlib
 import json
 import math
+import os
+import re
 import sys
 import typing
 from dataclasses import dataclass
@@ -32,8 +40,8 @@ from typing import Any
 
 from svrt.errors import SvrtError
 
-__all__ = ["setting", "Spec", "specs", "parse_text", "check_value", "check_ranges", "check_settings", "inapplicable",
-           "read_table", "load_settings", "to_toml", "settings_class", "TABLES", "NONE"]
+__all__ = ["setting", "Spec", "specs", "parse_text", "check_value", "check_declared", "check_settings", "inapplicable",
+           "read_table", "flatten_groups", "table_of", "load_settings", "to_toml", "settings_class", "TABLES", "NONE"]
 
 NONE = "none"  # the spelling of None on the command line and in a file
 
@@ -44,15 +52,17 @@ TABLES = {"solver": "svrt.runtime.solver_config:SolverConfig", "train": "svrt.tr
 
 
 def setting(default: Any = dataclasses.MISSING, help: str = "", *, choices: tuple | None = None,
-            min: float | None = None, max: float | None = None, method: str | None = None,
-            default_factory: Any = dataclasses.MISSING) -> Any:
+            min: float | None = None, max: float | None = None, above: float | None = None,
+            method: str | None = None, group: str | None = None, default_factory: Any = dataclasses.MISSING) -> Any:
     """A dataclass field with its help (units first, in brackets), for a string its allowed values, for a
-    number its range ``min <= value <= max`` (either end may be left open; :func:`check_ranges` checks
-    it), and ``method``: the one value of the class's ``method`` field under which the setting acts
-    (:func:`inapplicable` lists those given in vain)."""
+    number its range ``min <= value <= max`` or ``above < value <= max`` (either end may be left open;
+    :func:`check_declared` checks it with the field's type and choices), ``method``: the one value of the
+    class's ``method`` field under which the setting acts (:func:`inapplicable` lists those given in vain),
+    and ``group``: the sub-table of the file it is written in (default: its ``method``, if any)."""
     return dataclasses.field(default=default, default_factory=default_factory,
                              metadata={"help": help, "choices": tuple(choices) if choices else None,
-                                       "min": min, "max": max, "method": method})
+                                       "min": min, "max": max, "above": above, "method": method,
+                                       "group": group or method})
 
 
 @dataclass(frozen=True)
@@ -69,15 +79,24 @@ class Spec:
     min: float | None = None
     max: float | None = None
     method: str | None = None
+    above: float | None = None
+    group: str | None = None
 
     @property
     def range(self) -> str:
-        """The declared range as text ('' when open): 'in 16..4096', '>= 0', '<= 10'."""
+        """The declared range as text ('' when open): 'in 16..4096', '>= 0', '<= 10', '> 0', 'in (0, 100]'."""
+        if self.above is not None:
+            return f"in ({self.above:g}, {self.max:g}]" if self.max is not None else f"> {self.above:g}"
         if self.min is not None and self.max is not None:
             return f"in {self.min:g}..{self.max:g}"
         if self.min is not None:
             return f">= {self.min:g}"
         return f"<= {self.max:g}" if self.max is not None else ""
+
+    def in_range(self, value: float) -> bool:
+        """Whether the number ``value`` lies in the declared range."""
+        return not ((self.min is not None and value < self.min) or (self.max is not None and value > self.max)
+                    or (self.above is not None and value <= self.above))
 
     @property
     def expected(self) -> str:
@@ -110,20 +129,26 @@ def specs(cls: type) -> list[Spec]:
         default = f.default_factory() if f.default is dataclasses.MISSING else f.default
         meta = f.metadata
         out.append(Spec(f.name, kind, optional, default, meta.get("help", ""), meta.get("choices"), meta.get("min"),
-                        meta.get("max"), meta.get("method")))
+                        meta.get("max"), meta.get("method"), meta.get("above"), meta.get("group")))
     return out
 
 
-def check_ranges(config: Any) -> None:
-    """Raise :class:`SvrtError` (one sentence naming the field) when a number of the settings object
-    ``config`` lies outside the range its :func:`setting` declares: the one check of every range, for the
-    command line, the settings file and the Python API alike (``patch_size = 1e23`` is a typo, not a
-    patch)."""
+def check_declared(config: Any) -> None:
+    """Raise :class:`SvrtError` (one sentence naming the field) when a value of the settings object
+    ``config`` is not of its field's type, not one of its choices or outside the range its :func:`setting`
+    declares: the one check of every declaration, for the command line, the settings file and the Python
+    API alike (``patch_size = 1e23`` is a typo, not a patch). A string setting without choices also takes a
+    path (``os.PathLike``)."""
     for spec in specs(type(config)):
         value = getattr(config, spec.name)
-        if not spec.range or not _is_number(value):
+        if value is None and spec.optional:
             continue
-        if (spec.min is not None and value < spec.min) or (spec.max is not None and value > spec.max):
+        path_like = spec.kind is str and not spec.choices and isinstance(value, os.PathLike)
+        if not path_like and (not _OF_KIND[spec.kind](value) or (spec.choices and value not in spec.choices)):
+            expected = spec.expected.replace(f'"{NONE}"', "None")
+            raise SvrtError(f"{spec.name} must be {expected}" + (f" {spec.range}" if spec.range else "")
+                            + f"; got {value!r}.")
+        if spec.range and _is_number(value) and not spec.in_range(value):
             raise SvrtError(f"{spec.name} must be {spec.range}; got {value!r}.")
 
 
@@ -224,7 +249,47 @@ def read_table(path: str | Path, table: str) -> dict[str, Any]:
                             f"{', '.join(f'[{t}]' for t in TABLES)}.")
         if key not in TABLES:
             raise SvrtError(f"{path}: unknown table [{key}]; expected {' or '.join(f'[{t}]' for t in TABLES)}.")
-    return check_settings(data.get(table, {}), settings_class(table), f"{path}: [{table}]")
+    cls = settings_class(table)
+    return check_settings(flatten_groups(data.get(table, {}), cls, path, table), cls, f"{path}: [{table}]")
+
+
+def table_of(table: str, error: Exception, keys: Any) -> str:
+    """The (sub-)table of ``table`` that holds the setting an ``error`` of the settings class names (the first
+    of ``keys`` named in its message): ``solver.resources`` for memory_mb; ``table`` when none is named."""
+    words = set(re.findall(r"[a-z][a-z0-9_]*", str(error)))
+    group_of = _groups(settings_class(table))
+    for key in keys:
+        if key in words and group_of.get(key):
+            return f"{table}.{group_of[key]}"
+    return table
+
+
+def _groups(cls: type) -> dict[str, str | None]:
+    """Setting name -> its group (None: the table itself) for the settings class ``cls``."""
+    return {s.name: s.group for s in specs(cls)}
+
+
+def flatten_groups(values: dict[str, Any], cls: type, source: Any, table: str) -> dict[str, Any]:
+    """The settings of a table whose groups are sub-tables (``[solver.momfbd]``: ``values["momfbd"]``) as
+    one flat dict; keys given flat (older files) are taken as they are. A key in a sub-table it does not
+    belong to, or given both flat and in its sub-table, is one :class:`SvrtError` sentence naming the file
+    (``source``) and the table it belongs in."""
+    group_of = _groups(cls)
+    groups = {g for g in group_of.values() if g}
+    out = {key: value for key, value in values.items() if not (key in groups and isinstance(value, dict))}
+    for group in groups:
+        sub = values.get(group)
+        if not isinstance(sub, dict):
+            continue
+        for key, value in sub.items():
+            home = group_of.get(key, group)
+            if home != group:
+                right = f"[{table}.{home}]" if home else f"[{table}]"
+                raise SvrtError(f"{source}: [{table}.{group}] holds {key!r}, which belongs in {right}; move it there.")
+            if key in out:
+                raise SvrtError(f"{source}: [{table}.{group}] sets {key!r}, which [{table}] sets as well; keep one.")
+            out[key] = value
+    return out
 
 
 def check_settings(values: dict[str, Any], cls: type, where: str,
@@ -253,7 +318,7 @@ def load_settings(path: str | Path, table: str = "solver", **overrides: Any) -> 
     try:
         return settings_class(table)(**{**values, **overrides})
     except SvrtError as exc:
-        raise SvrtError(f"{path}: [{table}] {exc}") from None
+        raise SvrtError(f"{path}: [{table_of(table, exc, values)}] {exc}") from None
 
 
 def _toml_value(value: Any) -> str:
@@ -270,14 +335,24 @@ def _toml_value(value: Any) -> str:
 
 
 def to_toml(table: str, config: Any) -> str:
-    """The TOML table ``[table]`` of the settings object ``config``: every field with its help as a
-    comment above it (and its allowed values); reads back (:func:`read_table`) to ``config``."""
-    lines = [f"[{table}]"]
+    """The TOML table ``[table]`` of the settings object ``config``, its groups as sub-tables
+    (``[table.group]``, in the order they first appear): every field with its help as a comment above it
+    (and its allowed values and range); reads back (:func:`read_table`) to ``config``."""
+    by_group: dict[str | None, list[Spec]] = {None: []}
     for spec in specs(type(config)):
-        note = spec.help
-        if spec.choices:
-            note += f" [one of: {', '.join(spec.choices)}]"
-        if note:
-            lines.append(f"# {note}")
-        lines.append(f"{spec.name} = {_toml_value(getattr(config, spec.name))}")
+        by_group.setdefault(spec.group, []).append(spec)
+    lines: list[str] = []
+    for group, members in by_group.items():
+        if lines:
+            lines.append("")
+        lines.append(f"[{table}]" if group is None else f"[{table}.{group}]")
+        for spec in members:
+            note = spec.help
+            if spec.choices:
+                note += f" [one of: {', '.join(spec.choices)}]"
+            if spec.range:
+                note += f" [{spec.range}]"
+            if note:
+                lines.append(f"# {note}")
+            lines.append(f"{spec.name} = {_toml_value(getattr(config, spec.name))}")
     return "\n".join(lines) + "\n"

@@ -25,6 +25,7 @@ from svrt.settings import (
     read_table,
     settings_class,
     specs,
+    table_of,
     to_toml,
 )
 
@@ -131,7 +132,7 @@ def _blame(exc: SvrtError, ctx: click.Context, given: dict, from_file: dict, con
             param = next((p for p in ctx.command.params if p.name == name), None)
             return click.BadParameter(msg, ctx=ctx, param=param)
     if any(name in words for name in from_file):
-        return SvrtError(f"{config_file}: [{table}] {msg}")
+        return SvrtError(f"{config_file}: [{table_of(table, exc, from_file)}] {msg}")
     return exc
 
 

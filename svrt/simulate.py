@@ -91,7 +91,7 @@ import numpy as np
 
 from svrt.atmosphere import DEFAULT_THETA0_ARCSEC, R0_REFERENCE_WAVELENGTH
 from svrt.errors import SvrtError
-from svrt.mode_grid import per_pixel_modes
+from svrt.mode_grid import N_MODES, per_pixel_modes
 
 MAX_PSF_SIZE = 256          # cap on the PSF box (the cost of the exact convolution grows as S^2)
 MIN_PUPIL_PX = 24           # pupil sampling of the PSF model (grid pixels across D)
@@ -144,7 +144,7 @@ def _register_header_comments() -> None:
 # building blocks
 # ----------------------------------------------------------------------------------------------
 
-def burst_psf_model(instrument, psf_size: int, n_modes: int = 44, min_pupil_px: float = MIN_PUPIL_PX):
+def burst_psf_model(instrument, psf_size: int, n_modes: int = N_MODES, min_pupil_px: float = MIN_PUPIL_PX):
     """The :class:`~svrt.optics.psf.PSFModel` of a simulated burst: S = ``psf_size`` pixels cut from a
     computed field of ``max(S + 8, ceil(min_pupil_px * lambda/(D pix)))`` pixels (the FFT period; the
     8 extra pixels keep the halo that wraps around the period out of the box). The pupil grid has
@@ -252,7 +252,7 @@ def _check_float(value, name: str, positive: bool, unit: str) -> float:
     return v
 
 
-def _validate(instrument, size, n_frames, n_objects, seed, r0_cm, theta0_arcsec, noise, scene, grid,
+def _validate(instrument, size, n_frames, n_objects, seed, r0_cm, theta0_arcsec, noise, scene, nodes,
               n_modes, psf_size, wavefront, outer_scale_m, photons):
     from svrt.instruments import get_instrument
     from svrt.scenes import SCENE_KINDS
@@ -268,10 +268,10 @@ def _validate(instrument, size, n_frames, n_objects, seed, r0_cm, theta0_arcsec,
     noise = _check_float(noise, "noise", False, "a fraction of the mean intensity")
     if scene not in SCENE_KINDS:
         raise SvrtError(f"unknown scene '{scene}'; expected one of {', '.join(SCENE_KINDS)}.")
-    grid = max(1, size // 16) if grid is None else _check_int(grid, "grid", 1)
-    if size < grid:
-        raise SvrtError(f"size {size} is too small for a grid of {grid} nodes per side; "
-                        f"use a size of at least {grid} pixels or a smaller grid.")
+    nodes = max(1, size // 16) if nodes is None else _check_int(nodes, "nodes", 1)
+    if size < nodes:
+        raise SvrtError(f"size {size} is too small for a grid of {nodes} nodes per side; "
+                        f"use a size of at least {nodes} pixels or fewer nodes.")
     n_modes = _check_int(n_modes, "the number of modes", 2)
     if n_modes > MAX_MODES:
         raise SvrtError(f"the number of modes {n_modes} is more than the {MAX_MODES} KL modes svrt builds "
@@ -295,7 +295,7 @@ def _validate(instrument, size, n_frames, n_objects, seed, r0_cm, theta0_arcsec,
         photons = _check_float(photons, "photons", False,
                                "photo-electrons per pixel at the frame mean, 0 or None for none")
         photons = photons or None
-    return (inst, size, n_frames, n_objects, seed, r0_cm, theta0_arcsec, noise, grid, n_modes, psf_size, outer_scale_m,
+    return (inst, size, n_frames, n_objects, seed, r0_cm, theta0_arcsec, noise, nodes, n_modes, psf_size, outer_scale_m,
             photons)
 
 
@@ -303,12 +303,28 @@ def _validate(instrument, size, n_frames, n_objects, seed, r0_cm, theta0_arcsec,
 # the simulation
 # ----------------------------------------------------------------------------------------------
 
+def _nodes_of(nodes: int | None, grid: int | None) -> int | None:
+    """The node count from ``nodes`` or its deprecated alias ``grid`` (one warning sentence; both given: an
+    SvrtError)."""
+    if grid is None:
+        return nodes
+    if nodes is not None:
+        raise SvrtError(f"simulate_burst got nodes={nodes!r} and grid={grid!r}; grid is the deprecated name of "
+                        "nodes, give nodes only.")
+    from svrt.checks import warn
+
+    warn("simulate_burst(grid=...) is deprecated: it counts nodes per side, now nodes=... (grid means pixels per "
+         "node in the solver).")
+    return grid
+
+
 def simulate_burst(instrument="crisp8542", size: int = 256, n_frames: int = 12, n_objects: int = 2,
                    seed: int = 1, r0_cm: float = 10.0, theta0_arcsec: float | None = DEFAULT_THETA0_ARCSEC,
-                   noise: float = 0.01, scene: str = "granulation", grid: int | None = None,
-                   n_modes: int = 44, progress: bool = True, psf_size: int | None = None,
+                   noise: float = 0.01, scene: str = "granulation", nodes: int | None = None,
+                   n_modes: int = N_MODES, progress: bool = True, psf_size: int | None = None,
                    wavefront: str = "kl", outer_scale_m: float | None = None, ao_modes: int = 0,
-                   ao_lock_arcsec=(0.0, 0.0), photons: float | None = None, diversity: float | None = None):
+                   ao_lock_arcsec=(0.0, 0.0), photons: float | None = None, diversity: float | None = None,
+                   grid: int | None = None):
     """Simulate an anisoplanatic burst; returns a :class:`svrt.fileio.Burst`.
 
     Parameters
@@ -323,9 +339,11 @@ def simulate_burst(instrument="crisp8542", size: int = 256, n_frames: int = 12, 
         the same PSF everywhere.
     noise : Gaussian noise, standard deviation as a fraction of each frame's mean (0: none).
     scene : "granulation", "sunspot" or "points" (:mod:`svrt.scenes`).
-    grid : Yg = Xg, nodes per side of the coarse mode grid (default ``size // 16``, one node per
+    nodes : Yg = Xg, nodes per side of the coarse mode grid (default ``size // 16``, one node per
         16 x 16 pixels as in the paper).
-    n_modes : M, KL modes (default 44).
+    grid : the earlier name of ``nodes``, deprecated (a warning): everywhere else ``grid`` is the solver's
+        P, pixels per node.
+    n_modes : M, KL modes (default :data:`svrt.mode_grid.N_MODES`, 44).
     progress : show a tqdm progress bar (pixel rows of all frames) on stderr.
     psf_size : PSF box in pixels; default from :func:`choose_psf_size` (>= 98 % of the energy
         of 95 % of the PSFs, a multiple of 8, at most ``MAX_PSF_SIZE``).
@@ -362,13 +380,14 @@ def simulate_burst(instrument="crisp8542", size: int = 256, n_frames: int = 12, 
     from svrt.fileio import Burst
     from svrt.scenes import make_objects
 
-    (inst, size, n_frames, n_objects, seed, r0_cm, theta0_arcsec, noise, grid, n_modes, psf_size, outer_scale_m,
-     photons) = _validate(instrument, size, n_frames, n_objects, seed, r0_cm, theta0_arcsec, noise, scene, grid,
+    nodes = _nodes_of(nodes, grid)
+    (inst, size, n_frames, n_objects, seed, r0_cm, theta0_arcsec, noise, nodes, n_modes, psf_size, outer_scale_m,
+     photons) = _validate(instrument, size, n_frames, n_objects, seed, r0_cm, theta0_arcsec, noise, scene, nodes,
                           n_modes, psf_size, wavefront, outer_scale_m, photons)
     ao = AdaptiveOptics(inst, ao_modes, ao_lock_arcsec)
     y = x = size
     atmosphere = Atmosphere.from_theta0(r0_cm, theta0_arcsec, outer_scale_m=outer_scale_m)
-    waves = _burst_wavefronts(inst, atmosphere, n_frames, (grid, grid), (y, x), n_modes, ao, wavefront,
+    waves = _burst_wavefronts(inst, atmosphere, n_frames, (nodes, nodes), (y, x), n_modes, ao, wavefront,
                               np.random.default_rng([seed, 1]))
     if psf_size is None:
         psf_size = choose_psf_size(inst, waves.coarse, node_psfs=waves.node_psfs)
@@ -387,7 +406,7 @@ def simulate_burst(instrument="crisp8542", size: int = 256, n_frames: int = 12, 
         frames = np.concatenate([frames, add_noise(defocused, noise, photons, noise_rng)])
         truth = np.concatenate([truth, truth[:1]])
     header = _burst_header(inst, atmosphere, model, ao, r0_cm=r0_cm, theta0_arcsec=theta0_arcsec, noise=noise,
-                           seed=seed, scene=scene, grid=grid, n_modes=n_modes, psf_size=s, wavefront=wavefront,
+                           seed=seed, scene=scene, nodes=nodes, n_modes=n_modes, psf_size=s, wavefront=wavefront,
                            outer_scale_m=outer_scale_m, photons=photons, screen_px=waves.screen_px)
     if diversity:
         header.update({f"DIVERS{n_objects}": float(diversity), f"DIVOBJ{n_objects}": 0})
@@ -491,7 +510,7 @@ def _diversity_frames(waves_pv: float, obj, waves: _Wavefronts, model, inst, sha
                            d_kl=d_kl, d_phase=d_phase)
 
 
-def _burst_header(inst, atmosphere, model, ao, *, r0_cm, theta0_arcsec, noise, seed, scene, grid, n_modes, psf_size,
+def _burst_header(inst, atmosphere, model, ao, *, r0_cm, theta0_arcsec, noise, seed, scene, nodes, n_modes, psf_size,
                   wavefront, outer_scale_m, photons, screen_px) -> dict:
     """The header of a simulated burst: the instrument's cards and every setting (the module doc)."""
     from svrt.atmosphere import r0_at_wavelength
@@ -513,7 +532,7 @@ def _burst_header(inst, atmosphere, model, ao, *, r0_cm, theta0_arcsec, noise, s
         "NOISE": float(noise),
         "SEED": int(seed),
         "SCENE": scene,
-        "GRID": int(grid),
+        "GRID": int(nodes),           # the file's card keeps its name (readers of older bursts)
         "NMODES": int(n_modes),
         "PSFSIZE": int(psf_size),
         "NLAYERS": len(atmosphere.heights_m),

@@ -8,6 +8,7 @@ import click
 
 from svrt.atmosphere import DEFAULT_THETA0_ARCSEC
 from svrt.errors import SvrtError
+from svrt.mode_grid import N_MODES
 from svrt.simulate import MAX_MODES, WAVEFRONTS, simulate_burst
 
 
@@ -24,8 +25,10 @@ from svrt.simulate import MAX_MODES, WAVEFRONTS, simulate_burst
 @click.option("--noise", default=0.01, show_default=True, type=float,
               help="Gaussian noise sigma as a fraction of each frame's mean (0: none).")
 @click.option("--scene", default="granulation", show_default=True, help="granulation, sunspot or points.")
-@click.option("--grid", default=None, type=int, help="Nodes per side of the coarse mode grid [default: size // 16].")
-@click.option("--modes", "n_modes", default=44, show_default=True, type=int, help="M, number of KL modes.")
+@click.option("--nodes", default=None, type=int, help="Nodes per side of the coarse mode grid [default: size // 16].")
+@click.option("--grid", "grid", default=None, type=int,
+              help="Deprecated name of --nodes (nodes per side; elsewhere --grid is pixels per node).")
+@click.option("--modes", "n_modes", default=N_MODES, show_default=True, type=int, help="M, number of KL modes.")
 @click.option("--psf-size", default=None, type=int,
               help="PSF box in pixels [default: holds >= 98 % of the energy of 95 % of the PSFs].")
 @click.option("--wavefront", default="kl", show_default=True, metavar="kl|screen",
@@ -50,7 +53,7 @@ from svrt.simulate import MAX_MODES, WAVEFRONTS, simulate_burst
               help="Quick-look PNG [default: the output name with .png].")
 @click.option("--no-png", is_flag=True, help="Do not write the quick-look PNG.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def simulate_command(instrument, size, n_frames, n_objects, seed, r0_cm, theta0, noise, scene, grid, n_modes,
+def simulate_command(instrument, size, n_frames, n_objects, seed, r0_cm, theta0, noise, scene, nodes, grid, n_modes,
                      psf_size, wavefront, outer_scale, ao_modes, ao_lock, photons, diversity, output, overwrite, png,
                      no_png, quiet):
     """Simulate a burst of K objects x L frames blurred by an anisoplanatic atmosphere.
@@ -98,7 +101,8 @@ def simulate_command(instrument, size, n_frames, n_objects, seed, r0_cm, theta0,
     if png_path is not None:
         check_png(png_path, output, overwrite=overwrite)
     burst = simulate_burst(instrument, size, n_frames, n_objects, seed, r0_cm=r0_cm, theta0_arcsec=theta0_arcsec,
-                           noise=noise, scene=scene, grid=grid, n_modes=n_modes, progress=not quiet,
+                           noise=noise, scene=scene, nodes=_nodes_option(nodes, grid), n_modes=n_modes,
+                           progress=not quiet,
                            psf_size=psf_size, wavefront=wavefront, outer_scale_m=outer_scale_m, ao_modes=ao_modes,
                            ao_lock_arcsec=ao_lock_arcsec, photons=photons or None, diversity=diversity or None)
     write_burst(output, burst, overwrite=overwrite)
@@ -129,3 +133,15 @@ def _parse_option(text, option: str, kind, expected: str, none_words: bool = Fal
         raise SvrtError(f"{option} must be {expected}; got '{text}'.")
     return value
 
+
+def _nodes_option(nodes: int | None, grid: int | None) -> int | None:
+    """--nodes, or the deprecated --grid with one warning sentence (both given: an SvrtError)."""
+    if grid is None:
+        return nodes
+    if nodes is not None:
+        raise SvrtError("--grid is the deprecated name of --nodes; give --nodes only.")
+    from svrt.checks import warn
+
+    warn("svrt simulate --grid is deprecated: it counts nodes per side, now --nodes (--grid means pixels per node "
+         "in svrt deconvolve).")
+    return grid

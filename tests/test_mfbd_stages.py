@@ -11,9 +11,10 @@ from svrt.instruments import get_instrument
 from svrt.optics.kl import kl_residual_variances
 from svrt.optics.psf import PSFModel
 from svrt.optics.residual import estimate_d_over_r0, fitting_error_otf, fitting_error_variance
+from svrt.runtime.channel import otf
 from svrt.runtime.object_prior import PowerLaw, fit_object_power, prior_weights
 from svrt.runtime.object_solve import fourier_precondition, prior_value, solve_objects
-from svrt.runtime.patch_mfbd import otf, patch_layout, patch_wavefronts
+from svrt.runtime.patch_mfbd import patch_layout, patch_wavefronts
 from svrt.windows import modified_hann
 
 # ------------------------------------------------------------------------------------- fitting error

@@ -122,7 +122,12 @@ def test_svrt_config_prints_toml_that_reads_back_to_the_defaults(tmp_path):
         r = run(["config", *args])
         assert r.exit_code == 0, r.output
         data = tomllib.loads(r.output)
-        assert list(data) == [table] and set(data[table]) == {f.name for f in dataclasses.fields(cls)}
+        groups = {s.group for s in specs(cls) if s.group}
+        flat = {k: v for k, v in data[table].items() if k not in groups}
+        for group in groups:
+            flat.update(data[table][group])
+        assert list(data) == [table] and set(flat) == {f.name for f in dataclasses.fields(cls)}
+        assert set(data[table]) - set(flat) == groups
         path = tmp_path / f"{table}.toml"
         path.write_text(r.output)
         assert load_settings(path, table) == cls()
@@ -159,7 +164,14 @@ def test_precedence_default_then_file_then_command_line(tmp_path, stop_after_set
     ("[solver]\nfit_modes = \"all\"\n", ["run.toml", "fit_modes", 'or "none"']),
     ("[solver]\nmethod = \"lbfgs\"\n", ["run.toml", "method must be one of \"momfbd\", \"adam\""]),
     ("[solver]\ntiptilt = 1\n", ["run.toml", "tiptilt must be true or false"]),
-    ("[solver]\npatch_size = 8\n", ["run.toml", "[solver] patch_size must be an integer >= 16"]),
+    ("[solver]\npatch_size = 8\n", ["run.toml", "[solver.momfbd] patch_size must be in 16..4096"]),
+    ("[solver.momfbd]\npatch_size = 8\n", ["run.toml", "[solver.momfbd] patch_size must be in 16..4096"]),
+    ("[solver.adam]\npatch_size = 64\n", ["run.toml", "[solver.adam] holds 'patch_size'", "[solver.momfbd]"]),
+    ("[solver.momfbd]\ngrid = 8\n", ["run.toml", "[solver.momfbd] holds 'grid'", "belongs in [solver]"]),
+    ("[solver]\ngrid = 8\npatch_size = 32\n[solver.momfbd]\npatch_size = 48\n",
+     ["run.toml", "[solver.momfbd] sets 'patch_size'", "[solver] sets as well"]),
+    ("[solver.resources]\nmemory_mb = 0\n", ["run.toml", "[solver.resources] memory_mb must be in (0, 1e+08]"]),
+    ("[solver]\nmemory_mb = 0\n", ["run.toml", "[solver.resources] memory_mb must be in (0, 1e+08]"]),
     ("[solvr]\ngrid = 8\n", ["run.toml", "unknown table [solvr]", "[solver]"]),
     ("grid = 8\n", ["run.toml", "'grid' is outside a table"]),
     ("[solver\ngrid = 8\n", ["run.toml", "is not valid TOML", "line 1"]),
@@ -220,3 +232,83 @@ def test_help_imports_no_torch():
             "    r = CliRunner().invoke(cli, args); assert r.exit_code == 0, r.output\n"
             "assert 'torch' not in sys.modules, 'torch imported'\n")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+# ------------------------------------------------------------------------------ groups and declared ranges
+
+def test_the_solver_table_is_written_in_groups(tmp_path):
+    text = to_toml("solver", SolverConfig())
+    data = tomllib.loads(text)["solver"]
+    assert {"momfbd", "adam", "resources"} <= set(data)
+    assert "patch_size" in data["momfbd"] and "tolerance" in data["momfbd"]
+    assert "lr_objects" in data["adam"] and "iterations" in data["adam"]
+    assert "memory_mb" in data["resources"] and "tile_size" in data["resources"] and "kernels" in data["resources"]
+    assert "grid" in data and "method" in data and "patch_size" not in data
+    assert "# [pixel] side of the patch" in text and "[in 16..4096]" in text     # help and declared range
+
+
+def test_an_older_flat_settings_file_still_loads(toml_file):
+    """A file of the flat layout (before the groups): every key in [solver] itself, read as before."""
+    path = toml_file("[solver]\nmethod = \"adam\"\ngrid = 16\npatch_size = 48\niterations = 7\nlr_modes = 0.2\n"
+                     "memory_mb = 512.0\ntile_overlap = 8\ntolerance = 0.01\n", "flat.toml")
+    config = load_settings(path)
+    assert config == SolverConfig(method="adam", grid=16, patch_size=48, iterations=7, lr_modes=0.2, memory_mb=512.0,
+                                  tile_overlap=8, tolerance=0.01)
+    # the same settings in groups read the same
+    grouped = toml_file("[solver]\nmethod = \"adam\"\ngrid = 16\n[solver.momfbd]\npatch_size = 48\ntolerance = 0.01\n"
+                        "[solver.adam]\niterations = 7\nlr_modes = 0.2\n[solver.resources]\nmemory_mb = 512.0\n"
+                        "tile_overlap = 8\n", "grouped.toml")
+    assert load_settings(grouped) == config
+
+
+@pytest.mark.parametrize("kwargs, needles", [
+    (dict(lr_objects=0.0), ["lr_objects must be in (0, 100]", "0.0"]),
+    (dict(time_budget=0), ["time_budget must be in (0, 1e+07]"]),
+    (dict(tile_size=16), ["tile_size must be in 32..65536"]),
+    (dict(checkpoint_every=0), ["checkpoint_every must be in 1..100000"]),
+    (dict(iterations=0), ["iterations must be in 1..100000"]),
+    (dict(fit_modes=True), ["fit_modes must be an integer or None"]),
+    (dict(grid=32.0), ["grid must be an integer in 0..65536", "32.0"]),
+    (dict(tolerance=float("nan")), ["tolerance must be a finite number >= 0"]),
+    (dict(method="lbfgs"), ['method must be one of "momfbd", "adam"']),
+    (dict(select_frames=-1), ["select_frames must be > 0"]),
+    (dict(tile_size=64, tile_overlap=32), ["tile_overlap (32) must be less than half of tile_size (64)"]),
+])
+def test_the_python_api_checks_what_each_setting_declares(kwargs, needles):
+    """The ranges, types and choices are declared once, in setting(...), and checked from there for the Python API
+    as for the file and the command line (validate keeps only the rules that tie two settings)."""
+    from svrt.errors import SvrtError
+
+    with pytest.raises(SvrtError) as e:
+        SolverConfig(**kwargs)
+    for needle in needles:
+        assert needle in str(e.value), (needle, str(e.value))
+
+
+def test_validate_declares_instead_of_rechecking():
+    """Every range SolverConfig checks is a declaration: each number setting declares one."""
+    import inspect
+
+    source = inspect.getsource(SolverConfig.validate)
+    assert source.count("raise SvrtError") <= 2          # the two rules that tie settings together
+    for spec in specs(SolverConfig):
+        if spec.kind in (int, float) and spec.name not in ("seed", "loss_scale"):
+            assert spec.range, spec.name
+
+
+def test_inner_functions_take_their_defaults_from_the_settings():
+    """The patch stage and the object solve called without the argument do what the default settings do (they
+    had their own, different literals: 40 vs 30 patch iterations, 30 / 1e-4 vs 20 / 1e-3 for the object solve)."""
+    import inspect
+
+    from svrt.runtime.object_solve import solve_objects
+    from svrt.runtime.patch_mfbd import patch_wavefronts
+
+    defaults = SolverConfig()
+    patch = inspect.signature(patch_wavefronts).parameters
+    assert patch["iterations"].default == defaults.patch_iterations
+    assert patch["patch_size"].default == defaults.patch_size
+    assert patch["start_rms"].default == defaults.start_rms
+    obj = inspect.signature(solve_objects).parameters
+    assert obj["iterations"].default == defaults.object_iterations
+    assert obj["tolerance"].default == defaults.tolerance

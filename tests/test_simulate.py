@@ -143,7 +143,8 @@ def test_psf_size_grows_with_turbulence():
 
 
 @pytest.mark.parametrize("kwargs, words", [
-    (dict(size=8, grid=16), "too small for a grid"),
+    (dict(size=8, nodes=16), "too small for a grid"),
+    (dict(nodes=2, grid=2), "grid is the deprecated name of nodes"),
     (dict(r0_cm=-3.0), "r0 must be positive"),
     (dict(noise=-0.1), "noise must be"),
     (dict(scene="galaxy"), "unknown scene"),
@@ -212,7 +213,8 @@ def test_cli_help_has_an_example(capsys):
 
 
 @pytest.mark.parametrize("args, words", [
-    (["--size", "8", "--grid", "16"], "too small for a grid"),
+    (["--size", "8", "--nodes", "16"], "too small for a grid"),
+    (["--nodes", "2", "--grid", "2"], "--grid is the deprecated name of --nodes"),
     (["--r0", "-5"], "r0 must be positive"),
     (["--noise", "-0.01"], "noise must be"),
     (["--instrument", "hubble"], "unknown instrument"),
@@ -330,7 +332,7 @@ def test_ao_burst_is_corrected_at_the_lock_point(wavefront):
     """One node (grid 1), at the field centre, where the AO locks: MODES 1..N are ~0 (to the discrete-pupil
     leak of the projection, see test_adaptive_optics), modes beyond N as without AO; the frames are
     sharper (higher RMS contrast) than without AO."""
-    base = {**TINY, "noise": 0.0, "grid": 1, "wavefront": wavefront, "r0_cm": 7.0, "psf_size": 32}
+    base = {**TINY, "noise": 0.0, "nodes": 1, "wavefront": wavefront, "r0_cm": 7.0, "psf_size": 32}
     free, ao = simulate_burst(**base), simulate_burst(**{**base, "ao_modes": 20})
     assert ao.header["AOMODES"] == 20 and free.header["AOMODES"] == 0
     assert np.sqrt(np.mean(ao.modes[:, :20] ** 2)) < 0.01 * np.sqrt(np.mean(free.modes[:, 20:] ** 2))
@@ -401,3 +403,16 @@ def test_cli_new_options(tmp_path, capsys):
     with fits.open(path) as hdul:
         for key, word in (("WAVEFRNT", "wavefront"), ("L0", "[m]"), ("AOMODES", "AO"), ("PHOTONS", "photo-electrons")):
             assert word in hdul[0].header.comments[key], key
+
+
+def test_grid_of_the_simulator_is_a_deprecated_alias_of_nodes(tmp_path, capsys):
+    """grid means pixels per node in the solver; the simulator's node count is nodes, and its old name still works
+    with one warning sentence."""
+    from svrt.checks import SvrtWarning
+
+    with pytest.warns(SvrtWarning, match=r"grid=\.\.\.\) is deprecated.*nodes="):
+        old = simulate_burst(**{**TINY, "grid": 2})
+    new = simulate_burst(**{**TINY, "nodes": 2})
+    assert old.modes.shape[-2:] == (2, 2) and np.array_equal(old.frames, new.frames)
+    code, _, err = _run(CLI_TINY + ["--grid", "2", "-o", str(tmp_path / "b.fits"), "--no-png"], capsys)
+    assert code == 0 and "--grid is deprecated" in err and "--nodes" in err, err

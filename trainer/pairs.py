@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from svrt.atmosphere import kolmogorov_coefficients
+from svrt.mode_grid import N_MODES
 from svrt.optics.convolution import fft_convolve
 from svrt.optics.psf import PSFModel
 from svrt.trainer.images import random_image
@@ -42,7 +43,7 @@ class PairGenerator:
     """Makes training pairs for a list of instruments (the model's conditioning order)."""
 
     instruments: list
-    n_modes: int = 44
+    n_modes: int = N_MODES
     crop: int = CROP
     apodization: int = APODIZATION
     r0_range: tuple = R0_RANGE

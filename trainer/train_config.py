@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from svrt.errors import require
 from svrt.instruments import default_conditioning
+from svrt.mode_grid import N_MODES
 from svrt.settings import setting
 
 __all__ = ["TrainConfig", "WEAK_FRACTION", "BOUNDARIES"]
@@ -23,7 +24,7 @@ class TrainConfig:
     """The recipe of a training run; written into the weights' JSON metadata (``recipe``)."""
 
     width: int = setting(16, "channels C of the first U-Net level (the paper: 64)")
-    n_modes: int = setting(44, "M, KL modes of the wavefronts (Noll 2..M+1; the paper: 44)")
+    n_modes: int = setting(N_MODES, "M, KL modes of the wavefronts (Noll 2..M+1; the paper: 44)")
     instruments: list[str] = setting(help="instrument labels, the conditioning order (svrt instruments)",
                                      default_factory=default_conditioning)
     steps: int = setting(20000, "optimiser steps (the cosine schedule's length)")

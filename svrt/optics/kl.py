@@ -15,6 +15,7 @@ from functools import lru_cache
 import numpy as np
 
 from svrt.errors import SvrtError
+from svrt.mode_grid import N_MODES
 from svrt.optics.pupil import make_pupil, pupil_coordinates
 from svrt.optics.zernike import noll_covariance, noll_to_nm, zernike
 
@@ -41,7 +42,7 @@ class KLBasis:
 
 
 @lru_cache(maxsize=8)
-def kl_basis(n_modes: int = 44, zernike_order: int = DEFAULT_ZERNIKE_ORDER) -> KLBasis:
+def kl_basis(n_modes: int = N_MODES, zernike_order: int = DEFAULT_ZERNIKE_ORDER) -> KLBasis:
     """The first ``n_modes`` KL modes built from the Zernikes of radial order 1..``zernike_order``."""
     j_max = (zernike_order + 1) * (zernike_order + 2) // 2
     if n_modes > j_max - 1:
@@ -65,7 +66,7 @@ def kl_basis(n_modes: int = 44, zernike_order: int = DEFAULT_ZERNIKE_ORDER) -> K
     return KLBasis(coefficients=np.stack([c[3] for c in chosen]), variances=np.array([c[0] for c in chosen]))
 
 
-def defocus_mode_index(n_modes: int = 44) -> int:
+def defocus_mode_index(n_modes: int = N_MODES) -> int:
     """0-based index, in a coefficient vector ``[M]`` (KL 1..M), of the KL mode dominated by Zernike 4
     (n = 2, m = 0: defocus). Found from the KL rotation matrix rather than assumed.
 
@@ -80,7 +81,7 @@ def defocus_mode_index(n_modes: int = 44) -> int:
     return int(hits[0])
 
 
-def kl_residual_variances(n_modes: int = 44) -> np.ndarray:
+def kl_residual_variances(n_modes: int = N_MODES) -> np.ndarray:
     """Residual phase variance after correcting piston and the first J KL modes, J = 0..n_modes,
     in (D/r0)^(5/3) rad^2 (compare Noll's Delta_{J+1} for Zernikes)."""
     from svrt.optics.zernike import PISTON_REMOVED_VARIANCE

@@ -31,6 +31,7 @@ import torch
 
 from svrt.errors import SvrtError
 from svrt.instruments import Instrument, get_instrument
+from svrt.mode_grid import N_MODES
 from svrt.optics.kl import kl_basis
 from svrt.optics.pupil import make_pupil, pupil_coordinates
 from svrt.optics.zernike import zernike
@@ -60,7 +61,7 @@ class PSFModel:
     basis : "kl" (default) or "zernike" (Noll 2..M+1)
     """
 
-    def __init__(self, instrument: str | Instrument, n_modes: int = 44, psf_size: int | None = None,
+    def __init__(self, instrument: str | Instrument, n_modes: int = N_MODES, psf_size: int | None = None,
                  field: int | None = None, min_pupil_px: int = 32, basis: str = "kl",
                  oversample: int | None = None, device=None, dtype=torch.float32):
         self.instrument = inst = get_instrument(instrument)
