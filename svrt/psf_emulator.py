@@ -34,6 +34,7 @@ import torch
 import torch.nn as nn
 
 from svrt.errors import SvrtError
+from svrt.mode_grid import N_MODES
 
 KIND = "psf-basis"
 
@@ -43,7 +44,7 @@ class PSFBasisConfig:
     """Everything needed to rebuild the network; stored in the weights' JSON metadata."""
 
     instrument: str
-    n_modes: int = 44
+    n_modes: int = N_MODES
     psf_size: int = 48       # S, the side of the PSFs it gives
     work_size: int = 64      # W >= S: the side of the basis, before the shift and the crop
     n_basis: int = 48        # K, principal components besides the mean

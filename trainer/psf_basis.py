@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from svrt.errors import SvrtError
+from svrt.mode_grid import N_MODES
 from svrt.trainer.psf_basis_config import PSFBasisTrainConfig
 
 AO_MODES = 20                  # KL modes an AO corrects in the "ao" regime
@@ -37,7 +38,7 @@ N_FIT = 8000                   # PSFs the principal components are computed from
 
 
 def draw_coefficients(n: int, regime: str, rng: np.random.Generator, instrument: str = "crisp8542",
-                      n_modes: int = 44, r0_range=(5.0, 20.0)) -> np.ndarray:
+                      n_modes: int = N_MODES, r0_range=(5.0, 20.0)) -> np.ndarray:
     """``[n, n_modes]`` KL coefficients (radians at the instrument's wavelength) of the regime ``ao`` (KL 1-20
     scaled by a factor in :data:`AO_RESIDUAL`) or ``open`` (uncorrected), r0 uniform in ``r0_range`` cm at
     5000 A."""

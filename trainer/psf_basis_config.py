@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from svrt.settings import check_ranges, setting
+from svrt.mode_grid import N_MODES
+from svrt.settings import check_declared, setting
 
 __all__ = ["PSFBasisTrainConfig"]
 
@@ -15,7 +16,7 @@ class PSFBasisTrainConfig:
     """The recipe of a PSF-basis emulator; written into the weights' JSON metadata (``recipe``)."""
 
     instrument: str = setting("crisp8542", "the instrument whose optics the PSFs are (one per model)")
-    n_modes: int = setting(44, "M, KL modes of the wavefronts", min=3)
+    n_modes: int = setting(N_MODES, "M, KL modes of the wavefronts", min=3)
     psf_size: int = setting(48, "[px] S, side of the PSFs (the exact-optics back end's)", min=8)
     work_size: int = setting(64, "[px] W >= S, side of the basis before the tilt's shift and the crop", min=8)
     n_basis: int = setting(48, "K, principal components of the centred PSFs besides their mean", min=1)
@@ -37,7 +38,7 @@ class PSFBasisTrainConfig:
                                           "minutes comes first (none: no budget)", min=0)
 
     def __post_init__(self) -> None:
-        check_ranges(self)
+        check_declared(self)
         if self.work_size < self.psf_size:
             from svrt.errors import SvrtError
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 
 from svrt.instruments import get_instrument, load_instruments
+from svrt.mode_grid import N_MODES
 from svrt.optics.convolution import spatially_variant_convolve
 from svrt.optics.psf import PSFModel
 from svrt.optics.psf_interpolation import interpolated_psf_convolve
@@ -27,7 +28,7 @@ class PSFInterpolationEngine(Engine):
     wants_coarse_modes = True      # apply_coarse: PSFs interpolated between the grid nodes
     linear_in_object = True        # a (spatially variant) convolution
 
-    def __init__(self, n_modes: int = 44, psf_size: int = 48, device: str = "cpu", instruments=None):
+    def __init__(self, n_modes: int = N_MODES, psf_size: int = 48, device: str = "cpu", instruments=None):
         self.psf_size = psf_size
         labels = list(instruments or load_instruments())
         self._models: dict[str, PSFModel] = {}
