@@ -4,7 +4,8 @@
 restores each burst with the default method (momfbd, default settings) through
 
 - ``exact``: exact optics, the ``psf-interpolation`` back end (the default of ``svrt deconvolve``);
-- ``torch``: the shipped emulator ``svce-c16`` in PyTorch (``--model svce-c16``);
+- ``torch``: an emulator in PyTorch (``--model``, default the U-Net ``svce-c16``; ``psfb-crisp8542`` the
+  PSF-basis emulator, whose export is then ``--onnx``);
 - ``onnxruntime``: the exported graphs in ONNX Runtime as the back end loads them now (``--engine X.onnx``);
 - ``onnxruntime-ort-defaults`` (``--with-ort-defaults``): the same graphs in sessions with ONNX Runtime's own
   CPU defaults (one thread per core, spinning), as the back end loaded them before; by default timed on the
@@ -53,13 +54,13 @@ def ort_default_engine(onnx_path):
     return OnnxRuntimeEngine(fwd, meta, onnx_path, torch.device("cpu"), session(vjp_path), vjp_path)
 
 
-def load(name: str, onnx_path):
+def load(name: str, onnx_path, model: str = "svce-c16"):
     from svrt.runtime.solver import load_solver_engine
 
     if name == "exact":
         return load_solver_engine(None, backend="psf-interpolation")
     if name == "torch":
-        return load_solver_engine("svce-c16")
+        return load_solver_engine(model)
     if name == "onnxruntime":
         return load_solver_engine(onnx_path)
     return ort_default_engine(onnx_path)
@@ -149,7 +150,8 @@ def step_times(engines: dict, burst, modes, margin: int, repeats: int) -> dict:
     return {name: {k: round(v, 3) for k, v in b.items()} for name, b in best.items()}
 
 
-def run(bursts, onnx_path, out_dir, names, repeats: int = 2, threads: int = 1, steps_only=()) -> dict:
+def run(bursts, onnx_path, out_dir, names, repeats: int = 2, threads: int = 1, steps_only=(),
+        model: str = "svce-c16") -> dict:
     from svrt.benchmarks.validate import machine_info
     from svrt.fileio import read_burst
     from svrt.records import write_json
@@ -169,7 +171,7 @@ def run(bursts, onnx_path, out_dir, names, repeats: int = 2, threads: int = 1, s
         for name in names:
             if name in steps_only:
                 continue
-            engine = load(name, onnx_path)
+            engine = load(name, onnx_path, model)
             counter = CallCounter(engine)
             t0 = time.perf_counter()
             result = SVMOMFBD(engine, config).solve(burst)
@@ -190,7 +192,7 @@ def run(bursts, onnx_path, out_dir, names, repeats: int = 2, threads: int = 1, s
             modes = F.adaptive_avg_pool2d(torch.as_tensor(burst.modes), grid_shape(burst.frames.shape[-2:],
                                                                                    config.grid))
             entry["step_modes"] = "the burst's MODES averaged onto the solver's grid"
-        engines = {name: load(name, onnx_path) for name in names}
+        engines = {name: load(name, onnx_path, model) for name in names}
         for name, times in step_times(engines, burst, modes, config.margin, repeats).items():
             rows.setdefault(name, {"ort_threads": (engines[name].identity.extra or {}).get("threads")}).update(times)
             print(f"{size}^2 {name} steps: {times}", flush=True)
@@ -241,6 +243,7 @@ def main(argv=None) -> int:
     p.add_argument("--onnx", required=True, help="forward graph from 'svrt export' (its .vjp.onnx beside it)")
     p.add_argument("--out-dir", required=True)
     p.add_argument("--engines", default="exact,torch,onnxruntime")
+    p.add_argument("--model", default="svce-c16", help="the torch engine's model (bundled name or .safetensors)")
     p.add_argument("--with-ort-defaults", action="store_true",
                    help="also time ONNX Runtime with its own CPU defaults (the loading before issue 20)")
     p.add_argument("--steps-only", default="onnxruntime-ort-defaults",
@@ -264,7 +267,8 @@ def main(argv=None) -> int:
     if not args.burst:
         p.error("--burst is required (except with --profile)")
     names = args.engines.split(",") + (["onnxruntime-ort-defaults"] if args.with_ort_defaults else [])
-    run(args.burst, args.onnx, args.out_dir, names, args.repeats, args.threads, tuple(args.steps_only.split(",")))
+    run(args.burst, args.onnx, args.out_dir, names, args.repeats, args.threads, tuple(args.steps_only.split(",")),
+        model=args.model)
     return 0
 
 

@@ -207,7 +207,7 @@ def compare_with_torch(model: PSFBasisEmulator, forward_path, vjp_path, output) 
     opts.intra_op_num_threads = 1
     fwd = ort.InferenceSession(str(forward_path), opts, providers=["CPUExecutionProvider"])
     got = fwd.run(None, {"coefficients": a.numpy()})[0]
-    checks = {"psf_max_rel": float(np.abs(got - psf.detach().numpy()).max() / psf.abs().max())}
+    checks = {"psf_max_rel": float(np.abs(got - psf.detach().numpy()).max() / psf.detach().abs().max())}
     if vjp_path is not None:
         vjp = ort.InferenceSession(str(vjp_path), opts, providers=["CPUExecutionProvider"])
         got_grad = vjp.run(None, {"coefficients": a.numpy(), "grad_psf": grad.numpy()})[0]

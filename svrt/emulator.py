@@ -218,7 +218,8 @@ class SVCE(nn.Module):
 
 
 def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+    """The trained weights (frozen ones included: a loaded model has none that require a gradient)."""
+    return sum(p.numel() for p in model.parameters())
 
 
 def padding_for(y: int, x: int, multiple: int = MULTIPLE) -> tuple[int, int, int, int]:

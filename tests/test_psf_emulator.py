@@ -81,7 +81,8 @@ def test_shift_crop_equals_the_fourier_shift_and_has_exact_gradients():
     reference = shift_image(img, shift)[..., 4:28, 4:28]
     assert float((shift_crop(img, shift, 24) - reference).abs().max()) < 1e-9 * float(img.abs().max())
     probe = shift.clone().requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda t: shift_crop(img[:2], t[:2], 24), (probe,), eps=1e-6, atol=1e-6)
+    assert torch.autograd.gradcheck(lambda t: shift_crop(img[:2], t[:2], 24), (probe,), eps=1e-6, atol=1e-6,
+                                    fast_mode=True)
 
 
 def _small_emulator(seed: int = 0, n_modes: int = 6) -> PSFBasisEmulator:
@@ -119,7 +120,7 @@ def test_emulator_gradients_agree_with_finite_differences():
     model = _small_emulator().double()
     g = torch.Generator().manual_seed(4)
     a = (0.3 * torch.randn(3, 6, generator=g, dtype=torch.float64)).requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda v: model(v), (a,), eps=1e-6, atol=1e-7, rtol=1e-4)
+    assert torch.autograd.gradcheck(lambda v: model(v), (a,), eps=1e-6, atol=1e-7, rtol=1e-4, fast_mode=True)
 
 
 def test_files_round_trip_and_are_checked(tmp_path):
