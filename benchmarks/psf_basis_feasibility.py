@@ -147,6 +147,43 @@ def run(out_dir, n_train: int = 3000, n_test: int = 200, size: int = 128, seed: 
     return report
 
 
+def gradient_oracle(ks=(48, 96, 160, 256), n_basis_psfs: int = 6000, n_val: int = 50, n_grid: int = 4,
+                    seed: int = 0) -> dict:
+    """The best mode-gradient agreement a PSF-basis emulator can reach with K components: the emulator of
+    :mod:`svrt.psf_emulator` with its network replaced by the exact projection of the centred PSF on the
+    basis, validated as a trained one (:func:`svrt.trainer.psf_basis.validate`: forward NMSE and the cosine
+    of a spatially variant fit's mode gradient with exact optics'). Per K: ``{regime: (cos min, cos median,
+    NMSE_power median)}``."""
+    from svrt.psf_emulator import PSFBasisConfig, PSFBasisEmulator
+    from svrt.trainer.psf_basis import CentredOptics, draw_wavefronts, validate
+    from svrt.trainer.psf_basis_config import PSFBasisTrainConfig
+
+    torch.set_num_threads(1)
+    cfg = PSFBasisTrainConfig(n_val=n_val, seed=seed)
+    optics = CentredOptics(INSTRUMENT, cfg.n_modes, cfg.work_size)
+    with torch.no_grad():
+        mean, basis, _ = pca_basis(optics.centred_psfs(draw_wavefronts(n_basis_psfs, np.random.default_rng(seed),
+                                                                       cfg)), max(ks))
+    out = {}
+    for k in ks:
+        model = PSFBasisEmulator(PSFBasisConfig(INSTRUMENT, n_basis=k)).eval()
+        model.mean.copy_(mean.float())
+        model.basis.copy_(basis[:k].float())
+        model.tilt.copy_(optics.tilt)
+        flat, mu = model.basis.reshape(k, -1), model.mean.reshape(-1)
+
+        def exact_weights(a, flat=flat, mu=mu):
+            psf = optics.centred_psfs(a.reshape(-1, a.shape[-1])).reshape(-1, flat.shape[1])
+            return ((psf - mu) @ flat.T).reshape(*a.shape[:-1], -1)
+
+        model.weights = exact_weights
+        result = validate(model, cfg, n_grid=n_grid)
+        out[str(k)] = {r: [round(v["gradient_cosine_min"], 4), round(v["gradient_cosine_median"], 4),
+                           v["nmse_power_median"]] for r, v in result.items()}
+        print(k, out[str(k)], flush=True)
+    return out
+
+
 def plot(report: dict, path) -> str:
     from svrt.pictures import save_png, subplots
 
@@ -177,7 +214,14 @@ def main(argv=None) -> int:
     p.add_argument("--n-test", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cost-only", action="store_true", help="only the timings, to psf_basis_cost.json")
+    p.add_argument("--gradient-oracle", action="store_true",
+                   help="only the best gradient agreement per basis size, to psf_basis_gradient_oracle.json")
     args = p.parse_args(argv)
+    if args.gradient_oracle:
+        from svrt.records import write_json
+
+        write_json(Path(args.out_dir) / "psf_basis_gradient_oracle.json", gradient_oracle(seed=args.seed))
+        return 0
     if args.cost_only:
         from svrt.records import write_json
 

@@ -6,14 +6,15 @@ and the README's snippet) and the streaming :class:`~svrt.runtime.streaming.Rest
 so one burst with one set of settings gives one restoration whichever way it was asked for. The choice
 and its reason are written into every restoration header (FWDMODEL, FWDWHY; see :func:`forward_cards`).
 
-The rule, by measurement (README, "Restoration quality"; issue 20): exact optics (PSFs interpolated
-between the grid nodes, back end ``psf-interpolation``) for every method and every device, because it
-restored better than the shipped emulator on every burst tried: median NMSE_var 0.034 against
-torchmfbd's 0.106 on the 36 peer bursts; 0.013 against 0.18 with the svce-c16 emulator on a 128^2
-r0 12 cm burst; method adam 0.168 against 0.180 (mean of 5 seeds). An emulator becomes the default
-(for a method or a device: the arguments are there for that) only once restorations driven by it are
-measured within 1.2x of exact optics' NMSE_var on bursts that svrt's own model did not make
-(shared/DESIGN.md), and then it is changed here, in this one place.
+The rule, by measurement (README, "Restoration quality"; docs/ENGINE.md; issue 20): exact optics (PSFs
+interpolated between the grid nodes, back end ``psf-interpolation``) for every method and every device. It
+restored better than the paper's U-Net emulator on every burst tried (median NMSE_var 0.034 against
+torchmfbd's 0.106 on the 36 peer bursts; 0.013 against 0.18 with svce-c16 on a 128^2 r0 12 cm burst). The
+PSF-basis engine ``psfb-crisp8542`` (svrt.psf_emulator) restores the peer bursts as well as exact optics (within
+1.2x: docs/ENGINE.md), but on the CPU its steps cost 1.2-1.5x exact optics' (its network and 256-PSF basis
+against the exact PSFs' small FFTs), so it does not become the CPU default: exact optics is the reference and
+no slower. On a GPU (not measured yet: no GPU was lent) the arguments are there to choose differently per
+device, here, in this one place.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ __all__ = ["EXACT_OPTICS", "default_forward_model", "forward_cards"]
 #: the back end of the exact optics (svrt.runtime.backends.psf_interpolation_backend)
 EXACT_OPTICS = "psf-interpolation"
 
-_WHY_EXACT = "default: exact optics restores best (no emulator within 1.2x)"
+_WHY_EXACT = "default: exact optics, the reference (the engine ties, not faster)"
 #: FWDWHY of an engine the caller chose (a file, a model name, a back end or an Engine object)
 NAMED = "named by the caller"
 
@@ -32,7 +33,7 @@ def default_forward_model(method: str | None = None, device: str | None = None) 
     """``(backend, reason)``: the back end that drives a restoration with ``method`` ('momfbd', 'adam' or None
     for any) on ``device`` ('cpu', 'cuda', ...) when no engine, model or back end is named, and the reason in
     at most 68 characters (a FITS card value). Today exact optics everywhere (see the module doc)."""
-    del method, device  # the same for every method and device until an emulator is measured within 1.2x
+    del method, device  # the same for every method and device until a GPU measurement says otherwise
     return EXACT_OPTICS, _WHY_EXACT
 
 
