@@ -261,20 +261,20 @@ def plot(curve: dict, path: Path) -> None:
     fig, axes = subplots(1, 3, figsize=(13, 4))
     axes[0].loglog(n, [r["cpu_s"] for r in rows], "o-", label="svrt deconvolve")
     axes[0].loglog(n, rows[0]["cpu_s"] * n / n[0], "k:", label="linear in pixels")
-    for name in sorted({p["peer"] for p in curve.get("peers", [])}):
-        mine = [p for p in curve["peers"] if p["peer"] == name]
-        pn = np.array([p["size"] ** 2 for p in mine], dtype=float)
-        axes[0].loglog(pn, [p["cpu_s"] for p in mine], "s--", label=name)
-        axes[2].loglog(pn, [p["peak_rss_mb"] / 1024 for p in mine], "s--", label=name)
     axes[0].set_xlabel("pixels per frame")
     axes[0].set_ylabel("CPU time [s]")
-    axes[0].legend(fontsize=8)
     axes[1].semilogx(n, [r["relative_to_ref"] for r in rows], "o-")
     axes[1].axhline(1.2, color="r", ls=":", label="1.2x (issue 23)")
     axes[1].set_xlabel("pixels per frame")
     axes[1].set_ylabel(f"time per pixel / that at {curve['reference_size']}^2")
     axes[1].legend(fontsize=8)
     axes[2].loglog(n, [r["peak_rss_mb"] / 1024 for r in rows], "o-", label="svrt deconvolve")
+    for name in sorted({p["peer"] for p in curve.get("peers", [])}):
+        mine = [p for p in curve["peers"] if p["peer"] == name]
+        pn = np.array([p["size"] ** 2 for p in mine], dtype=float)
+        axes[0].loglog(pn, [p["cpu_s"] for p in mine], "s--", label=name)
+        axes[2].loglog(pn, [p["peak_rss_mb"] / 1024 for p in mine], "s--", label=name)
+    axes[0].legend(fontsize=8)
     axes[2].axhline(16, color="r", ls=":", label="16 GiB")
     axes[2].set_xlabel("pixels per frame")
     axes[2].set_ylabel("peak RSS [GiB]")
