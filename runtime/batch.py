@@ -336,11 +336,15 @@ def _restore(job: Job, spec: EngineSpec, config: dict, opts: dict, logger: loggi
         logger.info("memory bound %.0f MiB (half of this Dask worker's memory limit)", config["memory_mb"])
 
     def make_solver(burst):
+        from svrt.runtime.plan import plan_summary
+
         logger.info("frames [K, L, Y, X] = [%d, %d, %d, %d], instruments %s", burst.n_objects, burst.n_frames,
                     *burst.shape, ", ".join(burst.instruments))
         solver = cached_solver(spec, config)
         logger.info("engine %s", ", ".join(f"{e.identity.model} ({e.identity.backend}, {e.identity.device})"
                                            for e in solver.engines))
+        # the line svrt deconvolve prints: memory and time before the work; a burst that cannot fit fails here
+        logger.info("%s", plan_summary(solver, burst.frames.shape, job.input))
         return solver
 
     done = restore_file(job.input, job.output, make_solver, config=SolverConfig(**config),

@@ -51,6 +51,7 @@ Measured warm-start gains and latencies: docs/PIPELINE.md, section 3.
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import threading
@@ -63,6 +64,8 @@ from svrt.errors import SvrtError, one_sentence
 from svrt.runtime.restore import burst_stem
 
 __all__ = ["Restored", "Restorer"]
+
+_log = logging.getLogger("svrt.streaming")
 
 _END = object()
 
@@ -77,7 +80,9 @@ class Restored:
     wait_s: seconds it waited in the queue; solve_s: seconds of the solve; latency_s: from submission
     to the result (wait + solve). header: the burst's header cards; instruments: its labels; input:
     the burst file's name (written as INPUT), or ``name``; source: the burst file's path ('' for a burst
-    given in memory), which :meth:`write` never overwrites.
+    given in memory), which :meth:`write` never overwrites. plan: the line ``svrt deconvolve`` prints
+    before the work (memory and time; :func:`svrt.runtime.plan.plan_summary`), also logged to
+    ``svrt.streaming`` at INFO; '' when the burst could not be read.
     """
 
     index: int
@@ -92,6 +97,7 @@ class Restored:
     header: dict = field(default_factory=dict)
     instruments: list = field(default_factory=list)
     source: str = ""
+    plan: str = ""
 
     @property
     def iterations(self) -> int:
@@ -229,6 +235,8 @@ class Restorer:
         return burst
 
     def _solve(self, item: _Item) -> Restored:
+        from svrt.runtime.plan import plan_summary
+
         t_start = time.perf_counter()
         source = item.burst.path if isinstance(item.burst, (_Loaded, _Unread)) else item.burst
         is_file = isinstance(source, (str, os.PathLike))
@@ -237,6 +245,9 @@ class Restorer:
         try:
             burst = self._load(item.burst)
             out.header, out.instruments = dict(burst.header), list(burst.instruments)
+            # as svrt deconvolve: the plan before the work, and a burst that cannot fit fails here, not mid-solve
+            out.plan = plan_summary(self.solver, burst.frames.shape, out.input)
+            _log.info("%s: %s", item.name, out.plan)
             sig = self._signature(burst)
             init = None
             if self.warm_start != "off" and self._previous is not None and self._previous[1] == sig:

@@ -108,6 +108,9 @@ def test_batch_command(engine, tmp_path):
     tsv = (out / "batch-summary.tsv").read_text().splitlines()
     assert tsv[0].startswith("name\tstatus") and len(tsv) == 4
     assert read_restoration(out / "burst_00.fits").config["ITERATIONS"] == 2
+    log = (out / "logs" / "burst_00.log").read_text()    # the plan line of svrt deconvolve, before the work
+    assert "plan: 2 object(s) x 2 frames of 32x32, whole field" in log
+    assert log.index("plan: ") < log.index("iteration 1")
     (tmp_path / "night" / "broken_0.fits").unlink()
     r = CliRunner().invoke(cli, args + ["-q"])
     assert r.exit_code == 0, (r.output, r.exception)

@@ -89,3 +89,68 @@ def test_whole_field_psfs_by_fft_equal_the_pruned_dft():
         psf_module.FFT_MIN_PSF_SIZE = FFT_MIN_PSF_SIZE
     assert float((by_fft - by_dft).abs().max() / by_dft.max()) < 1e-5
     np.testing.assert_allclose(by_fft.sum(dim=(-2, -1)).numpy(), 1.0, rtol=1e-5)
+
+
+def _fake_svrt_record(folder, size, frames, objects, cpu_s, wall_s, rss_mb, nmse):
+    """A ``cost-<size>.json`` as :func:`run_size` writes it (the svrt run is the slow part, tested above)."""
+    from svrt.records import write_json
+
+    write_json(folder / f"cost-{size}.json", {
+        "size": size, "frames": frames, "objects": objects, "seed": 2, "burst": "b.fits", "mirrored": False,
+        "command": "", "wall_s": wall_s, "cpu_s": cpu_s, "peak_rss_mb": rss_mb, "peak_mb_at_solve_end": rss_mb,
+        "plan": "", "nmse_var": nmse, "threads": "1", "t_total_solver_s": 1.0, "t_patch_s": 0.5,
+        "t_iterations_s": 0.4, "t_other_s": 0.1, "iterations": 2, "obj_iters": 1, "patch_evals": 1, "rounds": 1})
+
+
+def test_cost_curve_runs_a_peer_in_its_own_process_and_gives_the_ratio(tmp_path):
+    """``--peer-sizes``: the peer (here the harness's frame average, which needs no optional package) restores the
+    same burst in a fresh process, measured by ``os.wait4`` as svrt is; the curve gives svrt / peer at that size, the
+    page's table a row for it and the PNG is written."""
+    import json
+
+    from svrt.benchmarks.cost_curve import collect, main, markdown
+
+    _fake_svrt_record(tmp_path, 64, 3, 2, cpu_s=4.0, wall_s=8.0, rss_mb=500.0, nmse=[0.05, 0.1])
+    assert main(["--sizes", "", "--peer-sizes", "64", "--peer", "frame_average", "--frames", "3", "--objects", "2",
+                 "--seed", "2", "--simulate-up-to", "64", "--out-dir", str(tmp_path)]) == 0
+    rec = json.loads((tmp_path / "peer-frame_average-64.json").read_text())
+    assert rec["peer"] == "frame_average" and rec["cpu_s"] > 0 and rec["wall_s"] >= rec["cpu_s"] * 0.5
+    assert 20 < rec["peak_rss_mb"] < 4000          # the child's own peak (python, numpy, astropy), not ours
+    assert len(rec["nmse_var"]) == 2 and all(v > 0.1 for v in rec["nmse_var"])   # the average is blurred
+    curve = collect(tmp_path)
+    (peer,) = curve["peers"]
+    assert peer["svrt_over_peer"]["cpu"] == pytest.approx(4.0 / rec["cpu_s"], rel=1e-2)
+    assert peer["svrt_over_peer"]["peak_rss"] == pytest.approx(500.0 / rec["peak_rss_mb"], rel=1e-2)
+    assert peer["svrt_over_peer"]["nmse_var"][0] == pytest.approx(0.05 / rec["nmse_var"][0], rel=1e-2)
+    page = markdown(curve)
+    assert "| 64^2 x 3 x 2 | frame_average |" in page and "svrt / peer" in page
+    assert (tmp_path / "cost_curve.png").stat().st_size > 1000
+
+
+def test_cost_curve_peer_without_svrt_row_has_no_ratio_and_bad_peer_is_one_sentence(tmp_path):
+    from svrt.benchmarks.cost_curve import collect, markdown, run_peer
+    from svrt.records import write_json
+
+    _fake_svrt_record(tmp_path, 64, 3, 1, cpu_s=4.0, wall_s=8.0, rss_mb=500.0, nmse=[0.05])
+    write_json(tmp_path / "peer-torchmfbd-128.json", {"size": 128, "frames": 3, "objects": 1, "peer": "torchmfbd",
+                                                       "cpu_s": 9.0, "wall_s": 9.5, "peak_rss_mb": 900.0,
+                                                       "nmse_var": [0.07]})
+    curve = collect(tmp_path)
+    assert curve["peers"][0]["svrt_over_peer"] is None
+    assert "| 128^2 x 3 x 1 | torchmfbd | 9 | 10 | 900 |" in markdown(curve)
+    with pytest.raises(SvrtError) as e:
+        run_peer(64, 3, 1, 2, 64, tmp_path, peer="nobody")
+    sentence(e.value, "nobody", "torchmfbd")
+
+
+def test_cost_curve_torchmfbd_peer_restores_a_small_burst(tmp_path):
+    """The real peer, a few iterations on a 64^2 burst: torchmfbd's patches cover the field and it is scored."""
+    from svrt.benchmarks.cost_curve import run_peer
+    from svrt.benchmarks.peers import torchmfbd_available
+
+    ok, why = torchmfbd_available()
+    if not ok:
+        pytest.skip(why)
+    rec = run_peer(64, 3, 1, 2, 64, tmp_path, peer="torchmfbd=iterations:3")
+    assert rec["peer"] == "torchmfbd" and rec["settings"]["iterations"] == 3 and rec["info"]["patches"] >= 1
+    assert len(rec["nmse_var"]) == 1 and np.isfinite(rec["nmse_var"][0]) and rec["cpu_s"] > 0

@@ -98,3 +98,22 @@ def test_submit_blocks_or_refuses_when_the_queue_is_full(engine):
     restorer.close()
     names = [r.name for r in restorer.results(timeout=10)]
     assert names == ["burst0", "burst1"]
+
+
+def test_each_burst_carries_the_plan_line_and_one_that_cannot_fit_fails_alone(engine, caplog):
+    """As ``svrt deconvolve``: the plan (memory, time) is made before each burst's work, kept on the item and
+    logged; a burst whose estimate exceeds the memory bound fails in one sentence before the solve, and the next
+    burst, which fits, is restored."""
+    import dataclasses
+    import logging
+
+    restorer = Restorer(engine, FAST)
+    with caplog.at_level(logging.INFO, logger="svrt.streaming"):
+        item = restorer.restore(_series(1)[0], name="b0")
+    assert item.error is None and item.plan.startswith("plan: 2 object(s) x 2 frames of 32x32, whole field")
+    assert any(r.getMessage() == f"b0: {item.plan}" for r in caplog.records)
+    restorer.solver.config = dataclasses.replace(restorer.solver.config, memory_mb=1)
+    solved = []
+    restorer.solver.solve = lambda burst, init=None: solved.append(burst)
+    big = restorer.restore(Burst(frames=np.ones((2, 2, 512, 512), np.float32), instruments=["crisp8542"] * 2))
+    assert big.result is None and "memory bound" in big.error and "\n" not in big.error and not solved
