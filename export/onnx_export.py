@@ -250,9 +250,7 @@ def export_onnx(model_or_path, output: str | Path, instrument: str, precision: s
     compared with the PyTorch model (forward and gradient); a gross disagreement
     (:data:`REFUSE_RELATIVE`) raises :class:`SvrtError` and writes nothing.
     """
-    import onnx
 
-    from svrt.fileio import atomic_write
 
     t0 = time.perf_counter()
     if precision not in ("fp32", "fp16"):
@@ -269,19 +267,32 @@ def export_onnx(model_or_path, output: str | Path, instrument: str, precision: s
         protos["vjp"] = to_onnx(model, file_meta, instrument, "vjp", precision, opset)
     result = ExportResult(metadata={e.key: e.value for e in protos["forward"].metadata_props})
 
-    with atomic_write(output) as tmp_fwd:
-        onnx.save(protos["forward"], tmp_fwd)
-        if vjp:
-            with atomic_write(vjp_path_for(output)) as tmp_vjp:
-                onnx.save(protos["vjp"], tmp_vjp)
-                if check:
-                    result.checks = _run_checks(tmp_fwd, tmp_vjp, model, instrument, precision, output,
-                                                check_size, check_batch)
-        elif check:
-            result.checks = _run_checks(tmp_fwd, None, model, instrument, precision, output, check_size, check_batch)
+    result.checks = save_graph_pair(protos, output, (lambda fwd, vjp_file: _run_checks(
+        fwd, vjp_file, model, instrument, precision, output, check_size, check_batch)) if check else None)
     result.files = [str(output)] + ([str(vjp_path_for(output))] if vjp else [])
     result.seconds = time.perf_counter() - t0
     return result
+
+
+def save_graph_pair(protos: dict, output, check=None) -> dict:
+    """Write ``protos["forward"]`` to ``output`` and ``protos["vjp"]`` (when there) beside it, both atomically:
+    ``check(forward_file, vjp_file_or_None)`` runs on the written temporary files before they are renamed, so a
+    check that raises leaves nothing behind. Returns what ``check`` returns (``{}`` without one)."""
+    import onnx
+
+    from svrt.fileio import atomic_write
+
+    checks: dict = {}
+    with atomic_write(output) as tmp_fwd:
+        onnx.save(protos["forward"], tmp_fwd)
+        if "vjp" in protos:
+            with atomic_write(vjp_path_for(output)) as tmp_vjp:
+                onnx.save(protos["vjp"], tmp_vjp)
+                if check:
+                    checks = check(tmp_fwd, tmp_vjp)
+        elif check:
+            checks = check(tmp_fwd, None)
+    return checks
 
 
 def _run_checks(fwd, vjp, model, instrument, precision, output, size, batch) -> dict:

@@ -159,9 +159,7 @@ def export_psf_basis_onnx(name_or_path, output: str | Path, vjp: bool = True, ch
     """Write ``output`` (forward graph) and its VJP graph beside it, atomically; with ``check`` both are run
     in ONNX Runtime (CPU) against the torch emulator and refused (nothing written) when they differ by more than
     1e-4 relative (float32 rounding is ~1e-6). Returns ``{"files": [...], "checks": {...}, "seconds": s}``."""
-    import onnx
-
-    from svrt.fileio import atomic_write
+    from svrt.export.onnx_export import save_graph_pair
     from svrt.psf_emulator import load_psf_emulator
     from svrt.runtime.backends.gradient_companion import vjp_path_for
 
@@ -174,16 +172,9 @@ def export_psf_basis_onnx(name_or_path, output: str | Path, vjp: bool = True, ch
     protos = {"forward": to_onnx(model, meta, "forward")}
     if vjp:
         protos["vjp"] = to_onnx(model, meta, "vjp")
-    result = {"files": [str(output)] + ([str(vjp_path_for(output))] if vjp else []), "checks": {}}
-    with atomic_write(output) as tmp_fwd:
-        onnx.save(protos["forward"], tmp_fwd)
-        if vjp:
-            with atomic_write(vjp_path_for(output)) as tmp_vjp:
-                onnx.save(protos["vjp"], tmp_vjp)
-                if check:
-                    result["checks"] = compare_with_torch(model, tmp_fwd, tmp_vjp, output)
-        elif check:
-            result["checks"] = compare_with_torch(model, tmp_fwd, None, output)
+    result = {"files": [str(output)] + ([str(vjp_path_for(output))] if vjp else [])}
+    result["checks"] = save_graph_pair(protos, output, (lambda fwd, vjp_file: compare_with_torch(
+        model, fwd, vjp_file, output)) if check else None)
     result["seconds"] = round(time.perf_counter() - t0, 2)
     return result
 
