@@ -356,13 +356,6 @@ def test_metrics():
 
 # ------------------------------------------------------------------------------------------ evidence (slow)
 
-def _shipped_model():
-    from svrt.emulator import DEFAULT_MODEL, bundled_models_dir
-
-    path = bundled_models_dir() / f"{DEFAULT_MODEL}.safetensors"
-    return path if path.exists() else None
-
-
 def _evidence(engine, seed=3, grids=(8, 0), metric="nmse_variance_registered"):
     """NMSE to the truth (filtered, registered: the object's position is not determined by the data) of
     the frame average and of the restorations at each grid P, for the burst of ``seed``."""
@@ -398,20 +391,19 @@ def test_evidence_exact_optics_restoration_beats_average_and_invariant():
 
 
 @pytest.mark.slow
-def test_evidence_emulator_restoration_beats_average_and_matches_invariant():
-    """With the shipped emulator as forward model the spatially variant restoration (P = 8) is far closer
-    to the truth than the frame average, and as close as the spatially invariant solution (P = 0) to
-    within 10 % on the mean over three bursts: the CPU emulator's own error is what keeps it from using the
-    anisoplanatism (README; docs/ENGINE.md). Measured with 1 thread, seeds 3-7: P = 8 / average <= 0.35,
-    P = 8 / P = 0 = 1.00, 1.02, 1.03, 0.98, 0.97 (mean of seeds 3-5: 1.016, so the bound 1.1 leaves 8 %)."""
-    path = _shipped_model()
-    if path is None:
-        pytest.skip("the trained model svce-c16 is not bundled in svrt/data/models yet")
-    engine = load_engine(path)
+def test_evidence_engine_restoration_beats_average_and_matches_invariant():
+    """With the shipped engine (the PSF-basis emulator psfb-crisp8542) as forward model of the paper's joint
+    AdamW, the spatially variant restoration (P = 8) is far closer to the truth than the frame average on
+    every burst and as close as the spatially invariant solution (P = 0) to within 10 % on the mean over three
+    bursts. Measured with 1 and 2 threads (the same figures to 3 digits: the engine's PSFs are smooth in the
+    modes, unlike the U-Net's), seeds 3-5: P = 8 / average 0.32, 0.41, 0.45; P = 8 / P = 0 0.92, 0.98, 1.05
+    (mean 0.985). The bounds 0.6 and 1.1 leave 30 % and 10 %. (The U-Net svce-c16 held the same bounds at 1.6x
+    the time; its figures are in docs/evidence/emulator and docs/ENGINE.md.)"""
+    engine = load_engine("psfb-crisp8542")
     ratios = []
     for seed in EVIDENCE_SEEDS[:3]:
         nmse = _evidence(engine, seed=seed)
-        assert nmse["P=8"] < 0.5 * nmse["average"], (seed, nmse)
+        assert nmse["P=8"] < 0.6 * nmse["average"], (seed, nmse)
         ratios.append(nmse["P=8"] / nmse["P=0"])
     assert np.mean(ratios) < 1.1, ratios
 
