@@ -151,7 +151,8 @@ def _export_psf_basis(model, out: Path, instrument: str, fp16: bool, plans: bool
                         "convolution around them runs in the runtime); drop --tensorrt, --fp16 and .plan.")
     click.echo(f"PSF-basis emulator {meta.get('name', model)} (hash {meta.get('sha256', '?')}, "
                f"{net.config.n_basis} basis PSFs, {net.config.n_modes} modes), instrument {net.config.instrument}")
-    result = export_psf_basis_onnx(model, out, vjp=vjp, check=check)
+    meta.setdefault("name", Path(str(model)).stem)
+    result = export_psf_basis_onnx(net, out, vjp=vjp, check=check, meta=meta)
     for f, kind in zip(result["files"], ["forward (PSFs)", "gradient (VJP)"]):
         click.echo(f"wrote {f} ({kind} graph, fp32, {_size(f)})")
     if result["checks"]:

@@ -155,10 +155,12 @@ def to_onnx(model: PSFBasisEmulator, meta: dict, graph: str):
     return proto
 
 
-def export_psf_basis_onnx(name_or_path, output: str | Path, vjp: bool = True, check: bool = True) -> dict:
+def export_psf_basis_onnx(model_or_path, output: str | Path, vjp: bool = True, check: bool = True,
+                          meta: dict | None = None) -> dict:
     """Write ``output`` (forward graph) and its VJP graph beside it, atomically; with ``check`` both are run
     in ONNX Runtime (CPU) against the torch emulator and refused (nothing written) when they differ by more than
-    1e-4 relative (float32 rounding is ~1e-6). Returns ``{"files": [...], "checks": {...}, "seconds": s}``."""
+    1e-4 relative (float32 rounding is ~1e-6). ``model_or_path``: a loaded :class:`PSFBasisEmulator` (with its
+    file's ``meta``) or a file or bundled name. Returns ``{"files": [...], "checks": {...}, "seconds": s}``."""
     from svrt.export.onnx_export import save_graph_pair
     from svrt.psf_emulator import load_psf_emulator
     from svrt.runtime.backends.gradient_companion import vjp_path_for
@@ -167,8 +169,11 @@ def export_psf_basis_onnx(name_or_path, output: str | Path, vjp: bool = True, ch
     output = Path(output)
     if output.suffix.lower() != ".onnx":
         raise SvrtError(f"{output}: an ONNX export needs a file name ending in .onnx.")
-    model, meta = load_psf_emulator(name_or_path)
-    meta.setdefault("name", Path(str(name_or_path)).stem)
+    if isinstance(model_or_path, PSFBasisEmulator):
+        model, meta = model_or_path, dict(meta or {})
+    else:
+        model, meta = load_psf_emulator(model_or_path)
+        meta.setdefault("name", Path(str(model_or_path)).stem)
     protos = {"forward": to_onnx(model, meta, "forward")}
     if vjp:
         protos["vjp"] = to_onnx(model, meta, "vjp")

@@ -104,6 +104,11 @@ class Engine(ABC):
         if modes.shape[1] != self.n_modes:
             raise SvrtError(f"the engine {self.identity.model} ({self.identity.backend}) was built for {self.n_modes} "
                             f"modes; got {modes.shape[1]}.")
+        return self.instrument_label(instrument)
+
+    def instrument_label(self, instrument: str) -> str:
+        """The instrument label as the engine spells it, its physics checked (:meth:`check_physics`), or one
+        sentence naming the instruments the engine was built for."""
         for label in self.instruments:
             if label.lower() == str(instrument).lower():
                 self.check_physics(label)

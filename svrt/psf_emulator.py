@@ -163,21 +163,14 @@ def shift_matrix(shift: torch.Tensor, width: int, rows: torch.Tensor) -> torch.T
 
 def shift_crop(image: torch.Tensor, shift: torch.Tensor, size: int) -> torch.Tensor:
     """The central ``size`` x ``size`` (centre ``W // 2`` -> ``size // 2``) of ``image [..., W, W]`` moved by
-    ``shift [..., 2]`` pixels (x, y): :func:`shift_image` and the crop of :func:`crop_normalised` without the
-    normalisation, as two matrix products with :func:`shift_matrix` rows."""
+    ``shift [..., 2]`` pixels (x, y): :func:`shift_image` and that crop, as two matrix products with
+    :func:`shift_matrix` rows."""
     w = image.shape[-1]
     lo = w // 2 - size // 2
     rows = torch.arange(lo, lo + size, device=image.device)
     sy = shift_matrix(shift[..., 1], w, rows)                                             # [..., S, W]
     sx = shift_matrix(shift[..., 0], w, rows)                                             # [..., S, W]
     return sy @ image @ sx.transpose(-2, -1)
-
-
-def crop_normalised(image: torch.Tensor, size: int) -> torch.Tensor:
-    """The central ``size`` x ``size`` of ``image [..., W, W]`` (centre ``W // 2`` -> ``size // 2``), unit sum."""
-    lo = image.shape[-1] // 2 - size // 2
-    box = image[..., lo:lo + size, lo:lo + size]
-    return box / box.sum(dim=(-2, -1), keepdim=True)
 
 
 # --------------------------------------------------------------------------- files

@@ -8,7 +8,6 @@ OnnxRuntimeEngine.load` hands a graph whose metadata says ``kind = "psf-basis"``
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -74,8 +73,7 @@ class OnnxRuntimePSFBasisEngine(CompanionPair, Engine):
     def __init__(self, session, meta: dict, path, vjp_session=None, vjp_path=None):
         self.session, self.meta, self.path = session, meta, Path(path)
         self.vjp_session, self.vjp_path = vjp_session, vjp_path
-        cfg = json.loads(meta.get("config", "{}"))
-        self.psf_model = OnnxPSFModel(self, int(meta["n_modes"]), int(meta.get("psf_size", cfg.get("psf_size", 48))))
+        self.psf_model = OnnxPSFModel(self, int(meta["n_modes"]), int(meta["psf_size"]))
         self.identity = EngineIdentity.of_export(
             "onnxruntime", "cpu", meta, path,
             {"kind": "psf-basis", "providers": session.get_providers(),
@@ -93,5 +91,5 @@ class OnnxRuntimePSFBasisEngine(CompanionPair, Engine):
 
     def apply_coarse(self, obj: torch.Tensor, coarse: torch.Tensor, instrument: str, margin: int = 0) -> torch.Tensor:
         """``obj [B, 1, Y + 2m, X + 2m]``, ``coarse [B, M, Yg, Xg]`` -> ``[B, 1, Y + 2m, X + 2m]``, differentiable."""
-        self.check(torch.zeros(1, 1, 1, 1), torch.zeros(1, self.n_modes, 1, 1), instrument)
+        self.instrument_label(instrument)
         return interpolated_psf_convolve(obj[:, 0], coarse, self.psf_model, margin=margin)[:, None]

@@ -55,10 +55,5 @@ class PSFBasisEngine(Engine):
     def apply_coarse(self, obj: torch.Tensor, coarse: torch.Tensor, instrument: str, margin: int = 0) -> torch.Tensor:
         """``obj [B, 1, Y + 2m, X + 2m]``, ``coarse [B, M, Yg, Xg]`` (grid over the inner Y x X) ->
         ``[B, 1, Y + 2m, X + 2m]``, differentiable."""
-        self.check_instrument(instrument)
+        self.instrument_label(instrument)
         return interpolated_psf_convolve(obj[:, 0], coarse, self.model, margin=margin)[:, None]
-
-    def check_instrument(self, instrument: str) -> str:
-        """The instrument label as the engine spells it, or one sentence (:meth:`Engine.check`'s)."""
-        probe = torch.zeros(1, 1, 1, 1)
-        return self.check(probe, torch.zeros(1, self.n_modes, 1, 1), instrument)
