@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from svrt.runtime.loss import grad_sq_mean
 from svrt.runtime.plan import batches
 from svrt.runtime.problem import MethodResult, SolveContext, noise_variances
-from svrt.runtime.solver_config import fitted_modes, grid_shape
+from svrt.runtime.solver_config import fitted_modes, grid_shape, whole_field_tiles
 from svrt.runtime.solver_monitor import Monitor, StoppingRule, lbfgs
 
 __all__ = ["solve_momfbd", "refine_modes"]
@@ -178,14 +178,21 @@ def _node_wavefronts(ctx: SolveContext, data_n, nvar, init_a, grid: tuple[int, i
     info["FIT_MODES_USED"] = fitted_modes(cfg, tuple(data_n.shape), ctx.n_modes)
     common = dict(tiptilt=cfg.tiptilt, fit_modes=info["FIT_MODES_USED"], diversity=ctx.diversity,
                   start_rms=cfg.start_rms)
+
+    def fit(layout: dict, iterations: int, init=None):
+        return patch_wavefronts(data_n, ctx.channels, ctx.n_modes, noise_var=nvar.mean(dim=1), iterations=iterations,
+                                init=init, **layout, **common)
+
+    # the whole field: one patch, or tiles of whole_field_tile sharing each frame's wavefront on a large field
+    tiles = whole_field_tiles(cfg, tuple(data_n.shape[-2:]))
+    whole = dict(grid_shape=tiles, patch_size=cfg.whole_field_tile or cfg.patch_size, shared=tiles != (1, 1))
     whole_field = None
     if init_a is None and grid != (1, 1) and cfg.coarse_to_fine:
-        glob, whole_field = patch_wavefronts(data_n, ctx.channels, ctx.n_modes, (1, 1), nvar.mean(dim=1),
-                                             cfg.patch_size, cfg.patch_iterations, **common)
+        glob, whole_field = fit(whole, cfg.patch_iterations)
         init_a = glob.expand(-1, -1, *grid).contiguous()
     node_iterations = cfg.patch_iterations if (cfg.node_iterations is None or init_a is None) else cfg.node_iterations
-    alpha, pinfo = patch_wavefronts(data_n, ctx.channels, ctx.n_modes, grid, nvar.mean(dim=1), cfg.patch_size,
-                                    max(1, node_iterations), init=init_a, **common)
+    nodes = whole if grid == (1, 1) else dict(grid_shape=grid, patch_size=cfg.patch_size)
+    alpha, pinfo = fit(nodes, max(1, node_iterations), init_a)
     if init_a is not None and grid != (1, 1) and node_iterations == 0:
         alpha = init_a                     # the nodes keep the start; the SV refinement moves them
     info["PATCH_SIZE_USED"] = pinfo["patch_size"]
@@ -216,6 +223,8 @@ def _high_order_attenuation(ctx: SolveContext, alpha, problem, shape_p: tuple[in
     nu_s = frequency_radius((problem.layout.size,) * 2, real=True, device=ctx.device)
     # each channel at its own wavelength (Channel.attenuation: D / r0 scales as lambda^(-6/5))
     problem.attenuation = [ch.attenuation(nu_s, d_r0, n_fit) for ch in ctx.channels]
+    if problem.layout.shape not in ((1, 1), tuple(alpha.shape[2:])):
+        alpha = alpha.mean(dim=(2, 3), keepdim=True)     # tiles sharing a wavefront: the field's mean one
     problem.refit_object_power(alpha.permute(0, 2, 3, 1))
     return [ch.attenuation(nu, d_r0, n_fit) for ch in ctx.channels]
 

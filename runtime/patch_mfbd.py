@@ -215,9 +215,11 @@ def patch_wavefronts(frames: torch.Tensor, channels, n_modes: int, grid_shape: t
                      tiptilt: bool = True, weights: torch.Tensor | None = None, attenuation=None,
                      init: torch.Tensor | None = None, progress=None, fit_modes: int | None = None,
                      seed: int = 0, diversity=None,
-                     start_rms: float = solver_default("start_rms")) -> tuple[torch.Tensor, dict]:
+                     start_rms: float = solver_default("start_rms"), shared: bool = False) -> tuple[torch.Tensor, dict]:
     """Wavefronts ``[L, M, Yg, Xg]`` (radians at object 0's wavelength) at the grid nodes, from one
-    object-eliminated MOMFBD per node's patch.
+    object-eliminated MOMFBD per node's patch; with ``shared``, ``[L, M, 1, 1]``: one wavefront per frame
+    seen through every patch, whose metrics add up (a large field as tiles of a fixed side, so the
+    whole-field fit costs the same per pixel at every field size, and its OTFs are made once per frame).
 
     frames ``[K, L, Y, X]`` normalised; ``channels`` one :class:`~svrt.runtime.channel.Channel` (or
     :class:`~svrt.instruments.Instrument`) per object;
@@ -234,9 +236,9 @@ def patch_wavefronts(frames: torch.Tensor, channels, n_modes: int, grid_shape: t
     layout = patch_layout((y, x), grid_shape, patch_size)
     noise = torch.as_tensor(noise_var, dtype=torch.float32).reshape(-1)
     problem = PatchProblem(frames, channels, n_modes, layout, noise, gamma_scale, weights, attenuation, diversity)
-    problem.refit_object_power(torch.zeros(n_frames, *layout.shape, n_modes, device=frames.device) if init is None
+    yg, xg = (1, 1) if shared else layout.shape
+    problem.refit_object_power(torch.zeros(n_frames, yg, xg, n_modes, device=frames.device) if init is None
                                else init.permute(0, 2, 3, 1).to(frames.device, torch.float32))
-    yg, xg = layout.shape
     alpha = torch.zeros(n_frames, yg, xg, n_modes, device=frames.device)
     if init is not None:
         alpha = init.permute(0, 2, 3, 1).to(frames.device, torch.float32).clone()

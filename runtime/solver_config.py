@@ -15,7 +15,7 @@ from svrt.errors import SvrtError
 from svrt.mode_grid import grid_shape
 from svrt.settings import check_declared, setting
 
-__all__ = ["SolverConfig", "solver_default", "grid_shape", "check_field_size", "fitted_modes", "MIN_FIT_MODES", "MIN_SIZE", "TIPTILT_MODES", "MAX_ITERATIONS", "CPU_MAX_BATCH",
+__all__ = ["SolverConfig", "solver_default", "grid_shape", "check_field_size", "fitted_modes", "whole_field_tiles", "MIN_FIT_MODES", "MIN_SIZE", "TIPTILT_MODES", "MAX_ITERATIONS", "CPU_MAX_BATCH",
            "RUNTIME_OVERHEAD_MB", "PRECISIONS"]
 
 MIN_SIZE = 16               # smallest image side the solver accepts (one emulator block)
@@ -46,6 +46,10 @@ class SolverConfig:
                             "(invariant MFBD)", min=0, max=65536)
     patch_size: int = setting(64, "[pixel] side of the patch around each node in the wavefront stage (method momfbd)",
                               min=16, max=4096, method="momfbd")
+    whole_field_tile: int = setting(256, "[pixel] the whole-field wavefront fit sees a field with a side longer than "
+                                         "this as tiles of this side that share each frame's wavefront, so it costs "
+                                         "the same per pixel at every size (0: one patch, the largest centred "
+                                         "square)", min=0, max=65536, method="momfbd")
     patch_iterations: int = setting(30, "L-BFGS iterations per mode step of the patch wavefront stage (method momfbd)",
                                     min=0, max=MAX_ITERATIONS, method="momfbd")
     node_iterations: int | None = setting(0, "L-BFGS iterations of each node's own patch after the whole field "
@@ -218,3 +222,20 @@ def fitted_modes(config: SolverConfig, shape: tuple[int, int, int, int], n_modes
                         f"wavefront mode(s) at data_per_mode {config.data_per_mode:g}, too few to restore safely; "
                         "use more frames or a larger field, or set --data-per-mode 0 to fit --fit-modes anyway.")
     return min(top, supported)
+
+
+def whole_field_tiles(config: SolverConfig, shape: tuple[int, int]) -> tuple[int, int]:
+    """``(Yt, Xt)``: the tiles of the whole-field wavefront fit of a ``shape = (Y, X)`` field: ``(1, 1)``, one
+    patch (the largest centred square), when ``whole_field_tile`` is 0 or no side is longer than it; otherwise
+    enough tiles of that side to cover the field (their wavefront shared, :func:`~svrt.runtime.patch_mfbd.
+    patch_wavefronts` with ``shared``). One patch as large as the field costs more per pixel as the field grows
+    (its PSFs and OTFs at the field's side: one evaluation 1.6x that of 256^2 per pixel at 1024^2), tiles the
+    same or less (the OTFs made once per frame for all tiles: 0.14x); docs/COST.md."""
+    tile = int(config.whole_field_tile or 0)
+    if 0 < tile < MIN_SIZE:
+        raise SvrtError(f"whole_field_tile = {tile} is smaller than the smallest patch ({MIN_SIZE} pixels); use 0 "
+                        f"(one patch for the whole field) or at least {MIN_SIZE}.")
+    y, x = shape
+    if tile == 0 or max(y, x) <= tile:
+        return (1, 1)
+    return (-(-y // tile), -(-x // tile))

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from svrt.errors import SvrtError
 from svrt.instruments import get_instrument
 from svrt.optics.kl import kl_residual_variances
 from svrt.optics.psf import PSFModel
@@ -14,7 +15,7 @@ from svrt.optics.residual import estimate_d_over_r0, fitting_error_otf, fitting_
 from svrt.runtime.channel import otf
 from svrt.runtime.object_prior import PowerLaw, fit_object_power, prior_weights
 from svrt.runtime.object_solve import fourier_precondition, prior_value, solve_objects
-from svrt.runtime.patch_mfbd import patch_layout, patch_wavefronts
+from svrt.runtime.patch_mfbd import PatchProblem, patch_layout, patch_wavefronts
 from svrt.windows import modified_hann
 
 # ------------------------------------------------------------------------------------- fitting error
@@ -166,19 +167,58 @@ def test_patch_wavefronts_recover_the_psfs():
     assert fit_err < 0.3 and fit_err < 0.25 * start_err, (fit_err, start_err)
 
 
+def test_shared_wavefront_tiles_add_up_the_tiles_metrics():
+    """A field seen as 2 x 2 tiles that share each frame's wavefront (``shared``, the whole-field fit of a
+    large field): its metric is the mean of the four tiles' own one-patch metrics under the same object power,
+    so the tiles add up the field's data, and the wavefronts are ``[L, 1, 1, M]`` (one OTF per frame)."""
+    g = torch.Generator().manual_seed(1)
+    inst = get_instrument("crisp8542")
+    frames = 1 + 0.1 * torch.randn(1, 3, 128, 128, generator=g)
+    noise = torch.tensor([1e-4])
+    tiled = PatchProblem(frames, [inst], 44, patch_layout((128, 128), (2, 2), 64), noise)
+    alpha = 0.3 * torch.randn(3, 1, 1, 44, generator=g)
+    tiled.refit_object_power(alpha)
+    parts = []
+    for ty in (0, 64):
+        for tx in (0, 64):
+            one = PatchProblem(frames[..., ty:ty + 64, tx:tx + 64], [inst], 44, patch_layout((64, 64), (1, 1), 64),
+                               noise)
+            one.set_object_power(0, tiled.powers[0])
+            parts.append(float(one.metric(alpha)))
+    assert len(set(parts)) == 4                                          # four different tiles
+    assert float(tiled.metric(alpha)) == pytest.approx(float(np.mean(parts)), rel=1e-5)
+    fitted, info = patch_wavefronts(frames, [inst], 44, (2, 2), noise, patch_size=64, iterations=2, fit_modes=5,
+                                    shared=True)
+    assert fitted.shape == (3, 44, 1, 1) and info["patch_size"] == 64
+
+
+def test_whole_field_tiles_only_beyond_the_tile_side():
+    from svrt.runtime.solver_config import SolverConfig, whole_field_tiles
+
+    cfg = SolverConfig()
+    assert cfg.whole_field_tile == 256
+    assert whole_field_tiles(cfg, (256, 256)) == (1, 1) and whole_field_tiles(cfg, (100, 256)) == (1, 1)
+    assert whole_field_tiles(cfg, (1024, 1024)) == (4, 4) and whole_field_tiles(cfg, (200, 600)) == (1, 3)
+    assert whole_field_tiles(SolverConfig(whole_field_tile=0), (1024, 1024)) == (1, 1)
+    with pytest.raises(SvrtError, match="whole_field_tile = 8 is smaller than the smallest patch"):
+        whole_field_tiles(SolverConfig(whole_field_tile=8), (1024, 1024))
+
+
 # ------------------------------------------------------------------------------------- the whole method
 
-def test_momfbd_default_restores_a_full_screen_burst():
+@pytest.mark.parametrize("whole_field_tile", [256, 32])
+def test_momfbd_default_restores_a_full_screen_burst(whole_field_tile):
     """The defaults (method momfbd, exact optics) on a burst the solver's model did not make (full phase
     screens, Poisson noise): much closer to the truth than the frame average, with the stages and the
-    stopping reason in the header. 64^2 x 4 frames, r0 = 15 cm: ~10 s on one core."""
+    stopping reason in the header; also with the whole-field wavefront fit as 2 x 2 tiles of 32 px sharing it
+    (``whole_field_tile``, the path of fields beyond 256^2). 64^2 x 4 frames, r0 = 15 cm: ~10 s on one core."""
     from svrt.metrics import score_restoration
     from svrt.runtime.solver import SVMOMFBD, SolverConfig, load_solver_engine
     from svrt.simulate import simulate_burst
 
     burst = simulate_burst("crisp8542", size=64, n_frames=4, n_objects=1, seed=2, r0_cm=15.0, wavefront="screen",
                            outer_scale_m=20.0, photons=1e4, noise=0.0, progress=False)
-    cfg = SolverConfig(progress=False, patch_iterations=15)
+    cfg = SolverConfig(progress=False, patch_iterations=15, whole_field_tile=whole_field_tile)
     engine = load_solver_engine(method=cfg.method)   # the default forward model
     result = SVMOMFBD(engine, cfg).solve(burst)
     cut = get_instrument("crisp8542").cutoff_cycles_per_pixel
