@@ -206,19 +206,22 @@ def test_whole_field_tiles_only_beyond_the_tile_side():
 
 # ------------------------------------------------------------------------------------- the whole method
 
-@pytest.mark.parametrize("whole_field_tile", [256, 32])
-def test_momfbd_default_restores_a_full_screen_burst(whole_field_tile):
+@pytest.mark.parametrize("whole_field_tile, high_order, grid", [(256, "none", 32), (32, "kolmogorov", 16)])
+def test_momfbd_default_restores_a_full_screen_burst(whole_field_tile, high_order, grid):
     """The defaults (method momfbd, exact optics) on a burst the solver's model did not make (full phase
     screens, Poisson noise): much closer to the truth than the frame average, with the stages and the
     stopping reason in the header; also with the whole-field wavefront fit as 2 x 2 tiles of 32 px sharing it
-    (``whole_field_tile``, the path of fields beyond 256^2). 64^2 x 4 frames, r0 = 15 cm: ~10 s on one core."""
+    (``whole_field_tile``, the path of fields beyond 256^2), there with the Kolmogorov high orders, whose object
+    power is refitted on those tiles from the mean of 4 x 4 nodes' wavefronts. 64^2 x 4 frames, r0 = 15 cm:
+    ~10 s on one core each."""
     from svrt.metrics import score_restoration
     from svrt.runtime.solver import SVMOMFBD, SolverConfig, load_solver_engine
     from svrt.simulate import simulate_burst
 
     burst = simulate_burst("crisp8542", size=64, n_frames=4, n_objects=1, seed=2, r0_cm=15.0, wavefront="screen",
                            outer_scale_m=20.0, photons=1e4, noise=0.0, progress=False)
-    cfg = SolverConfig(progress=False, patch_iterations=15, whole_field_tile=whole_field_tile)
+    cfg = SolverConfig(progress=False, patch_iterations=15, whole_field_tile=whole_field_tile, high_order=high_order,
+                       grid=grid)
     engine = load_solver_engine(method=cfg.method)   # the default forward model
     result = SVMOMFBD(engine, cfg).solve(burst)
     cut = get_instrument("crisp8542").cutoff_cycles_per_pixel
@@ -229,7 +232,7 @@ def test_momfbd_default_restores_a_full_screen_burst(whole_field_tile):
     assert h["METHOD_USED"] == "momfbd" and h["STOP"] and h["OBJ_ITERS"] >= 1
     refined = h["CHI2_FIRST"] > cfg.refine_above
     assert h["ROUNDS"] == (cfg.refine_rounds if refined else 0) and ("SV" in h) != refined
-    assert np.all(np.isfinite(result.loss["data"])) and result.modes.shape == (4, 44, 2, 2)
+    assert np.all(np.isfinite(result.loss["data"])) and result.modes.shape == (4, 44, 64 // grid, 64 // grid)
 
 
 def test_sv_refinement_only_where_the_field_is_anisoplanatic():
