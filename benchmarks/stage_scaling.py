@@ -8,8 +8,11 @@ iterations with no tolerance stop, one refinement round of two iterations, alway
 random texture, in one process and one thread, timed in CPU time (``time.process_time``: other work on a
 shared machine stretches the wall time, not this), so the time per pixel and frame at each size against
 ``REFERENCE_SIZE`` is the scaling of the arithmetic itself (FFT sizes, PSF interpolation, memory traffic).
-The whole-field wavefront stage (``patch_wavefronts`` without a start) is timed on its own, per evaluation of
-its metric, since its FFTs grow with the field where every other stage works on fixed-size patches.
+The whole-field wavefront fit is also timed on its own, one evaluation of its metric and gradient
+(:func:`whole_field_evaluation`), since it is the one stage whose patch can grow with the field (one patch as
+large as the field with ``--whole-field-tile 0``; tiles of a fixed side by default) where every other stage
+works on fixed-size patches. (The rows' ``whole_field_us_per_pixel_frame_evaluation`` divides that stage's
+whole CPU time, set-up included, by its few evaluations: a rough figure beside the clean one.)
 
 Usage::
 
@@ -49,7 +52,9 @@ def measure(size: int, frames: int = 12, engine=None, seed: int = 0, **settings)
     whole = {}
     original = patch_mfbd.patch_wavefronts
 
-    def timed(*args, **kwargs):                 # the whole-field call is the one without a start
+    # method_momfbd imports patch_wavefronts when it runs, so this stand-in is the one it calls; the whole-field
+    # call is the one without a start
+    def timed(*args, **kwargs):
         c = time.process_time()
         out = original(*args, **kwargs)
         if kwargs.get("init") is None:
