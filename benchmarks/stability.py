@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import sys
 import time
 
@@ -45,15 +44,21 @@ def spread(values) -> float:
 
 
 def _parse_sets(items) -> dict:
+    """``NAME=VALUE`` items as solver settings, each value read as the command line reads it
+    (:func:`svrt.settings.parse_text`: typed, range-checked, ``none`` for None)."""
     from svrt.runtime.solver_config import SolverConfig
+    from svrt.settings import parse_text, specs
 
-    fields = SolverConfig.__dataclass_fields__
+    by_name = {spec.name: spec for spec in specs(SolverConfig)}
     out = {}
     for item in items:
         name, _, text = item.partition("=")
-        if name not in fields:
+        if name not in by_name:
             raise SystemExit(f"--set {item}: no solver setting '{name}' (see svrt config).")
-        out[name] = json.loads(text) if text not in ("", "None") else None
+        try:
+            out[name] = parse_text(by_name[name], text)
+        except ValueError as err:
+            raise SystemExit(f"--set {item}: {name} takes {err}.") from None
     return out
 
 
@@ -70,7 +75,7 @@ def main(argv=None) -> int:
     p.add_argument("bursts", nargs="+", help="simulated burst files (with TRUTH)")
     p.add_argument("--repeats", type=int, default=3, help="perturbed restorations per burst (seeds 1..N)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="NAME=VALUE",
-                   help="a solver setting (JSON value), e.g. refine_rounds=0; repeatable")
+                   help="a solver setting as on the command line, e.g. refine_rounds=0; repeatable")
     p.add_argument("--modes", action="store_true", help="also report how far the fitted wavefronts moved")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=None, help="JSON file of the results")
