@@ -37,3 +37,11 @@ def test_fixed_work_is_valid_settings():
     # every fixed setting is a real SolverConfig field, so the benchmark cannot silently run the defaults
     config = SolverConfig(**stage_scaling.FIXED)
     assert all(getattr(config, k) == v for k, v in stage_scaling.FIXED.items())
+
+
+@pytest.mark.parametrize("size", ["0", "1", "-1e-6"])
+def test_relative_out_of_range_is_refused_before_any_work(size, capsys):
+    with pytest.raises(SystemExit) as exc:
+        stability.main(["no-such-burst.fits", f"--relative={size}"])
+    assert exc.value.code == 2
+    assert "--relative takes a size between 0 and 1" in capsys.readouterr().err
