@@ -143,10 +143,12 @@ def run_size(size: int, frames: int, objects: int, seed: int, simulate_up_to: in
     rest = read_restoration(output)
     cfg = rest.config or rest.header
     plan_line = next((line for line in out.splitlines() if line.startswith("plan:")), "")
+    burst = read_burst(burst_path)
     record = {"size": size, "frames": frames, "objects": objects, "seed": seed,
               "burst": burst_path.name, "mirrored": size > simulate_up_to, "command": " ".join(cmd[1:]), **run,
               "peak_mb_at_solve_end": float(cfg.get("PEAK_MB", float("nan"))),
-              "plan": plan_line, "nmse_var": _nmse(rest.objects, read_burst(burst_path)),
+              "plan": plan_line, "nmse_var": _nmse(rest.objects, burst),
+              "frame_average_nmse_var": _nmse(burst.frames.mean(axis=1), burst),
               "threads": os.environ.get("OMP_NUM_THREADS"), **_stage_times(rest)}
     write_json(out_dir / f"cost-{size}.json", record)
     return record
@@ -210,6 +212,13 @@ def collect(out_dir: Path) -> dict:
     def per_sample(r):   # CPU time: other work on a shared machine stretches the wall time, not the CPU time
         return r["cpu_s"] / (r["size"] ** 2 * r["frames"] * r["objects"])
 
+    for r in rows:
+        burst_path = out_dir / r["burst"]
+        if "frame_average_nmse_var" not in r and burst_path.exists():    # records made before the column
+            from svrt.fileio import read_burst
+
+            burst = read_burst(burst_path)
+            r["frame_average_nmse_var"] = _nmse(burst.frames.mean(axis=1), burst)
     for r in rows + peers:
         r["us_per_pixel_sample"] = round(1e6 * per_sample(r), 2)
     for r in rows:
@@ -229,8 +238,9 @@ def markdown(curve: dict) -> str:
     """The curve as the table of docs/COST.md."""
     ref = curve["reference_size"]
     lines = [f"| field | burst | CPU time [s] | wall [s] | peak RSS [MiB] | us per pixel and frame | vs {ref}^2 | "
-             "patch stage, wall [s] | objects + refinement, wall [s] | NMSE_var (objects) | plan line's estimate |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "patch stage, wall [s] | objects + refinement, wall [s] | NMSE_var (objects) | frame average | "
+             "plan line's estimate |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in curve["rows"]:
         est = r["plan"].split("estimated peak memory ")[-1].split(" (")[0] if r["plan"] else ""
         when = r["plan"].split("about ")[-1].split(" on ")[0] if "about " in r["plan"] else ""
@@ -238,7 +248,8 @@ def markdown(curve: dict) -> str:
         lines.append(f"| {r['size']}^2 x {r['frames']} x {r['objects']} | {kind} | {r['cpu_s']:.0f} "
                      f"| {r['wall_s']:.0f} | {r['peak_rss_mb']:.0f} | {r['us_per_pixel_sample']:.1f} "
                      f"| {r['relative_to_ref']:.2f} | {r['t_patch_s']:.0f} | {r['t_iterations_s']:.0f} "
-                     f"| {' / '.join(f'{v:.4f}' for v in r['nmse_var'])} | {est}, {when} |")
+                     f"| {' / '.join(f'{v:.4f}' for v in r['nmse_var'])} "
+                     f"| {' / '.join(f'{v:.4f}' for v in r.get('frame_average_nmse_var', [])) or '-'} | {est}, {when} |")
     if curve.get("peers"):
         lines += ["", "| field | peer | CPU time [s] | wall [s] | peak RSS [MiB] | us per pixel and frame "
                   "| NMSE_var (objects) | svrt / peer: CPU | wall | peak RSS | NMSE_var |",

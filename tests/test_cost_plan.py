@@ -54,6 +54,12 @@ def test_deconvolve_prints_the_plan_and_its_memory_is_within_2x(tmp_path):
     assert any(line.startswith("wrote ") for line in log[1:])
     est_mb = 1024 * float(re.search(r"estimated peak memory ([\d.]+) GiB", rec["plan"]).group(1))
     assert 0.5 <= est_mb / rec["peak_rss_mb"] <= 2.0, (est_mb, rec["peak_rss_mb"])
+    # the frame average's score beside the restoration's: the mean of the frames, scored the same way
+    from svrt.benchmarks.cost_curve import _nmse
+    from svrt.fileio import read_burst
+
+    burst = read_burst(tmp_path / rec["burst"])
+    assert rec["frame_average_nmse_var"] == _nmse(burst.frames.mean(axis=1), burst) != rec["nmse_var"]
     curve = collect(tmp_path)
     assert [r["size"] for r in curve["rows"]] == [64] and curve["rows"][0]["relative_to_ref"] == 1.0
 
