@@ -9,9 +9,11 @@ include reading, the solve and writing; the time per pixel is from the CPU time,
 machine does not stretch (with one thread, ``OMP_NUM_THREADS=1``, it equals the wall time of an idle machine).
 
 The bursts come from :func:`svrt.simulate.simulate_burst` (``wavefront="screen"``, data that do not follow the
-solver's model) up to ``--simulate-up-to``; larger fields are the largest simulated burst mirror-tiled (its
-frames, truth and noise reflected across the edges: a camera-sized field at a fraction of the simulation's
-cost, as the 1024^2 measurement of issue 23 was made).
+solver's model) up to ``--simulate-up-to`` (default 1024; the 1024^2 x 12 x 2 simulation takes about 50 min of
+one core); larger fields are the largest simulated burst mirror-tiled (its frames, truth and noise reflected
+across the edges: a camera-sized field at a fraction of the simulation's cost). Mirror-tiled bursts measure cost
+only: a reflected frame holds a reflected wavefront whose tip-tilt changes sign at each seam, which no smooth
+wavefront model fits, and the solve over-restores them (docs/COST.md).
 
 Every size writes ``cost-<size>.json`` into the output folder as soon as it is done; the curve (``cost_curve.json``,
 ``cost_curve.png``) is made from all of them, so sizes run apart (a long 1024^2 run in the background) join one
@@ -302,7 +304,7 @@ def main(argv=None) -> int:
     ap.add_argument("--frames", type=int, default=12)
     ap.add_argument("--objects", type=int, default=2)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--simulate-up-to", type=int, default=512,
+    ap.add_argument("--simulate-up-to", type=int, default=1024,
                     help="simulate bursts up to this side; larger ones mirror-tile that burst")
     ap.add_argument("--out-dir", required=True, type=Path)
     ap.add_argument("--report-only", action="store_true", help="only remake the curve from the cost-*.json there")
