@@ -246,12 +246,13 @@ def markdown(curve: dict) -> str:
     for r in curve["rows"]:
         est = r["plan"].split("estimated peak memory ")[-1].split(" (")[0] if r["plan"] else ""
         when = r["plan"].split("about ")[-1].split(" on ")[0] if "about " in r["plan"] else ""
+        average = " / ".join(f"{v:.4f}" for v in r.get("frame_average_nmse_var", [])) or "-"
         kind = "mirrored" if r["mirrored"] else "simulated"
         lines.append(f"| {r['size']}^2 x {r['frames']} x {r['objects']} | {kind} | {r['cpu_s']:.0f} "
                      f"| {r['wall_s']:.0f} | {r['peak_rss_mb']:.0f} | {r['us_per_pixel_sample']:.1f} "
                      f"| {r['relative_to_ref']:.2f} | {r['t_patch_s']:.0f} | {r['t_iterations_s']:.0f} "
                      f"| {' / '.join(f'{v:.4f}' for v in r['nmse_var'])} "
-                     f"| {' / '.join(f'{v:.4f}' for v in r.get('frame_average_nmse_var', [])) or '-'} | {est}, {when} |")
+                     f"| {average} | {est}, {when} |")
     if curve.get("peers"):
         lines += ["", "| field | peer | CPU time [s] | wall [s] | peak RSS [MiB] | us per pixel and frame "
                   "| NMSE_var (objects) | svrt / peer: CPU | wall | peak RSS | NMSE_var |",
