@@ -75,7 +75,7 @@ def measure(size: int, frames: int = 12, engine=None, seed: int = 0, **settings)
             "whole_field_evaluations": whole.get("evaluations"), "object_iterations": result.header.get("OBJ_ITERS"),
             "us_per_pixel_frame": round(1e6 * cpu / samples, 3),
             "whole_field_us_per_pixel_frame_evaluation":
-                round(1e6 * whole.get("seconds", float("nan")) / max(1, whole.get("evaluations") or 1) / samples, 4)}
+                round(1e6 * whole.get("seconds", float("nan")) / (whole.get("evaluations") or 1) / samples, 4)}
 
 
 def whole_field_evaluation(size: int, frames: int = 12, whole_field_tile: int | None = None, repeats: int = 3,
@@ -91,7 +91,7 @@ def whole_field_evaluation(size: int, frames: int = 12, whole_field_tile: int | 
     from svrt.runtime.patch_mfbd import PatchProblem, patch_layout
     from svrt.runtime.solver_config import SolverConfig, whole_field_tiles
 
-    config = SolverConfig() if whole_field_tile is None else SolverConfig(whole_field_tile=whole_field_tile)
+    config = SolverConfig(**({} if whole_field_tile is None else {"whole_field_tile": whole_field_tile}))
     tiles = whole_field_tiles(config, (size, size))
     layout = patch_layout((size, size), tiles, config.whole_field_tile or config.patch_size)
     gen = torch.Generator().manual_seed(seed)
@@ -127,9 +127,9 @@ def main(argv=None) -> int:
     sizes = [int(s) for s in args.sizes.split(",")]
     if REFERENCE_SIZE not in sizes:
         sizes.insert(0, REFERENCE_SIZE)
+    extra = {} if args.whole_field_tile is None else {"whole_field_tile": args.whole_field_tile}
     rows = []
     for size in sizes:
-        extra = {} if args.whole_field_tile is None else {"whole_field_tile": args.whole_field_tile}
         rows.append(measure(size, args.frames, **extra))
         print(json.dumps(rows[-1]), flush=True)
     ref = next(r for r in rows if r["size"] == REFERENCE_SIZE)
