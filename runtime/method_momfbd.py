@@ -38,7 +38,7 @@ from svrt.runtime.loss import grad_sq_mean
 from svrt.runtime.plan import batches
 from svrt.runtime.problem import MethodResult, SolveContext, noise_variances
 from svrt.runtime.solver_config import fitted_modes, grid_shape, whole_field_tiles
-from svrt.runtime.solver_monitor import Monitor, StoppingRule, lbfgs
+from svrt.runtime.solver_monitor import Monitor, StoppingRule, wavefront_optimizer
 
 __all__ = ["solve_momfbd", "refine_modes"]
 
@@ -177,7 +177,7 @@ def _node_wavefronts(ctx: SolveContext, data_n, nvar, init_a, grid: tuple[int, i
     # fit_modes capped by what the field's data support (small fields: fewer modes, not noise fitted)
     info["FIT_MODES_USED"] = fitted_modes(cfg, tuple(data_n.shape), ctx.n_modes)
     common = dict(tiptilt=cfg.tiptilt, fit_modes=info["FIT_MODES_USED"], diversity=ctx.diversity,
-                  start_rms=cfg.start_rms)
+                  start_rms=cfg.start_rms, optimizer=cfg.wavefront_optimizer)
 
     def fit(layout: dict, iterations: int, init=None):
         return patch_wavefronts(data_n, ctx.channels, ctx.n_modes, noise_var=nvar.mean(dim=1), iterations=iterations,
@@ -192,8 +192,9 @@ def _node_wavefronts(ctx: SolveContext, data_n, nvar, init_a, grid: tuple[int, i
         init_a = glob.expand(-1, -1, *grid).contiguous()
     node_iterations = cfg.patch_iterations if (cfg.node_iterations is None or init_a is None) else cfg.node_iterations
     nodes = whole if grid == (1, 1) else dict(grid_shape=grid, patch_size=cfg.patch_size)
-    alpha, pinfo = fit(nodes, max(1, node_iterations), init_a)
-    if init_a is not None and grid != (1, 1) and node_iterations == 0:
+    keep_start = init_a is not None and grid != (1, 1) and node_iterations == 0
+    alpha, pinfo = fit(nodes, 0 if keep_start else max(1, node_iterations), init_a)
+    if keep_start:
         alpha = init_a                     # the nodes keep the start; the SV refinement moves them
     info["PATCH_SIZE_USED"] = pinfo["patch_size"]
     info["PATCH_METRIC0"] = round(pinfo["metric_start"], 6)
@@ -344,7 +345,7 @@ def _restore(tensors: dict, state: dict, k: int, shape_p: tuple, name: str, dev)
 
 
 def refine_modes(ctx: SolveContext, o, a, data_n, weights, attenuate, size, record):
-    """L-BFGS on the node wavefronts with the objects fixed: the data term of the SV forward model plus
+    """The node wavefronts fitted with the objects fixed (``wavefront_optimizer``): the data term of the SV forward model plus
     lambda_alpha <|grad alpha|^2> (the wavefront varies smoothly across the field)."""
     cfg = ctx.config
     k, n_frames = data_n.shape[:2]
@@ -353,7 +354,7 @@ def refine_modes(ctx: SolveContext, o, a, data_n, weights, attenuate, size, reco
     n_node = a.shape[1] if cfg.node_modes is None else min(int(cfg.node_modes), a.shape[1])
     free = a[:, :n_node].detach().clone().requires_grad_(True)
     fixed = a[:, n_node:].detach()
-    opt = lbfgs([free], cfg.refine_iterations, "refine")
+    opt = wavefront_optimizer([free], cfg.refine_iterations, "refine", cfg.wavefront_optimizer)
     scale = [None]
 
     def closure():

@@ -44,7 +44,7 @@ from svrt.optics.filters import frequency_radius
 from svrt.runtime.channel import burst_channels
 from svrt.runtime.object_prior import ObjectPrior, ObjectPriorFit, fit_object_power
 from svrt.runtime.solver_config import solver_default
-from svrt.runtime.solver_monitor import lbfgs
+from svrt.runtime.solver_monitor import wavefront_optimizer
 from svrt.windows import modified_hann
 
 __all__ = ["PatchLayout", "patch_layout", "patch_wavefronts", "MODE_STEPS"]
@@ -215,7 +215,8 @@ def patch_wavefronts(frames: torch.Tensor, channels, n_modes: int, grid_shape: t
                      tiptilt: bool = True, weights: torch.Tensor | None = None, attenuation=None,
                      init: torch.Tensor | None = None, progress=None, fit_modes: int | None = None,
                      seed: int = 0, diversity=None,
-                     start_rms: float = solver_default("start_rms"), shared: bool = False) -> tuple[torch.Tensor, dict]:
+                     start_rms: float = solver_default("start_rms"), shared: bool = False,
+                     optimizer: str = solver_default("wavefront_optimizer")) -> tuple[torch.Tensor, dict]:
     """Wavefronts ``[L, M, Yg, Xg]`` (radians at object 0's wavelength) at the grid nodes, from one
     object-eliminated MOMFBD per node's patch; with ``shared``, ``[L, M, 1, 1]``: one wavefront per frame
     seen through every patch, whose metrics add up (a large field as tiles of a fixed side, so the
@@ -224,7 +225,8 @@ def patch_wavefronts(frames: torch.Tensor, channels, n_modes: int, grid_shape: t
     frames ``[K, L, Y, X]`` normalised; ``channels`` one :class:`~svrt.runtime.channel.Channel` (or
     :class:`~svrt.instruments.Instrument`) per object;
     ``noise_var [K]`` the noise variance per pixel of each object's frames (same units);
-    ``iterations`` L-BFGS iterations per mode step (:data:`MODE_STEPS` up to ``n_modes``);
+    ``iterations`` per mode step (:data:`MODE_STEPS` up to ``n_modes``; 0: no fit, the start's metric) of
+    ``optimizer`` ('nesterov' or 'lbfgs', :func:`~svrt.runtime.solver_monitor.wavefront_optimizer`);
     ``weights [K, L]`` gamma_kl; ``attenuation(i, nu)`` the OTF factor of the unmodelled high orders;
     ``init [L, M, Yg, Xg]`` a starting point (e.g. the previous burst's); ``start_rms`` [rad] the random
     start of newly freed modes (seeded; the defaults of ``patch_size``, ``iterations`` and ``start_rms`` are
@@ -251,6 +253,8 @@ def patch_wavefronts(frames: torch.Tensor, channels, n_modes: int, grid_shape: t
     steps = [m for m in MODE_STEPS if m < top] + [top]
     if init is not None:
         steps = [top]
+    if iterations <= 0:
+        steps = []
     gen = torch.Generator().manual_seed(seed)
     n_before = 0 if init is None else top
     for n_free in steps:
@@ -263,7 +267,7 @@ def patch_wavefronts(frames: torch.Tensor, channels, n_modes: int, grid_shape: t
             n_before = n_free
         free = alpha[..., :n_free].clone().requires_grad_(True)
         fixed = alpha[..., n_free:].detach()
-        opt = lbfgs([free], iterations, "patch")
+        opt = wavefront_optimizer([free], iterations, "patch", optimizer)
 
         def closure():
             opt.zero_grad()

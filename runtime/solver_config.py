@@ -27,6 +27,7 @@ _APODIZATIONS = ("mirror", "hann", "none")
 PRECISIONS = ("auto", "fp32", "fp16")  # engine precision when the solver loads it
 _METHODS = ("momfbd", "adam")
 _HIGH_ORDERS = ("kolmogorov", "none")
+_WAVEFRONT_OPTIMIZERS = ("nesterov", "lbfgs")
 _CHECKPOINTINGS = ("auto", "on", "off")
 _KERNELS = ("auto", "torch", "triton")
 MAX_ITERATIONS = 100_000    # beyond this a setting is a typo, not a restoration
@@ -50,9 +51,15 @@ class SolverConfig:
                                          "this as tiles of this side that share each frame's wavefront, so it costs "
                                          "the same per pixel at every size (0: one patch, the largest centred "
                                          "square)", min=0, max=65536, method="momfbd")
-    patch_iterations: int = setting(30, "L-BFGS iterations per mode step of the patch wavefront stage (method momfbd)",
+    patch_iterations: int = setting(30, "iterations per mode step of the patch wavefront stage (method momfbd; "
+                                        "nesterov takes 2 gradient steps per iteration, lbfgs 1 L-BFGS iteration)",
                                     min=0, max=MAX_ITERATIONS, method="momfbd")
-    node_iterations: int | None = setting(0, "L-BFGS iterations of each node's own patch after the whole field "
+    wavefront_optimizer: str = setting("nesterov", "optimizer of the wavefront fits, patch stage and SV refinement: "
+                                                   "nesterov (fixed steps from the measured curvature: the result is "
+                                                   "a continuous function of the data) or lbfgs (its line search "
+                                                   "follows rounding, docs/QUALITY.md)",
+                                       choices=_WAVEFRONT_OPTIMIZERS, method="momfbd")
+    node_iterations: int | None = setting(0, "iterations of each node's own patch after the whole field "
                                              "(none: patch_iterations; 0: none, the SV refinement moves the nodes)",
                                           min=0, max=MAX_ITERATIONS, method="momfbd")
     coarse_to_fine: bool = setting(True, "start every patch from the whole field's wavefronts (method momfbd)", method="momfbd")
@@ -73,7 +80,8 @@ class SolverConfig:
                                      max=MAX_ITERATIONS, method="momfbd")
     refine_rounds: int = setting(2, "rounds of (SV wavefront refinement, object solve) after the first object solve",
                                  min=0, max=MAX_ITERATIONS, method="momfbd")
-    refine_iterations: int = setting(10, "L-BFGS iterations of each SV wavefront refinement (0: none)", min=0,
+    refine_iterations: int = setting(10, "iterations of each SV wavefront refinement (0: none; nesterov: 2 "
+                                         "gradient steps each)", min=0,
                                      max=MAX_ITERATIONS, method="momfbd")
     refine_above: float = setting(1.25, "refine the node wavefronts only when the first solution's chi^2 per "
                                         "pixel exceeds this (the field is anisoplanatic beyond the noise); 0: always",

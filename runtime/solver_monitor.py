@@ -10,8 +10,10 @@
   after every object-solve iteration, before every refinement round of method momfbd and after every step of
   method adam).
 
-The L-BFGS stages (the patch wavefronts, the SV refinement) stop inside torch's L-BFGS: their history sizes and
-tolerances are :data:`LBFGS`, here rather than typed at each call (:func:`lbfgs`).
+The wavefront fits (the patch wavefronts, the SV refinement) use Nesterov descent by default
+(:mod:`svrt.runtime.smooth_descent`): no stopping test, two gradient steps per iteration of the setting
+(:func:`wavefront_optimizer`). With ``wavefront_optimizer = "lbfgs"`` they stop inside torch's L-BFGS: its history
+sizes and tolerances are :data:`LBFGS`, here rather than typed at each call (:func:`lbfgs`).
 
 **The monitor** (:class:`Monitor`): the loss table (``history``: iteration, total, data, reg_object, reg_modes,
 time_s), the callback of :meth:`svrt.runtime.solver.SVMOMFBD.solve` with every row as it is recorded, the tqdm
@@ -28,7 +30,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-__all__ = ["HISTORY_KEYS", "StoppingRule", "Monitor", "LBFGS", "lbfgs"]
+__all__ = ["HISTORY_KEYS", "StoppingRule", "Monitor", "LBFGS", "lbfgs", "wavefront_optimizer"]
 
 #: the columns of the loss table (the restoration's LOSS)
 HISTORY_KEYS = ("iteration", "total", "data", "reg_object", "reg_modes", "time_s")
@@ -43,6 +45,21 @@ def lbfgs(params: list, max_iter: int, stage: str) -> torch.optim.LBFGS:
     """torch's L-BFGS with a strong-Wolfe line search, ``max_iter`` iterations and the :data:`LBFGS` of
     ``stage`` ('patch' or 'refine')."""
     return torch.optim.LBFGS(params, lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe", **LBFGS[stage])
+
+
+#: gradient steps of Nesterov descent per iteration of the settings: an L-BFGS iteration costs 1.2-1.5
+#: evaluations with its line search and moves further, so two steps per iteration keep the settings' meaning
+NESTEROV_STEPS_PER_ITERATION = 2
+
+def wavefront_optimizer(params: list, max_iter: int, stage: str, kind: str = "nesterov"):
+    """The optimizer of a wavefront fit (``stage`` 'patch' or 'refine'): ``kind`` 'nesterov' (the default: a
+    path that is a continuous function of the data, :class:`~svrt.runtime.smooth_descent.NesterovDescent`)
+    or 'lbfgs' (:func:`lbfgs`, the earlier default, kept for comparison: its line search follows rounding)."""
+    if kind == "lbfgs":
+        return lbfgs(params, max_iter, stage)
+    from svrt.runtime.smooth_descent import NesterovDescent
+
+    return NesterovDescent(params, steps=NESTEROV_STEPS_PER_ITERATION * max_iter)
 
 
 class StoppingRule:
