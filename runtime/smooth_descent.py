@@ -15,9 +15,9 @@ L-BFGS moved it by 3-6 %.
 
 Why the step is re-measured, and shortened by the secant of every step: a step fitted to the start only is
 too long once the fit has moved into stiffer parts of the metric, and Nesterov's iteration then oscillates in
-the stiff direction and becomes as sensitive to rounding as the line search (measured: 18 % spread on that
-burst with the start's step; 22 % on a 96^2 r0 = 7 cm burst with re-measurement every 5 steps but no secant,
-0.0 % with it).
+the stiff direction and becomes as sensitive to rounding as the line search (measured: 18 % spread on the
+r0 = 7 cm, no-AO, seed-1 peer burst with the start's step; 22 % on a 96^2 r0 = 7 cm burst with
+re-measurement every 5 steps but no secant, 0.0 % with it).
 
 Its cost: two gradient evaluations per L-BFGS iteration of the settings plus the curvature's, about 1.4x the
 CPU time of a 128^2 restoration with L-BFGS (docs/QUALITY.md, "Rounding").
@@ -62,8 +62,9 @@ class NesterovDescent:
     ``y_t`` the look-ahead point, ``x_{t+1} = y_t - eta grad(y_t)``, ``y_{t+1} = x_{t+1} + momentum (x_{t+1} - x_t)``,
     ``eta = 1 / max(lambda_max, secant)``: ``lambda_max`` from :func:`largest_curvature` (``power_iterations`` at
     the start from a fixed seeded vector, two more every ``remeasure_every`` steps, warm-started; the secant
-    guards the steps between, so 4 and 10 are enough: on the 18 bursts of the 128^2 peer matrix 8 and 5 cost
-    17 % more time and left one burst rounding-sensitive, 2.2 %, against at most 0.03 % with 4 and 10), ``secant`` =
+    guards the steps between, so 4 and 10 serve: on the 18 bursts of the 128^2 peer matrix 8 and 5 cost 17 %
+    more time and left one burst rounding-sensitive, 2.2 %, against at most 0.03 % with 4 and 10, though one
+    96^2 strong-seeing burst moves 3 % with 4 and 10 and 0.01 % with 8 and 5), ``secant`` =
     ``|grad(y_t) - grad(y_{t-1})| / |y_t - y_{t-1}|`` the curvature met along the last step. No line search, no
     stopping test: the result is a continuous function of the data (module docstring).
 
