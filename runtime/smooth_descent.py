@@ -87,18 +87,17 @@ class NesterovDescent:
     def step(self, closure: Callable[[], torch.Tensor]) -> float:
         """Run every step; the parameter ends at the last ``x``. Returns the loss at the start."""
         p = self.param
-        losses = []
 
         def gradient(at: torch.Tensor) -> torch.Tensor:
             with torch.no_grad():
                 p.copy_(at)
-            loss = closure()
-            losses.append(float(loss.detach() if torch.is_tensor(loss) else loss))
+            closure()
             return p.grad.detach().clone()
 
         x0 = p.detach().clone()
-        g0 = gradient(x0)
-        f0 = losses[0]
+        loss = closure()
+        f0 = float(loss.detach() if torch.is_tensor(loss) else loss)
+        g0 = p.grad.detach().clone()
         if self.steps <= 0:
             return f0
         # a fixed start vector (not the gradient): the measurement must not hinge on the data's rounding
@@ -117,7 +116,7 @@ class NesterovDescent:
             if t:
                 g = gradient(y)
                 if t % self.remeasure_every == 0:
-                    lam_t, v = largest_curvature(gradient, y.clone(), g, v, 2)
+                    lam_t, v = largest_curvature(gradient, y, g, v, 2)
                     if lam_t > 0.0:
                         lam = lam_t
                         self.curvatures.append(lam)
