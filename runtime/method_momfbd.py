@@ -177,7 +177,7 @@ def _node_wavefronts(ctx: SolveContext, data_n, nvar, init_a, grid: tuple[int, i
     # fit_modes capped by what the field's data support (small fields: fewer modes, not noise fitted)
     info["FIT_MODES_USED"] = fitted_modes(cfg, tuple(data_n.shape), ctx.n_modes)
     common = dict(tiptilt=cfg.tiptilt, fit_modes=info["FIT_MODES_USED"], diversity=ctx.diversity,
-                  start_rms=cfg.start_rms, optimizer=cfg.wavefront_optimizer)
+                  start_rms=cfg.start_rms, optimizer=cfg.wavefront_optimizer, mode_prior=cfg.mode_prior)
 
     def fit(layout: dict, iterations: int, init=None):
         return patch_wavefronts(data_n, ctx.channels, ctx.n_modes, noise_var=nvar.mean(dim=1), iterations=iterations,

@@ -47,7 +47,8 @@ from svrt.runtime.solver_config import solver_default
 from svrt.runtime.solver_monitor import wavefront_optimizer
 from svrt.windows import modified_hann
 
-__all__ = ["PatchLayout", "patch_layout", "patch_wavefronts", "MODE_STEPS"]
+__all__ = ["PatchLayout", "patch_layout", "patch_wavefronts", "kolmogorov_precision", "mode_groups",
+           "MODE_STEPS"]
 
 # modes freed in steps: tip-tilt, + defocus and astigmatism, + coma and trefoil, ..., all
 MODE_STEPS = (2, 5, 9, 14, 20, 27, 35, 44, 54, 65)
@@ -142,12 +143,18 @@ class PatchProblem:
         # phase diversity: the channels of each object
         self.groups = [[i] for i in range(k)] if diversity is None else [list(g) for g in diversity.groups]
         self.prior_fit = prior_fit
+        self.mode_precision = None          # [M] 1 / prior variance of each mode [rad^-2] (set_mode_prior)
 
     def set_object_power(self, i: int, power: ObjectPrior) -> None:
         """The object prior P_O of object ``i`` (an :class:`~svrt.runtime.object_prior.ObjectPrior`):
         gamma(nu) = s^2 / P_O(nu), the ratio of noise to object power at every frequency."""
         self.powers[i] = power
         self.gamma[i] = (self.gamma_scale * self.noise_var[i] / power(self.nu)).clamp_min(1e-12)
+
+    def set_mode_prior(self, precision: torch.Tensor | None) -> None:
+        """The Gaussian prior of the modes: ``precision [M]`` the inverse variance of each [rad^-2] (0: free),
+        or None for none (:func:`kolmogorov_precision`)."""
+        self.mode_precision = None if precision is None else precision.to(self.device, torch.float32)
 
     def otfs(self, alpha: torch.Tensor, i: int) -> torch.Tensor:
         """OTFs of object ``i`` for wavefronts ``alpha [L, Yg, Xg, M]``: ``[L, Yg, Xg, S, S/2+1]``."""
@@ -161,8 +168,14 @@ class PatchProblem:
 
         n = s^2 sum(w^2) the noise power, g = s^2 / P_O. The first term alone (the joint estimate of
         objects and wavefronts) prefers sharp PSFs, since a sharper PSF lets the object explain more
-        of the noise; the log-determinant term is the price of that freedom and removes the bias."""
+        of the noise; the log-determinant term is the price of that freedom and removes the bias.
+
+        With a mode prior (:meth:`set_mode_prior`) it adds minus its log, ``sum alpha^2 precision / 2`` over
+        frames, nodes and modes, divided by the first object's number of frequencies as the data terms are:
+        the negative log posterior (MAP), so the prior weighs as much against one frequency as the data do."""
         total = alpha.new_zeros(())
+        if self.mode_precision is not None:
+            total = total + 0.5 * (alpha.pow(2) * self.mode_precision).sum() / self.count[0]
         for group in self.groups:
             if len(group) > 1:
                 total = total + self.group_metric(alpha, group)
@@ -209,6 +222,42 @@ class PatchProblem:
                     self.set_object_power(j, law)
 
 
+def mode_groups(top: int) -> list:
+    """The modes freed together at each step of the patch stage, ``[(first, end), ...]`` up to ``top``
+    (:data:`MODE_STEPS`)."""
+    ends = [m for m in MODE_STEPS if m < top] + [top]
+    return list(zip([0] + ends[:-1], ends))
+
+
+def kolmogorov_precision(alpha: torch.Tensor, groups: list, weight: float = 1.0) -> torch.Tensor | None:
+    """``[M]``: the inverse variance of every mode of ``groups`` under a Kolmogorov prior at the scale each
+    group was fitted to: ``weight / (c_j s_g)``, ``s_g`` the mean square of the group's modes in ``alpha
+    [L, ..., M]`` (radians) over their Kolmogorov variances ``c_j`` (:func:`svrt.optics.kl.kl_basis`), so
+    ``s_g = (D/r0)^(5/3)`` for Kolmogorov wavefronts. 0 for tip and tilt (alignment and image motion) and for
+    modes in no group; None when no group has a scale.
+
+    Why each group at its own scale (empirical Bayes per radial-order step) and not one r0 for all: an AO system
+    corrects the low orders and leaves the high ones, so a scale measured on other modes is wrong by the
+    correction on one side of it. Measured on the 128^2 peer bursts: one scale from the step before cost the AO
+    bursts 4 % of NMSE_var on the mean, each group's own 0.4 % (docs/QUALITY.md, "Rounding")."""
+    from svrt.optics.kl import kl_basis
+
+    m = alpha.shape[-1]
+    c = torch.as_tensor(kl_basis(m).variances, dtype=torch.float64)
+    precision = torch.zeros(m, dtype=torch.float64)
+    found = False
+    for first, end in groups:
+        first = max(2, int(first))
+        if end <= first:
+            continue
+        mean_square = alpha[..., first:end].detach().double().pow(2).reshape(-1, end - first).mean(dim=0)
+        scale = float(mean_square.sum() / c[first:end].sum())
+        if scale > 0.0:
+            precision[first:end] = weight / (c[first:end] * scale)
+            found = True
+    return precision.float() if found else None
+
+
 def patch_wavefronts(frames: torch.Tensor, channels, n_modes: int, grid_shape: tuple[int, int], noise_var,
                      patch_size: int = solver_default("patch_size"),
                      iterations: int = solver_default("patch_iterations"), gamma_scale: float = 1.0,
@@ -216,7 +265,8 @@ def patch_wavefronts(frames: torch.Tensor, channels, n_modes: int, grid_shape: t
                      init: torch.Tensor | None = None, progress=None, fit_modes: int | None = None,
                      seed: int = 0, diversity=None,
                      start_rms: float = solver_default("start_rms"), shared: bool = False,
-                     optimizer: str = solver_default("wavefront_optimizer")) -> tuple[torch.Tensor, dict]:
+                     optimizer: str = solver_default("wavefront_optimizer"),
+                     mode_prior: float = solver_default("mode_prior")) -> tuple[torch.Tensor, dict]:
     """Wavefronts ``[L, M, Yg, Xg]`` (radians at object 0's wavelength) at the grid nodes, from one
     object-eliminated MOMFBD per node's patch; with ``shared``, ``[L, M, 1, 1]``: one wavefront per frame
     seen through every patch, whose metrics add up (a large field as tiles of a fixed side, so the
@@ -228,6 +278,8 @@ def patch_wavefronts(frames: torch.Tensor, channels, n_modes: int, grid_shape: t
     ``iterations`` per mode step (:data:`MODE_STEPS` up to ``n_modes``; 0: no fit, the start's metric) of
     ``optimizer`` ('nesterov' or 'lbfgs', :func:`~svrt.runtime.solver_monitor.wavefront_optimizer`);
     ``weights [K, L]`` gamma_kl; ``attenuation(i, nu)`` the OTF factor of the unmodelled high orders;
+    ``mode_prior`` the weight of the Kolmogorov prior on the modes of the steps before each step
+    (:func:`kolmogorov_precision`, each step's modes at the scale they were fitted to; 0: none);
     ``init [L, M, Yg, Xg]`` a starting point (e.g. the previous burst's); ``start_rms`` [rad] the random
     start of newly freed modes (seeded; the defaults of ``patch_size``, ``iterations`` and ``start_rms`` are
     the settings', :class:`~svrt.runtime.solver_config.SolverConfig`); ``diversity`` a
@@ -250,15 +302,20 @@ def patch_wavefronts(frames: torch.Tensor, channels, n_modes: int, grid_shape: t
         info["metric_start"] = float(problem.metric(alpha))
     info["metric_start_prior"] = repr(problem.powers[0])
     top = n_modes if fit_modes is None else max(2, min(int(fit_modes), n_modes))
-    steps = [m for m in MODE_STEPS if m < top] + [top]
+    steps = [end for _, end in mode_groups(top)]
     if init is not None:
         steps = [top]
     if iterations <= 0:
         steps = []
     gen = torch.Generator().manual_seed(seed)
     n_before = 0 if init is None else top
+    # the groups already fitted carry the prior (the start's: all of them); a newly freed group is free in its step
+    fitted_groups = [] if init is None else mode_groups(top)
     for n_free in steps:
+        if mode_prior > 0:
+            problem.set_mode_prior(kolmogorov_precision(alpha, fitted_groups, mode_prior))
         if n_free > n_before:
+            fitted_groups.append((n_before, n_free))
             # a wavefront without even modes is a saddle point of the metric for them (an even aberration of
             # either sign gives the same MTF): start the newly freed modes off zero
             kick = start_rms * torch.randn(alpha[..., n_before:n_free].shape, generator=gen)

@@ -50,6 +50,51 @@ def test_estimate_d_over_r0_from_kolmogorov_draws():
     assert est == pytest.approx(truth, rel=0.02)
 
 
+def test_kolmogorov_precision_from_kolmogorov_draws():
+    """The prior of the modes already fitted: on Kolmogorov draws of known r0 it is ``1 / (c_j (D/r0)^(5/3))``
+    for every mode, tip and tilt free; each step's group at its own scale, so an AO-like correction of the
+    low orders (their RMS / 5) makes their prior 25x stronger and leaves the others' alone."""
+    from svrt.atmosphere import kl_standard_deviations, kolmogorov_coefficients
+    from svrt.runtime.patch_mfbd import kolmogorov_precision, mode_groups
+
+    inst = get_instrument("crisp8542")
+    coef = torch.as_tensor(kolmogorov_coefficients(inst, 7.0, 44, size=(2000, 2, 2), rng=np.random.default_rng(2)))
+    truth = 1.0 / torch.as_tensor(kl_standard_deviations(inst, 7.0, 44), dtype=torch.float64) ** 2
+    groups = mode_groups(20)
+    assert groups == [(0, 2), (2, 5), (5, 9), (9, 14), (14, 20)]
+    got = kolmogorov_precision(coef, groups).double()                     # [L, Yg, Xg, M]
+    # 8000 draws of >= 3 modes per group: each group's mean square is known to sqrt(2 / 24000) ~ 0.9 %;
+    # 4 % is over four sigma
+    assert got[2:20].numpy() == pytest.approx(truth[2:20].numpy(), rel=0.04)
+    assert float(got[:2].abs().sum()) == 0.0 and float(got[20:].abs().sum()) == 0.0
+    corrected = coef.clone()
+    corrected[..., :9] /= 5.0
+    ao = kolmogorov_precision(corrected, groups).double()
+    assert ao[2:9].numpy() == pytest.approx(25 * got[2:9].numpy(), rel=1e-5)
+    assert ao[9:].numpy() == pytest.approx(got[9:].numpy(), rel=1e-5)
+    assert torch.allclose(kolmogorov_precision(coef, groups, weight=2.5).double(), 2.5 * got, rtol=1e-6)
+    assert kolmogorov_precision(coef, [(0, 2)]) is None                   # only tip-tilt fitted: no scale
+    assert kolmogorov_precision(torch.zeros(4, 44), groups) is None        # nothing fitted: no prior, not infinite
+
+
+def test_mode_prior_adds_minus_its_log_per_frequency():
+    """With a mode prior the patch metric is the marginal likelihood's plus ``sum alpha^2 precision / 2``
+    over the same count of frequencies: the negative log posterior (MAP)."""
+    g = torch.Generator().manual_seed(4)
+    inst = get_instrument("crisp8542")
+    frames = 1 + 0.1 * torch.randn(1, 3, 64, 64, generator=g)
+    problem = PatchProblem(frames, [inst], 44, patch_layout((64, 64), (1, 1), 64), torch.tensor([1e-4]))
+    alpha = 0.3 * torch.randn(3, 1, 1, 44, generator=g)
+    problem.refit_object_power(alpha)
+    bare = float(problem.metric(alpha))
+    precision = torch.linspace(0.0, 50.0, 44)
+    problem.set_mode_prior(precision)
+    expected = bare + 0.5 * float((alpha.pow(2) * precision).sum()) / problem.count[0]
+    assert float(problem.metric(alpha)) == pytest.approx(expected, rel=1e-6)
+    problem.set_mode_prior(None)
+    assert float(problem.metric(alpha)) == pytest.approx(bare, rel=1e-7)
+
+
 # ------------------------------------------------------------------------------------- object prior
 
 def test_power_law_fit_recovers_slope_and_amplitude():
