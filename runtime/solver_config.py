@@ -76,10 +76,11 @@ class SolverConfig:
     start_rms: float = setting(0.3, "[rad] RMS of the random start of the modes freed at each step of the patch "
                                     "stage (method momfbd; also regularises: 0.1 fits more noise, 0.6 diverges)",
                                min=0, max=10, method="momfbd")
-    mode_prior: float = setting(1.0, "weight of the Kolmogorov prior on the modes of the patch stage: "
-                                     "sum alpha_j^2 / (c_j (D/r0)^(5/3)), D/r0 from the modes fitted in the step "
-                                     "before (method momfbd; 1: the Bayesian weight, MAP; 0: none, the marginal "
-                                     "likelihood alone)", min=0, max=1e+06, method="momfbd")
+    mode_prior: float = setting(1.0, "weight of the Kolmogorov prior on the modes the patch stage has fitted: "
+                                     "sum alpha_j^2 / (c_j s), s = (D/r0)^(5/3) measured on each radial-order "
+                                     "step's modes (method momfbd; 1: the Bayesian weight, MAP; 0: none, the "
+                                     "marginal likelihood alone; docs/QUALITY.md, Rounding)", min=0, max=1e+06,
+                                method="momfbd")
     object_iterations: int = setting(20, "most conjugate-gradient iterations of each object solve", min=0,
                                      max=MAX_ITERATIONS, method="momfbd")
     refine_rounds: int = setting(2, "rounds of (SV wavefront refinement, object solve) after the first object solve",
