@@ -10,8 +10,8 @@ as small as its rounding: a perturbation of the frames in the eighth digit moved
 steps, a step size ``1 / lambda_max`` from a power iteration on the Hessian (re-measured every
 ``remeasure_every`` steps, so it follows the curvature as the wavefront grows; shortened at once by the secant
 of the last step) and a fixed momentum. Every operation is then a continuous function of the data: a 1e-6
-perturbation of the frames moved NMSE_var by at most 0.03 % on the 18 bursts of the 128^2 peer matrix, where
-L-BFGS moved it by 3-6 %.
+perturbation of the frames moved NMSE_var by at most 0.03 % (0.05 % with the mode prior) on the 18 bursts of
+the 128^2 peer matrix, where L-BFGS moved it by 3-6 %.
 
 Why the step is re-measured, and shortened by the secant of every step: a step fitted to the start only is
 too long once the fit has moved into stiffer parts of the metric, and Nesterov's iteration then oscillates in
@@ -64,7 +64,8 @@ class NesterovDescent:
     the start from a fixed seeded vector, two more every ``remeasure_every`` steps, warm-started; the secant
     guards the steps between, so 4 and 10 serve: on the 18 bursts of the 128^2 peer matrix 8 and 5 cost 17 %
     more time and left one burst rounding-sensitive, 2.2 %, against at most 0.03 % with 4 and 10, though one
-    96^2 strong-seeing burst moves 3 % with 4 and 10 and 0.01 % with 8 and 5), ``secant`` =
+    96^2 strong-seeing burst moved 3 % with 4 and 10 and 0.01 % with 8 and 5; the patch stage's Kolmogorov mode
+    prior, ``mode_prior``, now holds it to 0.2 % with 4 and 10), ``secant`` =
     ``|grad(y_t) - grad(y_{t-1})| / |y_t - y_{t-1}|`` the curvature met along the last step. No line search, no
     stopping test: the result is a continuous function of the data (module docstring).
 
