@@ -11,9 +11,12 @@ wavefronts alone (Paxman et al. 1992, Eq. 27)::
 ``alpha_l`` (radians at object 0's wavelength, scaled by lambda_0 / lambda_k: the channel's wavefront,
 :mod:`svrt.runtime.channel`), ``g_k`` the ratio of the
 noise power to the object's power (the Wiener term that keeps the metric from fitting noise). Every
-patch and frame is computed in one batch, so all patches are solved together by L-BFGS; the modes are
-freed in steps of radial order (tip-tilt to defocus-astigmatism to coma ... to all M), the standard way
-to keep MOMFBD out of the local minima of the higher orders.
+patch and frame is computed in one batch, so all patches are solved together (by the ``wavefront_optimizer``,
+Nesterov descent by default); the modes are freed in steps of radial order (tip-tilt to defocus-astigmatism
+to coma ... to all M), the standard way to keep MOMFBD out of the local minima of the higher orders. The
+modes of the steps already fitted carry a Kolmogorov prior at the scale they were fitted to
+(:func:`kolmogorov_precision`), which makes the metric a negative log posterior: without it a deep fit under
+strong seeing followed the metric's negative curvature, and rounding (docs/QUALITY.md, "Rounding").
 
 Why it is here: the spatially variant solve (:mod:`svrt.runtime.solver`) is a large non-convex problem
 whose Adam iterations start from zero wavefronts; started from these wavefronts it only has to refine
