@@ -242,7 +242,7 @@ def kolmogorov_precision(alpha: torch.Tensor, groups: list, weight: float = 1.0)
     Why each group at its own scale (empirical Bayes per radial-order step) and not one r0 for all: an AO system
     corrects the low orders and leaves the high ones, so a scale measured on other modes is wrong by the
     correction on one side of it. Measured on the 128^2 peer bursts: one scale from the step before cost the AO
-    bursts 4 % of NMSE_var on the mean, each group's own 0.4 % (docs/QUALITY.md, "Rounding")."""
+    bursts 4 % of NMSE_var on the mean, each group's own 0.6 % (docs/QUALITY.md, "Rounding")."""
     from svrt.optics.kl import kl_basis
 
     m = alpha.shape[-1]
