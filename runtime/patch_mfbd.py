@@ -288,7 +288,8 @@ def patch_wavefronts(frames: torch.Tensor, channels, n_modes: int, grid_shape: t
     the settings', :class:`~svrt.runtime.solver_config.SolverConfig`); ``diversity`` a
     :class:`~svrt.optics.diversity.DiversitySpec` (channels tied to one object, their known defocus) or
     None. Returns the wavefronts and a
-    dict with the metric before and after and the number of function evaluations."""
+    dict with the metric before and after (the marginal likelihood, without the mode prior) and the number of
+    function evaluations."""
     k, n_frames, y, x = frames.shape
     layout = patch_layout((y, x), grid_shape, patch_size)
     noise = torch.as_tensor(noise_var, dtype=torch.float32).reshape(-1)
@@ -342,6 +343,8 @@ def patch_wavefronts(frames: torch.Tensor, channels, n_modes: int, grid_shape: t
         problem.refit_object_power(alpha)
         if progress is not None:
             progress(n_free)
+    # the figure reported is the marginal likelihood alone, as the start's (which no prior can have yet)
+    problem.set_mode_prior(None)
     with torch.no_grad():
         info["metric_end"] = float(problem.metric(alpha))
     info["patch_size"] = layout.size
