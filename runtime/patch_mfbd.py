@@ -244,6 +244,7 @@ def kolmogorov_precision(alpha: torch.Tensor, groups: list, weight: float = 1.0)
     correction on one side of it. Measured on the 128^2 peer bursts: one scale from the step before cost the AO
     bursts 4 % of NMSE_var on the mean, each group's own 0.6 % (docs/QUALITY.md, "Rounding")."""
     from svrt.optics.kl import kl_basis
+    from svrt.optics.residual import kolmogorov_scale
 
     m = alpha.shape[-1]
     c = torch.as_tensor(kl_basis(m).variances, dtype=torch.float64)
@@ -253,8 +254,7 @@ def kolmogorov_precision(alpha: torch.Tensor, groups: list, weight: float = 1.0)
         first = max(2, int(first))
         if end <= first:
             continue
-        mean_square = alpha[..., first:end].detach().double().pow(2).reshape(-1, end - first).mean(dim=0)
-        scale = float(mean_square.sum() / c[first:end].sum())
+        scale = kolmogorov_scale(alpha.movedim(-1, 1), first, end)
         if scale > 0.0:
             precision[first:end] = weight / (c[first:end] * scale)
             found = True

@@ -27,7 +27,7 @@ import torch
 
 from svrt.optics.kl import kl_basis, kl_residual_variances
 
-__all__ = ["fitting_error_variance", "fitting_error_otf", "estimate_d_over_r0"]
+__all__ = ["fitting_error_variance", "fitting_error_otf", "kolmogorov_scale", "estimate_d_over_r0"]
 
 
 def fitting_error_variance(d_over_r0: float, n_modes: int) -> float:
@@ -43,13 +43,19 @@ def fitting_error_otf(nu_over_cutoff: torch.Tensor, d_over_r0: float, n_modes: i
     return torch.exp(-0.5 * torch.clamp(structure, max=2.0 * s2))
 
 
+def kolmogorov_scale(alpha: torch.Tensor, first: int, end: int) -> float:
+    """(D / r0)^(5/3) at the wavelength of the coefficients from the fitted KL modes ``first..end-1`` of
+    ``alpha [L, M, ...]`` (radians): their mean squares over their Kolmogorov variances ``c_j``, summed."""
+    c = kl_basis(alpha.shape[1]).variances[first:end]
+    measured = alpha[:, first:end].detach().double().pow(2).mean(dim=tuple(i for i in range(alpha.dim()) if i != 1))
+    return float(measured.sum()) / float(np.sum(c))
+
+
 def estimate_d_over_r0(alpha: torch.Tensor, first: int | None = None) -> float:
     """D / r0 at the wavelength of the coefficients from fitted KL coefficients ``alpha [L, M, ...]``
     (radians): the mean square of modes ``first..M`` (default the upper half, which an AO system of
-    up to M/2 modes leaves alone) against their Kolmogorov variances ``c_j (D / r0)^(5/3)``."""
+    up to M/2 modes leaves alone) against their Kolmogorov variances ``c_j (D / r0)^(5/3)``
+    (:func:`kolmogorov_scale`)."""
     m = alpha.shape[1]
     first = m // 2 if first is None else int(first)
-    c = kl_basis(m).variances[first:]
-    measured = alpha[:, first:].detach().double().pow(2).mean(dim=tuple(i for i in range(alpha.dim()) if i != 1))
-    ratio = float(measured.sum()) / float(np.sum(c))
-    return max(ratio, 0.0) ** 0.6
+    return max(kolmogorov_scale(alpha, first, m), 0.0) ** 0.6
